@@ -1,0 +1,215 @@
+"""Heading-aware chunking bounded by the embedding model's tokenizer.
+
+* A heading starts a section; a chunk never spans two sections, so an edit in one
+  section cannot move the chunks of another.
+* Inside a section, paragraphs (then sentences, then token windows for a run-on
+  text) are packed up to ``target`` word pieces; no chunk ever exceeds the model's
+  maximum, so nothing is silently truncated at embedding time.
+* A content-defined boundary (a paragraph whose hash is 0 mod ``anchor_every``)
+  lets chunk boundaries re-synchronise after an edit in a long flat section.
+* When a section is split, each later part starts with the last sentence of the
+  part before (small overlap, only then).
+* Tables longer than a chunk are split by rows, each part repeating the header row.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from extractors.base import Element
+
+CHUNKER_VERSION = "heading-aware/1"
+_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
+
+
+@dataclass
+class Chunk:
+    index: int
+    text: str
+    page: int | None
+    section: str
+    tokens: int
+
+    @property
+    def text_hash(self) -> str:
+        return text_hash(self.text)
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def chunk_id(doc_id: str, index: int, thash: str) -> str:
+    return hashlib.sha256(f"{doc_id}\0{index}\0{thash}".encode()).hexdigest()[:32]
+
+
+@dataclass
+class _Unit:
+    text: str
+    page: int | None
+    tokens: int
+    anchor: bool = False
+    table: bool = False  # a table part (repeats its header row; takes no overlap)
+
+
+class Chunker:
+    def __init__(self, counter, max_tokens: int, target: int | None = None, overlap: int = 40,
+                 anchor_every: int = 5, min_anchor_tokens: int = 96):
+        self.count = counter  # text -> number of word pieces
+        self.max = max_tokens
+        self.target = min(target or int(max_tokens * 0.8), max_tokens)
+        self.overlap = overlap
+        self.anchor_every = anchor_every
+        self.min_anchor = min_anchor_tokens
+
+    @property
+    def settings(self) -> str:
+        return f"{CHUNKER_VERSION} target={self.target} max={self.max} overlap={self.overlap}"
+
+    # -- splitting oversized pieces -------------------------------------------------
+    def _split_long(self, text: str, page: int | None, limit: int) -> list[_Unit]:
+        out: list[_Unit] = []
+        for sent in _SENT.split(text):
+            n = self.count(sent)
+            if n <= limit:
+                out.append(_Unit(sent, page, n))
+                continue
+            out.extend(self._token_windows(sent, page, limit))
+        return out
+
+    def _token_windows(self, text: str, page, limit: int) -> list[_Unit]:
+        offsets = self._offsets(text)
+        out, start = [], 0
+        while start < len(offsets):
+            end = min(start + limit, len(offsets))
+            a, b = offsets[start][0], offsets[end - 1][1]
+            piece = text[a:b]
+            out.append(_Unit(piece, page, self.count(piece)))
+            start = end
+        return out
+
+    def _offsets(self, text: str):
+        owner = getattr(self.count, "__self__", None)
+        if owner is not None and hasattr(owner, "token_offsets"):
+            return owner.token_offsets(text)
+        # fallback: whitespace words as tokens
+        return [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+
+    def _tail(self, text: str) -> str | None:
+        """The overlap carried into the next part: the last sentence, or its last words."""
+        if self.overlap <= 0:
+            return None
+        last = _SENT.split(text)[-1]
+        if self.count(last) <= self.overlap:
+            return last
+        offs = self._offsets(last)
+        start = offs[len(offs) - self.overlap][0]
+        while start > 0 and not last[start - 1].isspace():  # back to a word start
+            start -= 1
+        tail = last[start:]
+        return tail if self.count(tail) <= self.overlap * 2 else None
+
+    def _table_units(self, el: Element, limit: int) -> list[_Unit]:
+        lines = [ln for ln in el.text.splitlines() if ln.strip()]
+        if not lines:
+            return []
+        header, rows = lines[0], lines[1:]
+        hn = self.count(header)
+        out: list[_Unit] = []
+        cur, cur_n = [header], hn
+        for row in rows:
+            rn = self.count(row) + 1
+            if rn + hn + 1 > limit:  # one enormous row
+                if len(cur) > 1:
+                    out.append(_Unit("\n".join(cur), el.page, cur_n, table=True))
+                    cur, cur_n = [header], hn
+                out.extend(self._split_long(row, el.page, limit))
+                continue
+            if cur_n + rn > limit:
+                out.append(_Unit("\n".join(cur), el.page, cur_n, table=True))
+                cur, cur_n = [header], hn
+            cur.append(row)
+            cur_n += rn
+        if len(cur) > 1 or not rows:
+            out.append(_Unit("\n".join(cur), el.page, cur_n, table=True))
+        return out
+
+    # -- main ------------------------------------------------------------------------
+    def chunk(self, elements: list[Element]) -> list[Chunk]:
+        sections: list[tuple[str, list[_Unit]]] = []
+        stack: list[tuple[int, str]] = []
+        units: list[_Unit] = []
+        path = ""
+        limit = self.max - self.overlap  # room for an overlap sentence
+
+        def close():
+            if units:
+                sections.append((path, list(units)))
+                units.clear()
+
+        pending: list[_Unit] = []  # headings wait for the body they introduce
+
+        for el in elements:
+            text = (el.text or "").strip()
+            if not text:
+                continue
+            if el.kind in ("title", "heading"):
+                close()
+                level = el.level or 1
+                while stack and stack[-1][0] >= level:
+                    stack.pop()
+                stack.append((level, " ".join(text.split())[:200]))
+                path = " > ".join(t for _, t in stack)
+                pending.extend(self._split_long(text, el.page, limit) if self.count(text) > limit
+                               else [_Unit(text, el.page, self.count(text))])
+                continue
+            if pending:
+                units.extend(pending)
+                pending.clear()
+            if el.kind == "table":
+                units.extend(self._table_units(el, limit))
+                continue
+            n = self.count(text)
+            if n > limit:
+                units.extend(self._split_long(text, el.page, limit))
+            else:
+                h = int(hashlib.sha1(text.encode()).hexdigest()[:8], 16)
+                units.append(_Unit(text, el.page, n, anchor=(h % self.anchor_every == 0)))
+        units.extend(pending)  # trailing headings with no body still count as text
+        close()
+
+        chunks: list[Chunk] = []
+        for spath, sunits in sections:
+            parts: list[list[_Unit]] = []
+            cur: list[_Unit] = []
+            cur_n = 0
+            for u in sunits:
+                if cur and cur_n + u.tokens + 1 > self.target - (self.overlap if parts else 0):
+                    parts.append(cur)
+                    cur, cur_n = [], 0
+                cur.append(u)
+                cur_n += u.tokens + 1
+                if u.anchor and cur_n >= self.min_anchor:
+                    parts.append(cur)
+                    cur, cur_n = [], 0
+            if cur:
+                parts.append(cur)
+            prev_tail: str | None = None
+            for part in parts:
+                body = "\n\n".join(u.text for u in part)
+                text = body
+                if prev_tail and not part[0].table:
+                    cand = prev_tail + "\n\n" + body
+                    if self.count(cand) <= self.max:
+                        text = cand
+                n = self.count(text)
+                if n > self.max:  # joins tokenised differently: drop the overlap, then window
+                    text, n = body, self.count(body)
+                page = next((u.page for u in part if u.page is not None), None)
+                pieces = [(text, n)] if n <= self.max else [
+                    (w.text, w.tokens) for w in self._token_windows(body, page, self.max)]
+                for ptext, pn in pieces:
+                    chunks.append(Chunk(len(chunks), ptext, page, spath, pn))
+                prev_tail = self._tail(part[-1].text)
+        return chunks

@@ -1,0 +1,297 @@
+"""The core behind ``ingest run``, ``ingest add`` and ``ingest worker`` (the CLI is a thin face).
+
+Embedded default: the producer (watcher, reconcile) enqueues Celery tasks into a
+SQLite broker beside the store, and a Celery worker started as a child process
+consumes them. Queued work is durable in the broker; work that was in flight when
+the process died is found again by the reconcile scan at the next start (the
+registry, not the queue, is the source of truth), and tasks are idempotent.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from .sources.base import ChangeEvent
+
+log = logging.getLogger("ingest.runner")
+
+
+class StoreBusy(RuntimeError):
+    pass
+
+
+class RunLock:
+    """One embedded runner per store (the SQLite broker's in-flight rows assume it)."""
+
+    def __init__(self, store_path: Path):
+        self.file = store_path.with_name(store_path.name + ".run.lock")
+        self.fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+class Queue:
+    """Producer side: change events -> Celery tasks on a lane."""
+
+    def __init__(self, store_url: str, broker_url: str):
+        from workers.app import configure
+
+        self.store_url = store_url
+        self.broker_url = broker_url
+        self.app = configure(broker_url)
+
+    def send(self, events: list[ChangeEvent], lane: str, batch: str | None = None) -> int:
+        with self.app.producer_or_acquire() as producer:
+            for ev in events:
+                self.app.send_task("ingest.change", args=[self.store_url, ev.kind, ev.root, ev.path, ev.dest_path,
+                                                          batch], queue=lane, producer=producer)
+        return len(events)
+
+    def depth(self) -> dict[str, int]:
+        """Messages waiting per lane (embedded SQLite broker only; {} otherwise)."""
+        db = _broker_db(self.broker_url)
+        if db is None or not db.exists():
+            return {}
+        try:
+            with sqlite3.connect(db, timeout=10) as c:
+                rows = c.execute("SELECT q.name, COUNT(m.id) FROM kombu_queue q LEFT JOIN kombu_message m"
+                                 " ON m.queue_id=q.id AND m.visible=1 GROUP BY q.name").fetchall()
+        except sqlite3.OperationalError:
+            return {}
+        return dict(rows)
+
+
+def _broker_db(broker_url: str) -> Path | None:
+    if broker_url.startswith("sqla+sqlite:///"):
+        return Path(broker_url[len("sqla+sqlite:///"):])
+    return None
+
+
+def purge_delivered(broker_url: str) -> int:
+    """kombu's SQL transport keeps delivered messages (visible=0) forever: drop them.
+
+    Safe whenever this process holds the run lock: a delivered message is either done,
+    or was in flight in a worker that died, and the reconcile scan finds that work again.
+    """
+    db = _broker_db(broker_url)
+    if db is None or not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=30) as c:
+            return c.execute("DELETE FROM kombu_message WHERE visible=0").rowcount
+    except sqlite3.OperationalError:
+        return 0
+
+
+def worker_command(store_url: str, broker_url: str, queues: str, concurrency: int, loglevel: str) -> list[str]:
+    return [sys.executable, "-m", "ingest.cli", "worker", "--store", store_url, "--broker", broker_url,
+            "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel]
+
+
+def start_worker(store_url: str, broker_url: str, *, queues: str = "interactive,bulk,maintenance",
+                 concurrency: int = 1, loglevel: str = "WARNING") -> subprocess.Popen:
+    from workers.lifecycle import die_with_parent
+
+    env = dict(os.environ, INGEST_BROKER=broker_url, INGEST_STORE=store_url)
+    return subprocess.Popen(worker_command(store_url, broker_url, queues, concurrency, loglevel), env=env,
+                            preexec_fn=die_with_parent, stdin=subprocess.DEVNULL)
+
+
+def stop_worker(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Warm shutdown: the worker finishes its current task and returns prefetched ones."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("worker did not stop in %.0f s; killing it (the next start's scan redoes its work)", timeout)
+        proc.kill()
+        proc.wait()
+
+
+def run_worker(store_url: str, broker_url: str, queues: str, concurrency: int, loglevel: str) -> None:
+    """Blocking: a Celery worker consuming the given lanes (``ingest worker``)."""
+    os.environ["INGEST_BROKER"] = broker_url
+    os.environ["INGEST_STORE"] = store_url
+    from workers.app import configure
+
+    app = configure(broker_url)
+    argv = ["worker", "-Q", queues, "-c", str(concurrency), "-P", "prefork", "-l", loglevel,
+            "-n", f"ingest-{os.getpid()}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    app.worker_main(argv)
+
+
+def scan_events(store, roots: list[str]) -> list[ChangeEvent]:
+    from .sources.reconcile import reconcile
+
+    events: list[ChangeEvent] = []
+    for root in roots:
+        events.extend(reconcile(store, root))
+    return events
+
+
+class Runner:
+    """``ingest run``: watch folders, keep the index current until stopped."""
+
+    def __init__(self, roots: list[str], store_url: str, broker_url: str | None = None, *,
+                 debounce: float = 0.25, rescan_every: float = 600.0, concurrency: int = 1,
+                 loglevel: str = "WARNING"):
+        from workers.app import embedded_broker
+
+        from .stores import open_store, store_path
+
+        self.roots = [os.path.abspath(os.path.expanduser(r)) for r in roots]
+        for r in self.roots:
+            if not os.path.isdir(r):
+                raise FileNotFoundError(f"not a directory: {r}")
+        self.store_url = str(store_path(store_url))
+        self.store = open_store(self.store_url)
+        self.embedded = broker_url is None
+        self.broker_url = broker_url or embedded_broker(self.store_url)
+        self.debounce = debounce
+        self.rescan_every = rescan_every
+        self.concurrency = concurrency
+        self.loglevel = loglevel
+        self.queue = Queue(self.store_url, self.broker_url)
+        self.lock = RunLock(Path(self.store_url))
+        self.worker: subprocess.Popen | None = None
+        self.watchers = []
+        self._stop = threading.Event()
+
+    def request_stop(self, *_):
+        self._stop.set()
+
+    def _emit(self, events: list[ChangeEvent]) -> None:
+        self.queue.send(events, "interactive")
+
+    def run(self, ready: "threading.Event | None" = None) -> None:
+        from .sources.folder import FolderWatcher
+
+        if self.embedded and not self.lock.try_acquire():
+            raise StoreBusy(f"another `ingest run` or `ingest add` is using {self.store_url} "
+                            f"(lock {self.lock.file})")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.request_stop)
+        try:
+            if self.embedded:
+                purge_delivered(self.broker_url)
+                self.worker = start_worker(self.store_url, self.broker_url, concurrency=self.concurrency,
+                                           loglevel=self.loglevel)
+            for root in self.roots:
+                w = FolderWatcher(root, self._emit, debounce=self.debounce)
+                w.start()
+                self.watchers.append(w)
+            n = self.queue.send(scan_events(self.store, self.roots), "bulk")
+            log.warning("watching %s; start-up scan queued %d change(s)", ", ".join(self.roots), n)
+            if ready is not None:
+                ready.set()
+            last_scan = time.monotonic()
+            while not self._stop.wait(0.5):
+                if self.worker is not None and self.worker.poll() is not None:
+                    log.error("worker exited with %s; restarting it", self.worker.returncode)
+                    self.worker = start_worker(self.store_url, self.broker_url, concurrency=self.concurrency,
+                                               loglevel=self.loglevel)
+                if time.monotonic() - last_scan > self.rescan_every:
+                    last_scan = time.monotonic()
+                    if self.embedded:
+                        purge_delivered(self.broker_url)
+                    self.queue.send(scan_events(self.store, self.roots), "maintenance")
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        for w in self.watchers:
+            try:
+                w.stop(flush=True)  # pending debounced events go to the queue, not lost
+            except Exception:
+                log.exception("stopping watcher")
+        self.watchers.clear()
+        if self.worker is not None:
+            stop_worker(self.worker)
+            self.worker = None
+        self.lock.release()
+
+
+def add(paths: list[str], store_url: str, broker_url: str | None = None, *, progress: bool = True,
+        concurrency: int = 1, loglevel: str = "WARNING", timeout: float | None = None) -> dict:
+    """``ingest add``: one-shot ingest of folders/files on the bulk lane; returns a summary."""
+    from workers.app import embedded_broker
+
+    from .sources.reconcile import reconcile
+    from .stores import open_store, store_path
+
+    store_url = str(store_path(store_url))
+    store = open_store(store_url)
+    events: list[ChangeEvent] = []
+    for p in paths:
+        p = os.path.abspath(os.path.expanduser(p))
+        if os.path.isdir(p):
+            events.extend(reconcile(store, p))
+        elif os.path.isfile(p):
+            root, name = os.path.split(p)
+            events.extend(reconcile(store, root, subtree=name))
+        else:
+            raise FileNotFoundError(f"no such file or directory: {p}")
+    broker = broker_url or embedded_broker(store_url)
+    queue = Queue(store_url, broker)
+    lock = RunLock(Path(store_url))
+    own_worker = None
+    batch = uuid.uuid4().hex
+    try:
+        if broker_url is None and lock.try_acquire():
+            purge_delivered(broker)
+            own_worker = start_worker(store_url, broker, concurrency=concurrency, loglevel=loglevel)
+        total = queue.send(events, "bulk", batch=batch)
+        bar = None
+        if progress and total:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="doc", desc="ingest add", file=sys.stderr)
+        done, t0 = 0, time.monotonic()
+        while done < total:
+            time.sleep(0.2)
+            n = store.batch_progress(batch)
+            if bar is not None:
+                bar.update(n - done)
+            done = n
+            if own_worker is not None and own_worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with status {own_worker.returncode} "
+                                   f"after {done}/{total} documents; run `ingest add` again to finish")
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"{done}/{total} documents done after {timeout:.0f} s")
+        if bar is not None:
+            bar.close()
+    finally:
+        if own_worker is not None:
+            stop_worker(own_worker)
+        lock.release()
+    rows = store.db.execute("SELECT action, COUNT(*) FROM outcomes WHERE batch=? GROUP BY action",
+                            (batch,)).fetchall()
+    return {"queued": total, "batch": batch, "outcomes": dict(rows)}

@@ -1,0 +1,93 @@
+"""Reconcile scan: compare a folder with the registry and emit what differs.
+
+Finds what changed while nothing was watching: new files, edits (size/mtime),
+permission changes (ACL version), deletions, and moves (a vanished document
+whose content hash equals a new file's). Reading file contents happens only for
+move detection, and only for new files whose size matches a vanished document.
+A document is reported deleted only when ``lstat`` says the path does not exist;
+a path we cannot examine (permissions, I/O error) is never pruned.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+
+from acl.posix import acl_for_path
+
+from .base import DELETE, MOVE, UPSERT, ChangeEvent
+from .folder import walk
+from .ignore import is_ignored
+
+log = logging.getLogger("ingest.sources.reconcile")
+
+
+def _under(rel: str, subtree: str) -> bool:
+    return not subtree or subtree in (".", "") or rel == subtree or rel.startswith(subtree.rstrip("/") + "/")
+
+
+def _gone(path: str) -> bool:
+    try:
+        os.lstat(path)
+        return False
+    except FileNotFoundError:
+        return True
+    except OSError as e:
+        log.warning("cannot examine %s (%s); not pruning it", path, e.strerror)
+        return False
+
+
+def reconcile(store, root: str, subtree: str = "") -> list[ChangeEvent]:
+    from ingest.pipeline import folder_source, sha256_file
+
+    root = os.path.abspath(root)
+    source = folder_source(root)
+    known = {k: v for k, v in store.docs_for_source(source).items() if _under(k, subtree)}
+    start = os.path.join(root, subtree) if subtree and subtree != "." else root
+    seen: dict[str, os.stat_result] = {}
+    failed: list[str] = []  # directories we could not list: nothing under them is pruned
+    if os.path.isdir(start):
+        prefix = os.path.relpath(start, root)
+        errors: list[str] = []
+        for rel, st in walk(start, errors=errors):
+            full_rel = rel if prefix == "." else f"{prefix}/{rel}"
+            seen[full_rel] = st
+        failed = [e if prefix == "." else f"{prefix}/{e}" for e in errors]
+    elif os.path.isfile(start) and not is_ignored(subtree):
+        seen[subtree] = os.stat(start)
+
+    events: list[ChangeEvent] = []
+    stat_cache: dict[str, os.stat_result] = {}
+    new_files: list[str] = []
+    for rel, st in seen.items():
+        row = known.get(rel)
+        if row is None:
+            new_files.append(rel)
+        elif row["size"] != st.st_size or row["mtime_ns"] != st.st_mtime_ns:
+            events.append(ChangeEvent(UPSERT, root, rel))
+        elif acl_for_path(os.path.join(root, rel), stat_cache=stat_cache, file_stat=st).version != row["acl_version"]:
+            events.append(ChangeEvent(UPSERT, root, rel))
+
+    missing = {rel: row for rel, row in known.items()
+               if rel not in seen and not any(_under(rel, f) for f in failed) and _gone(os.path.join(root, rel))}
+    by_size: dict[int, list[str]] = defaultdict(list)
+    for rel, row in missing.items():
+        if row["status"] == "indexed" and row["size"] is not None:
+            by_size[row["size"]].append(rel)
+    for rel in sorted(new_files):
+        cands = by_size.get(seen[rel].st_size)
+        match = None
+        if cands:
+            try:
+                h = sha256_file(os.path.join(root, rel))
+                match = next((c for c in cands if missing[c]["content_version"] == h), None)
+            except OSError:
+                match = None
+        if match is not None:
+            cands.remove(match)
+            del missing[match]
+            events.append(ChangeEvent(MOVE, root, match, rel))
+        else:
+            events.append(ChangeEvent(UPSERT, root, rel))
+    events.extend(ChangeEvent(DELETE, root, rel) for rel in sorted(missing))
+    return events

@@ -1,0 +1,69 @@
+"""The store contract (see DESIGN.md, Stores) and the records that cross it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from acl.model import ACL
+
+
+@dataclass
+class DocRecord:
+    doc_id: str
+    source: str
+    external_id: str
+    uri: str
+    mime: str | None
+    size: int | None
+    mtime_ns: int | None
+    content_version: str | None
+    acl: ACL
+    extractor: str | None = None
+    extractor_version: str | None = None
+    status: str = "indexed"  # indexed | error | quarantined
+    error_code: str | None = None
+    error: str | None = None
+    flags: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ChunkRecord:
+    chunk_id: str
+    index: int
+    text: str
+    text_hash: str
+    tokens: int
+    page: int | None
+    section: str
+    vector: bytes  # float32, L2-normalised
+    chunker: str
+    model_id: str
+
+
+@dataclass
+class Hit:
+    chunk_id: str
+    doc_id: str
+    score: float
+    text: str
+    uri: str
+    page: int | None
+    section: str
+    doc_version: str | None
+    labels: list[str]
+    acl: dict
+    extractor: str | None = None
+    model_id: str | None = None
+    bm25_rank: int | None = None
+    vector_rank: int | None = None
+
+
+class Store(Protocol):
+    def apply(self, doc: DocRecord, chunks: list[ChunkRecord]) -> None: ...
+    def set_acl(self, doc_id: str, acl: ACL) -> None: ...
+    def delete(self, doc_id: str) -> None: ...
+    def search(self, query: str, query_vector, tokens: frozenset[str], k: int,
+               filters: dict | None = None) -> list[Hit]: ...
+    def schema_version(self) -> int: ...
+    def migrate(self) -> None: ...

@@ -1,0 +1,510 @@
+"""The embedded default store: one SQLite file (WAL) holding the registry, chunks,
+an FTS5 index, vectors, the embedding cache, the outcome log and the audit log.
+
+Applying a document is one transaction: the registry row, its ACL rows and all its
+chunks (text, FTS, vector) change together or not at all. Safe for one writer and
+many readers (WAL); writers from several processes serialise on SQLite's lock.
+
+Vector search needs no SQLite extension: vectors are float32 blobs, scored exactly
+with numpy over the chunks the caller may read (the ACL is applied to the candidate
+set before scoring and limiting, so ``k`` results are ``k`` readable results).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from acl.model import ACL
+
+from .base import ChunkRecord, DocRecord, Hit
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS documents(
+  doc_id TEXT PRIMARY KEY,
+  source TEXT NOT NULL,
+  external_id TEXT NOT NULL,
+  uri TEXT NOT NULL,
+  mime TEXT,
+  size INTEGER,
+  mtime_ns INTEGER,
+  content_version TEXT,
+  acl_version TEXT,
+  acl TEXT,
+  status TEXT NOT NULL,
+  error_code TEXT,
+  error TEXT,
+  extractor TEXT,
+  extractor_version TEXT,
+  n_chunks INTEGER NOT NULL DEFAULT 0,
+  flags TEXT NOT NULL DEFAULT '[]',
+  labels TEXT NOT NULL DEFAULT '[]',
+  first_seen REAL,
+  updated_at REAL,
+  indexed_at REAL,
+  UNIQUE(source, external_id)
+);
+CREATE INDEX IF NOT EXISTS documents_status ON documents(status);
+CREATE TABLE IF NOT EXISTS doc_acl(
+  doc_id TEXT NOT NULL,
+  token TEXT NOT NULL,
+  effect INTEGER NOT NULL,          -- 1 allow, 0 deny
+  PRIMARY KEY(doc_id, token, effect)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS doc_acl_token ON doc_acl(token, effect, doc_id);
+CREATE TABLE IF NOT EXISTS chunks(
+  rowid INTEGER PRIMARY KEY,
+  chunk_id TEXT NOT NULL UNIQUE,
+  doc_id TEXT NOT NULL,
+  idx INTEGER NOT NULL,
+  text TEXT NOT NULL,
+  text_hash TEXT NOT NULL,
+  tokens INTEGER,
+  page INTEGER,
+  section TEXT,
+  doc_version TEXT,
+  extractor TEXT,
+  extractor_version TEXT,
+  chunker TEXT,
+  model_id TEXT,
+  labels TEXT NOT NULL DEFAULT '[]',
+  created_at REAL,
+  vec BLOB NOT NULL,
+  UNIQUE(doc_id, idx)
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, section, tokenize='porter unicode61');
+CREATE TABLE IF NOT EXISTS emb_cache(
+  model_id TEXT NOT NULL,
+  text_hash TEXT NOT NULL,
+  vec BLOB NOT NULL,
+  PRIMARY KEY(model_id, text_hash)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outcomes(
+  id INTEGER PRIMARY KEY,
+  ts REAL NOT NULL,
+  batch TEXT,
+  source TEXT,
+  external_id TEXT,
+  doc_id TEXT,
+  action TEXT NOT NULL,             -- indexed | skipped | acl | moved | deleted | error
+  parsed INTEGER NOT NULL DEFAULT 0,
+  embedded INTEGER NOT NULL DEFAULT 0,
+  detail TEXT
+);
+CREATE INDEX IF NOT EXISTS outcomes_batch ON outcomes(batch);
+CREATE TABLE IF NOT EXISTS audit(
+  id INTEGER PRIMARY KEY,
+  ts REAL NOT NULL,
+  principal TEXT,
+  query TEXT,
+  filters TEXT,
+  results TEXT,
+  prev_hash TEXT,
+  hash TEXT
+);
+"""
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def fts_query(text: str) -> str | None:
+    """User text -> a safe FTS5 query: every word quoted, OR-ed (BM25 ranks them)."""
+    words = _WORD.findall(text.lower())
+    if not words:
+        return None
+    seen = dict.fromkeys(words)
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in seen)
+
+
+class _FileLock:
+    """Striped fcntl locks: the kernel releases them if the holder dies."""
+
+    STRIPES = 256
+
+    def __init__(self, folder: Path, keys: tuple[str, ...]):
+        import hashlib
+
+        folder.mkdir(exist_ok=True)
+        stripes = sorted({int(hashlib.sha1(k.encode()).hexdigest()[:8], 16) % self.STRIPES for k in keys})
+        self.files = [folder / f"{n:03d}.lock" for n in stripes]
+        self.fds: list[int] = []
+
+    def __enter__(self):
+        import fcntl
+
+        for f in self.files:  # sorted: no lock-order deadlock
+            fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self.fds.append(fd)
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        for fd in reversed(self.fds):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        self.fds.clear()
+        return False
+
+
+class SQLiteStore:
+    def __init__(self, path: str | os.PathLike, model_id: str | None = None):
+        from ingest.embed import DEFAULT_MODEL
+
+        self._model_id = model_id or DEFAULT_MODEL
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._vec_cache = None  # (gen, rowids, doc_index, doc_ids, matrix)
+        self._vec_lock = threading.Lock()
+        self.migrate()
+
+    # -- connections ----------------------------------------------------------------
+    @property
+    def db(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None or getattr(self._local, "pid", None) != os.getpid():
+            c = sqlite3.connect(self.path, timeout=60, isolation_level=None,
+                                check_same_thread=False)
+            c.row_factory = sqlite3.Row
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=NORMAL")
+            c.execute("PRAGMA busy_timeout=60000")
+            self._local.conn, self._local.pid = c, os.getpid()
+        return c
+
+    def close(self) -> None:
+        c = getattr(self._local, "conn", None)
+        if c is not None:
+            c.close()
+            self._local.conn = None
+
+    class _Tx:
+        def __init__(self, db):
+            self.db = db
+
+        def __enter__(self):
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, et, ev, tb):
+            self.db.execute("COMMIT" if et is None else "ROLLBACK")
+            return False
+
+    def tx(self):
+        return self._Tx(self.db)
+
+    # -- schema ---------------------------------------------------------------------
+    def schema_version(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def migrate(self) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT)")
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            current = int(row[0]) if row else 0
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path}: store schema {current} is newer than this "
+                                   f"version of ingest understands ({SCHEMA_VERSION}); upgrade ingest")
+            if current < 1:
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+                db.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
+                db.execute("INSERT OR IGNORE INTO meta VALUES('gen', '0')")
+                db.execute("INSERT OR IGNORE INTO meta VALUES('model_id', ?)", (self._model_id,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @property
+    def model_id(self) -> str:
+        return self.db.execute("SELECT value FROM meta WHERE key='model_id'").fetchone()[0]
+
+    def lock(self, *keys: str):
+        """Per-document lock across processes (fcntl, released by the kernel if we die)."""
+        return _FileLock(self.path.with_name(self.path.name + ".locks"), keys)
+
+    def _bump(self, db) -> None:
+        db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='gen'")
+
+    def generation(self) -> int:
+        return int(self.db.execute("SELECT value FROM meta WHERE key='gen'").fetchone()[0])
+
+    # -- registry -------------------------------------------------------------------
+    def get_doc(self, source: str, external_id: str) -> dict | None:
+        r = self.db.execute("SELECT * FROM documents WHERE source=? AND external_id=?",
+                            (source, external_id)).fetchone()
+        return dict(r) if r else None
+
+    def get_doc_by_id(self, doc_id: str) -> dict | None:
+        r = self.db.execute("SELECT * FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
+        return dict(r) if r else None
+
+    def docs_for_source(self, source: str) -> dict[str, dict]:
+        rows = self.db.execute(
+            "SELECT doc_id, external_id, size, mtime_ns, content_version, acl_version, status "
+            "FROM documents WHERE source=?", (source,))
+        return {r["external_id"]: dict(r) for r in rows}
+
+    def doc_id_taken(self, doc_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM documents WHERE doc_id=?", (doc_id,)).fetchone() is not None
+
+    @staticmethod
+    def _acl_rows(db, doc_id: str, acl: ACL) -> None:
+        db.execute("DELETE FROM doc_acl WHERE doc_id=?", (doc_id,))
+        db.executemany("INSERT INTO doc_acl VALUES(?,?,1)", [(doc_id, t) for t in sorted(acl.allow)])
+        db.executemany("INSERT INTO doc_acl VALUES(?,?,0)", [(doc_id, t) for t in sorted(acl.deny)])
+
+    def apply(self, doc: DocRecord, chunks: list[ChunkRecord]) -> None:
+        """Replace the document and all its chunks in one transaction."""
+        now = time.time()
+        flags = list(doc.flags)
+        if not doc.acl.known and "acl-unknown" not in flags:
+            flags.append("acl-unknown")
+        with self.tx() as db:
+            self._upsert_doc(db, doc, now, n_chunks=len(chunks), flags=flags, indexed=True)
+            old = [r[0] for r in db.execute("SELECT rowid FROM chunks WHERE doc_id=?", (doc.doc_id,))]
+            db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(r,) for r in old])
+            db.execute("DELETE FROM chunks WHERE doc_id=?", (doc.doc_id,))
+            labels = json.dumps(doc.labels)
+            for c in chunks:
+                cur = db.execute(
+                    "INSERT INTO chunks(chunk_id, doc_id, idx, text, text_hash, tokens, page, section,"
+                    " doc_version, extractor, extractor_version, chunker, model_id, labels, created_at, vec)"
+                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (c.chunk_id, doc.doc_id, c.index, c.text, c.text_hash, c.tokens, c.page, c.section,
+                     doc.content_version, doc.extractor, doc.extractor_version, c.chunker, c.model_id,
+                     labels, now, c.vector))
+                db.execute("INSERT INTO chunks_fts(rowid, text, section) VALUES(?,?,?)",
+                           (cur.lastrowid, c.text, c.section))
+            self._acl_rows(db, doc.doc_id, doc.acl)
+            self._bump(db)
+
+    def _upsert_doc(self, db, doc: DocRecord, now: float, *, n_chunks: int, flags: list[str],
+                    indexed: bool) -> None:
+        db.execute(
+            "INSERT INTO documents(doc_id, source, external_id, uri, mime, size, mtime_ns, content_version,"
+            " acl_version, acl, status, error_code, error, extractor, extractor_version, n_chunks, flags,"
+            " labels, first_seen, updated_at, indexed_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(doc_id) DO UPDATE SET source=excluded.source, external_id=excluded.external_id,"
+            " uri=excluded.uri, mime=excluded.mime, size=excluded.size, mtime_ns=excluded.mtime_ns,"
+            " content_version=excluded.content_version, acl_version=excluded.acl_version, acl=excluded.acl,"
+            " status=excluded.status, error_code=excluded.error_code, error=excluded.error,"
+            " extractor=excluded.extractor, extractor_version=excluded.extractor_version,"
+            " n_chunks=excluded.n_chunks, flags=excluded.flags, labels=excluded.labels,"
+            " updated_at=excluded.updated_at, indexed_at=COALESCE(excluded.indexed_at, documents.indexed_at)",
+            (doc.doc_id, doc.source, doc.external_id, doc.uri, doc.mime, doc.size, doc.mtime_ns,
+             doc.content_version, doc.acl.version, doc.acl.to_json(), doc.status, doc.error_code, doc.error,
+             doc.extractor, doc.extractor_version, n_chunks, json.dumps(flags), json.dumps(doc.labels),
+             now, now, now if indexed else None))
+
+    def record_failure(self, doc: DocRecord) -> None:
+        """A document that could not be indexed: registry row with the reason, no chunks."""
+        with self.tx() as db:
+            old = [r[0] for r in db.execute("SELECT rowid FROM chunks WHERE doc_id=?", (doc.doc_id,))]
+            db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(r,) for r in old])
+            db.execute("DELETE FROM chunks WHERE doc_id=?", (doc.doc_id,))
+            self._upsert_doc(db, doc, time.time(), n_chunks=0, flags=list(doc.flags), indexed=False)
+            self._acl_rows(db, doc.doc_id, doc.acl)
+            self._bump(db)
+
+    def set_acl(self, doc_id: str, acl: ACL, *, size: int | None = None, mtime_ns: int | None = None) -> None:
+        """ACL-only change: no re-extraction, no re-embedding."""
+        with self.tx() as db:
+            flags = json.loads(db.execute("SELECT flags FROM documents WHERE doc_id=?",
+                                          (doc_id,)).fetchone()[0])
+            flags = [f for f in flags if f != "acl-unknown"] + ([] if acl.known else ["acl-unknown"])
+            db.execute("UPDATE documents SET acl=?, acl_version=?, flags=?, updated_at=?,"
+                       " size=COALESCE(?, size), mtime_ns=COALESCE(?, mtime_ns) WHERE doc_id=?",
+                       (acl.to_json(), acl.version, json.dumps(flags), time.time(), size, mtime_ns, doc_id))
+            self._acl_rows(db, doc_id, acl)
+            self._bump(db)
+
+    def touch(self, doc_id: str, size: int, mtime_ns: int) -> None:
+        """Same content, new stat (e.g. `touch`): remember it so the next scan skips fast."""
+        self.db.execute("UPDATE documents SET size=?, mtime_ns=?, updated_at=? WHERE doc_id=?",
+                        (size, mtime_ns, time.time(), doc_id))
+
+    def move(self, doc_id: str, external_id: str, uri: str) -> None:
+        """A rename: the document keeps its id, chunks and vectors."""
+        with self.tx() as db:
+            db.execute("DELETE FROM documents WHERE source=(SELECT source FROM documents WHERE doc_id=?)"
+                       " AND external_id=? AND doc_id<>? AND status<>'indexed'", (doc_id, external_id, doc_id))
+            db.execute("UPDATE documents SET external_id=?, uri=?, updated_at=? WHERE doc_id=?",
+                       (external_id, uri, time.time(), doc_id))
+            self._bump(db)
+
+    def delete(self, doc_id: str) -> None:
+        with self.tx() as db:
+            old = [r[0] for r in db.execute("SELECT rowid FROM chunks WHERE doc_id=?", (doc_id,))]
+            db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(r,) for r in old])
+            db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
+            db.execute("DELETE FROM doc_acl WHERE doc_id=?", (doc_id,))
+            db.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
+            self._bump(db)
+
+    # -- embedding cache ------------------------------------------------------------
+    def cached_vectors(self, model_id: str, hashes: list[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for i in range(0, len(hashes), 500):
+            part = hashes[i:i + 500]
+            q = ",".join("?" * len(part))
+            for r in self.db.execute(f"SELECT text_hash, vec FROM emb_cache WHERE model_id=? AND text_hash IN ({q})",
+                                     (model_id, *part)):
+                out[r[0]] = r[1]
+        return out
+
+    def cache_vectors(self, model_id: str, items: list[tuple[str, bytes]]) -> None:
+        if items:
+            with self.tx() as db:
+                db.executemany("INSERT OR IGNORE INTO emb_cache VALUES(?,?,?)",
+                               [(model_id, h, v) for h, v in items])
+
+    # -- outcomes (progress, counters) ----------------------------------------------
+    def log_outcome(self, *, action: str, source: str | None, external_id: str | None,
+                    doc_id: str | None, batch: str | None = None, parsed: int = 0, embedded: int = 0,
+                    detail: str | None = None) -> None:
+        self.db.execute("INSERT INTO outcomes(ts, batch, source, external_id, doc_id, action, parsed,"
+                        " embedded, detail) VALUES(?,?,?,?,?,?,?,?,?)",
+                        (time.time(), batch, source, external_id, doc_id, action, parsed, embedded, detail))
+
+    def batch_progress(self, batch: str) -> int:
+        return self.db.execute("SELECT COUNT(DISTINCT external_id) FROM outcomes WHERE batch=?",
+                               (batch,)).fetchone()[0]
+
+    def counters(self, since_id: int = 0) -> dict:
+        r = self.db.execute("SELECT COALESCE(SUM(parsed),0), COALESCE(SUM(embedded),0), COALESCE(MAX(id),0)"
+                            " FROM outcomes WHERE id>?", (since_id,)).fetchone()
+        return {"parsed": r[0], "embedded": r[1], "last_id": r[2]}
+
+    # -- status ---------------------------------------------------------------------
+    def status(self) -> dict:
+        db = self.db
+        by_status = {r[0]: r[1] for r in db.execute("SELECT status, COUNT(*) FROM documents GROUP BY status")}
+        errors = [dict(r) for r in db.execute(
+            "SELECT uri, status, error_code, error, updated_at FROM documents WHERE status<>'indexed'"
+            " ORDER BY updated_at DESC LIMIT 200")]
+        flagged = [dict(r) for r in db.execute(
+            "SELECT uri, flags FROM documents WHERE flags<>'[]' ORDER BY updated_at DESC LIMIT 200")]
+        for f in flagged:
+            f["flags"] = json.loads(f["flags"])
+        n_chunks = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        sources = {r[0]: r[1] for r in db.execute("SELECT source, COUNT(*) FROM documents GROUP BY source")}
+        return {"store": str(self.path), "schema_version": self.schema_version(),
+                "documents": sum(by_status.values()), "by_status": by_status, "chunks": n_chunks,
+                "sources": sources, "errors": errors, "flagged": flagged}
+
+    # -- search ---------------------------------------------------------------------
+    _READABLE = ("SELECT doc_id FROM doc_acl WHERE effect=1 AND token IN ({t})"
+                 " EXCEPT SELECT doc_id FROM doc_acl WHERE effect=0 AND token IN ({t})")
+
+    def _readable_sql(self, tokens: frozenset[str]) -> tuple[str, list[str]]:
+        toks = sorted(tokens)
+        q = ",".join("?" * len(toks))
+        return self._READABLE.format(t=q), toks + toks
+
+    def bm25(self, query: str, tokens: frozenset[str], limit: int) -> list[tuple[int, float]]:
+        fq = fts_query(query)
+        if not fq or not tokens:
+            return []
+        rsql, rargs = self._readable_sql(tokens)
+        rows = self.db.execute(
+            "SELECT f.rowid, bm25(chunks_fts, 1.0, 0.5) AS s FROM chunks_fts f JOIN chunks c ON c.rowid=f.rowid"
+            f" WHERE chunks_fts MATCH ? AND c.doc_id IN ({rsql}) ORDER BY s LIMIT ?",
+            (fq, *rargs, limit)).fetchall()
+        return [(r[0], -r[1]) for r in rows]
+
+    def _vectors(self):
+        import numpy as np
+
+        gen = self.generation()
+        with self._vec_lock:
+            vc = self._vec_cache
+            if vc is not None and vc[0] == gen:
+                return vc
+            rows = self.db.execute("SELECT rowid, doc_id, vec FROM chunks ORDER BY rowid").fetchall()
+            doc_ids: list[str] = []
+            doc_pos: dict[str, int] = {}
+            rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            dix = np.empty(len(rows), dtype=np.int64)
+            mat = None
+            if rows:
+                mat = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            for i, r in enumerate(rows):
+                p = doc_pos.get(r[1])
+                if p is None:
+                    p = doc_pos[r[1]] = len(doc_ids)
+                    doc_ids.append(r[1])
+                dix[i] = p
+            self._vec_cache = (gen, rowids, dix, doc_pos, mat)
+            return self._vec_cache
+
+    def vector(self, qvec, tokens: frozenset[str], limit: int) -> list[tuple[int, float]]:
+        import numpy as np
+
+        if not tokens:
+            return []
+        _, rowids, dix, doc_pos, mat = self._vectors()
+        if mat is None:
+            return []
+        rsql, rargs = self._readable_sql(tokens)
+        readable = [doc_pos[r[0]] for r in self.db.execute(rsql, rargs) if r[0] in doc_pos]
+        if not readable:
+            return []
+        mask = np.isin(dix, np.asarray(readable, dtype=np.int64))
+        idx = np.flatnonzero(mask)
+        scores = mat[idx] @ np.asarray(qvec, dtype=np.float32)
+        n = min(limit, len(idx))
+        top = np.argpartition(-scores, n - 1)[:n]
+        top = top[np.argsort(-scores[top])]
+        return [(int(rowids[idx[t]]), float(scores[t])) for t in top]
+
+    def hits(self, scored: list[tuple[int, float, int | None, int | None]]) -> list[Hit]:
+        if not scored:
+            return []
+        q = ",".join("?" * len(scored))
+        rows = {r["rowid"]: r for r in self.db.execute(
+            "SELECT c.rowid, c.chunk_id, c.doc_id, c.text, c.page, c.section, c.doc_version, c.labels,"
+            " c.extractor, c.model_id, d.uri, d.acl, d.flags FROM chunks c JOIN documents d ON d.doc_id=c.doc_id"
+            f" WHERE c.rowid IN ({q})", [s[0] for s in scored])}
+        out = []
+        for rowid, score, br, vr in scored:
+            r = rows.get(rowid)
+            if r is None:  # deleted between ranking and fetch
+                continue
+            acl = json.loads(r["acl"]) if r["acl"] else {}
+            labels = json.loads(r["labels"]) + [f"flag:{f}" for f in json.loads(r["flags"])]
+            out.append(Hit(r["chunk_id"], r["doc_id"], score, r["text"], r["uri"], r["page"], r["section"] or "",
+                           r["doc_version"], labels, acl, r["extractor"], r["model_id"], br, vr))
+        return out
+
+    def readable_doc_count(self, tokens: frozenset[str]) -> int:
+        rsql, rargs = self._readable_sql(tokens)
+        return self.db.execute(f"SELECT COUNT(*) FROM ({rsql})", rargs).fetchone()[0]
+
+    # -- audit ----------------------------------------------------------------------
+    def audit(self, principal: str, query: str, filters: dict | None, results: list[tuple[str, str | None]]) -> None:
+        import hashlib
+
+        with self.tx() as db:
+            prev = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+            prev_hash = prev[0] if prev else ""
+            ts = time.time()
+            body = json.dumps([ts, principal, query, filters or {}, results], sort_keys=True)
+            h = hashlib.sha256((prev_hash + body).encode()).hexdigest()
+            db.execute("INSERT INTO audit(ts, principal, query, filters, results, prev_hash, hash)"
+                       " VALUES(?,?,?,?,?,?,?)",
+                       (ts, principal, query, json.dumps(filters or {}), json.dumps(results), prev_hash, h))

@@ -1,0 +1,124 @@
+import os
+import pwd
+import grp
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CORPORA = SHARED / "corpora"
+
+
+def need_corpora() -> Path:
+    if not CORPORA.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CORPORA} is missing: CI must have ../shared/corpora beside the checkout")
+        pytest.skip(f"{CORPORA} not present (outside CI): real-document tests skipped")
+    return CORPORA
+
+
+@pytest.fixture
+def world_dir():
+    """A temporary folder whose ancestors are all world-searchable (pytest's tmp_path
+    lives under a 0700 directory, which would make every file private to root)."""
+    d = Path(tempfile.mkdtemp(prefix="ingest-test-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from ingest.embed import get_embedder
+
+    return get_embedder()
+
+
+@pytest.fixture
+def store(world_dir):
+    from ingest.stores.sqlite import SQLiteStore
+
+    s = SQLiteStore(world_dir / "index.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def pipeline(store, embedder):
+    from ingest.pipeline import Pipeline
+
+    return Pipeline(store, embedder)
+
+
+def run_events(pipeline, root, subtree=""):
+    from ingest.sources.reconcile import reconcile
+
+    outs = []
+    for ev in reconcile(pipeline.store, str(root), subtree=subtree):
+        outs.extend(pipeline.handle(ev))
+    return outs
+
+
+# -- OS users for the permission tests (the kernel is the reference) -------------------
+TEST_USERS = ("ingt_alice", "ingt_bob", "ingt_carol")
+TEST_GROUPS = ("ingt_team", "ingt_other")
+
+
+@pytest.fixture(scope="session")
+def os_users():
+    """Real OS users and groups: alice and bob in ingt_team, carol in ingt_other."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("permission tests need root (to create test users) in CI")
+        pytest.skip("permission tests need root to create OS test users")
+    created = []
+    for g in TEST_GROUPS:
+        try:
+            grp.getgrnam(g)
+        except KeyError:
+            subprocess.run(["groupadd", g], check=True)
+    members = {"ingt_alice": "ingt_team", "ingt_bob": "ingt_team", "ingt_carol": "ingt_other"}
+    for u, g in members.items():
+        try:
+            pwd.getpwnam(u)
+        except KeyError:
+            subprocess.run(["useradd", "-M", "-N", "-g", g, "-s", "/usr/sbin/nologin", u], check=True)
+            created.append(u)
+    from acl.posix import clear_caches
+
+    clear_caches()
+    yield {u: pwd.getpwnam(u) for u in members}
+    for u in created:
+        subprocess.run(["userdel", u], check=False)
+
+
+def kernel_can_read(user: str, path: str) -> bool:
+    """Ask the kernel: can this user open the file for reading?"""
+    pw = pwd.getpwnam(user)
+    code = ("import os,sys\n"
+            f"os.setgroups(os.getgrouplist({pw.pw_name!r}, {pw.pw_gid}))\n"
+            f"os.setgid({pw.pw_gid}); os.setuid({pw.pw_uid})\n"
+            "try:\n open(sys.argv[1],'rb').close(); print('yes')\n"
+            "except PermissionError: print('no')\n")
+    out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, check=True)
+    return out.stdout.strip() == "yes"
+
+
+def wait_for(pred, timeout=30.0, interval=0.05, what="condition"):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -1,0 +1,55 @@
+"""The Celery app. Broker from ``INGEST_BROKER`` (set by ``ingest worker --broker``).
+
+Embedded default: ``sqla+sqlite:///<store dir>/<store name>.broker.sqlite`` (kombu's
+SQLAlchemy transport on SQLite: no server). Scale-out: ``redis://...``.
+
+Lanes are queues: ``interactive`` (watcher and webhook changes), ``bulk`` (initial
+crawls, backfills), ``maintenance`` (rescans).
+"""
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+LANES = ("interactive", "bulk", "maintenance")
+
+app = Celery("ingest", include=["workers.tasks"])
+
+
+def embedded_broker(store_path) -> str:
+    from pathlib import Path
+
+    p = Path(store_path)
+    return f"sqla+sqlite:///{p.with_name(p.name + '.broker.sqlite')}"
+
+
+def configure(broker_url: str | None = None) -> Celery:
+    url = broker_url or os.environ.get("INGEST_BROKER")
+    if not url:
+        from ingest.stores import store_path
+
+        url = embedded_broker(store_path(None))
+    sql = url.startswith("sqla+")
+    app.conf.update(
+        broker_url=url,
+        task_queues=[Queue(name) for name in LANES],
+        task_default_queue="bulk",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        worker_enable_remote_control=not sql,  # the SQL transport has no fan-out
+        broker_connection_retry_on_startup=True,
+        task_time_limit=int(os.environ.get("INGEST_TASK_TIME_LIMIT", "600")),
+        task_soft_time_limit=int(os.environ.get("INGEST_TASK_TIME_LIMIT", "600")) - 30,
+        broker_transport_options={"polling_interval": 0.05} if sql else {},
+    )
+    return app
+
+
+configure()

@@ -1,0 +1,51 @@
+"""Celery tasks: one task per document change, idempotent, retried on transient faults."""
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+from celery.signals import worker_process_init
+
+from .app import app
+
+log = logging.getLogger("ingest.workers")
+
+_pipelines: dict = {}
+
+
+@worker_process_init.connect
+def _child_init(**_):
+    from .lifecycle import die_with_parent
+
+    die_with_parent()
+
+
+def pipeline_for(store_url: str):
+    """One pipeline (store handle, embedder) per worker process and store."""
+    p = _pipelines.get(store_url)
+    if p is None:
+        from ingest.pipeline import Pipeline
+        from ingest.stores import open_store
+
+        p = _pipelines[store_url] = Pipeline(open_store(store_url))
+    return p
+
+
+@app.task(name="ingest.change", bind=True, acks_late=True, max_retries=5)
+def change(self, store_url: str, kind: str, root: str, path: str, dest_path: str | None = None,
+           batch: str | None = None):
+    from ingest.sources.base import ChangeEvent
+
+    ev = ChangeEvent(kind, root, path, dest_path)
+    try:
+        outs = pipeline_for(store_url).handle(ev, batch=batch)
+    except sqlite3.OperationalError as e:  # store busy/locked: transient
+        raise self.retry(exc=e, countdown=min(2 ** self.request.retries, 30))
+    except Exception as e:
+        # A bug or a fault we did not classify: record it for this document and go on.
+        log.exception("change %s %s failed", kind, path)
+        pipeline_for(store_url).store.log_outcome(action="error", source=f"folder:{root}", external_id=path,
+                                                  doc_id=None, batch=batch,
+                                                  detail=f"internal-error: {type(e).__name__}: {e}")
+        raise
+    return [o.action for o in outs]
