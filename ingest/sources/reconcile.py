@@ -49,9 +49,12 @@ def reconcile(store, root: str, subtree: str = "") -> list[ChangeEvent]:
     if os.path.isdir(start):
         prefix = os.path.relpath(start, root)
         errors: list[str] = []
-        for rel, st in walk(start, errors=errors):
-            full_rel = rel if prefix == "." else f"{prefix}/{rel}"
-            seen[full_rel] = st
+        try:
+            for rel, st in walk(start, errors=errors):
+                full_rel = rel if prefix == "." else f"{prefix}/{rel}"
+                seen[full_rel] = st
+        except (FileNotFoundError, NotADirectoryError):  # vanished since isdir(): all below is gone
+            seen.clear()
         failed = [e if prefix == "." else f"{prefix}/{e}" for e in errors]
     elif os.path.isfile(start) and not is_ignored(subtree):
         seen[subtree] = os.stat(start)
