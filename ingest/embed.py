@@ -68,6 +68,9 @@ class Embedder:
     @cached_property
     def model(self):
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
         return SentenceTransformer(str(self.dir), device=os.environ.get("INGEST_DEVICE", "cpu"),
                                    local_files_only=True)

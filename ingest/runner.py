@@ -120,7 +120,8 @@ def start_worker(store_url: str, broker_url: str, *, queues: str = "interactive,
 
     env = dict(os.environ, INGEST_BROKER=broker_url, INGEST_STORE=store_url)
     return subprocess.Popen(worker_command(store_url, broker_url, queues, concurrency, loglevel), env=env,
-                            preexec_fn=die_with_parent, stdin=subprocess.DEVNULL)
+                            preexec_fn=die_with_parent, stdin=subprocess.DEVNULL,
+                            start_new_session=True)  # Ctrl-C reaches us; we stop the worker warmly
 
 
 def stop_worker(proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -143,7 +144,8 @@ def run_worker(store_url: str, broker_url: str, queues: str, concurrency: int, l
     from workers.app import configure
 
     app = configure(broker_url)
-    argv = ["worker", "-Q", queues, "-c", str(concurrency), "-P", "prefork", "-l", loglevel,
+    quiet = ["--quiet"] if loglevel.upper() in ("WARNING", "ERROR", "CRITICAL") else []
+    argv = [*quiet, "worker", "-Q", queues, "-c", str(concurrency), "-P", "prefork", "-l", loglevel,
             "-n", f"ingest-{os.getpid()}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
     app.worker_main(argv)
 

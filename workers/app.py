@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 LANES = ("interactive", "bulk", "maintenance")
 
@@ -32,10 +32,16 @@ def configure(broker_url: str | None = None) -> Celery:
 
         url = embedded_broker(store_path(None))
     sql = url.startswith("sqla+")
+    if sql:
+        from .broker import register
+
+        register()
     app.conf.update(
         broker_url=url,
-        task_queues=[Queue(name) for name in LANES],
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in LANES],
         task_default_queue="bulk",
+        task_default_exchange="bulk",
+        task_default_routing_key="bulk",
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_ignore_result=True,
@@ -47,7 +53,6 @@ def configure(broker_url: str | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         task_time_limit=int(os.environ.get("INGEST_TASK_TIME_LIMIT", "600")),
         task_soft_time_limit=int(os.environ.get("INGEST_TASK_TIME_LIMIT", "600")) - 30,
-        broker_transport_options={"polling_interval": 0.05} if sql else {},
     )
     return app
 

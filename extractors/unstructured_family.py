@@ -1,0 +1,316 @@
+"""Markdown, HTML, plain text, CSV, EML, PPTX and XLSX through ``unstructured``.
+
+Each format uses its own partitioner (``unstructured.partition.md.partition_md`` and
+so on), never ``partition.auto``, so only the machinery that format needs is
+imported. ``spacy_shim.install()`` runs first: it turns off unstructured's telemetry
+and stops it from downloading a spaCy model (see that module).
+
+Category mapping (unstructured -> ``Element.kind``):
+
+=====================================  ==========================================
+Title                                  "heading", level = category_depth + 1
+                                       (unstructured counts depth from 0), else 1
+NarrativeText, Text, UncategorizedText "paragraph"
+ListItem                               "list_item" (meta["depth"] when known)
+Table                                  "table" (see below)
+Header / Footer                        "header" / "footer"
+CodeSnippet                            "code"
+PageBreak, empty text                  dropped
+anything else (Address, EmailAddress,  "text", meta["category"] = the category
+FigureCaption, Image alt text, ...)
+=====================================  ==========================================
+
+Tables: unstructured's ``text`` of a table is its cells run together with spaces,
+which loses the structure; when ``metadata.text_as_html`` is present the table is
+rendered like DOCX tables (rows as lines, cells joined by " | ", a "---" line after
+the first row) and the cells go to ``meta["cells"]``. XLSX tables are prefixed
+with ``Sheet: <name>`` and carry ``meta["sheet"]``.
+
+Pages: ``metadata.page_number`` (slide number for PPTX, sheet index for XLSX).
+
+Email: the subject becomes a leading ``kind="title"`` element with the sender,
+recipients and date in its meta; the body comes from ``partition_email`` with
+``process_attachments=False``. Attachments are not extracted here; their names are
+listed in a warning so the pipeline can handle them as documents of their own.
+"""
+from __future__ import annotations
+
+import importlib
+import io
+from html.parser import HTMLParser
+from pathlib import Path
+
+from ._tables import render_table
+from .base import Element, Extraction, ExtractionError
+
+OUR_VERSION = 1
+
+# format -> (module, function, keyword arguments)
+_PARTITIONERS: dict[str, tuple[str, str, dict]] = {
+    "md": ("unstructured.partition.md", "partition_md", {}),
+    "html": ("unstructured.partition.html", "partition_html", {}),
+    "txt": ("unstructured.partition.text", "partition_text", {}),
+    "csv": ("unstructured.partition.csv", "partition_csv", {"infer_table_structure": True}),
+    "eml": ("unstructured.partition.email", "partition_email", {"process_attachments": False}),
+    "pptx": (
+        "unstructured.partition.pptx",
+        "partition_pptx",
+        {
+            "include_page_breaks": False,
+            "include_slide_notes": True,
+            "infer_table_structure": True,
+            "strategy": "fast",  # never OCR pictures
+        },
+    ),
+    "xlsx": (
+        "unstructured.partition.xlsx",
+        "partition_xlsx",
+        {"infer_table_structure": True},
+    ),
+}
+
+_PARAGRAPH_CATEGORIES = {"NarrativeText", "Text", "UncategorizedText"}
+
+
+def extract_unstructured(path: Path, fmt: str, mime: str) -> Extraction:
+    """Partition ``path`` as format ``fmt`` (md, html, txt, csv, eml, pptx, xlsx)."""
+    module_name, function_name, kwargs = _PARTITIONERS[fmt]
+    from . import spacy_shim
+
+    try:
+        spacy_shim.install()
+    except RuntimeError as exc:
+        raise ExtractionError("extractor-crash", f"{fmt}/unstructured: {exc}") from exc
+
+    from unstructured.__version__ import __version__ as unstructured_version
+
+    partition = getattr(importlib.import_module(module_name), function_name)
+    warnings: list[str] = []
+    email_bytes = _utf8_email_bytes(path) if fmt == "eml" else None
+    if email_bytes is not None:
+        # partition_email does not decode UTF-16/32 messages (it yields NUL-riddled
+        # text), so hand it the message re-encoded as UTF-8.
+        raw = partition(file=io.BytesIO(email_bytes), metadata_filename=str(path), **kwargs)
+    elif fmt == "csv":
+        # partition_csv assumes UTF-8 unless told; CSV from Excel is often UTF-16 or
+        # a legacy code page.
+        encoding, guessed = _csv_encoding(path)
+        if guessed:
+            warnings.append(f"not UTF-8; encoding guessed as {encoding}")
+        raw = partition(filename=str(path), encoding=encoding, **kwargs)
+    else:
+        raw = partition(filename=str(path), **kwargs)
+
+    elements = [e for e in (_to_element(r, fmt) for r in raw) if e is not None]
+    if fmt == "eml":
+        elements = _email_title(path, email_bytes, raw, warnings) + elements
+    pages = None
+    if fmt in ("pptx", "xlsx"):
+        numbers = [e.page for e in elements if e.page is not None]
+        pages = max(numbers) if numbers else 0
+    if not elements:
+        warnings.append("no text")
+    return Extraction(
+        elements=elements,
+        extractor=f"{fmt}/unstructured",
+        extractor_version=f"unstructured-{unstructured_version}+{OUR_VERSION}",
+        mime=mime,
+        pages=pages,
+        warnings=warnings,
+    )
+
+
+def _to_element(raw, fmt: str) -> Element | None:
+    category = getattr(raw, "category", None) or type(raw).__name__
+    text = (getattr(raw, "text", None) or "").strip()
+    if category == "PageBreak" or not text:
+        return None
+    md = raw.metadata
+    page = getattr(md, "page_number", None)
+    depth = getattr(md, "category_depth", None)
+    meta: dict = {}
+    level = None
+    if category == "Title":
+        kind = "heading"
+        level = depth + 1 if isinstance(depth, int) and depth >= 0 else 1
+    elif category in _PARAGRAPH_CATEGORIES:
+        kind = "paragraph"
+    elif category == "ListItem":
+        kind = "list_item"
+        if isinstance(depth, int):
+            meta["depth"] = depth
+    elif category == "Table":
+        kind = "table"
+        cells = table_cells_from_html(getattr(md, "text_as_html", None) or "")
+        if cells:
+            meta["cells"] = cells
+            text = render_table(cells)
+    elif category == "Header":
+        kind = "header"
+    elif category == "Footer":
+        kind = "footer"
+    elif category == "CodeSnippet":
+        kind = "code"
+    else:
+        kind = "text"
+        meta["category"] = category
+    sheet = getattr(md, "page_name", None) if fmt == "xlsx" else None
+    if sheet:
+        meta["sheet"] = sheet
+        if kind == "table":
+            text = f"Sheet: {sheet}\n{text}"
+    return Element(kind=kind, text=text, page=page, level=level, meta=meta)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+class _TableParser(HTMLParser):
+    """Collect the cell texts of the first-level rows of ``text_as_html``."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.rows: list[list[str]] = []
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+        self._span = 1
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+            try:
+                self._span = max(1, int(dict(attrs).get("colspan") or 1))
+            except ValueError:
+                self._span = 1
+        elif tag == "br" and self._cell is not None:
+            self._cell.append(" ")
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._row is not None and self._cell is not None:
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._row.extend([""] * (self._span - 1))
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def table_cells_from_html(html: str) -> list[list[str]]:
+    if not html:
+        return []
+    parser = _TableParser()
+    parser.feed(html)
+    parser.close()
+    return [row for row in parser.rows if any(cell for cell in row)]
+
+
+
+# --------------------------------------------------------------------------- email
+
+
+_UNICODE_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+
+
+def _utf8_email_bytes(path: Path) -> bytes | None:
+    """The message as UTF-8 bytes if it is stored as UTF-16/32 (with a BOM), else None."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    for bom, codec in _UNICODE_BOMS:
+        if head.startswith(bom):
+            return path.read_bytes().decode(codec).encode("utf-8")
+    return None
+
+
+def _csv_encoding(path: Path) -> tuple[str | None, bool]:
+    """(encoding, guessed): a BOM's codec, None for UTF-8 (the partitioner's default),
+    else the code page unstructured's detector guesses (guessed=True)."""
+    data = path.read_bytes()
+    for bom, codec in _UNICODE_BOMS:
+        if data.startswith(bom):
+            return codec, False
+    try:
+        data.decode("utf-8")
+        return None, False
+    except UnicodeDecodeError:
+        pass
+    import warnings as _warnings
+
+    from unstructured.file_utils.encoding import detect_file_encoding
+
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")  # "detection may be ambiguous": we know
+        encoding, _ = detect_file_encoding(file=data)
+    return encoding, True
+
+
+def _email_title(path: Path, data: bytes | None, raw: list, warnings: list[str]) -> list[Element]:
+    """Subject as a title element; attachments named in a warning."""
+    import email
+    import email.policy
+
+    if data is None:
+        data = path.read_bytes()
+    message = email.message_from_bytes(data, policy=email.policy.default)
+
+    attachments = []
+    for part in message.walk():
+        try:
+            name = part.get_filename()
+            disposition = str(part.get("Content-Disposition") or "").lower()
+        except Exception as exc:  # noqa: BLE001 - malformed MIME header; reported below
+            attachments.append(f"(unreadable part header: {type(exc).__name__})")
+            continue
+        if name or disposition.startswith("attachment"):
+            attachments.append(str(name) if name else "(unnamed)")
+    if attachments:
+        warnings.append(
+            f"{len(attachments)} attachment(s) not extracted: " + ", ".join(attachments)
+        )
+
+    md = raw[0].metadata if raw else None
+    headers = _Headers(message, warnings)
+    subject = getattr(md, "subject", None) or headers.text("Subject")
+    if not subject or not subject.strip():
+        return []
+    meta = {
+        "from": getattr(md, "sent_from", None) or headers.all("From"),
+        "to": getattr(md, "sent_to", None) or headers.all("To"),
+        "cc": getattr(md, "cc_recipient", None) or headers.all("Cc"),
+        "date": headers.text("Date") or None,
+        "message_id": getattr(md, "email_message_id", None) or headers.text("Message-ID") or None,
+    }
+    meta = {k: v for k, v in meta.items() if v}
+    return [Element(kind="title", text=" ".join(subject.split()), level=1, meta=meta)]
+
+
+class _Headers:
+    """Decoded header values; a header the parser chokes on falls back to its raw text
+    and is named in the warnings."""
+
+    def __init__(self, message, warnings: list[str]):
+        self._message = message
+        self._warnings = warnings
+
+    def all(self, name: str) -> list[str] | None:
+        try:
+            values = self._message.get_all(name) or []
+            out = [" ".join(str(v).split()) for v in values]
+        except Exception as exc:  # noqa: BLE001 - recorded, raw value used instead
+            self._warnings.append(f"header {name} undecodable ({type(exc).__name__}); kept raw")
+            out = [" ".join(v.split()) for k, v in self._message.raw_items() if k.lower() == name.lower()]
+        return [v for v in out if v] or None
+
+    def text(self, name: str) -> str:
+        values = self.all(name)
+        return values[0] if values else ""
