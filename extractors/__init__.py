@@ -250,10 +250,13 @@ def _sniff_zip(p: Path) -> str:
             names = set(zf.namelist())
             for part, flavours in _OOXML_MAIN_PARTS.items():
                 if part in names:
-                    declared = _declared_content_type(zf, part) if "[Content_Types].xml" in names else None
+                    declared = None
+                    if "[Content_Types].xml" in names:
+                        declared = _declared_content_type(zf, part)
                     return flavours.get(declared, next(iter(flavours.values())))
             if "mimetype" in names:  # ODF (odt/ods/odp), EPUB: first entry, stored
-                declared = zf.read("mimetype")[:100].decode("ascii", "replace").strip()
+                with zf.open("mimetype") as fh:
+                    declared = fh.read(100).decode("ascii", "replace").strip()
                 if declared:
                     return declared
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError):

@@ -76,20 +76,17 @@ def _open_document(path: Path):
     if not isinstance(part, DocumentPart):
         raise ExtractionError(
             "corrupt",
-            f"docx: main part has content type {part.content_type!r}, expected {CT.WML_DOCUMENT_MAIN!r}",
+            f"docx: main part has content type {part.content_type!r}, "
+            f"expected {CT.WML_DOCUMENT_MAIN!r}",
         )
     return part.document
 
 
 def extract_docx(path: Path, mime: str = MIME) -> Extraction:
+    import docx
     from docx.opc.exceptions import PackageNotFoundError
 
-    try:
-        from importlib.metadata import version as _dist_version
-
-        lib_version = _dist_version("python-docx")
-    except Exception:  # noqa: BLE001 - version string only
-        lib_version = "unknown"
+    lib_version = getattr(docx, "__version__", "unknown")
 
     try:
         document = _open_document(path)
@@ -102,7 +99,7 @@ def extract_docx(path: Path, mime: str = MIME) -> Extraction:
 
     styles = _StyleIndex(document)
     warnings: list[str] = []
-    body_elements = list(_walk_blocks(document.element.body, styles, warnings))
+    body_elements = list(_walk_blocks(document.element.body, styles))
     headers, footers = _headers_and_footers(document, styles, warnings)
     elements = headers + body_elements + footers
     if not elements:
@@ -197,14 +194,14 @@ def _iter_block_children(container):
             yield from _iter_block_children(child)
 
 
-def _walk_blocks(container, styles: _StyleIndex, warnings: list[str]):
+def _walk_blocks(container, styles: _StyleIndex):
     for block in _iter_block_children(container):
         if block.tag == W_P:
             element = _paragraph_element(block, styles)
             if element is not None:
                 yield element
         else:
-            element = _table_element(block, styles)
+            element = _table_element(block)
             if element is not None:
                 yield element
 
@@ -322,7 +319,7 @@ def table_cells(tbl) -> list[list[str]]:
     return rows
 
 
-def _table_element(tbl, styles: _StyleIndex) -> Element | None:
+def _table_element(tbl) -> Element | None:
     cells = table_cells(tbl)
     cells = [row for row in cells if any(c.strip() for c in row)]
     if not cells:
@@ -349,12 +346,13 @@ def _headers_and_footers(document, styles: _StyleIndex, warnings: list[str]):
         if even_enabled:
             variants.append(("even", "even_page_header", "even_page_footer"))
         for variant, header_attr, footer_attr in variants:
-            for kind, attr, out in (("header", header_attr, headers), ("footer", footer_attr, footers)):
+            pairs = (("header", header_attr, headers), ("footer", footer_attr, footers))
+            for kind, attr, out in pairs:
                 part = getattr(section, attr)
                 if part.is_linked_to_previous:  # inherited (already seen) or absent
                     continue
                 root = part._definition.element
-                text = "\n".join(e.text for e in _walk_blocks(root, styles, warnings)).strip()
+                text = "\n".join(e.text for e in _walk_blocks(root, styles)).strip()
                 if not text or (kind, text) in seen:
                     continue
                 seen.add((kind, text))

@@ -98,7 +98,8 @@ def install() -> None:
     if "unstructured" in sys.modules and not _installed():
         # The import-time ping already ran; if the opt-out was not in the environment
         # then, it may have tried the network. Say so once, so it gets fixed upstream.
-        if not any((os.environ.get(k) or "").strip() for k in ("DO_NOT_TRACK", "SCARF_NO_ANALYTICS")):
+        opt_out = ("DO_NOT_TRACK", "SCARF_NO_ANALYTICS")
+        if not any((os.environ.get(k) or "").strip() for k in opt_out):
             log.warning(
                 "unstructured was imported before extractors.spacy_shim.install(); its "
                 "import-time telemetry ping was not disabled. Set DO_NOT_TRACK=1 in the "

@@ -27,11 +27,17 @@ the first row) and the cells go to ``meta["cells"]``. XLSX tables are prefixed
 with ``Sheet: <name>`` and carry ``meta["sheet"]``.
 
 Pages: ``metadata.page_number`` (slide number for PPTX, sheet index for XLSX).
+PPTX speaker notes follow their slide's content as ``kind="paragraph"`` with
+``meta["notes"] = True``.
 
 Email: the subject becomes a leading ``kind="title"`` element with the sender,
 recipients and date in its meta; the body comes from ``partition_email`` with
 ``process_attachments=False``. Attachments are not extracted here; their names are
 listed in a warning so the pipeline can handle them as documents of their own.
+
+Encodings: UTF-16/32 email and CSV files (with a BOM) are re-encoded to UTF-8 before
+partitioning, because those two partitioners mangle them; a CSV that is not UTF-8
+is read in the code page unstructured's detector guesses, with a warning saying so.
 """
 from __future__ import annotations
 
@@ -57,7 +63,7 @@ _PARTITIONERS: dict[str, tuple[str, str, dict]] = {
         "partition_pptx",
         {
             "include_page_breaks": False,
-            "include_slide_notes": True,
+            "include_slide_notes": False,  # added after each slide, see _add_slide_notes
             "infer_table_structure": True,
             "strategy": "fast",  # never OCR pictures
         },
@@ -86,16 +92,17 @@ def extract_unstructured(path: Path, fmt: str, mime: str) -> Extraction:
 
     partition = getattr(importlib.import_module(module_name), function_name)
     warnings: list[str] = []
-    email_bytes = _utf8_email_bytes(path) if fmt == "eml" else None
-    if email_bytes is not None:
-        # partition_email does not decode UTF-16/32 messages (it yields NUL-riddled
-        # text), so hand it the message re-encoded as UTF-8.
-        raw = partition(file=io.BytesIO(email_bytes), metadata_filename=str(path), **kwargs)
+    # partition_email and partition_csv mishandle UTF-16/32 input (NUL-riddled text;
+    # lines split inside a UTF-16 code unit), so such files are handed over re-encoded
+    # as UTF-8.
+    wide = _utf8_if_wide(path) if fmt in ("eml", "csv") else None
+    if wide is not None:
+        extra = {"encoding": "utf-8"} if fmt == "csv" else {}
+        raw = partition(file=io.BytesIO(wide), metadata_filename=str(path), **extra, **kwargs)
     elif fmt == "csv":
-        # partition_csv assumes UTF-8 unless told; CSV from Excel is often UTF-16 or
-        # a legacy code page.
-        encoding, guessed = _csv_encoding(path)
-        if guessed:
+        # partition_csv assumes UTF-8 unless told; exports are often in a code page.
+        encoding = _csv_legacy_encoding(path)
+        if encoding:
             warnings.append(f"not UTF-8; encoding guessed as {encoding}")
         raw = partition(filename=str(path), encoding=encoding, **kwargs)
     else:
@@ -103,11 +110,12 @@ def extract_unstructured(path: Path, fmt: str, mime: str) -> Extraction:
 
     elements = [e for e in (_to_element(r, fmt) for r in raw) if e is not None]
     if fmt == "eml":
-        elements = _email_title(path, email_bytes, raw, warnings) + elements
+        elements = _email_title(path, wide, raw, warnings) + elements
     pages = None
-    if fmt in ("pptx", "xlsx"):
-        numbers = [e.page for e in elements if e.page is not None]
-        pages = max(numbers) if numbers else 0
+    if fmt == "pptx":
+        elements, pages = _add_slide_notes(path, elements)
+    elif fmt == "xlsx":  # the last sheet with content; unstructured skips empty sheets
+        pages = max((e.page for e in elements if e.page is not None), default=0)
     if not elements:
         warnings.append("no text")
     return Extraction(
@@ -160,6 +168,41 @@ def _to_element(raw, fmt: str) -> Element | None:
         if kind == "table":
             text = f"Sheet: {sheet}\n{text}"
     return Element(kind=kind, text=text, page=page, level=level, meta=meta)
+
+
+# --------------------------------------------------------------------------- slides
+
+
+def _add_slide_notes(path: Path, elements: list[Element]) -> tuple[list[Element], int]:
+    """Speaker notes as a paragraph after each slide's content, ``meta["notes"]=True``;
+    also returns the number of slides.
+
+    unstructured's own ``include_slide_notes`` emits the notes *before* the slide's
+    title, unmarked; python-pptx is already loaded by then, so read them here.
+    """
+    from pptx import Presentation
+
+    notes: dict[int, str] = {}
+    slides = Presentation(str(path)).slides
+    for number, slide in enumerate(slides, start=1):
+        if not slide.has_notes_slide:
+            continue
+        frame = slide.notes_slide.notes_text_frame
+        text = frame.text.strip() if frame is not None else ""
+        if text:
+            notes[number] = text
+    if not notes:
+        return elements, len(slides)
+    out: list[Element] = []
+    pending = sorted(notes)
+    for element in elements:
+        while pending and element.page is not None and element.page > pending[0]:
+            page = pending.pop(0)
+            out.append(Element(kind="paragraph", text=notes[page], page=page, meta={"notes": True}))
+        out.append(element)
+    for page in pending:
+        out.append(Element(kind="paragraph", text=notes[page], page=page, meta={"notes": True}))
+    return out, len(slides)
 
 
 # --------------------------------------------------------------------------- tables
@@ -222,8 +265,8 @@ _UNICODE_BOMS = (
 )
 
 
-def _utf8_email_bytes(path: Path) -> bytes | None:
-    """The message as UTF-8 bytes if it is stored as UTF-16/32 (with a BOM), else None."""
+def _utf8_if_wide(path: Path) -> bytes | None:
+    """The file as UTF-8 bytes if it is UTF-16/32 with a BOM, else None."""
     with open(path, "rb") as fh:
         head = fh.read(4)
     for bom, codec in _UNICODE_BOMS:
@@ -232,16 +275,13 @@ def _utf8_email_bytes(path: Path) -> bytes | None:
     return None
 
 
-def _csv_encoding(path: Path) -> tuple[str | None, bool]:
-    """(encoding, guessed): a BOM's codec, None for UTF-8 (the partitioner's default),
-    else the code page unstructured's detector guesses (guessed=True)."""
+def _csv_legacy_encoding(path: Path) -> str | None:
+    """None for UTF-8 (the partitioner's default), else the code page that
+    unstructured's detector guesses."""
     data = path.read_bytes()
-    for bom, codec in _UNICODE_BOMS:
-        if data.startswith(bom):
-            return codec, False
     try:
         data.decode("utf-8")
-        return None, False
+        return None
     except UnicodeDecodeError:
         pass
     import warnings as _warnings
@@ -249,9 +289,9 @@ def _csv_encoding(path: Path) -> tuple[str | None, bool]:
     from unstructured.file_utils.encoding import detect_file_encoding
 
     with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore")  # "detection may be ambiguous": we know
+        _warnings.simplefilter("ignore")  # "detection may be ambiguous": we say so
         encoding, _ = detect_file_encoding(file=data)
-    return encoding, True
+    return encoding
 
 
 def _email_title(path: Path, data: bytes | None, raw: list, warnings: list[str]) -> list[Element]:
@@ -308,7 +348,11 @@ class _Headers:
             out = [" ".join(str(v).split()) for v in values]
         except Exception as exc:  # noqa: BLE001 - recorded, raw value used instead
             self._warnings.append(f"header {name} undecodable ({type(exc).__name__}); kept raw")
-            out = [" ".join(v.split()) for k, v in self._message.raw_items() if k.lower() == name.lower()]
+            out = [
+                " ".join(str(v).split())
+                for k, v in self._message.raw_items()
+                if k.lower() == name.lower()
+            ]
         return [v for v in out if v] or None
 
     def text(self, name: str) -> str:

@@ -122,3 +122,58 @@ def wait_for(pred, timeout=30.0, interval=0.05, what="condition"):
             return v
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class IngestRun:
+    """`ingest run` as a real child process (its own session, like a terminal job)."""
+
+    def __init__(self, roots, store, *extra):
+        self.roots, self.store, self.extra = [str(r) for r in roots], str(store), list(extra)
+        self.log = Path(str(store) + ".run.log")
+        self.proc = None
+
+    def start(self, wait_ready=True):
+        self._logf = open(self.log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "ingest.cli", "run", *self.roots, "--store", self.store,
+                                      *self.extra], stdout=self._logf, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        if wait_ready:
+            mark = self.log.read_text().count("start-up scan queued")
+            wait_for(lambda: self.log.read_text().count("start-up scan queued") > mark or self.proc.poll() is not None,
+                     timeout=60, what="ingest run to start")
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        return self
+
+    def stop(self, sig=None, timeout=90):
+        import signal as _s
+
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig or _s.SIGINT)
+            self.proc.wait(timeout)
+        self._logf.close()
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        import signal as _s
+
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.stop()
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, _s.SIGKILL)
+                raise
+
+
+def indexed_count(store_path) -> int:
+    import sqlite3
+
+    if not Path(store_path).exists():
+        return 0
+    with sqlite3.connect(store_path, timeout=30) as c:
+        try:
+            return c.execute("SELECT COUNT(*) FROM documents WHERE status='indexed'").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0

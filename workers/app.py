@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 
+os.environ.setdefault("DO_NOT_TRACK", "1")  # unstructured telemetry stalls without network
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 from celery import Celery
 from kombu import Exchange, Queue
 
