@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         return fn(a)
     except KeyboardInterrupt:
         return 130
-    except (FileNotFoundError, LookupError, ValueError, RuntimeError) as e:
+    except (OSError, LookupError, ValueError, RuntimeError) as e:
         print(f"ingest {a.cmd}: {e}", file=sys.stderr)
         return 2
 

@@ -171,8 +171,11 @@ class Runner:
 
         self.roots = [os.path.abspath(os.path.expanduser(r)) for r in roots]
         for r in self.roots:
-            if not os.path.isdir(r):
-                raise FileNotFoundError(f"not a directory: {r}")
+            if os.path.exists(r) and not os.path.isdir(r):
+                raise NotADirectoryError(f"ingest run watches folders; {r} is not one")
+            if not os.path.exists(r):
+                os.makedirs(r)
+                log.warning("created %s: drop files into it to index them", r)
         self.store_url = str(store_path(store_url))
         self.store = open_store(self.store_url)
         self.embedded = broker_url is None
