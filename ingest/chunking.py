@@ -96,19 +96,21 @@ class Chunker:
         # fallback: whitespace words as tokens
         return [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
 
-    def _tail(self, text: str) -> str | None:
+    def _tail(self, text: str) -> tuple[str, int] | None:
         """The overlap carried into the next part: the last sentence, or its last words."""
         if self.overlap <= 0:
             return None
         last = _SENT.split(text)[-1]
-        if self.count(last) <= self.overlap:
-            return last
+        n = self.count(last)
+        if n <= self.overlap:
+            return last, n
         offs = self._offsets(last)
         start = offs[len(offs) - self.overlap][0]
         while start > 0 and not last[start - 1].isspace():  # back to a word start
             start -= 1
         tail = last[start:]
-        return tail if self.count(tail) <= self.overlap * 2 else None
+        n = self.count(tail)
+        return (tail, n) if n <= self.overlap * 2 else None
 
     def _table_units(self, el: Element, limit: int) -> list[_Unit]:
         lines = [ln for ln in el.text.splitlines() if ln.strip()]
@@ -119,8 +121,8 @@ class Chunker:
         out: list[_Unit] = []
         cur, cur_n = [header], hn
         for row in rows:
-            rn = self.count(row) + 1
-            if rn + hn + 1 > limit:  # one enormous row
+            rn = self.count(row)
+            if rn + hn > limit:  # one enormous row
                 if len(cur) > 1:
                     out.append(_Unit("\n".join(cur), el.page, cur_n, table=True))
                     cur, cur_n = [header], hn
@@ -195,17 +197,14 @@ class Chunker:
                     cur, cur_n = [], 0
             if cur:
                 parts.append(cur)
-            prev_tail: str | None = None
+            prev_tail: tuple[str, int] | None = None
             for part in parts:
+                # WordPiece pre-splits on whitespace, so the count of texts joined by
+                # blank lines is the sum of their counts (tests check it against the tokenizer)
                 body = "\n\n".join(u.text for u in part)
-                text = body
-                if prev_tail and not part[0].table:
-                    cand = prev_tail + "\n\n" + body
-                    if self.count(cand) <= self.max:
-                        text = cand
-                n = self.count(text)
-                if n > self.max:  # joins tokenised differently: drop the overlap, then window
-                    text, n = body, self.count(body)
+                text, n = body, sum(u.tokens for u in part)
+                if prev_tail and not part[0].table and prev_tail[1] + n <= self.max:
+                    text, n = prev_tail[0] + "\n\n" + body, prev_tail[1] + n
                 page = next((u.page for u in part if u.page is not None), None)
                 pieces = [(text, n)] if n <= self.max else [
                     (w.text, w.tokens) for w in self._token_windows(body, page, self.max)]

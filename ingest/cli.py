@@ -34,13 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", default=None, help="Celery broker URL (default: a SQLite broker beside the store)")
     p.add_argument("--debounce", type=float, default=0.25, help="seconds of quiet before a change is queued")
     p.add_argument("--rescan-every", type=float, default=600.0, help="seconds between reconcile scans")
-    p.add_argument("--concurrency", type=int, default=1, help="worker processes")
+    p.add_argument("--concurrency", type=int, default=None, help="worker processes (default: one per core)")
 
     p = sub.add_parser("add", help="one-shot ingest of folders or files, with a progress bar")
     p.add_argument("paths", nargs="+", metavar="PATH")
     _store_arg(p)
     p.add_argument("--broker", default=None)
-    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--concurrency", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     _store_arg(p)
     p.add_argument("--broker", default=None)
     p.add_argument("--queues", default="interactive,bulk,maintenance")
-    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--concurrency", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--loglevel", default="WARNING")
     return ap
 

@@ -71,6 +71,11 @@ class Embedder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        threads = os.environ.get("INGEST_TORCH_THREADS")
+        if threads:  # several worker processes share the cores: one intra-op pool each
+            import torch
+
+            torch.set_num_threads(max(1, int(threads)))
 
         return SentenceTransformer(str(self.dir), device=os.environ.get("INGEST_DEVICE", "cpu"),
                                    local_files_only=True)

@@ -114,13 +114,22 @@ def worker_command(store_url: str, broker_url: str, queues: str, concurrency: in
             "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel]
 
 
+def default_concurrency() -> int:
+    """One worker process per core: two single-threaded embedders beat one two-threaded
+    one on small per-document batches, and extraction overlaps with embedding."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 def start_worker(store_url: str, broker_url: str, *, queues: str = "interactive,bulk,maintenance",
-                 concurrency: int = 1, loglevel: str = "WARNING") -> subprocess.Popen:
+                 concurrency: int | None = None, loglevel: str = "WARNING") -> subprocess.Popen:
     from workers.lifecycle import die_with_parent
 
+    concurrency = concurrency or default_concurrency()
     env = dict(os.environ, INGEST_BROKER=broker_url, INGEST_STORE=store_url)
+    env.setdefault("INGEST_TORCH_THREADS", str(max(1, default_concurrency() // concurrency)))
     return subprocess.Popen(worker_command(store_url, broker_url, queues, concurrency, loglevel), env=env,
                             preexec_fn=die_with_parent, stdin=subprocess.DEVNULL,
+                            stdout=sys.stderr.fileno(),  # keep our stdout for results (--json)
                             start_new_session=True)  # Ctrl-C reaches us; we stop the worker warmly
 
 
@@ -137,13 +146,15 @@ def stop_worker(proc: subprocess.Popen, timeout: float = 60) -> None:
         proc.wait()
 
 
-def run_worker(store_url: str, broker_url: str, queues: str, concurrency: int, loglevel: str) -> None:
+def run_worker(store_url: str, broker_url: str, queues: str, concurrency: int | None, loglevel: str) -> None:
     """Blocking: a Celery worker consuming the given lanes (``ingest worker``)."""
     os.environ["INGEST_BROKER"] = broker_url
     os.environ["INGEST_STORE"] = store_url
     from workers.app import configure
 
     app = configure(broker_url)
+    concurrency = concurrency or default_concurrency()
+    os.environ.setdefault("INGEST_TORCH_THREADS", str(max(1, default_concurrency() // concurrency)))
     quiet = ["--quiet"] if loglevel.upper() in ("WARNING", "ERROR", "CRITICAL") else []
     argv = [*quiet, "worker", "-Q", queues, "-c", str(concurrency), "-P", "prefork", "-l", loglevel,
             "-n", f"ingest-{os.getpid()}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
@@ -163,7 +174,7 @@ class Runner:
     """``ingest run``: watch folders, keep the index current until stopped."""
 
     def __init__(self, roots: list[str], store_url: str, broker_url: str | None = None, *,
-                 debounce: float = 0.25, rescan_every: float = 600.0, concurrency: int = 1,
+                 debounce: float = 0.25, rescan_every: float = 600.0, concurrency: int | None = None,
                  loglevel: str = "WARNING"):
         from workers.app import embedded_broker
 
@@ -245,7 +256,7 @@ class Runner:
 
 
 def add(paths: list[str], store_url: str, broker_url: str | None = None, *, progress: bool = True,
-        concurrency: int = 1, loglevel: str = "WARNING", timeout: float | None = None) -> dict:
+        concurrency: int | None = None, loglevel: str = "WARNING", timeout: float | None = None) -> dict:
     """``ingest add``: one-shot ingest of folders/files on the bulk lane; returns a summary."""
     from workers.app import embedded_broker
 
@@ -281,7 +292,7 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
             bar = tqdm(total=total, unit="doc", desc="ingest add", file=sys.stderr)
         done, t0 = 0, time.monotonic()
         while done < total:
-            time.sleep(0.2)
+            time.sleep(0.05)
             n = store.batch_progress(batch)
             if bar is not None:
                 bar.update(n - done)

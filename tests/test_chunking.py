@@ -28,7 +28,7 @@ def test_no_chunk_exceeds_model_window(embedder):
     ch = _chunker(embedder).chunk(els)
     assert len(ch) > 10
     for c in ch:
-        assert embedder.count_tokens(c.text) <= embedder.max_tokens, c.tokens
+        assert embedder.count_tokens(c.text) == c.tokens <= embedder.max_tokens, c.tokens
     # nothing lost: every word of the input is in some chunk
     joined = " ".join(c.text for c in ch)
     assert joined.count("word") >= 3000
@@ -43,6 +43,7 @@ def test_sections_pages_and_determinism(embedder):
     a = _chunker(embedder).chunk(els)
     b = _chunker(embedder).chunk(els)
     assert [c.text for c in a] == [c.text for c in b]
+    assert all(embedder.count_tokens(c.text) == c.tokens for c in a)
     assert all(c.section.startswith("Annual Report > Section") for c in a)
     assert {c.page for c in a} == {1, 2, 3, 4, 5}
     for c in a:  # a chunk never spans two sections

@@ -1,9 +1,7 @@
 """The per-document pipeline in-process with the real model and the real store:
 incremental decisions, counts of parses and embeddings, errors, permissions."""
 import os
-import shutil
 
-import numpy as np
 import pytest
 
 from corpora.generate import edit_paragraph, generate, generate_long_docx
