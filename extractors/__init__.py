@@ -35,6 +35,7 @@ __all__ = [
     "ExtractionError",
     "detect",
     "extract",
+    "warm_up",
 ]
 
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
@@ -391,6 +392,21 @@ def _run(p: Path, mime: str) -> Extraction:
         ) from exc
     except Exception as exc:  # noqa: BLE001 - the contract: nothing else escapes
         raise ExtractionError("corrupt", f"{fmt}: {_describe(exc)}") from exc
+
+
+def warm_up() -> None:
+    """Import every parser and load unstructured's spaCy model now (a worker calls this
+    at start, so the first document a user drops in is not the one that pays for it)."""
+    import importlib
+
+    from . import docx, pdf, spacy_shim, unstructured_family  # noqa: F401
+
+    spacy_shim.install()
+    for module, _, _ in unstructured_family._PARTITIONERS.values():
+        importlib.import_module(module)
+    from unstructured.nlp.tokenize import _get_nlp
+
+    _get_nlp()
 
 
 def _describe(exc: BaseException) -> str:

@@ -40,6 +40,8 @@ class Embedder:
         self.batch_size = batch_size
         self.computed = 0  # texts actually run through the model (tests count this)
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._model = None
 
     @cached_property
     def tokenizer(self):
@@ -65,8 +67,14 @@ class Embedder:
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         return self.tokenizer.encode(text, add_special_tokens=False).offsets
 
-    @cached_property
+    @property
     def model(self):
+        with self._load_lock:  # a warm-up thread and the first task may race to load
+            if self._model is None:
+                self._model = self._load()
+            return self._model
+
+    def _load(self):
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 

@@ -52,6 +52,7 @@ def configure(broker_url: str | None = None) -> Celery:
         accept_content=["json"],
         worker_prefetch_multiplier=int(os.environ.get("INGEST_PREFETCH", "4")),
         worker_hijack_root_logger=False,
+        worker_proc_alive_timeout=180,  # children load the model and parsers before their first task
         worker_enable_remote_control=not sql,  # the SQL transport has no fan-out
         broker_connection_retry_on_startup=True,
         task_time_limit=int(os.environ.get("INGEST_TASK_TIME_LIMIT", "600")),

@@ -15,9 +15,24 @@ _pipelines: dict = {}
 
 @worker_process_init.connect
 def _child_init(**_):
+    import os
+
     from .lifecycle import die_with_parent
 
     die_with_parent()
+    store = os.environ.get("INGEST_STORE")
+    if store:  # load the model and parsers now, not on the first change a user makes
+        _warm_up(store)  # synchronously: a thread here would race the first task's imports
+
+
+def _warm_up(store_url: str) -> None:
+    try:
+        pipeline_for(store_url).embedder.model  # noqa: B018 - loads it
+        from extractors import warm_up
+
+        warm_up()
+    except Exception:  # the first task will load (and report) it again
+        log.warning("warm-up failed", exc_info=True)
 
 
 def pipeline_for(store_url: str):
