@@ -26,7 +26,7 @@ import stat
 import zipfile
 from pathlib import Path
 
-from .base import Element, Extraction, ExtractionError
+from .base import Element, ExtractContext, Extraction, ExtractionError
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -330,7 +330,8 @@ def _looks_like_email(head: bytes) -> bool:
     return header_like >= 3
 
 
-def extract(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Extraction:
+def extract(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
+            ctx: ExtractContext | None = None) -> Extraction:
     """Extract the elements of one file. Raises only ``ExtractionError``.
 
     Codes: ``empty-file`` (zero bytes), ``too-large`` (over ``max_bytes``),
@@ -367,23 +368,31 @@ def extract(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES) -> E
             f"{p.name}: detected as {mime}; supported: PDF, DOCX, PPTX, XLSX, Markdown, "
             f"HTML, plain text, CSV, EML",
         )
-    return _run(p, mime)
+    return _run(p, mime, ctx or ExtractContext())
 
 
-def _run(p: Path, mime: str) -> Extraction:
+# format family -> (module in this package, function(path, mime, ctx) -> Extraction)
+_EXTRACTORS: dict[str, tuple[str, str]] = {
+    "pdf": ("pdf", "extract"),
+    "docx": ("docx", "extract"),
+    "md": ("unstructured_family", "extract"),
+    "html": ("unstructured_family", "extract"),
+    "txt": ("unstructured_family", "extract"),
+    "csv": ("unstructured_family", "extract"),
+    "eml": ("unstructured_family", "extract"),
+    "pptx": ("unstructured_family", "extract"),
+    "xlsx": ("unstructured_family", "extract"),
+}
+
+
+def _run(p: Path, mime: str, ctx: ExtractContext) -> Extraction:
+    import importlib
+
     fmt = _FAMILY[mime]
     try:
-        if fmt == "pdf":
-            from . import pdf
-
-            return pdf.extract_pdf(p)
-        if fmt == "docx":
-            from . import docx
-
-            return docx.extract_docx(p, mime)
-        from . import unstructured_family
-
-        return unstructured_family.extract_unstructured(p, fmt, mime)
+        module, function = _EXTRACTORS[fmt]
+        fn = getattr(importlib.import_module(f".{module}", __name__), function)
+        return fn(p, mime, ctx)
     except ExtractionError:
         raise
     except ImportError as exc:

@@ -6,7 +6,9 @@ person can act on; nothing else may escape ``extractors.extract``.
 """
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -27,6 +29,52 @@ class Element:
 
 
 @dataclass
+class Child:
+    """A document inside a document (mail attachment, archive member).
+
+    name:  the member's path inside its parent as the parent states it, made safe for
+           display and addressing ("a/b.pdf"; never absolute, never with ".."); the
+           child's address is ``<parent uri>!<name>``.
+    path:  a file under ``ExtractContext.workdir`` holding the member's bytes, written
+           under a generated name (the member name is NEVER used as a file system path).
+    """
+
+    name: str
+    path: str
+    size: int
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Limits:
+    """Bounds for one parse (and for archives, the whole expansion)."""
+
+    max_expanded_bytes: int = 1024 * 1024 * 1024  # all members of one archive together
+    max_member_bytes: int = 256 * 1024 * 1024
+    max_members: int = 10_000
+    max_ratio: float = 200.0  # uncompressed : compressed, per member and in total
+    max_depth: int = 3  # archives within archives (a top-level file is depth 0)
+    ocr_pages: int = 200  # most pages OCR'd in one document
+
+
+@dataclass
+class ExtractContext:
+    """What an extractor may use beyond the file: a private work folder for children,
+    limits, configured passwords, and how deep in a container we are."""
+
+    workdir: Path | None = None
+    limits: Limits = field(default_factory=Limits)
+    passwords: list[tuple[str, str]] = field(default_factory=list)  # (path glob, password)
+    depth: int = 0
+    ocr: bool = True
+    source_path: str | None = None  # the path the passwords' globs are matched against
+
+    def passwords_for(self, path: str | Path) -> list[str]:
+        p = str(self.source_path or path)
+        return [pw for pattern, pw in self.passwords if fnmatch.fnmatch(p, pattern)]
+
+
+@dataclass
 class Extraction:
     elements: list[Element]
     extractor: str  # e.g. "pdf/pypdf", "docx/python-docx", "html/unstructured"
@@ -34,6 +82,9 @@ class Extraction:
     mime: str
     pages: int | None = None
     warnings: list[str] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
+    # OCR: confidence 0-100 per OCR'd page (1-based page -> mean word confidence)
+    ocr_pages: dict[int, float] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -43,8 +94,9 @@ class Extraction:
 class ExtractionError(Exception):
     """A document that cannot be extracted.
 
-    code: "empty-file" | "unsupported-type" | "corrupt" | "encrypted" | "too-large" |
-          "no-text" | "timeout" | "extractor-crash"
+    code: "empty-file" | "unsupported-type" | "corrupt" | "encrypted" | "irm-protected" |
+          "too-large" | "zip-bomb" | "too-deep" | "no-text" | "timeout" | "memory" |
+          "extractor-crash" | "missing-tool"
     """
 
     def __init__(self, code: str, message: str):

@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 
 from ._tables import render_table
-from .base import Element, Extraction, ExtractionError
+from .base import ExtractContext, Element, Extraction, ExtractionError
 
 EXTRACTOR = "docx/python-docx"
 OUR_VERSION = 1
@@ -360,3 +360,8 @@ def _headers_and_footers(document, styles: _StyleIndex, warnings: list[str]):
                     Element(kind=kind, text=text, meta={"section": number, "variant": variant})
                 )
     return headers, footers
+
+
+def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
+    """Router entry point (see ``extractors._EXTRACTORS``)."""
+    return extract_docx(path, mime)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .base import Element, Extraction, ExtractionError
+from .base import ExtractContext, Element, Extraction, ExtractionError
 
 EXTRACTOR = "pdf/pypdf"
 OUR_VERSION = 1
@@ -93,3 +93,8 @@ def extract_pdf(path: Path) -> Extraction:
         pages=page_count,
         warnings=warnings,
     )
+
+
+def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
+    """Router entry point (see ``extractors._EXTRACTORS``)."""
+    return extract_pdf(path)

@@ -47,7 +47,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from ._tables import render_table
-from .base import Element, Extraction, ExtractionError
+from .base import ExtractContext, Element, Extraction, ExtractionError
 
 OUR_VERSION = 1
 
@@ -360,3 +360,10 @@ class _Headers:
     def text(self, name: str) -> str:
         values = self.all(name)
         return values[0] if values else ""
+
+
+def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
+    """Router entry point (see ``extractors._EXTRACTORS``)."""
+    from . import _FAMILY
+
+    return extract_unstructured(path, _FAMILY[mime], mime)
