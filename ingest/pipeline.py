@@ -11,10 +11,12 @@ Decide, cheapest first:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import shutil
 import stat as stat_mod
-import time
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +57,17 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def load_passwords() -> list[tuple[str, str]]:
+    """Passwords for encrypted documents, by path glob, from the JSON file named by
+    ``INGEST_PASSWORDS_FILE``: ``[{"pattern": "/share/legal/*.pdf", "password": "..."}]``.
+    They are never logged."""
+    f = os.environ.get("INGEST_PASSWORDS_FILE")
+    if not f:
+        return []
+    with open(f) as fh:
+        return [(e["pattern"], e["password"]) for e in json.load(fh)]
+
+
 @dataclass
 class Outcome:
     action: str  # indexed | skipped | acl | touched | moved | deleted | error | ignored | missing
@@ -66,10 +79,12 @@ class Outcome:
 
 
 class Pipeline:
-    def __init__(self, store, embedder=None):
+    def __init__(self, store, embedder=None, *, sandbox: bool = True, passwords: list | None = None):
         self.store = store
         self._embedder = embedder
         self._chunker = None
+        self.sandbox = sandbox  # parse in a child process under time and memory limits
+        self.passwords = passwords if passwords is not None else load_passwords()
 
     @property
     def embedder(self):
@@ -168,7 +183,8 @@ class Pipeline:
             base = DocRecord(doc_id=doc_id, source=source, external_id=rel, uri=file_uri(root, rel), mime=None,
                              size=st.st_size, mtime_ns=st.st_mtime_ns, content_version=None, acl=acl)
             if st.st_size > MAX_FILE_BYTES:
-                return self._fail(base, "too-large", f"{st.st_size} bytes is over the {MAX_FILE_BYTES} byte limit")
+                return self._fail(base, "too-large", f"{st.st_size} bytes is over the {MAX_FILE_BYTES} byte limit",
+                                  status="quarantined")
             try:
                 version = sha256_file(path)
             except OSError as e:
@@ -189,21 +205,51 @@ class Pipeline:
         self.store.record_failure(doc)
         return Outcome("error", doc.doc_id, parsed=parsed, detail=f"{code}: {message}")
 
-    def _index(self, doc: DocRecord, path: str) -> Outcome:
-        from extractors import extract
-        from extractors.base import ExtractionError
-
-        t0 = time.monotonic()
+    def _index(self, doc: DocRecord, path: str, depth: int = 0) -> Outcome:
+        workdir = tempfile.mkdtemp(prefix="ingest-parse-")  # child documents' bytes, private
         try:
-            ex = extract(path, max_bytes=MAX_FILE_BYTES)
+            return self._index_in(doc, path, depth, Path(workdir))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _extract(self, path: str, ctx):
+        from extractors import _FAMILY, detect, extract
+        from extractors import sandbox
+
+        if not self.sandbox:
+            return extract(path, max_bytes=MAX_FILE_BYTES, ctx=ctx)
+        try:
+            label = _FAMILY.get(detect(path), "parser")
+        except Exception:  # noqa: BLE001 - the sandboxed extract reports it properly
+            label = "parser"
+        return sandbox.run(extract, path, max_bytes=MAX_FILE_BYTES, ctx=ctx, label=label)
+
+    def _index_in(self, doc: DocRecord, path: str, depth: int, workdir: Path) -> Outcome:
+        from extractors.base import ExtractContext, ExtractionError
+
+        from .quality import QUARANTINED, assess
+
+        ctx = ExtractContext(workdir=workdir, depth=depth, passwords=self.passwords, source_path=path)
+        try:
+            ex = self._extract(path, ctx)
         except ExtractionError as e:
-            return self._fail(doc, e.code, e.message, parsed=1)
+            return self._fail(doc, e.code, e.message, parsed=1, status="quarantined")
         doc.mime, doc.extractor, doc.extractor_version = ex.mime, ex.extractor, ex.extractor_version
+        # children first: the parent's version is recorded only once they are all done
+        kid_parsed, kid_embedded = self._children(doc, ex.children, depth)
+        report = assess(ex)
+        doc.quality = report.to_dict()
+        if report.verdict == QUARANTINED:
+            code = {"empty": "no-text"}.get(report.reasons[0].split(":")[0], report.reasons[0].split(":")[0])
+            out = self._fail(doc, code, "; ".join(report.reasons), parsed=1, status="quarantined")
+            out.parsed += kid_parsed
+            out.embedded += kid_embedded
+            return out
+        doc.flags = [*doc.flags, *report.flags]
         chunks = self.chunker.chunk(ex.elements)
         if not chunks:
-            reason = "; ".join(ex.warnings) or "the document has no extractable text"
-            return self._fail(doc, "no-text", reason, parsed=1, status="quarantined")
-        t1 = time.monotonic()
+            return self._fail(doc, "no-text", "the document has no extractable text", parsed=1 + kid_parsed,
+                              status="quarantined")
         vectors, computed = self.vectors([c.text for c in chunks], [c.text_hash for c in chunks])
         from .chunking import chunk_id
 
@@ -213,9 +259,39 @@ class Pipeline:
                                c.page, c.section, vectors[i], settings, model_id)
                    for i, c in enumerate(chunks)]
         self.store.apply(doc, records)
-        log.debug("indexed %s: %d chunks, extract %.3fs, embed+store %.3fs", doc.doc_id, len(chunks),
-                  t1 - t0, time.monotonic() - t1)
-        return Outcome("indexed", doc.doc_id, parsed=1, embedded=computed, chunks=len(chunks))
+        return Outcome("indexed", doc.doc_id, parsed=1 + kid_parsed, embedded=computed + kid_embedded,
+                       chunks=len(chunks))
+
+    def _children(self, parent: DocRecord, children, depth: int) -> tuple[int, int]:
+        """Index a container's members as documents ``<parent>!<member>`` that inherit its
+        ACL; drop members that are gone. Returns (parsed, embedded) for the counters."""
+        existing = self.store.children_of(parent.doc_id)
+        seen: set[str] = set()
+        parsed = embedded = 0
+        for child in children:
+            name, n = child.name, 2
+            while f"{parent.external_id}!{name}" in seen:  # two attachments with one name
+                name, n = f"{child.name}~{n}", n + 1
+            ext = f"{parent.external_id}!{name}"
+            seen.add(ext)
+            version = sha256_file(child.path)
+            row = existing.get(ext)
+            if row is not None and row["content_version"] == version:
+                if row["acl_version"] != parent.acl.version:
+                    self.store.set_acl(row["doc_id"], parent.acl)
+                continue
+            doc_id = row["doc_id"] if row else new_doc_id(self.store, parent.source, ext)
+            cdoc = DocRecord(doc_id=doc_id, source=parent.source, external_id=ext, uri=f"{parent.uri}!{name}",
+                             mime=None, size=child.size, mtime_ns=None, content_version=version, acl=parent.acl,
+                             parent_id=parent.doc_id)
+            o = self._index(cdoc, child.path, depth + 1)
+            self.store.log_outcome(action=o.action, source=parent.source, external_id=ext, doc_id=o.doc_id,
+                                   parsed=o.parsed, embedded=o.embedded, detail=o.detail)
+            parsed, embedded = parsed + o.parsed, embedded + o.embedded
+        for ext, row in existing.items():
+            if ext not in seen:
+                self.store.delete(row["doc_id"])
+        return parsed, embedded
 
     def vectors(self, texts: list[str], hashes: list[str]) -> tuple[list[bytes], int]:
         """Vectors for texts, from the cache keyed by (model id, text hash) where possible."""

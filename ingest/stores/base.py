@@ -25,6 +25,8 @@ class DocRecord:
     error: str | None = None
     flags: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+    parent_id: str | None = None  # set for child documents (attachments, archive members)
+    quality: dict | None = None  # ingest.quality.QualityReport.to_dict()
 
 
 @dataclass

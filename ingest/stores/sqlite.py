@@ -23,7 +23,16 @@ from acl.model import ACL
 
 from .base import ChunkRecord, DocRecord, Hit
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# version -> statements that bring a store from the version before up to it
+MIGRATIONS: dict[int, list[str]] = {
+    2: [  # child documents (attachments, archive members) and quality reports
+        "ALTER TABLE documents ADD COLUMN parent_id TEXT",
+        "ALTER TABLE documents ADD COLUMN quality TEXT",
+        "CREATE INDEX IF NOT EXISTS documents_parent ON documents(parent_id)",
+    ],
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
@@ -217,13 +226,17 @@ class SQLiteStore:
             if current > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path}: store schema {current} is newer than this "
                                    f"version of ingest understands ({SCHEMA_VERSION}); upgrade ingest")
-            if current < 1:
+            if current < 1:  # a new store: the first schema, then every migration
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         db.execute(stmt)
-                db.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
                 db.execute("INSERT OR IGNORE INTO meta VALUES('gen', '0')")
                 db.execute("INSERT OR IGNORE INTO meta VALUES('model_id', ?)", (self._model_id,))
+                current = 1
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for stmt in MIGRATIONS[version]:
+                    db.execute(stmt)
+            db.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -254,10 +267,23 @@ class SQLiteStore:
         return dict(r) if r else None
 
     def docs_for_source(self, source: str) -> dict[str, dict]:
+        """Top-level documents of a source (child documents live and die with their parent)."""
         rows = self.db.execute(
             "SELECT doc_id, external_id, size, mtime_ns, content_version, acl_version, status "
-            "FROM documents WHERE source=?", (source,))
+            "FROM documents WHERE source=? AND parent_id IS NULL", (source,))
         return {r["external_id"]: dict(r) for r in rows}
+
+    def children_of(self, doc_id: str) -> dict[str, dict]:
+        rows = self.db.execute("SELECT doc_id, external_id, content_version, acl_version, status FROM documents"
+                               " WHERE parent_id=?", (doc_id,))
+        return {r["external_id"]: dict(r) for r in rows}
+
+    @staticmethod
+    def _descendants(db, doc_id: str) -> list[str]:
+        return [r[0] for r in db.execute(
+            "WITH RECURSIVE d(id) AS (SELECT doc_id FROM documents WHERE parent_id=?"
+            " UNION SELECT doc_id FROM documents JOIN d ON documents.parent_id=d.id) SELECT id FROM d",
+            (doc_id,))]
 
     def doc_id_taken(self, doc_id: str) -> bool:
         return self.db.execute("SELECT 1 FROM documents WHERE doc_id=?", (doc_id,)).fetchone() is not None
@@ -298,18 +324,21 @@ class SQLiteStore:
         db.execute(
             "INSERT INTO documents(doc_id, source, external_id, uri, mime, size, mtime_ns, content_version,"
             " acl_version, acl, status, error_code, error, extractor, extractor_version, n_chunks, flags,"
-            " labels, first_seen, updated_at, indexed_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " labels, first_seen, updated_at, indexed_at, parent_id, quality)"
+            " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT(doc_id) DO UPDATE SET source=excluded.source, external_id=excluded.external_id,"
             " uri=excluded.uri, mime=excluded.mime, size=excluded.size, mtime_ns=excluded.mtime_ns,"
             " content_version=excluded.content_version, acl_version=excluded.acl_version, acl=excluded.acl,"
             " status=excluded.status, error_code=excluded.error_code, error=excluded.error,"
             " extractor=excluded.extractor, extractor_version=excluded.extractor_version,"
             " n_chunks=excluded.n_chunks, flags=excluded.flags, labels=excluded.labels,"
-            " updated_at=excluded.updated_at, indexed_at=COALESCE(excluded.indexed_at, documents.indexed_at)",
+            " updated_at=excluded.updated_at, indexed_at=COALESCE(excluded.indexed_at, documents.indexed_at),"
+            " parent_id=excluded.parent_id, quality=excluded.quality",
             (doc.doc_id, doc.source, doc.external_id, doc.uri, doc.mime, doc.size, doc.mtime_ns,
              doc.content_version, doc.acl.version, doc.acl.to_json(), doc.status, doc.error_code, doc.error,
              doc.extractor, doc.extractor_version, n_chunks, json.dumps(flags), json.dumps(doc.labels),
-             now, now, now if indexed else None))
+             now, now, now if indexed else None, doc.parent_id,
+             json.dumps(doc.quality) if doc.quality is not None else None))
 
     def record_failure(self, doc: DocRecord) -> None:
         """A document that could not be indexed: registry row with the reason, no chunks."""
@@ -322,15 +351,16 @@ class SQLiteStore:
             self._bump(db)
 
     def set_acl(self, doc_id: str, acl: ACL, *, size: int | None = None, mtime_ns: int | None = None) -> None:
-        """ACL-only change: no re-extraction, no re-embedding."""
+        """ACL-only change: no re-extraction, no re-embedding. Child documents inherit it."""
         with self.tx() as db:
-            flags = json.loads(db.execute("SELECT flags FROM documents WHERE doc_id=?",
-                                          (doc_id,)).fetchone()[0])
-            flags = [f for f in flags if f != "acl-unknown"] + ([] if acl.known else ["acl-unknown"])
-            db.execute("UPDATE documents SET acl=?, acl_version=?, flags=?, updated_at=?,"
-                       " size=COALESCE(?, size), mtime_ns=COALESCE(?, mtime_ns) WHERE doc_id=?",
-                       (acl.to_json(), acl.version, json.dumps(flags), time.time(), size, mtime_ns, doc_id))
-            self._acl_rows(db, doc_id, acl)
+            for i, d in enumerate([doc_id, *self._descendants(db, doc_id)]):
+                flags = json.loads(db.execute("SELECT flags FROM documents WHERE doc_id=?", (d,)).fetchone()[0])
+                flags = [f for f in flags if f != "acl-unknown"] + ([] if acl.known else ["acl-unknown"])
+                db.execute("UPDATE documents SET acl=?, acl_version=?, flags=?, updated_at=?,"
+                           " size=COALESCE(?, size), mtime_ns=COALESCE(?, mtime_ns) WHERE doc_id=?",
+                           (acl.to_json(), acl.version, json.dumps(flags), time.time(),
+                            size if i == 0 else None, mtime_ns if i == 0 else None, d))
+                self._acl_rows(db, d, acl)
             self._bump(db)
 
     def touch(self, doc_id: str, size: int, mtime_ns: int) -> None:
@@ -343,17 +373,23 @@ class SQLiteStore:
         with self.tx() as db:
             db.execute("DELETE FROM documents WHERE source=(SELECT source FROM documents WHERE doc_id=?)"
                        " AND external_id=? AND doc_id<>? AND status<>'indexed'", (doc_id, external_id, doc_id))
+            old = db.execute("SELECT external_id, uri FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
             db.execute("UPDATE documents SET external_id=?, uri=?, updated_at=? WHERE doc_id=?",
                        (external_id, uri, time.time(), doc_id))
+            for d in self._descendants(db, doc_id):  # children are addressed <parent>!<member>
+                db.execute("UPDATE documents SET external_id=? || substr(external_id, ?), uri=? || substr(uri, ?)"
+                           " WHERE doc_id=?", (external_id, len(old[0]) + 1, uri, len(old[1]) + 1, d))
             self._bump(db)
 
     def delete(self, doc_id: str) -> None:
+        """Remove a document, its chunks, and its child documents, in one transaction."""
         with self.tx() as db:
-            old = [r[0] for r in db.execute("SELECT rowid FROM chunks WHERE doc_id=?", (doc_id,))]
-            db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(r,) for r in old])
-            db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
-            db.execute("DELETE FROM doc_acl WHERE doc_id=?", (doc_id,))
-            db.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
+            for d in [doc_id, *self._descendants(db, doc_id)]:
+                old = [r[0] for r in db.execute("SELECT rowid FROM chunks WHERE doc_id=?", (d,))]
+                db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(r,) for r in old])
+                db.execute("DELETE FROM chunks WHERE doc_id=?", (d,))
+                db.execute("DELETE FROM doc_acl WHERE doc_id=?", (d,))
+                db.execute("DELETE FROM documents WHERE doc_id=?", (d,))
             self._bump(db)
 
     # -- embedding cache ------------------------------------------------------------
@@ -398,14 +434,22 @@ class SQLiteStore:
             "SELECT uri, status, error_code, error, updated_at FROM documents WHERE status<>'indexed'"
             " ORDER BY updated_at DESC LIMIT 200")]
         flagged = [dict(r) for r in db.execute(
-            "SELECT uri, flags FROM documents WHERE flags<>'[]' ORDER BY updated_at DESC LIMIT 200")]
+            "SELECT uri, flags, quality FROM documents WHERE flags<>'[]' ORDER BY updated_at DESC LIMIT 200")]
         for f in flagged:
             f["flags"] = json.loads(f["flags"])
+            f["reasons"] = (json.loads(f.pop("quality")) or {}).get("reasons", []) if f.get("quality") else []
         n_chunks = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         sources = {r[0]: r[1] for r in db.execute("SELECT source, COUNT(*) FROM documents GROUP BY source")}
+        by_reason: dict[str, dict[str, int]] = {}
+        for r in db.execute("SELECT source, status, error_code, COUNT(*) FROM documents WHERE status<>'indexed'"
+                            " GROUP BY source, status, error_code"):
+            by_reason.setdefault(r[0], {})[f"{r[1]}:{r[2]}"] = r[3]
+        for r in db.execute("SELECT source, j.value, COUNT(*) FROM documents, json_each(documents.flags) j"
+                            " GROUP BY source, j.value"):
+            by_reason.setdefault(r[0], {})[f"flagged:{r[1]}"] = r[2]
         return {"store": str(self.path), "schema_version": self.schema_version(),
                 "documents": sum(by_status.values()), "by_status": by_status, "chunks": n_chunks,
-                "sources": sources, "errors": errors, "flagged": flagged}
+                "sources": sources, "by_reason": by_reason, "errors": errors, "flagged": flagged}
 
     # -- search ---------------------------------------------------------------------
     _READABLE = ("SELECT doc_id FROM doc_acl WHERE effect=1 AND token IN ({t})"
