@@ -134,10 +134,12 @@ def cmd_status(a) -> int:
     print(f"docs    {st['documents']}  " + "  ".join(f"{k}={v}" for k, v in sorted(st["by_status"].items())))
     print(f"chunks  {st['chunks']}")
     print("queue   " + ("  ".join(f"{k}={v}" for k, v in sorted(st["queue"].items())) or "empty"))
+    for source, reasons in sorted(st["by_reason"].items()):
+        print(f"source  {source}: " + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())))
     for e in st["errors"]:
         print(f"  {e['status']:<11} {e['uri']}: {e['error_code']}: {e['error']}")
     for f in st["flagged"]:
-        print(f"  flagged     {f['uri']}: {', '.join(f['flags'])}")
+        print(f"  flagged     {f['uri']}: {'; '.join(f['reasons']) or ', '.join(f['flags'])}")
     return 0
 
 
