@@ -2,27 +2,55 @@
 
 Public API::
 
-    extract(path, *, max_bytes=200 MiB) -> Extraction   # the router
-    detect(path) -> str                                  # MIME type from content (+ extension)
-    SUPPORTED_EXTENSIONS                                 # frozenset of ".pdf", ".docx", ...
+    extract(path, *, max_bytes=200 MiB, ctx=None) -> Extraction   # the router
+    detect(path) -> str                                            # MIME type from content
+    SUPPORTED_EXTENSIONS, SUPPORTED_MIMES                          # what the router parses
 
-Routing trusts content over names: magic bytes decide first (``%PDF-``; ZIP
-containers by the part that makes them DOCX/PPTX/XLSX; executables, images, archives
-and legacy OLE2 files are recognised and refused), and only text formats, which have
-no magic, are routed by extension. So a PDF saved as ``report.docx`` is parsed as PDF.
+Detection trusts content over names; the extension only breaks ties:
 
-This module is cheap to import: the parsing libraries are imported by the format
-modules, which are imported only when a file of that family is extracted.
+1. ``%PDF-`` in the first 1 KiB (unless the file is text named as text).
+2. ZIP containers by what they hold: the OOXML main part and its declared content type
+   (DOCX/PPTX/XLSX and their macro/template variants); a ``mimetype`` member (ODF text,
+   spreadsheet, presentation; EPUB); ``META-INF/container.xml`` (EPUB without
+   ``mimetype``); anything else is a plain ZIP archive.
+3. OLE2 (Compound File) containers by their streams (``olefile``): ``WordDocument``
+   (.doc), ``Workbook``/``Book`` (.xls), ``PowerPoint Document`` (.ppt),
+   ``__substg1.0_*`` (Outlook .msg), ``EncryptedPackage`` (password-protected OOXML),
+   ``\\x06DataSpaces`` with a DRM transform or ``\\tDRMContent`` (IRM-protected Office).
+4. Magic numbers: RTF, images (PNG, JPEG, TIFF, BMP, GIF, WebP), gzip, bzip2, xz, 7z,
+   TAR (``ustar`` at offset 257), executables and other formats we only name to refuse.
+5. Text without magic: JSON / NDJSON / XML / HTML by content (extension as tie-break),
+   then the extension (Markdown, CSV, TSV, plain text, ...); a file without extension
+   whose first lines are mail headers is an email.
+6. libmagic (``python-magic``) as a second opinion for binary content none of the above
+   recognised; its answer names the type in the "unsupported" message.
+
+So a PDF saved as ``report.docx`` is parsed as PDF, and a ``.doc`` that is really a
+``.docx`` is parsed as DOCX.
+
+Routing: ``_FAMILY`` maps a MIME type to a format family, ``_EXTRACTORS`` maps a family
+to ``(module, function)`` in this package; the module is imported only when a file of
+that family is extracted (this module stays cheap to import), so a missing or broken
+module fails only its own family, with ``extractor-crash``.
+
+Protected files: password-protected Office files (OOXML in an OLE ``EncryptedPackage``,
+and .doc/.xls/.ppt with RC4/CryptoAPI encryption) are decrypted with the passwords
+configured for their path (``ExtractContext.passwords``, via ``msoffcrypto-tool``) into
+a temporary file that is extracted and deleted; without a configured password they are
+``encrypted: ... (password required)``, with only wrong ones ``encrypted: configured
+password did not open it``. IRM/DRM-protected Office files are ``irm-protected``.
+(ODF and PDF handle their own passwords in their modules.)
 
 Every failure leaves as ``ExtractionError`` with a code from ``extractors.base``;
-parser exceptions become ``corrupt`` with the format and what failed, a missing
-parsing dependency becomes ``extractor-crash``.
+parser exceptions become ``corrupt`` with the format and what failed.
 """
 from __future__ import annotations
 
 import mimetypes
 import os
+import re
 import stat
+import struct
 import zipfile
 from pathlib import Path
 
@@ -30,6 +58,7 @@ from .base import Element, ExtractContext, Extraction, ExtractionError
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
+    "SUPPORTED_MIMES",
     "Element",
     "Extraction",
     "ExtractionError",
@@ -52,31 +81,90 @@ PPTM = "application/vnd.ms-powerpoint.presentation.macroEnabled.12"
 XLSM = "application/vnd.ms-excel.sheet.macroEnabled.12"
 XLTX = "application/vnd.openxmlformats-officedocument.spreadsheetml.template"
 XLTM = "application/vnd.ms-excel.template.macroEnabled.12"
-MARKDOWN = "text/markdown"
-HTML = "text/html"
-TEXT = "text/plain"
-CSV = "text/csv"
-EMAIL = "message/rfc822"
-ZIP = "application/zip"
+# OpenDocument (ODF) and EPUB: ZIP containers whose first member "mimetype" says which.
+ODT = "application/vnd.oasis.opendocument.text"
+OTT = "application/vnd.oasis.opendocument.text-template"
+ODS = "application/vnd.oasis.opendocument.spreadsheet"
+OTS = "application/vnd.oasis.opendocument.spreadsheet-template"
+ODP = "application/vnd.oasis.opendocument.presentation"
+OTP = "application/vnd.oasis.opendocument.presentation-template"
+EPUB = "application/epub+zip"
+# OpenOffice.org 1.x (the ODF's predecessor, same structure under other namespaces).
+SXW = "application/vnd.sun.xml.writer"
+SXC = "application/vnd.sun.xml.calc"
+SXI = "application/vnd.sun.xml.impress"
+# Legacy (OLE2 / Compound File) Office and Outlook.
+DOC = "application/msword"
+XLS = "application/vnd.ms-excel"
+PPT = "application/vnd.ms-powerpoint"
+MSG = "application/vnd.ms-outlook"
 OLE2 = "application/x-ole-storage"
 # An encrypted OOXML file is an OLE2 container holding "EncryptionInfo" and
 # "EncryptedPackage" streams (MS-OFFCRYPTO). There is no registered MIME type for it.
 ENCRYPTED_OOXML = "application/x-ooxml-encrypted"
+# Office file protected by Information Rights Management (an OLE2 container whose
+# \x06DataSpaces name a DRM transform); it cannot be opened without the rights server.
+IRM_PROTECTED = "application/x-irm-protected"
+# Text formats.
+MARKDOWN = "text/markdown"
+HTML = "text/html"
+TEXT = "text/plain"
+CSV = "text/csv"
+TSV = "text/tab-separated-values"
+RTF = "application/rtf"
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+XML = "application/xml"
+EMAIL = "message/rfc822"
+# Images (OCR).
+PNG = "image/png"
+JPEG = "image/jpeg"
+TIFF = "image/tiff"
+BMP = "image/bmp"
+GIF = "image/gif"
+WEBP = "image/webp"
+# Archives.
+ZIP = "application/zip"
+TAR = "application/x-tar"
+GZIP = "application/gzip"
+BZIP2 = "application/x-bzip2"
+XZ = "application/x-xz"
+SEVEN_Z = "application/x-7z-compressed"
+TAR_GZ = "application/x-compressed-tar"
+TAR_BZ2 = "application/x-bzip-compressed-tar"
+TAR_XZ = "application/x-xz-compressed-tar"
+
 EMPTY = "application/x-empty"
 OCTET = "application/octet-stream"
 
-# extension -> MIME for the formats we route by name (text formats have no magic).
+# extension -> MIME for the text formats (no magic: routed by name when content does
+# not say more).
 _TEXT_EXTENSIONS = {
     ".md": MARKDOWN,
     ".markdown": MARKDOWN,
     ".html": HTML,
     ".htm": HTML,
+    ".xhtml": HTML,
     ".txt": TEXT,
     ".text": TEXT,
     ".log": TEXT,
+    ".rst": TEXT,
+    ".org": TEXT,
+    ".yaml": TEXT,
+    ".yml": TEXT,
     ".csv": CSV,
+    ".tsv": TSV,
+    ".tab": TSV,
     ".eml": EMAIL,
+    ".json": JSON,
+    ".ndjson": NDJSON,
+    ".jsonl": NDJSON,
+    ".xml": XML,
+    ".rtf": RTF,
 }
+# extension -> MIME for binary formats: only used when the content has no signature
+# at all (the claimed parser then reports the damage as "corrupt") or when a container
+# is too damaged to look into.
 _BINARY_EXTENSIONS = {
     ".pdf": PDF,
     ".docx": DOCX,
@@ -89,66 +177,155 @@ _BINARY_EXTENSIONS = {
     ".xlsm": XLSM,
     ".xltx": XLTX,
     ".xltm": XLTM,
+    ".odt": ODT,
+    ".ott": OTT,
+    ".ods": ODS,
+    ".ots": OTS,
+    ".odp": ODP,
+    ".otp": OTP,
+    ".epub": EPUB,
+    ".sxw": SXW,
+    ".sxc": SXC,
+    ".sxi": SXI,
+}
+# Names of formats recognised by signature (listed in SUPPORTED_EXTENSIONS; the name
+# alone never routes them).
+_SIGNED_EXTENSIONS = {
+    ".doc": DOC, ".dot": DOC, ".xls": XLS, ".xlt": XLS, ".ppt": PPT, ".pps": PPT,
+    ".pot": PPT, ".msg": MSG,
+    ".png": PNG, ".jpg": JPEG, ".jpeg": JPEG, ".jpe": JPEG, ".tif": TIFF, ".tiff": TIFF,
+    ".bmp": BMP, ".gif": GIF, ".webp": WEBP,
+    ".zip": ZIP, ".tar": TAR, ".gz": GZIP, ".tgz": TAR_GZ, ".bz2": BZIP2, ".tbz2": TAR_BZ2,
+    ".tbz": TAR_BZ2, ".xz": XZ, ".txz": TAR_XZ, ".7z": SEVEN_Z,
 }
 
 # MIME -> format family: the name in Extraction.extractor and in error messages.
 _FAMILY = {
     PDF: "pdf",
-    DOCX: "docx",
-    DOCM: "docx",
-    DOTX: "docx",
-    DOTM: "docx",
-    PPTX: "pptx",
-    PPTM: "pptx",
-    XLSX: "xlsx",
-    XLSM: "xlsx",
-    XLTX: "xlsx",
-    XLTM: "xlsx",
+    DOCX: "docx", DOCM: "docx", DOTX: "docx", DOTM: "docx",
+    PPTX: "pptx", PPTM: "pptx",
+    XLSX: "xlsx", XLSM: "xlsx", XLTX: "xlsx", XLTM: "xlsx",
+    ODT: "odt", OTT: "odt",
+    ODS: "ods", OTS: "ods",
+    ODP: "odp", OTP: "odp",
+    SXW: "odt", SXC: "ods", SXI: "odp",
+    EPUB: "epub",
+    DOC: "doc", XLS: "xls", PPT: "ppt",
     MARKDOWN: "md",
     HTML: "html",
     TEXT: "txt",
     CSV: "csv",
+    TSV: "tsv",
+    RTF: "rtf",
+    JSON: "json",
+    NDJSON: "ndjson",
+    XML: "xml",
     EMAIL: "eml",
+    MSG: "msg",
+    PNG: "image", JPEG: "image", TIFF: "image", BMP: "image", GIF: "image", WEBP: "image",
+    ZIP: "zip",
+    TAR: "tar",
+    TAR_GZ: "tar.gz", TAR_BZ2: "tar.bz2", TAR_XZ: "tar.xz",
+    GZIP: "gz", BZIP2: "bz2", XZ: "xz",
+    SEVEN_Z: "7z",
 }
 
-SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_TEXT_EXTENSIONS) | frozenset(_BINARY_EXTENSIONS)
-SUPPORTED_MIMES: frozenset[str] = frozenset(_FAMILY)
+# format family -> (module in this package, function(path, mime, ctx) -> Extraction)
+_EXTRACTORS: dict[str, tuple[str, str]] = {
+    "pdf": ("pdf", "extract"),
+    "docx": ("docx", "extract"),
+    "pptx": ("unstructured_family", "extract"),
+    "xlsx": ("unstructured_family", "extract"),
+    "md": ("unstructured_family", "extract"),
+    "html": ("unstructured_family", "extract"),
+    "csv": ("unstructured_family", "extract"),
+    "txt": ("text", "extract"),
+    "tsv": ("text", "extract"),
+    "rtf": ("rtf", "extract"),
+    "json": ("structured", "extract"),
+    "ndjson": ("structured", "extract"),
+    "xml": ("structured", "extract"),
+    "odt": ("odf", "extract"),
+    "ods": ("odf", "extract"),
+    "odp": ("odf", "extract"),
+    "epub": ("epub", "extract"),
+    "doc": ("legacy_office", "extract"),
+    "xls": ("legacy_office", "extract"),
+    "ppt": ("legacy_office", "extract"),
+    "eml": ("email_family", "extract"),
+    "msg": ("email_family", "extract"),
+    "image": ("ocr", "extract"),
+    "zip": ("archive", "extract"),
+    "tar": ("archive", "extract"),
+    "tar.gz": ("archive", "extract"),
+    "tar.bz2": ("archive", "extract"),
+    "tar.xz": ("archive", "extract"),
+    "gz": ("archive", "extract"),
+    "bz2": ("archive", "extract"),
+    "xz": ("archive", "extract"),
+    "7z": ("archive", "extract"),
+}
 
-# (magic prefix, MIME, strong) for formats we recognise only to refuse them by name.
-# A weak (short) magic is ignored when the file is text with a text extension (or
-# none): "BMW sales.txt" must not become a bitmap, nor "MZ..." notes an executable.
+# family -> what a person calls it (the "supported: ..." list of the unsupported message)
+_LABELS = {
+    "pdf": "PDF", "docx": "Word (DOCX/DOCM/DOTX)", "doc": "Word 97-2003 (DOC)",
+    "pptx": "PowerPoint (PPTX)", "ppt": "PowerPoint 97-2003 (PPT)",
+    "xlsx": "Excel (XLSX/XLSM)", "xls": "Excel 97-2003 (XLS)",
+    "odt": "OpenDocument text (ODT)", "ods": "OpenDocument spreadsheet (ODS)",
+    "odp": "OpenDocument presentation (ODP)", "epub": "EPUB", "rtf": "RTF",
+    "md": "Markdown", "html": "HTML", "txt": "plain text", "csv": "CSV", "tsv": "TSV",
+    "json": "JSON", "ndjson": "NDJSON", "xml": "XML", "eml": "email (EML)",
+    "msg": "Outlook (MSG)", "image": "images (PNG/JPEG/TIFF/BMP/GIF/WebP, OCR)",
+    "zip": "ZIP", "tar": "TAR", "tar.gz": "tar.gz", "tar.bz2": "tar.bz2",
+    "tar.xz": "tar.xz", "gz": "gzip", "bz2": "bzip2", "xz": "xz", "7z": "7z",
+}
+
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
+    [*_TEXT_EXTENSIONS, *_BINARY_EXTENSIONS, *_SIGNED_EXTENSIONS]
+)
+SUPPORTED_MIMES: frozenset[str] = frozenset(m for m, f in _FAMILY.items() if f in _EXTRACTORS)
+
+
+def _supported_summary() -> str:
+    seen: list[str] = []
+    for family in _EXTRACTORS:
+        label = _LABELS.get(family, family)
+        if label not in seen:
+            seen.append(label)
+    return ", ".join(seen)
+
+
+# (magic prefix, MIME, strong). A weak (short) magic is ignored when the file is text
+# with a text extension (or none): "BMW sales.txt" must not become a bitmap, nor
+# "MZ..." notes an executable.
 _MAGIC = [
     (b"MZ", "application/x-msdownload", False),
     (b"\x7fELF", "application/x-executable", True),
     (b"\xcf\xfa\xed\xfe", "application/x-mach-binary", True),
     (b"\xfe\xed\xfa\xcf", "application/x-mach-binary", True),
     (b"\xca\xfe\xba\xbe", "application/java-vm", True),
-    (b"\x89PNG\r\n\x1a\n", "image/png", True),
-    (b"\xff\xd8\xff", "image/jpeg", True),
-    (b"GIF87a", "image/gif", True),
-    (b"GIF89a", "image/gif", True),
-    (b"II*\x00", "image/tiff", True),
-    (b"MM\x00*", "image/tiff", True),
-    (b"BM", "image/bmp", False),
-    (b"\x1f\x8b", "application/gzip", True),
-    (b"BZh", "application/x-bzip2", False),
-    (b"\xfd7zXZ\x00", "application/x-xz", True),
-    (b"7z\xbc\xaf\x27\x1c", "application/x-7z-compressed", True),
+    (b"\x89PNG\r\n\x1a\n", PNG, True),
+    (b"\xff\xd8\xff", JPEG, True),
+    (b"GIF87a", GIF, True),
+    (b"GIF89a", GIF, True),
+    (b"II*\x00", TIFF, True),
+    (b"MM\x00*", TIFF, True),
+    (b"7z\xbc\xaf\x27\x1c", SEVEN_Z, True),
     (b"Rar!\x1a\x07", "application/vnd.rar", True),
-    (b"{\\rtf", "application/rtf", False),
+    (b"{\\rtf", RTF, True),
     (b"ID3", "audio/mpeg", False),
     (b"OggS", "audio/ogg", False),
     (b"fLaC", "audio/flac", False),
     (b"%!PS", "application/postscript", False),
     (b"!<arch>\n", "application/x-archive", True),
     (b"SQLite format 3\x00", "application/vnd.sqlite3", True),
+    (b"-----BEGIN PGP MESSAGE-----", "application/pgp-encrypted", True),
+    (b"!BDN", "application/vnd.ms-outlook-pst", True),  # Outlook PST/OST mail store
 ]
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _OLE2_BY_EXT = {
-    ".doc": "application/msword",
-    ".xls": "application/vnd.ms-excel",
-    ".ppt": "application/vnd.ms-powerpoint",
-    ".msg": "application/vnd.ms-outlook",
+    ".doc": DOC, ".dot": DOC, ".xls": XLS, ".xlt": XLS, ".ppt": PPT, ".pps": PPT,
+    ".pot": PPT, ".msg": MSG,
 }
 # OOXML main part -> {part content type -> file MIME}; the first entry is the default
 # when [Content_Types].xml cannot be read.
@@ -182,19 +359,40 @@ _OOXML_MAIN_PARTS = {
             "application/vnd.ms-excel.sheet.binary.macroEnabled.12",
     },
 }
+# Other OPC (Open Packaging) containers: named, so they are refused by name instead
+# of being unpacked as a plain ZIP of XML parts.
+_OPC_PARTS = {
+    "visio/document.xml": "application/vnd.ms-visio.drawing",
+    "FixedDocumentSequence.fdseq": "application/vnd.ms-xpsdocument",
+    "FixedDocSeq.fdseq": "application/vnd.ms-xpsdocument",
+}
 _HEAD_BYTES = 8192
 # PDF readers accept "%PDF-" anywhere in the first 1024 bytes (junk before it is common).
 _PDF_WINDOW = 1024
+
+
+class _Detected:
+    """What detection found: the MIME type, and for a file that cannot be opened as
+    it is, the refusal (code, message) ``extract`` raises."""
+
+    __slots__ = ("mime", "refusal")
+
+    def __init__(self, mime: str, refusal: tuple[str, str] | None = None):
+        self.mime = mime
+        self.refusal = refusal
 
 
 def detect(path: str | os.PathLike) -> str:
     """Return the MIME type of the file at ``path``, content first, extension second.
 
     Never raises for content reasons; raises ``ExtractionError("corrupt")`` only when
-    the file cannot be read at all. Unrecognised binary content is
-    ``application/octet-stream``; a zero-byte file is ``application/x-empty``.
+    the file cannot be read at all. Unrecognised binary content is libmagic's answer
+    or ``application/octet-stream``; a zero-byte file is ``application/x-empty``.
     """
-    p = Path(path)
+    return _detect(Path(path)).mime
+
+
+def _detect(p: Path) -> _Detected:
     ext = p.suffix.lower()
     try:
         with open(p, "rb") as fh:
@@ -202,50 +400,97 @@ def detect(path: str | os.PathLike) -> str:
     except OSError as exc:
         raise ExtractionError("corrupt", f"cannot read file: {exc}") from exc
     if not head:
-        return EMPTY
+        return _Detected(EMPTY)
     textual = _looks_like_text(head)
     if head.startswith(b"%PDF-") or (
         b"%PDF-" in head[:_PDF_WINDOW] and not (textual and ext in _TEXT_EXTENSIONS)
     ):
-        return PDF
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        return _sniff_zip(p)
+        return _Detected(PDF)
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return _Detected(_sniff_zip(p))
     if head.startswith(_OLE2_MAGIC):
-        if _is_encrypted_ooxml(p):
-            return ENCRYPTED_OOXML
-        return _OLE2_BY_EXT.get(ext, OLE2)
+        return _sniff_ole(p, ext)
     plain_text_name = textual and (ext in _TEXT_EXTENSIONS or not ext)
     for magic, mime, strong in _MAGIC:
         if head.startswith(magic) and (strong or not plain_text_name):
-            return mime
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "audio/wav"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
+            return _Detected(mime)
+    signed = _sniff_signatures(head, p, ext, plain_text_name)
+    if signed:
+        return _Detected(signed)
 
-    # No magic: a text format, named by its extension.
-    if ext in _TEXT_EXTENSIONS:
-        return _TEXT_EXTENSIONS[ext]
+    if textual:
+        return _Detected(_sniff_text(head, p, ext))
+    # Binary without a signature we know.
     if ext in _BINARY_EXTENSIONS:
         # Claims to be PDF/Office but lacks the signature: report the claim, the
         # parser will fail on it and say why (-> "corrupt").
-        return _BINARY_EXTENSIONS[ext]
-    if textual:
-        lowered = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-        if lowered.startswith((b"<!doctype html", b"<html")):
-            return HTML
-        if not ext:
-            if _looks_like_email(head):
-                return EMAIL
-            return TEXT
-        guessed, _ = mimetypes.guess_type(p.name)
-        return guessed or "text/x-unknown"
+        return _Detected(_BINARY_EXTENSIONS[ext])
+    second = _libmagic(head)
+    if second:
+        return _Detected(second)
+    if ext in _TEXT_EXTENSIONS:  # binary junk named as text: let the text path judge
+        return _Detected(_TEXT_EXTENSIONS[ext])
     guessed, _ = mimetypes.guess_type(p.name)
-    return guessed if guessed and not guessed.startswith("text/") else OCTET
+    return _Detected(guessed if guessed and not guessed.startswith("text/") else OCTET)
+
+
+def _sniff_signatures(head: bytes, p: Path, ext: str, plain_text_name: bool) -> str | None:
+    """Signatures that need more than a prefix test."""
+    if head[:3] == b"BZh" and len(head) >= 10 and head[3:4].isdigit() and head[3:4] != b"0" \
+            and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):
+        return _compressed_tar(p, BZIP2)
+    if head[:2] == b"\x1f\x8b":
+        return _compressed_tar(p, GZIP)
+    if head[:4] == b"\xfd7zX":
+        return _compressed_tar(p, XZ)
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return TAR
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return WEBP
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "audio/wav"
+    if _is_bmp(head, p):
+        return BMP
+    # BIFF2-4 Excel worksheets (pre-OLE): a BOF record. Too short to trust alone.
+    if ext in (".xls", ".xlw") and head[:2] in (b"\x09\x00", b"\x09\x02", b"\x09\x04") \
+            and head[3:4] == b"\x00":
+        return XLS
+    return None
+
+
+def _is_bmp(head: bytes, p: Path) -> bool:
+    """"BM" plus a plausible header (size field, reserved zeros, DIB header size)."""
+    if head[:2] != b"BM" or len(head) < 18:
+        return False
+    size, reserved, _offset, dib = struct.unpack("<IIII", head[2:18])
+    try:
+        real = p.stat().st_size
+    except OSError:
+        return False
+    return reserved == 0 and dib in (12, 16, 40, 52, 56, 64, 108, 124) and size in (0, real)
+
+
+def _compressed_tar(p: Path, mime: str) -> str:
+    """A compressed stream whose first 512 decompressed bytes are a TAR header is a
+    compressed tarball (decompresses at most a few KiB: a bomb or quine costs nothing)."""
+    import bz2
+    import gzip
+    import lzma
+
+    opener = {GZIP: gzip.open, BZIP2: bz2.open, XZ: lzma.open}[mime]
+    try:
+        with opener(p, "rb") as fh:
+            block = fh.read(512)
+    except Exception:  # noqa: BLE001 - damaged stream: the archive extractor says why
+        return mime
+    if len(block) >= 262 and block[257:262] == b"ustar":
+        return {GZIP: TAR_GZ, BZIP2: TAR_BZ2, XZ: TAR_XZ}[mime]
+    return mime
 
 
 def _sniff_zip(p: Path) -> str:
     """OOXML flavour from the main part's content type; ODF/EPUB from ``mimetype``."""
+    ext = p.suffix.lower()
     try:
         with zipfile.ZipFile(p) as zf:
             names = set(zf.namelist())
@@ -256,20 +501,43 @@ def _sniff_zip(p: Path) -> str:
                         declared = _declared_content_type(zf, part)
                     return flavours.get(declared, next(iter(flavours.values())))
             if "mimetype" in names:  # ODF (odt/ods/odp), EPUB: first entry, stored
-                with zf.open("mimetype") as fh:
-                    declared = fh.read(100).decode("ascii", "replace").strip()
+                info = zf.getinfo("mimetype")
+                if info.file_size <= 200:
+                    declared = zf.read(info).decode("ascii", "replace").strip()
+                    if declared and re.fullmatch(r"[\w.+-]+/[\w.+-]+", declared):
+                        return declared
+            if "content.xml" in names and "META-INF/manifest.xml" in names:
+                declared = _manifest_media_type(zf)  # ODF without "mimetype"; OOo 1.x
                 if declared:
                     return declared
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError):
-        # A damaged container: if the name claims an OOXML format, let that parser
+            if "META-INF/container.xml" in names and any(n.endswith(".opf") for n in names):
+                return EPUB
+            if "[Content_Types].xml" in names:
+                for part, mime in _OPC_PARTS.items():
+                    if part in names:
+                        return mime
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
+            KeyError, NotImplementedError, RuntimeError):
+        # A damaged container: if the name claims a ZIP-based format, let that parser
         # report the damage; otherwise it is just a (broken) ZIP.
-        return _BINARY_EXTENSIONS.get(p.suffix.lower(), ZIP)
+        return _BINARY_EXTENSIONS.get(ext, ZIP)
     return ZIP
 
 
-def _declared_content_type(zf: zipfile.ZipFile, part: str) -> str | None:
-    import re
+def _manifest_media_type(zf: zipfile.ZipFile) -> str | None:
+    info = zf.getinfo("META-INF/manifest.xml")
+    if info.file_size > 1 << 20:
+        return None
+    xml = zf.read(info).decode("utf-8", "replace")
+    for match in re.finditer(r"<manifest:file-entry\b[^>]*>", xml):
+        tag = match.group(0)
+        if re.search(r'full-path="/"', tag):
+            media = re.search(r'media-type="([^"]+)"', tag)
+            return media.group(1) if media else None
+    return None
 
+
+def _declared_content_type(zf: zipfile.ZipFile, part: str) -> str | None:
     info = zf.getinfo("[Content_Types].xml")
     if info.file_size > 1 << 20:  # a real one is a few KiB
         return None
@@ -281,6 +549,103 @@ def _declared_content_type(zf: zipfile.ZipFile, part: str) -> str | None:
         if name and ctype and name.group(1).lstrip("/").lower() == part:
             return ctype.group(1)
     return None
+
+
+# ----------------------------------------------------------------------------- OLE2
+
+
+def _sniff_ole(p: Path, ext: str) -> _Detected:
+    """Name an OLE2 (Compound File) container by its streams."""
+    try:
+        import olefile
+
+        with olefile.OleFileIO(str(p)) as ole:
+            entries = ole.listdir(streams=True, storages=True)
+            top = {e[0] for e in entries}
+            if _is_irm(entries):
+                return _Detected(IRM_PROTECTED, (
+                    "irm-protected",
+                    f"{p.name}: Office document protected by Information Rights Management "
+                    "(IRM/DRM); it can only be opened through the rights server",
+                ))
+            if "EncryptedPackage" in top:
+                return _Detected(ENCRYPTED_OOXML, _encrypted_ooxml_refusal(p))
+            if "WordDocument" in top:
+                return _Detected(DOC, _legacy_encryption(ole, p, "WordDocument"))
+            if "Workbook" in top or "Book" in top:
+                stream = "Workbook" if "Workbook" in top else "Book"
+                return _Detected(XLS, _legacy_encryption(ole, p, stream))
+            if "PowerPoint Document" in top:
+                refusal = None
+                if "EncryptedSummary" in top or _ppt_encrypted_token(ole, top):
+                    refusal = ("encrypted", f"{p.name}: password-protected PowerPoint "
+                               "97-2003 presentation (password required)")
+                return _Detected(PPT, refusal)
+            if any(name.startswith("__substg1.0_") for name in top):
+                return _Detected(MSG)
+            if "VisioDocument" in top:
+                return _Detected("application/vnd.visio")
+            if "Quill" in top:
+                return _Detected("application/x-mspublisher")
+            return _Detected(OLE2)
+    except Exception:  # noqa: BLE001 - unreadable directory: fall back on bytes and name
+        if _is_encrypted_ooxml(p):
+            return _Detected(ENCRYPTED_OOXML, _encrypted_ooxml_refusal(p))
+        return _Detected(_OLE2_BY_EXT.get(ext, OLE2))
+
+
+def _is_irm(entries: list[list[str]]) -> bool:
+    for entry in entries:
+        if entry[0] == "\tDRMContent":
+            return True
+        if entry[0] == "\x06DataSpaces" and any("DRM" in part for part in entry[1:]):
+            return True
+    return False
+
+
+def _encrypted_ooxml_refusal(p: Path) -> tuple[str, str]:
+    return "encrypted", f"{p.name}: password-protected Office document (password required)"
+
+
+def _legacy_encryption(ole, p: Path, stream: str) -> tuple[str, str] | None:
+    """Password-protected .doc (FIB fEncrypted / fObfuscated) or .xls (FILEPASS record)."""
+    try:
+        with ole.openstream(stream) as fh:
+            data = fh.read(64 * 1024)
+    except Exception:  # noqa: BLE001 - the parser will report the damage
+        return None
+    if stream == "WordDocument":
+        if len(data) >= 12 and data[:2] == b"\xec\xa5":
+            (flags,) = struct.unpack_from("<H", data, 10)
+            if flags & 0x0100 or flags & 0x8000:  # fEncrypted, fObfuscated
+                return ("encrypted", f"{p.name}: password-protected Word 97-2003 document "
+                        "(password required)")
+        return None
+    # BIFF: walk records from the start; FILEPASS (0x002F) comes right after BOF.
+    pos = 0
+    for _ in range(64):
+        if pos + 4 > len(data):
+            break
+        rtype, size = struct.unpack_from("<HH", data, pos)
+        if rtype == 0x002F:
+            return ("encrypted", f"{p.name}: password-protected Excel 97-2003 workbook "
+                    "(password required)")
+        if rtype in (0x0085, 0x000A) and pos > 0:  # BOUNDSHEET or EOF: no FILEPASS
+            break
+        pos += 4 + size
+    return None
+
+
+def _ppt_encrypted_token(ole, top: set[str]) -> bool:
+    """CurrentUserAtom.headerToken 0xF3D1C4DF marks an encrypted presentation."""
+    if "Current User" not in top:
+        return False
+    try:
+        with ole.openstream("Current User") as fh:
+            data = fh.read(16)
+    except Exception:  # noqa: BLE001
+        return False
+    return len(data) >= 16 and struct.unpack_from("<I", data, 12)[0] == 0xF3D1C4DF
 
 
 def _is_encrypted_ooxml(p: Path) -> bool:
@@ -300,11 +665,107 @@ def _is_encrypted_ooxml(p: Path) -> bool:
     return False
 
 
+# ----------------------------------------------------------------------------- text
+
+
+def _sniff_text(head: bytes, p: Path, ext: str) -> str:
+    complete = p.stat().st_size <= len(head)
+    structured = _sniff_structured(head, ext, complete)
+    if structured:
+        return structured
+    if ext in _TEXT_EXTENSIONS:
+        return _TEXT_EXTENSIONS[ext]
+    if ext in _BINARY_EXTENSIONS:
+        # A text file named as PDF/Office: the claimed parser says why it is not.
+        return _BINARY_EXTENSIONS[ext]
+    if not ext:
+        if _looks_like_email(head):
+            return EMAIL
+        return TEXT
+    guessed, _ = mimetypes.guess_type(p.name)
+    return guessed or "text/x-unknown"
+
+
+def _decode_head(head: bytes) -> str:
+    for bom, codec in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe\x00\x00", "utf-32-le"),
+                       (b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xff\xfe", "utf-16-le"),
+                       (b"\xfe\xff", "utf-16-be")):
+        if head.startswith(bom):
+            return head[len(bom):].decode(codec, "ignore")
+    wide = _bomless_utf16(head)
+    if wide:
+        return head.decode(wide, "ignore")
+    return head.decode("utf-8", "ignore")
+
+
+def _sniff_structured(head: bytes, ext: str, complete: bool) -> str | None:
+    """JSON / NDJSON / XML / HTML by content; the extension breaks ties."""
+    import json
+
+    text = _decode_head(head).lstrip("\ufeff \t\r\n")
+    if not text:
+        return None
+    lowered = text[:1000].lower()
+    if text.startswith("<"):
+        if lowered.startswith(("<!doctype html", "<html")) or re.match(
+            r"<\?xml[^>]*\?>\s*(<!--.*?-->\s*)*(<!doctype html|<html)", lowered, re.S
+        ):
+            return HTML
+        if lowered.startswith("<?xml"):
+            return XML
+        if ext in (".xml", ".xsl", ".xslt", ".rdf", ".kml", ".svg", ".xsd", ".gpx", ".opf"):
+            return XML
+        return None
+    if text[0] not in "{[":
+        return None
+    if ext in (".ndjson", ".jsonl"):
+        return NDJSON
+    if complete:
+        try:
+            json.loads(text)
+            return JSON
+        except (ValueError, RecursionError):
+            pass
+    # NDJSON: every complete line of the sample is a JSON value, and there are two or more.
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not complete and lines:
+        lines = lines[:-1]  # the last line of a sample may be cut
+    if len(lines) >= 2:
+        try:
+            for line in lines:
+                json.loads(line)
+            return NDJSON
+        except (ValueError, RecursionError):
+            pass
+    if ext == ".json":
+        return JSON
+    return None
+
+
+def _bomless_utf16(head: bytes) -> str | None:
+    """"utf-16-le"/"utf-16-be" for UTF-16 text without a BOM (mostly-ASCII text has a
+    NUL in every other byte), else None."""
+    sample = head[: len(head) // 2 * 2][:4096]
+    if len(sample) < 8:
+        return None
+    even, odd = sample[0::2], sample[1::2]
+    for zeros, other, codec in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
+        if zeros.count(0) >= 0.4 * len(zeros) and other.count(0) <= 0.02 * len(other):
+            try:
+                decoded = sample.decode(codec)
+            except UnicodeDecodeError:
+                continue
+            printable = sum(ch.isprintable() or ch in "\r\n\t\f" for ch in decoded)
+            if printable >= 0.95 * len(decoded):
+                return codec
+    return None
+
+
 def _looks_like_text(head: bytes) -> bool:
-    if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")):
+    if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf", b"\x00\x00\xfe\xff")):
         return True
     if b"\x00" in head:
-        return False
+        return _bomless_utf16(head) is not None
     try:
         head.decode("utf-8")
         return True
@@ -315,7 +776,7 @@ def _looks_like_text(head: bytes) -> bool:
     try:
         decoded = head.decode("cp1252")
     except UnicodeDecodeError:
-        return False
+        decoded = head.decode("latin-1")
     printable = sum(ch.isprintable() or ch in "\r\n\t\f" for ch in decoded)
     return printable / max(len(decoded), 1) > 0.95
 
@@ -330,14 +791,60 @@ def _looks_like_email(head: bytes) -> bool:
     return header_like >= 3
 
 
+# ----------------------------------------------------------------------------- libmagic
+
+# libmagic's names -> ours (aliases of formats we route, plus a few it spells its way).
+_LIBMAGIC_ALIASES = {
+    "image/x-ms-bmp": BMP,
+    "image/x-bmp": BMP,
+    "application/x-gzip": GZIP,
+    "application/x-bzip2": BZIP2,
+    "application/x-xz": XZ,
+    "application/x-7z-compressed": SEVEN_Z,
+    "application/x-tar": TAR,
+    "application/x-gtar": TAR,
+    "text/rtf": RTF,
+    "application/x-ndjson": NDJSON,
+    "application/vnd.ms-excel": XLS,
+    "application/CDFV2": OLE2,
+    "application/x-ole-storage": OLE2,
+}
+
+
+def _libmagic(head: bytes) -> str | None:
+    """libmagic's MIME type for a sample we could not name, or None if it has none
+    either (or libmagic is not installed)."""
+    try:
+        import magic
+    except ImportError:  # python-magic or libmagic1 missing: our sniffing only
+        return None
+    try:
+        mime = magic.from_buffer(head, mime=True)
+    except Exception:  # noqa: BLE001 - libmagic failure is not the document's fault
+        return None
+    if not mime or mime in (OCTET, "application/x-empty") or mime.startswith("text/"):
+        return None
+    if mime == "application/msword":
+        # libmagic says "msword" for MS Write and other pre-OLE Word formats that the
+        # legacy converter may not read; name them apart.
+        return "application/x-mswrite" if head[:2] in (b"1\xbe", b"2\xbe") else None
+    return _LIBMAGIC_ALIASES.get(mime, mime)
+
+
+# ----------------------------------------------------------------------------- router
+
+
 def extract(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
             ctx: ExtractContext | None = None) -> Extraction:
     """Extract the elements of one file. Raises only ``ExtractionError``.
 
     Codes: ``empty-file`` (zero bytes), ``too-large`` (over ``max_bytes``),
-    ``unsupported-type`` (with the detected MIME type), ``encrypted`` (needs a
-    password), ``corrupt`` (the parser failed; message names format and failure),
-    ``extractor-crash`` (a parsing dependency is missing or misconfigured).
+    ``unsupported-type`` (with the detected MIME type and what is supported),
+    ``encrypted`` (needs a password, or the configured ones do not fit),
+    ``irm-protected`` (rights-managed Office file),
+    ``corrupt`` (the parser failed; message names format and failure),
+    ``extractor-crash`` (a parsing module or dependency is missing or misconfigured),
+    and the codes a format module raises itself (see ``extractors.base``).
     A file that parses but holds no text returns an ``Extraction`` with no elements
     and a warning; the pipeline decides what to do with it.
     """
@@ -355,43 +862,108 @@ def extract(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
             "too-large", f"{p.name}: {st.st_size} bytes is over the limit of {max_bytes} bytes"
         )
 
-    mime = detect(p)
+    found = _detect(p)
+    mime = found.mime
     if mime == EMPTY:  # emptied between stat() and read
         raise ExtractionError("empty-file", f"{p.name}: file is empty (0 bytes)")
-    if mime == ENCRYPTED_OOXML:
-        raise ExtractionError(
-            "encrypted", f"{p.name}: password-protected Office document (password required)"
-        )
+    ctx = ctx or ExtractContext()
+    if found.refusal is not None:
+        if found.refusal[0] == "encrypted" and mime in _OFFICE_CRYPTO:
+            return _decrypt_office(p, found, ctx)
+        raise ExtractionError(*found.refusal)
     if mime not in SUPPORTED_MIMES:
         raise ExtractionError(
             "unsupported-type",
-            f"{p.name}: detected as {mime}; supported: PDF, DOCX, PPTX, XLSX, Markdown, "
-            f"HTML, plain text, CSV, EML",
+            f"{p.name}: detected as {mime}; supported: {_supported_summary()}",
         )
-    return _run(p, mime, ctx or ExtractContext())
+    return _run(p, mime, ctx)
 
 
-# format family -> (module in this package, function(path, mime, ctx) -> Extraction)
-_EXTRACTORS: dict[str, tuple[str, str]] = {
-    "pdf": ("pdf", "extract"),
-    "docx": ("docx", "extract"),
-    "md": ("unstructured_family", "extract"),
-    "html": ("unstructured_family", "extract"),
-    "txt": ("unstructured_family", "extract"),
-    "csv": ("unstructured_family", "extract"),
-    "eml": ("unstructured_family", "extract"),
-    "pptx": ("unstructured_family", "extract"),
-    "xlsx": ("unstructured_family", "extract"),
-}
+# Password-protected Office files that msoffcrypto-tool can decrypt (OOXML in an OLE
+# "EncryptedPackage": ECMA-376 standard and agile encryption; .doc/.xls/.ppt RC4/CryptoAPI).
+_OFFICE_CRYPTO = {ENCRYPTED_OOXML, DOC, XLS, PPT}
+_SUFFIX_FOR = {DOCX: ".docx", DOCM: ".docm", DOTX: ".dotx", DOTM: ".dotm", PPTX: ".pptx",
+               PPTM: ".pptm", XLSX: ".xlsx", XLSM: ".xlsm", XLTX: ".xltx", XLTM: ".xltm",
+               DOC: ".doc", XLS: ".xls", PPT: ".ppt"}
+
+
+def _decrypt_office(p: Path, found: _Detected, ctx: ExtractContext) -> Extraction:
+    """Open a password-protected Office file with the passwords configured for its path
+    (``ctx.passwords_for``): decrypt to a private temporary file and extract that.
+    None configured -> ``encrypted: ... password required``; none fits ->
+    ``encrypted: configured password did not open it``."""
+    import io
+    import tempfile
+
+    passwords = ctx.passwords_for(p)
+    if not passwords:
+        raise ExtractionError(*found.refusal)
+    try:
+        import msoffcrypto
+    except ImportError as exc:
+        raise ExtractionError(
+            "encrypted", f"{p.name}: password-protected Office document; decrypting needs "
+            f"msoffcrypto-tool, which is not installed ({exc})") from exc
+    plain = None
+    for password in passwords:
+        try:
+            with open(p, "rb") as fh:
+                office = msoffcrypto.OfficeFile(fh)
+                office.load_key(password=password)
+                out = io.BytesIO()
+                office.decrypt(out)
+            plain = out.getvalue()
+            break
+        except Exception:  # noqa: BLE001 - wrong password or unsupported scheme: next one
+            continue
+    if plain is None:
+        raise ExtractionError("encrypted", f"{p.name}: configured password did not open it")
+    directory = Path(ctx.workdir) if ctx.workdir else None
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="decrypted-", dir=directory)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(plain)
+        inner = _detect(tmp)
+        suffix = _SUFFIX_FOR.get(inner.mime, "")
+        if suffix:  # converters (LibreOffice) go by the name
+            named = tmp.with_name(tmp.name + suffix)
+            tmp.rename(named)
+            tmp = named
+        if inner.mime not in SUPPORTED_MIMES:
+            raise ExtractionError(
+                "corrupt", f"{p.name}: decrypted content is {inner.mime}, not an Office document")
+        result = _run(tmp, inner.mime, ctx)
+    finally:
+        tmp.unlink(missing_ok=True)
+    result.warnings.append("decrypted with a configured password")
+    return result
 
 
 def _run(p: Path, mime: str, ctx: ExtractContext) -> Extraction:
     import importlib
 
     fmt = _FAMILY[mime]
+    module, function = _EXTRACTORS[fmt]
+    qualified = f"{__name__}.{module}"
     try:
-        module, function = _EXTRACTORS[fmt]
-        fn = getattr(importlib.import_module(f".{module}", __name__), function)
+        fn = getattr(importlib.import_module(qualified), function)
+    except ModuleNotFoundError as exc:
+        if exc.name == qualified:
+            raise ExtractionError(
+                "extractor-crash", f"{fmt}: extractor module {qualified} is not installed"
+            ) from exc
+        raise ExtractionError(
+            "extractor-crash", f"{fmt}: parsing library not importable: {exc}"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - a broken module fails only its family
+        raise ExtractionError(
+            "extractor-crash", f"{fmt}: extractor module {qualified} failed to load: "
+            f"{_describe(exc)}"
+        ) from exc
+    try:
         return fn(p, mime, ctx)
     except ExtractionError:
         raise
@@ -399,6 +971,10 @@ def _run(p: Path, mime: str, ctx: ExtractContext) -> Extraction:
         raise ExtractionError(
             "extractor-crash", f"{fmt}: parsing library not importable: {exc}"
         ) from exc
+    except RecursionError as exc:
+        raise ExtractionError("corrupt", f"{fmt}: structure nested too deeply") from exc
+    except MemoryError as exc:
+        raise ExtractionError("memory", f"{fmt}: out of memory while parsing") from exc
     except Exception as exc:  # noqa: BLE001 - the contract: nothing else escapes
         raise ExtractionError("corrupt", f"{fmt}: {_describe(exc)}") from exc
 
@@ -410,6 +986,11 @@ def warm_up() -> None:
 
     from . import docx, pdf, spacy_shim, unstructured_family  # noqa: F401
 
+    for module in sorted({m for m, _ in _EXTRACTORS.values()}):
+        try:
+            importlib.import_module(f"{__name__}.{module}")
+        except ImportError:  # reported per document, with the family, by _run
+            pass
     spacy_shim.install()
     for module, _, _ in unstructured_family._PARTITIONERS.values():
         importlib.import_module(module)

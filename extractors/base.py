@@ -96,7 +96,7 @@ class ExtractionError(Exception):
 
     code: "empty-file" | "unsupported-type" | "corrupt" | "encrypted" | "irm-protected" |
           "too-large" | "zip-bomb" | "too-deep" | "no-text" | "timeout" | "memory" |
-          "extractor-crash" | "missing-tool"
+          "extractor-crash" | "missing-tool" | "unsafe-xml"
     """
 
     def __init__(self, code: str, message: str):

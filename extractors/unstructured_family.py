@@ -1,4 +1,5 @@
-"""Markdown, HTML, plain text, CSV, EML, PPTX and XLSX through ``unstructured``.
+"""Markdown, HTML, CSV, PPTX and XLSX through ``unstructured`` (plain text and EML too,
+for callers that ask; the router sends those to ``text`` and ``email_family``).
 
 Each format uses its own partitioner (``unstructured.partition.md.partition_md`` and
 so on), never ``partition.auto``, so only the machinery that format needs is
@@ -23,8 +24,9 @@ FigureCaption, Image alt text, ...)
 Tables: unstructured's ``text`` of a table is its cells run together with spaces,
 which loses the structure; when ``metadata.text_as_html`` is present the table is
 rendered like DOCX tables (rows as lines, cells joined by " | ", a "---" line after
-the first row) and the cells go to ``meta["cells"]``. XLSX tables are prefixed
-with ``Sheet: <name>`` and carry ``meta["sheet"]``.
+the first row) and the cells go to ``meta["cells"]``. XLSX tables start with
+``Sheet: <name> — <header row>`` on their first line (the chunker repeats that line
+in every part of a split table) and carry ``meta["sheet"]``.
 
 Pages: ``metadata.page_number`` (slide number for PPTX, sheet index for XLSX).
 PPTX speaker notes follow their slide's content as ``kind="paragraph"`` with
@@ -38,6 +40,8 @@ listed in a warning so the pipeline can handle them as documents of their own.
 Encodings: UTF-16/32 email and CSV files (with a BOM) are re-encoded to UTF-8 before
 partitioning, because those two partitioners mangle them; a CSV that is not UTF-8
 is read in the code page unstructured's detector guesses, with a warning saying so.
+A CSV that ``partition_csv`` (pandas) refuses, e.g. rows of different lengths, is read
+with the ``csv`` module instead (``extractor="csv/text"``, with a warning).
 """
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ import io
 from html.parser import HTMLParser
 from pathlib import Path
 
-from ._tables import render_table
+from ._tables import CONTEXT_SEPARATOR, render_table
 from .base import ExtractContext, Element, Extraction, ExtractionError
 
 OUR_VERSION = 1
@@ -106,7 +110,10 @@ def extract_unstructured(path: Path, fmt: str, mime: str) -> Extraction:
         encoding = _csv_legacy_encoding(path)
         if encoding:
             warnings.append(f"not UTF-8; encoding guessed as {encoding}")
-        raw = partition(filename=str(path), encoding=encoding, **kwargs)
+        try:
+            raw = partition(filename=str(path), encoding=encoding, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - pandas refuses ragged rows; csv does not
+            return _lenient_csv(path, mime, exc)
     else:
         raw = partition(filename=str(path), **kwargs)
 
@@ -126,6 +133,35 @@ def extract_unstructured(path: Path, fmt: str, mime: str) -> Extraction:
         extractor_version=f"unstructured-{unstructured_version}+{OUR_VERSION}",
         mime=mime,
         pages=pages,
+        warnings=warnings,
+    )
+
+
+def _lenient_csv(path: Path, mime: str, exc: Exception) -> Extraction:
+    """A CSV that pandas refuses (rows of different lengths, stray quotes): read with
+    the ``csv`` module, delimiter sniffed, rows padded to the widest."""
+    import csv
+
+    from .text import charset_normalizer_version, decode_bytes, split_table
+
+    text, _, warnings = decode_bytes(path.read_bytes())
+    try:
+        delimiter = csv.Sniffer().sniff(text[:65536], delimiters=",;\t|").delimiter
+    except csv.Error:
+        delimiter = ","
+    try:
+        cells = split_table(text, delimiter)
+    except csv.Error as err:
+        raise ExtractionError("corrupt", f"csv: {err} (and {type(exc).__name__}: {exc})") from err
+    warnings.append(f"read leniently after {type(exc).__name__}: {str(exc)[:200]}")
+    elements = [Element("table", render_table(cells), meta={"cells": cells})] if cells else []
+    if not elements:
+        warnings.append("no text")
+    return Extraction(
+        elements=elements,
+        extractor="csv/text",
+        extractor_version=f"charset-normalizer-{charset_normalizer_version()}+{OUR_VERSION}",
+        mime=mime,
         warnings=warnings,
     )
 
@@ -168,7 +204,12 @@ def _to_element(raw, fmt: str) -> Element | None:
     if sheet:
         meta["sheet"] = sheet
         if kind == "table":
-            text = f"Sheet: {sheet}\n{text}"
+            # Sheet name on the header line: the chunker repeats a table's first line
+            # in every part it splits off, so each chunk keeps sheet and column names.
+            if meta.get("cells"):
+                text = render_table(meta["cells"], context=f"Sheet: {sheet}")
+            else:
+                text = f"Sheet: {sheet}{CONTEXT_SEPARATOR}{text}"
     return Element(kind=kind, text=text, page=page, level=level, meta=meta)
 
 
