@@ -1,13 +1,38 @@
-"""PDF text extraction with pypdf.
+"""PDF text extraction with pypdf, and OCR of scanned pages with Tesseract.
 
 One ``Element(kind="paragraph", page=N)`` per block of a page's text, blocks being
 separated by blank lines (pypdf's layout of the text layer; a page without blank
 lines is one block). Pages are 1-based.
 
+Scanned pages: a page whose text layer has fewer than ``OCR_MIN_CHARS`` visible
+(non-space) characters and whose images cover at least ``OCR_MIN_IMAGE_AREA`` of the
+page is rendered with pypdfium2 at ``OCR_DPI`` (scaled down so the bitmap stays under
+``OCR_MAX_PIXELS``) and OCR'd with Tesseract (``extractors.ocr``) when ``ctx.ocr`` is
+true, for at most ``ctx.limits.ocr_pages`` pages. OCR'd paragraphs replace that
+page's (near-empty) text layer and carry ``meta={"ocr": True, "confidence": c}``;
+``Extraction.ocr_pages`` maps page -> mean word confidence (0-100) for every OCR'd
+page on which Tesseract recognised words (a page where it found none, e.g. a photo,
+gets the warning "page N: OCR found no text" instead of a meaningless 0). When OCR
+ran, the extractor is ``pdf/pypdf+tesseract`` with version
+``pypdf-X+pypdfium2-Y+tesseract-Z+N``.
+Pages that needed OCR but did not get it (OCR off, page limit, Tesseract missing,
+oversized image, timeout) are named in ``warnings``. A document with no text at all
+that needed OCR and cannot get it because Tesseract is missing is ``missing-tool``.
+
+Passwords:
+
 * Encrypted with an empty user password (common: "no copying" PDFs): opened.
-* Encrypted otherwise: ``ExtractionError("encrypted", "password required")``.
-* No text on any page (scans, images only): an ``Extraction`` with no elements and
-  the warning "no text layer"; OCR or quarantine is the pipeline's decision.
+* Otherwise the passwords configured for the path (``ctx.passwords_for``) are tried
+  in order; none configured -> ``ExtractionError("encrypted", "password required")``;
+  configured but none opens it -> ``ExtractionError("encrypted", "configured password
+  did not open it")``.
+* Microsoft IRM-protected PDFs (an unencrypted wrapper around an encrypted payload,
+  PDF 2.0 "unencrypted wrapper document") -> ``irm-protected``.
+
+Other failures:
+
+* No text on any page and nothing to OCR: an ``Extraction`` with no elements and the
+  warning "no text layer"; quarantine is the pipeline's decision.
 * A page whose text cannot be extracted is recorded in ``warnings`` (with the page
   number and the error) and the others are kept; if every page fails, the document
   is ``corrupt``.
@@ -20,8 +45,14 @@ from pathlib import Path
 from .base import ExtractContext, Element, Extraction, ExtractionError
 
 EXTRACTOR = "pdf/pypdf"
+EXTRACTOR_OCR = "pdf/pypdf+tesseract"
 OUR_VERSION = 1
 MIME = "application/pdf"
+
+OCR_MIN_CHARS = 20  # a page with fewer visible characters in its text layer is "empty"
+OCR_MIN_IMAGE_AREA = 0.02  # ... and is OCR'd if its images cover >= 2% of the page
+OCR_DPI = 300
+OCR_MAX_PIXELS = 40_000_000  # rendered bitmap bound (A4 at 300 dpi is 8.7 M)
 
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
 
@@ -31,10 +62,15 @@ def split_blocks(text: str) -> list[str]:
     return [b.strip() for b in _BLANK_LINES.split(text) if b.strip()]
 
 
-def extract_pdf(path: Path) -> Extraction:
-    import pypdf
-    from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
+def _visible_chars(text: str) -> int:
+    return sum(1 for ch in text if not ch.isspace())
 
+
+def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
+    import pypdf
+    from pypdf.errors import FileNotDecryptedError, PdfReadError
+
+    ctx = ctx or ExtractContext()
     version = f"pypdf-{pypdf.__version__}+{OUR_VERSION}"
     warnings: list[str] = []
 
@@ -43,20 +79,8 @@ def extract_pdf(path: Path) -> Extraction:
     except PdfReadError as exc:
         raise ExtractionError("corrupt", f"pdf: cannot parse file structure: {exc}") from exc
 
-    if reader.is_encrypted:
-        try:
-            result = reader.decrypt("")
-        except DependencyError as exc:
-            raise ExtractionError(
-                "extractor-crash", f"pdf: decryption needs a missing library: {exc}"
-            ) from exc
-        except (NotImplementedError, PdfReadError) as exc:
-            raise ExtractionError(
-                "encrypted", f"unsupported encryption, cannot open: {exc}"
-            ) from exc
-        if not result:  # PasswordType.NOT_DECRYPTED == 0
-            raise ExtractionError("encrypted", "password required")
-        warnings.append("encrypted with an empty user password; opened without one")
+    password = _open(reader, path, ctx, warnings)
+    _refuse_irm(reader)
 
     try:
         pages = reader.pages
@@ -64,7 +88,8 @@ def extract_pdf(path: Path) -> Extraction:
     except (FileNotDecryptedError, PdfReadError) as exc:
         raise ExtractionError("corrupt", f"pdf: cannot read page tree: {exc}") from exc
 
-    elements: list[Element] = []
+    by_page: dict[int, list[Element]] = {}
+    sparse: list[int] = []  # pages whose text layer is (near) empty
     failed: list[int] = []
     for index in range(page_count):
         number = index + 1
@@ -73,11 +98,22 @@ def extract_pdf(path: Path) -> Extraction:
         except Exception as exc:  # noqa: BLE001 - recorded per page, see module docstring
             failed.append(number)
             warnings.append(f"page {number}: text extraction failed: {type(exc).__name__}: {exc}")
+            sparse.append(number)
             continue
-        for block in split_blocks(text):
-            elements.append(Element(kind="paragraph", text=block, page=number))
+        by_page[number] = [Element(kind="paragraph", text=b, page=number)
+                           for b in split_blocks(text)]
+        if _visible_chars(text) < OCR_MIN_CHARS:
+            sparse.append(number)
 
-    if page_count and len(failed) == page_count:
+    ocr_pages: dict[int, float] = {}
+    ocr_version = None
+    if sparse:
+        has_text = any(by_page.values())
+        ocr_version = _ocr_sparse_pages(path, password, sparse, by_page, ocr_pages, ctx,
+                                        warnings, has_text)
+
+    elements = [e for number in sorted(by_page) for e in by_page[number]]
+    if page_count and len(failed) == page_count and not elements:
         raise ExtractionError(
             "corrupt", f"pdf: text extraction failed on all {page_count} pages ({warnings[-1]})"
         )
@@ -85,16 +121,238 @@ def extract_pdf(path: Path) -> Extraction:
         warnings.append("no pages")
     if not elements:
         warnings.append("no text layer")
+    extractor = EXTRACTOR
+    if ocr_version:  # OCR ran on at least one page
+        extractor = EXTRACTOR_OCR
+        version = f"pypdf-{pypdf.__version__}+{ocr_version}+{OUR_VERSION}"
     return Extraction(
         elements=elements,
-        extractor=EXTRACTOR,
+        extractor=extractor,
         extractor_version=version,
         mime=MIME,
         pages=page_count,
         warnings=warnings,
+        ocr_pages=ocr_pages,
     )
+
+
+# --------------------------------------------------------------------------- passwords
+
+
+def _open(reader, path: Path, ctx: ExtractContext, warnings: list[str]) -> str | None:
+    """Decrypt ``reader`` if needed; return the password that opened it ("" or None)."""
+    from pypdf.errors import DependencyError, PdfReadError
+
+    if not reader.is_encrypted:
+        return None
+
+    def attempt(password: str) -> bool:
+        try:
+            return bool(reader.decrypt(password))  # PasswordType.NOT_DECRYPTED == 0
+        except DependencyError as exc:
+            raise ExtractionError(
+                "extractor-crash", f"pdf: decryption needs a missing library: {exc}"
+            ) from exc
+        except (NotImplementedError, PdfReadError) as exc:
+            raise ExtractionError(
+                "encrypted", f"unsupported encryption, cannot open: {exc}"
+            ) from exc
+
+    if attempt(""):
+        warnings.append("encrypted with an empty user password; opened without one")
+        return ""
+    configured = ctx.passwords_for(path)
+    for password in configured:
+        if attempt(password):
+            warnings.append("encrypted; opened with a configured password")
+            return password
+    if configured:
+        tried = f" (tried {len(configured)})" if len(configured) > 1 else ""
+        raise ExtractionError("encrypted", f"configured password did not open it{tried}")
+    raise ExtractionError("encrypted", "password required")
+
+
+def _refuse_irm(reader) -> None:
+    """PDF 2.0 unencrypted wrapper (e.g. Microsoft IRM): the visible page only says the
+    content is protected; the real document is an encrypted embedded payload."""
+    try:
+        root = reader.trailer["/Root"].get_object()
+        if "/Collection" not in root:
+            return
+        specs = list(root.get("/AF") or [])
+        names = root.get("/Names")
+        if names is not None:
+            embedded = names.get_object().get("/EmbeddedFiles")
+            if embedded is not None:
+                specs.extend((embedded.get_object().get("/Names") or [])[1::2])
+        for spec in specs:
+            spec = spec.get_object()
+            if not hasattr(spec, "get"):
+                continue
+            ep = spec.get("/EP")
+            if spec.get("/AFRelationship") == "/EncryptedPayload" or ep is not None:
+                subtype = ""
+                if ep is not None:
+                    subtype = str(ep.get_object().get("/Subtype", "")).lstrip("/")
+                raise ExtractionError(
+                    "irm-protected",
+                    f"rights-management protected PDF ({subtype or 'encrypted payload'}); "
+                    "the content is an encrypted payload only its DRM client can open",
+                )
+    except ExtractionError:
+        raise
+    except Exception:  # noqa: BLE001 - a damaged catalog is not an IRM verdict
+        return
+
+
+# --------------------------------------------------------------------------- OCR
+
+
+def _ocr_sparse_pages(path: Path, password: str | None, sparse: list[int],
+                      by_page: dict[int, list[Element]], ocr_pages: dict[int, float],
+                      ctx: ExtractContext, warnings: list[str], has_text: bool) -> str | None:
+    """OCR the (near) text-less pages that hold images; returns the OCR part of the
+    version string when any page was OCR'd."""
+    import pypdfium2 as pdfium
+
+    from . import ocr
+
+    try:
+        document = pdfium.PdfDocument(str(path), password=password or None)
+    except Exception as exc:  # noqa: BLE001 - OCR is an extra; the text layer stands
+        warnings.append(f"cannot render pages for OCR: {type(exc).__name__}: {exc}")
+        return None
+    opened: list = []
+    try:
+        candidates: list[tuple[int, object]] = []
+        for number in sparse:
+            try:
+                page = document[number - 1]
+                opened.append(page)
+                reason = _image_page(page)
+            except Exception as exc:  # noqa: BLE001
+                warnings.append(f"page {number}: cannot load for OCR: {exc}")
+                continue
+            if reason is None:
+                continue
+            if reason != "ok":
+                warnings.append(f"page {number}: not OCR'd: {reason}")
+                continue
+            candidates.append((number, page))
+        if not candidates:
+            return None
+        numbers = [n for n, _ in candidates]
+        if not ctx.ocr:
+            warnings.append(f"OCR disabled: scanned page(s) {_ranges(numbers)} not read")
+            return None
+        if not ocr.available():
+            if not has_text:
+                raise ExtractionError("missing-tool", ocr.MISSING_HINT)
+            warnings.append(f"scanned page(s) {_ranges(numbers)} not read: {ocr.MISSING_HINT}")
+            return None
+        limit = max(0, ctx.limits.ocr_pages)
+        if len(candidates) > limit:
+            skipped = numbers[limit:]
+            warnings.append(f"OCR limited to {limit} pages; scanned page(s) "
+                            f"{_ranges(skipped)} not read")
+            candidates = candidates[:limit]
+        ran = False
+        for number, page in candidates:
+            try:
+                image = _render(page)
+                result = ocr.ocr_image(image, workdir=ctx.workdir)
+            except ExtractionError as exc:
+                if exc.code == "missing-tool":
+                    raise
+                warnings.append(f"page {number}: OCR failed: {exc}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - one bad page does not sink the rest
+                warnings.append(f"page {number}: rendering for OCR failed: "
+                                f"{type(exc).__name__}: {exc}")
+                continue
+            ran = True
+            if not result.words:  # a photo, a blank scan: no confidence to speak of
+                warnings.append(f"page {number}: OCR found no text")
+                continue
+            ocr_pages[number] = result.confidence
+            # replace the near-empty text layer of this page
+            by_page[number] = ocr.elements_from(result, number)
+        if not ran:
+            return None
+        import importlib.metadata
+
+        try:
+            pdfium_version = importlib.metadata.version("pypdfium2")
+        except importlib.metadata.PackageNotFoundError:
+            pdfium_version = "unknown"
+        return f"pypdfium2-{pdfium_version}+tesseract-{ocr.tesseract_version()}"
+    finally:
+        for page in opened:
+            try:
+                page.close()
+            except Exception:  # noqa: BLE001
+                pass
+        document.close()
+
+
+def _image_page(page) -> str | None:
+    """"ok" if the page's images cover enough of it to be worth OCR; None if it has
+    no (significant) images; otherwise why it is refused."""
+    import pypdfium2.raw as pdfium_c
+
+    from . import ocr
+
+    width, height = page.get_size()
+    area = max(width * height, 1.0)
+    covered = 0.0
+    for obj in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=4):
+        try:
+            px_w, px_h = obj.get_px_size()
+        except Exception:  # noqa: BLE001
+            px_w = px_h = 0
+        if px_w * px_h > ocr.MAX_IMAGE_PIXELS:
+            return f"embedded image of {px_w}x{px_h} pixels is over the limit"
+        try:
+            left, bottom, right, top = obj.get_bounds()
+        except Exception:  # noqa: BLE001
+            continue
+        w = max(0.0, min(right, width) - max(left, 0.0))
+        h = max(0.0, min(top, height) - max(bottom, 0.0))
+        covered += w * h
+    if covered / area < OCR_MIN_IMAGE_AREA:
+        return None
+    return "ok"
+
+
+def _render(page):
+    width, height = page.get_size()  # points
+    scale = OCR_DPI / 72
+    pixels = width * scale * height * scale
+    if pixels > OCR_MAX_PIXELS:
+        scale *= (OCR_MAX_PIXELS / pixels) ** 0.5
+    return page.render(scale=scale, grayscale=True).to_pil()
+
+
+def _ranges(numbers: list[int]) -> str:
+    parts: list[str] = []
+    start = prev = None
+    for n in numbers:
+        if start is None:
+            start = prev = n
+        elif n == prev + 1:
+            prev = n
+        else:
+            parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = prev = n
+    if start is not None:
+        parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+    return ", ".join(parts)
 
 
 def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
     """Router entry point (see ``extractors._EXTRACTORS``)."""
-    return extract_pdf(path)
+    # The one-argument form for the default context keeps ``extract_pdf(path)`` the
+    # call that callers (and tests) patch or wrap.
+    if ctx is None or ctx == ExtractContext():
+        return extract_pdf(path)
+    return extract_pdf(path, ctx)
