@@ -51,7 +51,7 @@ import email.policy
 import io
 import re
 import sys
-from email.header import decode_header, make_header
+from email.header import decode_header
 from email.message import EmailMessage, Message
 from pathlib import Path
 

@@ -35,6 +35,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from ._tools import run_tool
 from .base import ExtractContext, Extraction, ExtractionError
 
 OUR_VERSION = 1
@@ -203,27 +204,16 @@ def convert(path: Path, kind: str, outdir: Path, timeout: float = TIMEOUT_S) -> 
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAL_", "UNO_"))}
     env.update(HOME=str(home), TMPDIR=str(outdir), SAL_USE_VCLPLUGIN="svp")
-    try:
-        # Not a session of its own: in the parse sandbox LibreOffice stays in the
-        # sandbox child's process group, so a sandbox timeout kills it too.
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, env=env, cwd=str(outdir))
-    except OSError as exc:
-        raise ExtractionError("missing-tool", f"{APT_HINT} ({exc})") from exc
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc)
-        raise ExtractionError("timeout", f"timeout after {timeout:g} s in {kind}/libreoffice") from None
-    except BaseException:
-        kill_tree(proc)
-        raise
+    # Not a session of its own: in the parse sandbox LibreOffice stays in the sandbox
+    # child's process group, so a sandbox timeout kills it too.
+    out, err, returncode = run_tool(cmd, env=env, cwd=str(outdir), timeout=timeout, missing_hint=APT_HINT,
+                                    label=f"{kind}/libreoffice", kill=kill_tree)
     converted = result_dir / f"source{out_ext}"
     if not converted.is_file() or converted.stat().st_size == 0:
         message = (err or b"").decode("utf-8", "replace") + (out or b"").decode("utf-8", "replace")
         lines = [ln.strip() for ln in message.splitlines()
                  if ln.strip() and "javaldx" not in ln]
-        detail = " / ".join(lines[-2:]) or f"exit status {proc.returncode}, no output"
+        detail = " / ".join(lines[-2:]) or f"exit status {returncode}, no output"
         raise ExtractionError("corrupt", f"{kind}/libreoffice: conversion failed: {detail}")
     return converted
 

@@ -43,6 +43,7 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
+from ._tools import run_tool
 from .base import Element, ExtractContext, Extraction, ExtractionError
 
 EXTRACTOR = "image/tesseract"
@@ -214,23 +215,12 @@ def _run_tesseract(binary: str, png: Path, lang: str, timeout: float, psm: int) 
     env = dict(os.environ)
     env.setdefault("OMP_THREAD_LIMIT", "1")
     cmd = [binary, str(png), "stdout", "-l", lang, "--psm", str(psm), "tsv"]
-    try:
-        # In the caller's process group: the parse sandbox's group kill reaches it.
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, env=env)
-    except OSError as exc:
-        raise ExtractionError("missing-tool", f"{MISSING_HINT} ({exc})") from exc
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill(proc)
-        raise ExtractionError("timeout", f"timeout after {timeout:g} s in tesseract") from None
-    except BaseException:
-        _kill(proc)
-        raise
-    if proc.returncode != 0:
+    # In the caller's process group: the parse sandbox's group kill reaches it.
+    out, err, returncode = run_tool(cmd, env=env, timeout=timeout, missing_hint=MISSING_HINT, label="tesseract",
+                                    kill=_kill)
+    if returncode != 0:
         message = err.decode("utf-8", "replace").strip().splitlines()
-        tail = " / ".join(message[-3:]) or f"exit status {proc.returncode}"
+        tail = " / ".join(message[-3:]) or f"exit status {returncode}"
         if "Failed loading language" in tail or "Could not initialize tesseract" in tail:
             raise ExtractionError(
                 "missing-tool",

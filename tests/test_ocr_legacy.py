@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 import time
 import zlib
 from pathlib import Path
