@@ -991,6 +991,14 @@ def warm_up() -> None:
             importlib.import_module(f"{__name__}.{module}")
         except ImportError:  # reported per document, with the family, by _run
             pass
+    # Libraries the extractors import lazily: each parse runs in a forked child, which
+    # would otherwise import them again for every document (tens of ms each).
+    for lib in ("pypdf", "pypdfium2", "docx", "charset_normalizer", "magic", "olefile", "defusedxml",
+                "lxml.etree", "openpyxl", "pptx"):
+        try:
+            importlib.import_module(lib)
+        except ImportError:
+            pass
     spacy_shim.install()
     for module, _, _ in unstructured_family._PARTITIONERS.values():
         importlib.import_module(module)

@@ -79,3 +79,22 @@ def test_parser_errors_and_bugs_keep_their_meaning():
     with pytest.raises(ExtractionError) as e:
         sandbox.run(_bug, timeout=10, label="md")
     assert e.value.code == "extractor-crash" and "KeyError" in e.value.message
+
+
+def _pid():
+    import os
+
+    return os.getpid()
+
+
+def test_sandbox_process_is_reused_and_replaced_after_a_failure(monkeypatch):
+    import os
+
+    a, b = sandbox.run(_pid, timeout=10), sandbox.run(_pid, timeout=10)
+    assert a == b != os.getpid()  # one sandbox process serves many parses
+    with pytest.raises(ExtractionError):
+        sandbox.run(_segfault, timeout=10)
+    c = sandbox.run(_pid, timeout=10)
+    assert c != a  # a crash costs that process; a fresh one takes over
+    monkeypatch.setattr(sandbox, "MAX_TASKS_PER_SANDBOX", 1)
+    assert sandbox.run(_pid, timeout=10) != sandbox.run(_pid, timeout=10)  # recycled
