@@ -107,7 +107,7 @@ def breakdown(corpus: Path, db: Path) -> tuple[dict, list[list[str]]]:
 
     store = SQLiteStore(db)
     emb = get_embedder(store.model_id)
-    pipe = Pipeline(store, emb)
+    pipe = Pipeline(store, emb, sandbox=False)  # the stage timers wrap extract in-process
     emb.encode(["warm-up"])
     acc: dict[str, float] = defaultdict(float)
     per_fmt: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))

@@ -213,15 +213,11 @@ class Pipeline:
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _extract(self, path: str, ctx):
-        from extractors import _FAMILY, detect, extract
-        from extractors import sandbox
+        from extractors import extract, sandbox
 
         if not self.sandbox:
             return extract(path, max_bytes=MAX_FILE_BYTES, ctx=ctx)
-        try:
-            label = _FAMILY.get(detect(path), "parser")
-        except Exception:  # noqa: BLE001 - the sandboxed extract reports it properly
-            label = "parser"
+        label = os.path.splitext(path)[1].lstrip(".").lower() or "parser"  # for limit messages only
         return sandbox.run(extract, path, max_bytes=MAX_FILE_BYTES, ctx=ctx, label=label)
 
     def _index_in(self, doc: DocRecord, path: str, depth: int, workdir: Path) -> Outcome:
