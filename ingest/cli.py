@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queues", default="interactive,bulk,maintenance")
     p.add_argument("--concurrency", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--loglevel", default="WARNING")
+
+    p = sub.add_parser("serve", help="HTTP endpoints (webhooks, search, metrics, status page)")
+    _store_arg(p)
+    p.add_argument("--config", default=None, help="config file (default: $INGEST_CONFIG or ~/.ingest/config.toml)")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
     return ap
 
 
@@ -154,10 +160,19 @@ def cmd_worker(a) -> int:
     return 0
 
 
+def cmd_serve(a) -> int:
+    from . import config
+    from .serve import serve
+
+    serve(a.store, config.load(a.config), a.host, a.port)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     _setup_logging(a.verbose)
-    fn = {"run": cmd_run, "add": cmd_add, "search": cmd_search, "status": cmd_status, "worker": cmd_worker}[a.cmd]
+    fn = {"run": cmd_run, "add": cmd_add, "search": cmd_search, "status": cmd_status, "worker": cmd_worker,
+          "serve": cmd_serve}[a.cmd]
     try:
         return fn(a)
     except KeyboardInterrupt:
