@@ -17,7 +17,7 @@ import os
 import shutil
 import stat as stat_mod
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from acl.posix import acl_for_path
@@ -78,6 +78,24 @@ class Outcome:
     detail: str | None = None
 
 
+def _row_versions(row) -> tuple | None:
+    return None if row is None else (row["content_version"], row["acl_version"], row["size"], row["mtime_ns"])
+
+
+@dataclass
+class Pending:
+    """A document extracted and chunked, waiting for vectors (batched across documents)."""
+    doc: DocRecord
+    chunks: list
+    parsed: int
+    embedded: int  # by its child documents
+    root: str
+    rel: str
+    stat: tuple[int, int]  # (size, mtime_ns) when it was read
+    row: tuple | None  # the registry row's versions when it was read
+    fresh: set = field(default_factory=set)  # chunk text hashes not in the embedding cache
+
+
 class Pipeline:
     def __init__(self, store, embedder=None, *, sandbox: bool = True, passwords: list | None = None):
         self.store = store
@@ -122,6 +140,68 @@ class Pipeline:
             out = [self.upsert(ev.root, ev.path)]
         else:
             raise ValueError(f"unknown change kind {ev.kind!r}")
+        self._log(ev, out, batch)
+        return out
+
+    def handle_many(self, events: list[ChangeEvent], batch: str | None = None) -> list[Outcome]:
+        """Apply many changes with one embedding call for all their new chunks.
+
+        Bulk work (a backfill) pays for per-document ``encode`` calls with small,
+        badly padded batches; here every document is extracted and chunked first,
+        the chunks of all of them are embedded together, then each document is
+        applied on its own (one transaction each). A document that changed or was
+        processed elsewhere between its read and its apply is simply done again
+        the ordinary way, so the result is the same as ``handle`` one by one.
+        """
+        outs: list[Outcome] = []
+        pending: list[tuple[ChangeEvent, Pending]] = []
+        for ev in events:
+            try:
+                if ev.kind != UPSERT:
+                    outs.extend(self.handle(ev, batch))
+                    continue
+                o = self.upsert(ev.root, ev.path, defer=True)
+            except Exception as e:  # recorded per document; the others go on
+                log.exception("change %s %s failed", ev.kind, ev.path)
+                o = Outcome("error", detail=f"internal-error: {type(e).__name__}: {e}")
+            if isinstance(o, Pending):
+                pending.append((ev, o))
+            else:
+                self._log(ev, [o], batch)
+                outs.append(o)
+        if pending:
+            texts = [c.text for _, p in pending for c in p.chunks]
+            hashes = [c.text_hash for _, p in pending for c in p.chunks]
+            vecs, _ = self.vectors(texts, hashes)
+            by_hash = dict(zip(hashes, vecs))
+            counted: set[str] = set()
+            for ev, p in pending:
+                try:
+                    o = self._apply_pending(p, by_hash, counted)
+                except Exception as e:
+                    log.exception("change %s %s failed", ev.kind, ev.path)
+                    o = Outcome("error", p.doc.doc_id, detail=f"internal-error: {type(e).__name__}: {e}")
+                self._log(ev, [o], batch)
+                outs.append(o)
+        return outs
+
+    def _apply_pending(self, p: Pending, vectors: dict[str, bytes], counted: set[str]) -> Outcome:
+        source = folder_source(p.root)
+        with self.store.lock(f"{source}\0{p.rel}"):
+            row = self.store.get_doc(source, p.rel)
+            try:
+                st = os.stat(os.path.join(p.root, p.rel), follow_symlinks=False)
+                same_file = (st.st_size, st.st_mtime_ns) == p.stat
+            except FileNotFoundError:
+                same_file = False
+            if same_file and _row_versions(row) == p.row:
+                embedded = sum(1 for c in p.chunks if c.text_hash in p.fresh and c.text_hash not in counted)
+                counted.update(c.text_hash for c in p.chunks)
+                return self._apply_chunks(p.doc, p.chunks, vectors, parsed=p.parsed,
+                                          embedded=p.embedded + embedded)
+        return self.upsert(p.root, p.rel)  # changed meanwhile: the ordinary path, under its lock
+
+    def _log(self, ev: ChangeEvent, out: list[Outcome], batch: str | None) -> None:
         source = folder_source(ev.root)
         rels = [ev.path, ev.dest_path] if ev.kind == MOVE else [ev.path]
         for i, (o, rel) in enumerate(zip(out, rels)):
@@ -131,7 +211,6 @@ class Pipeline:
                                    embedded=o.embedded, detail=o.detail)
             log.info("%s %s doc=%s parsed=%d embedded=%d%s", o.action, rel, o.doc_id, o.parsed,
                      o.embedded, f" ({o.detail})" if o.detail and o.action == "error" else "")
-        return out
 
     # -- operations -----------------------------------------------------------------
     def delete(self, root: str, rel: str) -> Outcome:
@@ -159,7 +238,8 @@ class Pipeline:
             self.store.move(row["doc_id"], new, file_uri(root, new))
             return Outcome("moved", row["doc_id"], detail=f"{old} -> {new}")
 
-    def upsert(self, root: str, rel: str) -> Outcome:
+    def upsert(self, root: str, rel: str, *, defer: bool = False) -> "Outcome | Pending":
+        """``defer``: stop before embedding and return a :class:`Pending` for ``handle_many``."""
         source = folder_source(root)
         path = os.path.join(root, rel)
         with self.store.lock(f"{source}\0{rel}"):
@@ -196,7 +276,12 @@ class Pipeline:
                     return Outcome("acl", doc_id, detail="content unchanged")
                 self.store.touch(doc_id, st.st_size, st.st_mtime_ns)
                 return Outcome("touched", doc_id)
-            return self._index(base, path)
+            if not defer:
+                return self._index(base, path)
+            out = self._index(base, path, defer=True)
+            if isinstance(out, Pending):
+                out.root, out.rel, out.stat, out.row = root, rel, (st.st_size, st.st_mtime_ns), _row_versions(row)
+            return out
 
     # -- the content path -------------------------------------------------------------
     def _fail(self, doc: DocRecord, code: str, message: str, *, parsed: int = 0,
@@ -205,10 +290,15 @@ class Pipeline:
         self.store.record_failure(doc)
         return Outcome("error", doc.doc_id, parsed=parsed, detail=f"{code}: {message}")
 
-    def _index(self, doc: DocRecord, path: str, depth: int = 0) -> Outcome:
+    def _index(self, doc: DocRecord, path: str, depth: int = 0, *, defer: bool = False) -> "Outcome | Pending":
         workdir = tempfile.mkdtemp(prefix="ingest-parse-")  # child documents' bytes, private
         try:
-            return self._index_in(doc, path, depth, Path(workdir))
+            out = self._index_in(doc, path, depth, Path(workdir))
+            if isinstance(out, Pending) and not defer:
+                vecs, _ = self.vectors([c.text for c in out.chunks], [c.text_hash for c in out.chunks])
+                out = self._apply_chunks(out.doc, out.chunks, dict(zip((c.text_hash for c in out.chunks), vecs)),
+                                         parsed=out.parsed, embedded=out.embedded + len(out.fresh))
+            return out
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -220,7 +310,10 @@ class Pipeline:
         label = os.path.splitext(path)[1].lstrip(".").lower() or "parser"  # for limit messages only
         return sandbox.run(extract, path, max_bytes=MAX_FILE_BYTES, ctx=ctx, label=label)
 
-    def _index_in(self, doc: DocRecord, path: str, depth: int, workdir: Path) -> Outcome:
+    def _index_in(self, doc: DocRecord, path: str, depth: int, workdir: Path) -> "Outcome | Pending":
+        """Extract, index the children, assess quality and chunk; embedding and the store
+        write come after (:meth:`_apply_chunks`), so several documents can share one
+        embedding call."""
         from extractors.base import ExtractContext, ExtractionError
 
         from .quality import QUARANTINED, assess
@@ -246,17 +339,22 @@ class Pipeline:
         if not chunks:
             return self._fail(doc, "no-text", "the document has no extractable text", parsed=1 + kid_parsed,
                               status="quarantined")
-        vectors, computed = self.vectors([c.text for c in chunks], [c.text_hash for c in chunks])
+        p = Pending(doc, chunks, parsed=1 + kid_parsed, embedded=kid_embedded, root="", rel="", stat=(0, 0),
+                    row=None)
+        p.fresh = self.uncached({c.text_hash for c in chunks})
+        return p
+
+    def _apply_chunks(self, doc: DocRecord, chunks, vectors: dict[str, bytes], *, parsed: int,
+                      embedded: int) -> Outcome:
         from .chunking import chunk_id
 
         model_id = self.embedder.model_id
         settings = self.chunker.settings
         records = [ChunkRecord(chunk_id(doc.doc_id, c.index, c.text_hash), c.index, c.text, c.text_hash, c.tokens,
-                               c.page, c.section, vectors[i], settings, model_id)
-                   for i, c in enumerate(chunks)]
+                               c.page, c.section, vectors[c.text_hash], settings, model_id)
+                   for c in chunks]
         self.store.apply(doc, records)
-        return Outcome("indexed", doc.doc_id, parsed=1 + kid_parsed, embedded=computed + kid_embedded,
-                       chunks=len(chunks))
+        return Outcome("indexed", doc.doc_id, parsed=parsed, embedded=embedded, chunks=len(chunks))
 
     def _children(self, parent: DocRecord, children, depth: int) -> tuple[int, int]:
         """Index a container's members as documents ``<parent>!<member>`` that inherit its
@@ -288,6 +386,10 @@ class Pipeline:
             if ext not in seen:
                 self.store.delete(row["doc_id"])
         return parsed, embedded
+
+    def uncached(self, hashes: set[str]) -> set[str]:
+        """The text hashes whose vectors the cache lacks (what embedding them will compute)."""
+        return set(hashes) - set(self.store.cached_vectors(self.embedder.model_id, list(hashes)))
 
     def vectors(self, texts: list[str], hashes: list[str]) -> tuple[list[bytes], int]:
         """Vectors for texts, from the cache keyed by (model id, text hash) where possible."""

@@ -20,8 +20,9 @@ import time
 import uuid
 from pathlib import Path
 
-from .sources.base import ChangeEvent
+from .sources.base import UPSERT, ChangeEvent
 
+BULK_GROUP_MAX = 16  # documents per bulk task (see bulk_group)
 log = logging.getLogger("ingest.runner")
 
 
@@ -66,11 +67,18 @@ class Queue:
         self.broker_url = broker_url
         self.app = configure(broker_url)
 
-    def send(self, events: list[ChangeEvent], lane: str, batch: str | None = None) -> int:
+    def send(self, events: list[ChangeEvent], lane: str, batch: str | None = None, group: int = 1) -> int:
+        """Queue events on a lane; ``group`` > 1 packs up to that many upserts into one
+        task, whose documents share one embedding call (bulk work; never interactive)."""
+        ups = [ev for ev in events if ev.kind == UPSERT] if group > 1 else []
         with self.app.producer_or_acquire() as producer:
-            for ev in events:
+            for ev in (events if group <= 1 else [ev for ev in events if ev.kind != UPSERT]):
                 self.app.send_task("ingest.change", args=[self.store_url, ev.kind, ev.root, ev.path, ev.dest_path,
                                                           batch], queue=lane, producer=producer)
+            for i in range(0, len(ups), group):
+                evs = [[ev.kind, ev.root, ev.path, ev.dest_path] for ev in ups[i:i + group]]
+                self.app.send_task("ingest.changes", args=[self.store_url, evs, batch], queue=lane,
+                                   producer=producer)
         return len(events)
 
     def depth(self) -> dict[str, int]:
@@ -112,6 +120,13 @@ def purge_delivered(broker_url: str) -> int:
 def worker_command(store_url: str, broker_url: str, queues: str, concurrency: int, loglevel: str) -> list[str]:
     return [sys.executable, "-m", "ingest.cli", "worker", "--store", store_url, "--broker", broker_url,
             "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel]
+
+
+def bulk_group(n_events: int, concurrency: int | None) -> int:
+    """Documents per bulk task: enough to fill embedding batches, few enough that every
+    worker process gets several tasks (balance, and progress that moves)."""
+    procs = concurrency or default_concurrency()
+    return max(1, min(BULK_GROUP_MAX, n_events // (procs * 4)))
 
 
 def default_concurrency() -> int:
@@ -224,7 +239,8 @@ class Runner:
                 w = FolderWatcher(root, self._emit, debounce=self.debounce)
                 w.start()
                 self.watchers.append(w)
-            n = self.queue.send(scan_events(self.store, self.roots), "bulk")
+            evs = scan_events(self.store, self.roots)
+            n = self.queue.send(evs, "bulk", group=bulk_group(len(evs), self.concurrency))
             log.warning("watching %s; start-up scan queued %d change(s)", ", ".join(self.roots), n)
             if ready is not None:
                 ready.set()
@@ -284,7 +300,7 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
         if broker_url is None and lock.try_acquire():
             purge_delivered(broker)
             own_worker = start_worker(store_url, broker, concurrency=concurrency, loglevel=loglevel)
-        total = queue.send(events, "bulk", batch=batch)
+        total = queue.send(events, "bulk", batch=batch, group=bulk_group(len(events), concurrency))
         bar = None
         if progress and total:
             from tqdm import tqdm

@@ -137,6 +137,8 @@ def test_deletes_moves_and_edits_while_running(world_dir):
     (inbox / "sub" / "b.md").write_text("# B\n\nThe badger memo mentions wombatword.\n")
     with IngestRun([inbox], store):
         wait_for(lambda: indexed_count(store) == 2, timeout=60, what="indexed")
+        # the outcome row is logged just after the document's transaction: wait for both
+        wait_for(lambda: _counters(store)[1] >= 2, timeout=10, what="outcomes logged")
         _, emb0, _ = _counters(store)
         os.rename(inbox / "a.md", inbox / "sub" / "a-renamed.md")
         wait_for(lambda: any(h.uri.endswith("sub/a-renamed.md") for h in _search(store, "quokkaword", mode="bm25")),

@@ -64,3 +64,18 @@ def change(self, store_url: str, kind: str, root: str, path: str, dest_path: str
                                                   detail=f"internal-error: {type(e).__name__}: {e}")
         raise
     return [o.action for o in outs]
+
+
+@app.task(name="ingest.changes", bind=True, acks_late=True, max_retries=5)
+def changes(self, store_url: str, events: list, batch: str | None = None):
+    """Several changes in one task (bulk lanes): their new chunks share one embedding call.
+    ``events``: ``[kind, root, path, dest_path]`` lists. Per-document faults are recorded
+    per document by the pipeline; the rest of the group goes on."""
+    from ingest.sources.base import ChangeEvent
+
+    evs = [ChangeEvent(*e) for e in events]
+    try:
+        outs = pipeline_for(store_url).handle_many(evs, batch=batch)
+    except sqlite3.OperationalError as e:  # store busy/locked: transient; redelivery is idempotent
+        raise self.retry(exc=e, countdown=min(2 ** self.request.retries, 30))
+    return [o.action for o in outs]
