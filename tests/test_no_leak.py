@@ -9,7 +9,8 @@ searches (principal, words, k, mode). The store and search code are the real one
 stand-in, since the property is about the filter. Fixed seed (``derandomize``) and a
 CI-sized budget (``NO_LEAK_EXAMPLES``, default 150).
 
-Stores: one list, :data:`STORE_FIXTURES` -- add the PostgreSQL store's fixture name there.
+Stores: one list, :data:`STORE_FIXTURES` -- add the PostgreSQL store's fixture name there (and, for
+the broken-filter test, how to drop that store's deny check in :data:`BREAK_DENY`).
 """
 from __future__ import annotations
 
@@ -244,15 +245,23 @@ FIXED = Scenario(
     searches=[("u0", "alpha", 10, "hybrid"), ("u1", "alpha", 10, "bm25"), ("everyone", "alpha", 1, "vector")])
 
 
-@pytest.mark.parametrize("store_fixture", STORE_FIXTURES)
-def test_fixed_scenario_passes_and_a_filter_without_deny_leaks(store_fixture, request, tmp_path, monkeypatch):
-    store = request.getfixturevalue(store_fixture)
+def _fixed(store, tmp_path) -> Index:
     directory_file(FIXED, tmp_path / "dir.json")
     load(store, FIXED)
-    index = StubEmbeddingIndex(store, Directory([FileBackend(tmp_path / "dir.json")]))
-    assert find_violations(index, FIXED) == []
-    assert {h.doc_id for h in index.search("alpha", principal="u0", k=10, audit=False)} == {"d1"}
+    return StubEmbeddingIndex(store, Directory([FileBackend(tmp_path / "dir.json")]))
 
+
+@pytest.mark.parametrize("store_fixture", STORE_FIXTURES)
+def test_fixed_scenario_passes(store_fixture, request, tmp_path):
+    index = _fixed(request.getfixturevalue(store_fixture), tmp_path)
+    assert find_violations(index, FIXED) == []
+    assert {h.doc_id for h in index.search("alpha", principal="u0", k=10, audit=False)} == {"d1"}  # d0: deny
+
+
+@pytest.mark.parametrize("store_fixture", sorted(BREAK_DENY))
+def test_a_filter_without_its_deny_check_is_caught(store_fixture, request, tmp_path, monkeypatch):
+    store = request.getfixturevalue(store_fixture)
+    index = _fixed(store, tmp_path)
     BREAK_DENY[store_fixture](monkeypatch, store)
     problems = find_violations(index, FIXED)
     assert any(p.startswith("LEAK") and "d0-0" in p and "as u0" in p for p in problems), problems
