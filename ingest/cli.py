@@ -53,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["hybrid", "bm25", "vector"], default="hybrid")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("access", help="may a user read a document? prints allow/deny and the deciding tokens")
+    p.add_argument("doc", metavar="DOC", help="document path, URI or doc id")
+    _store_arg(p)
+    p.add_argument("--as", dest="principal", default=None, metavar="USER",
+                   help="user name or uid (default: the current user); 'everyone' for anonymous")
+    p.add_argument("--config", default=None, help="config file with the [directory] table")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("status", help="documents by status, errors with reasons, queue depth")
     _store_arg(p)
     p.add_argument("--broker", default=None)
@@ -124,6 +132,18 @@ def cmd_search(a) -> int:
     return 0
 
 
+def cmd_access(a) -> int:
+    from . import config
+    from .access import default_directory, explain, render
+    from .stores import open_store
+
+    store = open_store(a.store)
+    principal = a.principal if a.principal is not None else _current_user()
+    r = explain(store, a.doc, principal, default_directory(store, config.load(a.config)))
+    print(json.dumps(r, indent=2) if a.json else render(r))
+    return 0 if r["decision"] == "allow" else 1
+
+
 def cmd_status(a) -> int:
     from workers.app import embedded_broker
 
@@ -172,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     _setup_logging(a.verbose)
     fn = {"run": cmd_run, "add": cmd_add, "search": cmd_search, "status": cmd_status, "worker": cmd_worker,
-          "serve": cmd_serve}[a.cmd]
+          "serve": cmd_serve, "access": cmd_access}[a.cmd]
     try:
         return fn(a)
     except KeyboardInterrupt:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from acl.directory import resolve
 from acl.model import Principal
 
 from .stores.base import Hit
@@ -31,8 +30,17 @@ def rrf(lists: list[list[tuple[int, float]]], weights: list[float] | None = None
 class Index:
     """An opened index: ``search`` is the one public query entry point."""
 
-    def __init__(self, store):
+    def __init__(self, store, directory=None):
         self.store = store
+        self._directory = directory  # acl.directory.Directory; default: the [directory] config
+
+    @property
+    def directory(self):
+        if self._directory is None:
+            from .access import default_directory
+
+            self._directory = default_directory(self.store)
+        return self._directory
 
     @lru_cache(maxsize=512)
     def _qvec(self, query: str):
@@ -50,7 +58,7 @@ class Index:
             raise ValueError(f"search: mode must be hybrid, bm25 or vector, not {mode!r}")
         if filters:
             raise ValueError("search: filters are not supported yet")
-        tokens = resolve(principal)
+        tokens = self.directory.resolve(principal)
         depth = max(50, k * 4)
         lists = []
         if mode in ("hybrid", "bm25"):
@@ -74,7 +82,7 @@ class Index:
         return self.store.status()
 
 
-def open_index(path_or_url: str | None = None) -> Index:
+def open_index(path_or_url: str | None = None, directory=None) -> Index:
     from .stores import open_store
 
-    return Index(open_store(path_or_url))
+    return Index(open_store(path_or_url), directory)

@@ -120,6 +120,16 @@ CREATE TABLE IF NOT EXISTS audit(
 );
 """
 
+# Groups that DMS connectors sync (acl.directory.SyncBackend); created in every store, old ones too.
+_DIR_GROUPS = """
+CREATE TABLE IF NOT EXISTS dir_groups(
+  source TEXT NOT NULL, grp TEXT NOT NULL, member TEXT NOT NULL,
+  kind TEXT NOT NULL,               -- user | group (a nested group of the same source)
+  PRIMARY KEY(source, grp, kind, member)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dir_groups_member ON dir_groups(kind, member, source, grp)
+"""
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -236,6 +246,8 @@ class SQLiteStore:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for stmt in MIGRATIONS[version]:
                     db.execute(stmt)
+            for stmt in _DIR_GROUPS.split(";"):
+                db.execute(stmt)
             db.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
             db.execute("COMMIT")
         except BaseException:
@@ -391,6 +403,25 @@ class SQLiteStore:
                 db.execute("DELETE FROM doc_acl WHERE doc_id=?", (d,))
                 db.execute("DELETE FROM documents WHERE doc_id=?", (d,))
             self._bump(db)
+
+    # -- synced groups (acl.directory.SyncBackend) ----------------------------------
+    def sync_groups(self, source: str, edges: list[tuple[str, str, str]]) -> None:
+        """Replace every (group, member, kind) of ``source`` in one transaction."""
+        with self.tx() as db:
+            db.execute("DELETE FROM dir_groups WHERE source=?", (source,))
+            db.executemany("INSERT OR IGNORE INTO dir_groups VALUES(?,?,?,?)", [(source, *e) for e in edges])
+
+    def groups_of(self, user: str) -> list[tuple[str, str]]:
+        """(source, group) for every synced group that holds ``user``, directly or nested."""
+        return [tuple(r) for r in self.db.execute(
+            "WITH RECURSIVE g(source, grp) AS (SELECT source, grp FROM dir_groups WHERE kind='user' AND member=?"
+            " UNION SELECT d.source, d.grp FROM dir_groups d JOIN g ON d.kind='group' AND d.source=g.source"
+            " AND d.member=g.grp) SELECT source, grp FROM g ORDER BY source, grp", (user,))]
+
+    def get_doc_by_uri(self, uri: str) -> dict | None:
+        r = self.db.execute("SELECT * FROM documents WHERE uri=? ORDER BY parent_id IS NOT NULL LIMIT 1",
+                            (uri,)).fetchone()
+        return dict(r) if r else None
 
     # -- embedding cache ------------------------------------------------------------
     def cached_vectors(self, model_id: str, hashes: list[str]) -> dict[str, bytes]:
