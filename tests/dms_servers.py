@@ -139,7 +139,7 @@ class NextcloudLike(_Server):
 
         def app(environ, start_response):
             path, method = environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"]
-            self.requests[method] += 1
+            self.requests["OCS " + method if path.startswith(self.OCS) else method] += 1
             if self.fail:
                 start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
                 return [b"down"]
