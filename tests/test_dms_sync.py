@@ -266,15 +266,15 @@ def test_s3_prune_mapping_acl_and_errors(moto_s3, pipeline, store):
     from ingest.sources.connector import ConnectorError, ListingError, make_connector
 
     url, s3 = moto_s3
-    s3.create_bucket(Bucket="m")
-    s3.put_object(Bucket="m", Key="hr/a.txt", Body=b"gecko payroll")
-    s3.put_object(Bucket="m", Key="eng/b.txt", Body=b"gecko design")
-    cfg = s3_cfg(url, "m", acl_mode="mapping", acl_map={"hr/": ["group:hr"], "": ["group:all"]})
+    s3.create_bucket(Bucket="mapped")
+    s3.put_object(Bucket="mapped", Key="hr/a.txt", Body=b"gecko payroll")
+    s3.put_object(Bucket="mapped", Key="eng/b.txt", Body=b"gecko design")
+    cfg = s3_cfg(url, "mapped", acl_mode="mapping", acl_map={"hr/": ["group:hr"], "": ["group:all"]})
     sync = _sync(pipeline, cfg, "map")
     sync.poll()
-    assert find(store, "gecko", who("u", "map", "hr")) == {f"{url}/m/hr/a.txt"}
-    assert find(store, "gecko", who("u", "map", "all")) == {f"{url}/m/eng/b.txt"}
-    s3.delete_object(Bucket="m", Key="eng/b.txt")
+    assert find(store, "gecko", who("u", "map", "hr")) == {f"{url}/mapped/hr/a.txt"}
+    assert find(store, "gecko", who("u", "map", "all")) == {f"{url}/mapped/eng/b.txt"}
+    s3.delete_object(Bucket="mapped", Key="eng/b.txt")
     bad = make_connector("map", {**cfg, "bucket": "nope"})
     with pytest.raises(ListingError, match="NoSuchBucket"):
         bad.list_ids()
