@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _store_arg(p)
     p.add_argument("--config", default=None, help="config file (default: $INGEST_CONFIG or ~/.ingest/config.toml)")
     p.add_argument("--prune", action="store_true", help="also list all ids and delete what is gone")
+    p.add_argument("--acl", action="store_true", help="also re-read every document's permissions (ACL-only)")
     p.add_argument("--json", action="store_true")
     return ap
 
@@ -181,7 +182,7 @@ def cmd_poll(a) -> int:
     from . import config
     from .dms import sync_source
 
-    rep = sync_source(a.store, a.source, config.load(a.config), prune=a.prune)
+    rep = sync_source(a.store, a.source, config.load(a.config), prune=a.prune, acl=a.acl)
     if a.json:
         print(json.dumps(asdict(rep), indent=2))
     else:

@@ -83,6 +83,20 @@ class ConnectorSync:
             rep.pruned += self.prune()
         return rep
 
+    def acl_sync(self) -> int:
+        """Permission-only pass: re-read every document's ACL; update those that changed. No download,
+        no parse, no embedding. Returns how many changed."""
+        n = 0
+        for ext, row in self.store.docs_for_source(self.source).items():
+            acl = self.connector.acl(ext)
+            if acl.version != row["acl_version"]:
+                with self.store.lock(f"{self.source}\0{ext}"):
+                    self.store.set_acl(row["doc_id"], acl)
+                self.store.log_outcome(action="acl", source=self.source, external_id=ext, doc_id=row["doc_id"],
+                                       detail="permission-only sync")
+                n += 1
+        return n
+
     def prune(self) -> int:
         """Delete what the id listing no longer names. A failed listing raises before anything is deleted."""
         return self._prune(self.connector.list_ids())
@@ -170,11 +184,18 @@ class ConnectorSync:
         return n
 
 
-def sync_source(store_url: str | None, name: str, cfg: dict, *, prune: bool = False,
+def sync_source(store_url: str | None, name: str, cfg: dict, *, prune: bool = False, acl: bool = False,
                 pipeline: Pipeline | None = None) -> SyncReport:
-    """One pass over a configured source (``ingest poll NAME``, the ``ingest.dms_poll`` task)."""
+    """One pass over a configured source (``ingest poll NAME``, the ``ingest.dms_poll`` task);
+    ``acl=True`` adds the permission-only pass."""
     from .sources.connector import make_connector
     from .stores import open_store
 
     p = pipeline or Pipeline(open_store(store_url))
-    return ConnectorSync(p, make_connector(name, cfg)).poll(prune=prune)
+    sync = ConnectorSync(p, make_connector(name, cfg))
+    rep = sync.poll(prune=prune)
+    if acl:
+        n = sync.acl_sync()
+        if n:
+            rep.outcomes["acl"] = rep.outcomes.get("acl", 0) + n
+    return rep
