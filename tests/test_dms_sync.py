@@ -282,3 +282,58 @@ def test_s3_prune_mapping_acl_and_errors(moto_s3, pipeline, store):
     assert find(store, "gecko", who("u", "map", "all")) == set()
     with pytest.raises(ConnectorError, match="NoSuchBucket"):
         bad.changes(None)
+
+
+# -- the folder source behind the same contract; the CLI ------------------------------------------------------
+def test_folder_connector_contract(world_dir, pipeline, store):
+    from ingest.dms import ConnectorSync
+    from ingest.pipeline import folder_source
+    from ingest.sources.connector import ListingError, make_connector
+
+    root = world_dir / "share"
+    root.mkdir()
+    os.chmod(root, 0o755)
+    (root / "a.txt").write_text("folder tamarin notes")
+    (root / "b.txt").write_text("folder tamarin list")
+    for p in root.iterdir():
+        os.chmod(p, 0o644)
+    conn = make_connector("f", {"type": "folder", "path": str(root)})
+    assert conn.source == folder_source(root)  # one registry with the watcher
+    sync = ConnectorSync(pipeline, conn)
+    assert sync.poll().outcomes == {"indexed": 2}
+    os.chmod(root / "b.txt", 0o600)  # permission-only: everyone loses it
+    before = store.counters()
+    assert sync.poll().outcomes == {"acl": 1}
+    assert store.counters(before["last_id"])["embedded"] == 0
+    assert len(find(store, "tamarin", "everyone")) == 1
+    os.remove(root / "a.txt")
+    assert sync.poll().outcomes == {"deleted": 1}
+    shutil.rmtree(root)
+    with pytest.raises(ListingError, match="nothing pruned"):
+        sync.prune()
+    assert len(store.docs_for_source(conn.source)) == 1
+
+
+def test_cli_poll_persists_cursor_across_processes(dav, world_dir):
+    import json as _json
+    import subprocess
+    from pathlib import Path
+
+    write(Path(dav.root) / "Projects" / "c.txt", "cli jerboa text")
+    dav.share("", 1, "staff")
+    cfg = world_dir / "cfg.toml"
+    cfg.write_text(f'[sources.nc]\ntype = "webdav"\nurl = "{dav.dav_url()}"\nocs_url = "{dav.url + dav.OCS}"\n'
+                   f'user = "crawler"\npassword = "env:NC_PW"\n')
+    env = dict(os.environ, NC_PW="crawlpw")
+    cmd = [sys.executable, "-m", "ingest.cli", "poll", "nc", "--store", str(world_dir / "cli.db"), "--config",
+           str(cfg), "--json"]
+    r1 = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r1.returncode == 0, r1.stderr
+    assert _json.loads(r1.stdout)["outcomes"] == {"indexed": 1}
+    gets = dav.requests["GET"]
+    r2 = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    rep = _json.loads(r2.stdout)
+    assert rep["events"] == 0 and not rep["resync"] and dav.requests["GET"] == gets
+    assert "crawlpw" not in r1.stderr + r2.stderr
+    r3 = subprocess.run(cmd[:4] + ["nope"] + cmd[5:], env=env, capture_output=True, text=True, timeout=60)
+    assert r3.returncode == 2 and "no source 'nope'" in r3.stderr
