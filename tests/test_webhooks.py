@@ -218,7 +218,6 @@ def run_queued(broker_url):
 
 
 def test_webhook_triggered_poll_webdav_and_s3(world_dir, monkeypatch, embedder):
-    from pathlib import Path
 
     from dms_servers import NextcloudLike
     from moto.server import ThreadedMotoServer

@@ -17,13 +17,13 @@ Config: ``type = "box"``, ``token = "env:BOX_TOKEN"``, ``root_folder = "0"``,
 """
 from __future__ import annotations
 
-from datetime import datetime
-
+from .connector import iso_ns
 from .connector import (ACL_CHANGE, DELETE, UPSERT, CursorExpired, Event, HTTPError, Http, ListingError,
                         RawDocument, credential, tokens_acl)
 
 DELETES = {"ITEM_TRASH", "ITEM_DELETE"}
-ACL_EVENTS = {"COLLAB_ADD_COLLABORATOR", "COLLAB_REMOVE_COLLABORATOR", "COLLAB_ROLE_CHANGE", "COLLAB_INVITE_COLLABORATOR",
+ACL_EVENTS = {"COLLAB_ADD_COLLABORATOR", "COLLAB_REMOVE_COLLABORATOR", "COLLAB_ROLE_CHANGE",
+              "COLLAB_INVITE_COLLABORATOR",
               "ITEM_SHARED_CREATE", "ITEM_SHARED_UNSHARE", "ITEM_SHARED_UPDATE", "ITEM_SHARED"}
 FILE_FIELDS = "id,name,sha1,size,modified_at,owned_by,path_collection,shared_link,trashed_at,item_status"
 
@@ -99,8 +99,7 @@ class BoxConnector:
         path = "/".join(e.get("name", "") for e in (f.get("path_collection") or {}).get("entries", [])[1:])
         return RawDocument(id=ref, name=f.get("name", ref), uri=f"https://app.box.com/file/{ref}",
                            version=f.get("sha1"), acl=self._acl(f), size=f.get("size"),
-                           mtime_ns=int(datetime.fromisoformat(mt.replace("Z", "+00:00")).timestamp() * 1e9)
-                           if mt else None, metadata={"path": f"{path}/{f.get('name')}"},
+                           mtime_ns=iso_ns(mt), metadata={"path": f"{path}/{f.get('name')}"},
                            opener=lambda: self.http.open("GET", f"2.0/files/{ref}/content", stream=True))
 
     def _acl(self, f: dict):

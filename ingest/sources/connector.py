@@ -174,6 +174,13 @@ def _redact(url: str) -> str:
     return url.split("?", 1)[0]
 
 
+def iso_ns(stamp: str | None) -> int | None:
+    """An ISO 8601 time (``2026-11-01T10:00:00Z``) as nanoseconds since the epoch."""
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1e9) if stamp else None
+
+
 def credential(cfg: dict, key: str, source: str) -> str | None:
     from ingest.config import secret
 

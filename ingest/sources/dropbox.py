@@ -17,8 +17,7 @@ Config: ``type = "dropbox"``, ``token = "env:DROPBOX_TOKEN"``, ``base_url``
 from __future__ import annotations
 
 import json
-from datetime import datetime
-
+from .connector import iso_ns
 from .connector import (DELETE, UPSERT, CursorExpired, Event, HTTPError, Http, ListingError, RawDocument,
                         credential, tokens_acl)
 
@@ -97,8 +96,7 @@ class DropboxConnector:
         return RawDocument(id=ref, name=m.get("name", ref),
                            uri="https://www.dropbox.com/home" + m.get("path_display", ""), version=m.get("rev"),
                            acl=self.acl(ref), size=m.get("size"),
-                           mtime_ns=int(datetime.fromisoformat(mt.replace("Z", "+00:00")).timestamp() * 1e9)
-                           if mt else None,
+                           mtime_ns=iso_ns(mt),
                            opener=lambda: self.content.open("POST", "2/files/download", stream=True,
                                                             headers={"Dropbox-API-Arg": arg}))
 

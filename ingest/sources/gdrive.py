@@ -17,8 +17,7 @@ Config: ``type = "gdrive"``, ``token = "env:GDRIVE_TOKEN"`` (OAuth access token,
 """
 from __future__ import annotations
 
-from datetime import datetime
-
+from .connector import iso_ns
 from .connector import (DELETE, UPSERT, CursorExpired, Event, HTTPError, Http, ListingError, RawDocument,
                         credential, tokens_acl)
 
@@ -97,8 +96,7 @@ class DriveConnector:
         mt = f.get("modifiedTime")
         return RawDocument(id=ref, name=f.get("name", ref), uri=f.get("webViewLink") or f"gdrive:{ref}",
                            version=self._version(f), acl=self.acl(ref), size=int(f["size"]) if f.get("size") else None,
-                           mtime_ns=int(datetime.fromisoformat(mt.replace("Z", "+00:00")).timestamp() * 1e9)
-                           if mt else None,
+                           mtime_ns=iso_ns(mt),
                            opener=lambda: self.http.open("GET", f"drive/v3/files/{ref}", params={"alt": "media"},
                                                          stream=True))
 

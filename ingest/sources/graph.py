@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from .connector import iso_ns
 from .connector import (DELETE, UPSERT, CursorExpired, Event, HTTPError, Http, ListingError, RawDocument,
                         credential, tokens_acl)
 
@@ -92,8 +93,7 @@ class GraphConnector:
         mtime = it.get("lastModifiedDateTime")
         return RawDocument(id=ref, name=it.get("name", ref), uri=it.get("webUrl") or f"graph:{self.drive}/{ref}",
                            version=it.get("cTag") or it.get("eTag"), acl=self.acl(ref), size=it.get("size"),
-                           mtime_ns=int(datetime.fromisoformat(mtime.replace("Z", "+00:00")).timestamp() * 1e9)
-                           if mtime else None,
+                           mtime_ns=iso_ns(mtime),
                            opener=lambda: self.http.open("GET", f"drives/{self.drive}/items/{ref}/content",
                                                          stream=True))
 
