@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="config file (default: $INGEST_CONFIG or ~/.ingest/config.toml)")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
+
+    p = sub.add_parser("poll", help="one sync pass of a DMS source from the config ([sources.NAME])")
+    p.add_argument("source", metavar="NAME")
+    _store_arg(p)
+    p.add_argument("--config", default=None, help="config file (default: $INGEST_CONFIG or ~/.ingest/config.toml)")
+    p.add_argument("--prune", action="store_true", help="also list all ids and delete what is gone")
+    p.add_argument("--acl", action="store_true", help="also re-read every document's permissions (ACL-only)")
+    p.add_argument("--json", action="store_true")
     return ap
 
 
@@ -188,11 +196,27 @@ def cmd_serve(a) -> int:
     return 0
 
 
+def cmd_poll(a) -> int:
+    from dataclasses import asdict
+
+    from . import config
+    from .dms import sync_source
+
+    rep = sync_source(a.store, a.source, config.load(a.config), prune=a.prune, acl=a.acl)
+    if a.json:
+        print(json.dumps(asdict(rep), indent=2))
+    else:
+        outs = ", ".join(f"{v} {k}" for k, v in sorted(rep.outcomes.items())) or "nothing changed"
+        print(f"{rep.source}: {rep.events} change(s){' (full sync)' if rep.resync else ''}: {outs};"
+              f" {rep.downloads} download(s), {rep.pruned} pruned")
+    return 1 if rep.outcomes.get("error") else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     _setup_logging(a.verbose)
     fn = {"run": cmd_run, "add": cmd_add, "search": cmd_search, "status": cmd_status, "worker": cmd_worker,
-          "serve": cmd_serve, "access": cmd_access}[a.cmd]
+          "serve": cmd_serve, "access": cmd_access, "poll": cmd_poll}[a.cmd]
     try:
         return fn(a)
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ log = logging.getLogger("ingest.serve")
 
 # Longest prefix wins. Add one line per feature.
 MOUNTS: dict[str, str] = {
+    "/hooks": "ingest.sources.webhooks:app",
 }
 
 

@@ -79,3 +79,16 @@ def changes(self, store_url: str, events: list, batch: str | None = None):
     except sqlite3.OperationalError as e:  # store busy/locked: transient; redelivery is idempotent
         raise self.retry(exc=e, countdown=min(2 ** self.request.retries, 30))
     return [o.action for o in outs]
+
+@app.task(name="ingest.dms_poll", bind=True, acks_late=True, max_retries=5)
+def dms_poll(self, store_url: str, source: str, prune: bool = False):
+    """One sync pass of a configured DMS source (config from ``$INGEST_CONFIG``); webhooks enqueue it."""
+    from ingest import config
+    from ingest.dms import sync_source
+    from ingest.sources.connector import ConnectorError
+
+    try:
+        rep = sync_source(store_url, source, config.load(), prune=prune, pipeline=pipeline_for(store_url))
+    except (sqlite3.OperationalError, ConnectorError) as e:  # store busy or source unreachable: transient
+        raise self.retry(exc=e, countdown=min(2 ** self.request.retries * 5, 300))
+    return {"events": rep.events, "outcomes": rep.outcomes, "pruned": rep.pruned}

@@ -23,7 +23,7 @@ from acl.model import ACL
 
 from .base import ChunkRecord, DocRecord, Hit
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # version -> statements that bring a store from the version before up to it
 MIGRATIONS: dict[int, list[str]] = {
@@ -31,6 +31,9 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE documents ADD COLUMN parent_id TEXT",
         "ALTER TABLE documents ADD COLUMN quality TEXT",
         "CREATE INDEX IF NOT EXISTS documents_parent ON documents(parent_id)",
+    ],
+    3: [  # DMS connectors: one persisted change cursor per source (ingest.sources.connector)
+        "CREATE TABLE IF NOT EXISTS cursors(source TEXT PRIMARY KEY, cursor TEXT NOT NULL, updated_at REAL)",
     ],
 }
 
@@ -422,6 +425,18 @@ class SQLiteStore:
         r = self.db.execute("SELECT * FROM documents WHERE uri=? ORDER BY parent_id IS NOT NULL LIMIT 1",
                             (uri,)).fetchone()
         return dict(r) if r else None
+
+    # -- DMS change cursors -------------------------------------------------------
+    def get_cursor(self, source: str) -> str | None:
+        r = self.db.execute("SELECT cursor FROM cursors WHERE source=?", (source,)).fetchone()
+        return r[0] if r else None
+
+    def set_cursor(self, source: str, cursor: str | None) -> None:
+        """Persist (or with None, forget) a source's change cursor."""
+        if cursor is None:
+            self.db.execute("DELETE FROM cursors WHERE source=?", (source,))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO cursors VALUES(?,?,?)", (source, cursor, time.time()))
 
     # -- embedding cache ------------------------------------------------------------
     def cached_vectors(self, model_id: str, hashes: list[str]) -> dict[str, bytes]:

@@ -1,0 +1,216 @@
+"""The connector contract every DMS source (and the folder source) implements.
+
+* ``changes(cursor) -> (events, next_cursor)``: what changed since ``cursor`` (``None``: everything,
+  i.e. an initial crawl or a full resync). Raises :class:`CursorExpired` when the system no longer
+  accepts the cursor (Graph 410, Drive/Box/Dropbox "reset"); the caller then resyncs from ``None``.
+* ``fetch(ref) -> RawDocument | None``: the item's metadata, ACL and version, with its bytes behind
+  :meth:`RawDocument.open` (downloaded only when the content is needed); ``None`` when it is gone.
+* ``list_ids() -> set[str]``: every live item id, for pruning. Raises :class:`ListingError` (never
+  returns a partial set) when any part of the listing failed, so a failed listing prunes nothing.
+* ``acl(ref) -> ACL``: permissions only (permission-only sync).
+
+Ids are the DMS's own item ids (not paths), so a move is a metadata update.
+Principal tokens follow DESIGN.md: ``user:<source>:<id>``, ``group:<source>:<id>``, ``everyone``.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import IO, Callable, Iterable, Protocol
+
+from acl.model import ACL, EVERYONE, group_token, user_token
+
+log = logging.getLogger("ingest.sources.connector")
+
+UPSERT = "upsert"  # created, edited or moved (the fetch tells which)
+DELETE = "delete"
+ACL_CHANGE = "acl"  # permissions only
+
+
+class ConnectorError(RuntimeError):
+    """A source could not be read (HTTP error, bad response); the message names the source and call."""
+
+
+class CursorExpired(ConnectorError):
+    """The saved cursor is no longer valid: resync from scratch (no fetch of unchanged items)."""
+
+
+class ListingError(ConnectorError):
+    """The id listing failed (or is incomplete): prune nothing."""
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # upsert | delete | acl
+    id: str  # the DMS item id
+    path: str | None = None  # display path when the change feed gives it
+    version: str | None = None  # etag/revision when the change feed gives it
+
+
+@dataclass
+class RawDocument:
+    id: str
+    name: str  # file name (its extension helps the parser's limit messages only)
+    uri: str  # where a user opens it (changes on a move)
+    version: str  # etag / revision / content hash
+    acl: ACL
+    size: int | None = None
+    mtime_ns: int | None = None
+    metadata: dict = field(default_factory=dict)
+    content: bytes | None = None
+    opener: Callable[[], IO[bytes]] | None = None  # a stream of the bytes (downloads lazily)
+
+    def open(self) -> IO[bytes]:
+        if self.content is not None:
+            import io
+
+            return io.BytesIO(self.content)
+        if self.opener is None:
+            raise ConnectorError(f"{self.uri}: no content available")
+        return self.opener()
+
+
+class Connector(Protocol):
+    name: str  # the configured source name ([sources.<name>])
+    source: str  # registry key, "<type>:<name>"
+
+    def changes(self, cursor: str | None) -> tuple[list[Event], str]: ...
+    def fetch(self, ref: str) -> RawDocument | None: ...
+    def list_ids(self) -> set[str]: ...
+    def acl(self, ref: str) -> ACL: ...
+
+
+# -- ACL helpers shared by the adapters ------------------------------------------------------
+def tokens_acl(source: str, users: Iterable[str] = (), groups: Iterable[str] = (),
+               everyone: bool = False) -> ACL:
+    allow = {user_token(u, source) for u in users if u} | {group_token(g, source) for g in groups if g}
+    if everyone:
+        allow.add(EVERYONE)
+    return ACL(frozenset(allow))
+
+
+def configured_acl(spec, source: str) -> ACL:
+    """A configured ACL: a list of tokens, where ``user:x``/``group:x`` are qualified with the source."""
+    if spec is None:
+        return ACL.unknown("no ACL from the source and none configured")
+    allow = set()
+    for t in spec:
+        kind, _, rest = t.partition(":")
+        if t == EVERYONE:
+            allow.add(t)
+        elif kind in ("user", "group") and rest and ":" not in rest:
+            allow.add(f"{kind}:{source}:{rest}")
+        elif kind in ("user", "group") and rest:
+            allow.add(t)
+        else:
+            raise ValueError(f"source {source}: ACL token {t!r} must be everyone, user:<id> or group:<id>")
+    return ACL(frozenset(allow))
+
+
+# -- a small HTTP client (urllib, so no extra dependency) ---------------------------------------
+class HTTPError(ConnectorError):
+    def __init__(self, status: int, message: str, body: bytes = b""):
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class Http:
+    """JSON/bytes over HTTP with a bearer token or basic auth; the credential is never logged."""
+
+    def __init__(self, base: str, *, token: str | None = None, basic: tuple[str, str] | None = None,
+                 timeout: float = 30.0, what: str = "source"):
+        self.base = base.rstrip("/")
+        self.timeout = timeout
+        self.what = what
+        self.headers: dict[str, str] = {}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        elif basic:
+            self.headers["Authorization"] = "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+
+    def url(self, path_or_url: str, params: dict | None = None) -> str:
+        u = path_or_url if "://" in path_or_url else self.base + "/" + path_or_url.lstrip("/")
+        if params:
+            u += ("&" if "?" in u else "?") + urllib.parse.urlencode(params)
+        return u
+
+    def open(self, method: str, path_or_url: str, *, params: dict | None = None, body: bytes | None = None,
+             headers: dict | None = None, stream: bool = False):
+        url = self.url(path_or_url, params)
+        req = urllib.request.Request(url, data=body, method=method, headers={**self.headers, **(headers or {})})
+        try:
+            resp = urllib.request.urlopen(req, timeout=self.timeout)
+        except urllib.error.HTTPError as e:
+            data = e.read()
+            raise HTTPError(e.code, f"{self.what}: {method} {_redact(url)} -> HTTP {e.code}", data) from None
+        except (urllib.error.URLError, OSError) as e:
+            raise ConnectorError(f"{self.what}: {method} {_redact(url)} failed: {getattr(e, 'reason', e)}") from None
+        if stream:
+            return resp
+        with resp:
+            return resp.status, dict(resp.headers), resp.read()
+
+    def json(self, method: str, path_or_url: str, *, params: dict | None = None, body=None,
+             headers: dict | None = None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        hdrs = {"Accept": "application/json", **({"Content-Type": "application/json"} if data else {}),
+                **(headers or {})}
+        _, _, raw = self.open(method, path_or_url, params=params, body=data, headers=hdrs)
+        try:
+            return json.loads(raw or b"{}")
+        except ValueError:
+            raise ConnectorError(f"{self.what}: {method} {_redact(self.url(path_or_url))} returned "
+                                 f"something that is not JSON") from None
+
+
+def _redact(url: str) -> str:
+    """Drop the query (cursors, tokens) from a URL before it goes into a message."""
+    return url.split("?", 1)[0]
+
+
+def iso_ns(stamp: str | None) -> int | None:
+    """An ISO 8601 time (``2026-11-01T10:00:00Z``) as nanoseconds since the epoch."""
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1e9) if stamp else None
+
+
+def credential(cfg: dict, key: str, source: str) -> str | None:
+    from ingest.config import secret
+
+    v = cfg.get(key)
+    return secret(v) if isinstance(v, str) else None
+
+
+# -- the registry of connector types ---------------------------------------------------------------
+TYPES = {
+    "webdav": "ingest.sources.webdav:WebDAVConnector",
+    "s3": "ingest.sources.s3:S3Connector",
+    "graph": "ingest.sources.graph:GraphConnector",
+    "gdrive": "ingest.sources.gdrive:DriveConnector",
+    "box": "ingest.sources.box:BoxConnector",
+    "dropbox": "ingest.sources.dropbox:DropboxConnector",
+    "folder": "ingest.sources.folder_connector:FolderConnector",
+}
+
+
+def make_connector(name: str, cfg: dict) -> Connector:
+    """A connector from its config table ``[sources.<name>]`` (``type = "webdav"`` ...)."""
+    import importlib
+
+    from ingest.config import section
+
+    table = section(cfg, f"sources.{name}") if "type" not in cfg else cfg
+    if not table:
+        raise LookupError(f"no source {name!r}: add a [sources.{name}] table to the config")
+    kind = table.get("type")
+    if kind not in TYPES:
+        raise ValueError(f"source {name}: type must be one of {', '.join(sorted(TYPES))}, not {kind!r}")
+    mod, _, cls = TYPES[kind].partition(":")
+    return getattr(importlib.import_module(mod), cls)(name, table)
