@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="config file (default: $INGEST_CONFIG or ~/.ingest/config.toml)")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
+
+    from . import lineage_cli
+
+    lineage_cli.add_parsers(sub, _store_arg)  # lineage, audit, reembed
     return ap
 
 
@@ -172,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     _setup_logging(a.verbose)
     fn = {"run": cmd_run, "add": cmd_add, "search": cmd_search, "status": cmd_status, "worker": cmd_worker,
-          "serve": cmd_serve}[a.cmd]
+          "serve": cmd_serve}.get(a.cmd)
+    if fn is None:
+        from .lineage_cli import COMMANDS
+
+        fn = COMMANDS[a.cmd]
     try:
         return fn(a)
     except KeyboardInterrupt:

@@ -23,7 +23,7 @@ from pathlib import Path
 from acl.posix import acl_for_path
 
 from .sources.base import DELETE, MOVE, RESCAN, UPSERT, ChangeEvent
-from .stores.base import ChunkRecord, DocRecord
+from .stores.base import ChunkRecord, DocRecord, ModelChanged
 
 log = logging.getLogger("ingest.pipeline")
 
@@ -79,12 +79,31 @@ class Outcome:
 
 
 class Pipeline:
-    def __init__(self, store, embedder=None, *, sandbox: bool = True, passwords: list | None = None):
+    def __init__(self, store, embedder=None, *, sandbox: bool = True, passwords: list | None = None,
+                 policy=None):
         self.store = store
         self._embedder = embedder
         self._chunker = None
         self.sandbox = sandbox  # parse in a child process under time and memory limits
         self.passwords = passwords if passwords is not None else load_passwords()
+        self._policy = policy  # ingest.classify.LabelPolicy; default: [labels] of the config
+
+    @property
+    def policy(self):
+        if self._policy is None:
+            from . import config
+            from .classify import LabelPolicy
+
+            self._policy = LabelPolicy.from_config(config.load())
+        return self._policy
+
+    def _follow_active_model(self) -> None:
+        """After ``ingest reembed`` switched the store's model, embed (and chunk) with the new one."""
+        active = self.store.model_id
+        if self._embedder is not None and self._embedder.model_id != active:
+            from .embed import get_embedder
+
+            self._embedder, self._chunker = get_embedder(active), None
 
     @property
     def embedder(self):
@@ -160,6 +179,13 @@ class Pipeline:
             return Outcome("moved", row["doc_id"], detail=f"{old} -> {new}")
 
     def upsert(self, root: str, rel: str) -> Outcome:
+        from .classify import SIDECAR_SUFFIXES, is_sidecar, source_labels_for_path
+
+        if is_sidecar(rel):  # a labels sidecar is no document: it re-labels the file it belongs to
+            main = next(rel[:-len(x)] for x in SIDECAR_SUFFIXES if rel.lower().endswith(x))
+            if os.path.lexists(os.path.join(root, main)):
+                return self.upsert(root, main)
+            return Outcome("ignored", detail=f"labels sidecar of missing {main}")
         source = folder_source(root)
         path = os.path.join(root, rel)
         with self.store.lock(f"{source}\0{rel}"):
@@ -174,14 +200,22 @@ class Pipeline:
             if not stat_mod.S_ISREG(st.st_mode):
                 return Outcome("ignored", row and row["doc_id"], detail="not a regular file")
             acl = acl_for_path(path, file_stat=st)
-            if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:
+            try:
+                labels, label_error = source_labels_for_path(path), None
+            except (ValueError, OSError) as e:
+                labels, label_error = [], str(e)
+            relabel = row is not None and json.loads(row.get("source_labels") or "[]") != labels
+            if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns and not relabel:
                 if row["acl_version"] == acl.version:
                     return Outcome("skipped", row["doc_id"])
                 self.store.set_acl(row["doc_id"], acl)
                 return Outcome("acl", row["doc_id"])
             doc_id = row["doc_id"] if row else new_doc_id(self.store, source, rel)
             base = DocRecord(doc_id=doc_id, source=source, external_id=rel, uri=file_uri(root, rel), mime=None,
-                             size=st.st_size, mtime_ns=st.st_mtime_ns, content_version=None, acl=acl)
+                             size=st.st_size, mtime_ns=st.st_mtime_ns, content_version=None, acl=acl,
+                             source_labels=labels)
+            if label_error:
+                return self._fail(base, "bad-labels", label_error)
             if st.st_size > MAX_FILE_BYTES:
                 return self._fail(base, "too-large", f"{st.st_size} bytes is over the {MAX_FILE_BYTES} byte limit",
                                   status="quarantined")
@@ -190,7 +224,7 @@ class Pipeline:
             except OSError as e:
                 return self._fail(base, "unreadable", f"cannot read file: {e.strerror}")
             base.content_version = version
-            if row is not None and row["content_version"] == version:
+            if row is not None and row["content_version"] == version and not relabel:
                 if row["acl_version"] != acl.version:
                     self.store.set_acl(doc_id, acl, size=st.st_size, mtime_ns=st.st_mtime_ns)
                     return Outcome("acl", doc_id, detail="content unchanged")
@@ -242,19 +276,31 @@ class Pipeline:
             out.embedded += kid_embedded
             return out
         doc.flags = [*doc.flags, *report.flags]
-        chunks = self.chunker.chunk(ex.elements)
-        if not chunks:
-            return self._fail(doc, "no-text", "the document has no extractable text", parsed=1 + kid_parsed,
-                              status="quarantined")
-        vectors, computed = self.vectors([c.text for c in chunks], [c.text_hash for c in chunks])
         from .chunking import chunk_id
+        from .classify import classify
 
-        model_id = self.embedder.model_id
-        settings = self.chunker.settings
-        records = [ChunkRecord(chunk_id(doc.doc_id, c.index, c.text_hash), c.index, c.text, c.text_hash, c.tokens,
-                               c.page, c.section, vectors[i], settings, model_id)
-                   for i, c in enumerate(chunks)]
-        self.store.apply(doc, records)
+        cls = classify(ex.elements, doc.source_labels, self.policy)  # labels; redaction before chunking
+        doc.labels, doc.redactions = cls.labels, cls.redactions
+        if cls.skip:
+            return self._fail(doc, "policy-skip", f"label {cls.skip} has the policy skip", parsed=1 + kid_parsed,
+                              status="quarantined")
+        for attempt in range(3):
+            self._follow_active_model()
+            chunks = self.chunker.chunk(cls.elements)
+            if not chunks:
+                return self._fail(doc, "no-text", "the document has no extractable text", parsed=1 + kid_parsed,
+                                  status="quarantined")
+            vectors, computed = self.vectors([c.text for c in chunks], [c.text_hash for c in chunks])
+            model_id, settings = self.embedder.model_id, self.chunker.settings
+            records = [ChunkRecord(chunk_id(doc.doc_id, c.index, c.text_hash), c.index, c.text, c.text_hash,
+                                   c.tokens, c.page, c.section, vectors[i], settings, model_id)
+                       for i, c in enumerate(chunks)]
+            try:
+                self.store.apply(doc, records)
+                break
+            except ModelChanged:  # the model was switched while we embedded: once more with the new one
+                if attempt == 2:
+                    raise
         return Outcome("indexed", doc.doc_id, parsed=1 + kid_parsed, embedded=computed + kid_embedded,
                        chunks=len(chunks))
 
@@ -279,7 +325,7 @@ class Pipeline:
             doc_id = row["doc_id"] if row else new_doc_id(self.store, parent.source, ext)
             cdoc = DocRecord(doc_id=doc_id, source=parent.source, external_id=ext, uri=f"{parent.uri}!{name}",
                              mime=None, size=child.size, mtime_ns=None, content_version=version, acl=parent.acl,
-                             parent_id=parent.doc_id)
+                             parent_id=parent.doc_id, source_labels=list(parent.source_labels))
             o = self._index(cdoc, child.path, depth + 1)
             self.store.log_outcome(action=o.action, source=parent.source, external_id=ext, doc_id=o.doc_id,
                                    parsed=o.parsed, embedded=o.embedded, detail=o.detail)

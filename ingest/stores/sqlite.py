@@ -22,8 +22,9 @@ from pathlib import Path
 from acl.model import ACL
 
 from .base import ChunkRecord, DocRecord, Hit
+from .sqlite_lineage import MIGRATION_3, LineageMixin
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # version -> statements that bring a store from the version before up to it
 MIGRATIONS: dict[int, list[str]] = {
@@ -32,6 +33,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE documents ADD COLUMN quality TEXT",
         "CREATE INDEX IF NOT EXISTS documents_parent ON documents(parent_id)",
     ],
+    3: MIGRATION_3,  # labels, provenance, audit format and append-only triggers, model history
 }
 
 _SCHEMA = """
@@ -164,7 +166,7 @@ class _FileLock:
         return False
 
 
-class SQLiteStore:
+class SQLiteStore(LineageMixin):
     def __init__(self, path: str | os.PathLike, model_id: str | None = None):
         from ingest.embed import DEFAULT_MODEL
 
@@ -301,6 +303,7 @@ class SQLiteStore:
         if not doc.acl.known and "acl-unknown" not in flags:
             flags.append("acl-unknown")
         with self.tx() as db:
+            self._check_model(db, chunks)
             self._upsert_doc(db, doc, now, n_chunks=len(chunks), flags=flags, indexed=True)
             old = [r[0] for r in db.execute("SELECT rowid FROM chunks WHERE doc_id=?", (doc.doc_id,))]
             db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(r,) for r in old])
@@ -316,6 +319,7 @@ class SQLiteStore:
                      labels, now, c.vector))
                 db.execute("INSERT INTO chunks_fts(rowid, text, section) VALUES(?,?,?)",
                            (cur.lastrowid, c.text, c.section))
+            self._provenance(db, doc, now)
             self._acl_rows(db, doc.doc_id, doc.acl)
             self._bump(db)
 
@@ -347,6 +351,7 @@ class SQLiteStore:
             db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(r,) for r in old])
             db.execute("DELETE FROM chunks WHERE doc_id=?", (doc.doc_id,))
             self._upsert_doc(db, doc, time.time(), n_chunks=0, flags=list(doc.flags), indexed=False)
+            self._provenance(db, doc)
             self._acl_rows(db, doc.doc_id, doc.acl)
             self._bump(db)
 
@@ -538,17 +543,3 @@ class SQLiteStore:
     def readable_doc_count(self, tokens: frozenset[str]) -> int:
         rsql, rargs = self._readable_sql(tokens)
         return self.db.execute(f"SELECT COUNT(*) FROM ({rsql})", rargs).fetchone()[0]
-
-    # -- audit ----------------------------------------------------------------------
-    def audit(self, principal: str, query: str, filters: dict | None, results: list[tuple[str, str | None]]) -> None:
-        import hashlib
-
-        with self.tx() as db:
-            prev = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-            prev_hash = prev[0] if prev else ""
-            ts = time.time()
-            body = json.dumps([ts, principal, query, filters or {}, results], sort_keys=True)
-            h = hashlib.sha256((prev_hash + body).encode()).hexdigest()
-            db.execute("INSERT INTO audit(ts, principal, query, filters, results, prev_hash, hash)"
-                       " VALUES(?,?,?,?,?,?,?)",
-                       (ts, principal, query, json.dumps(filters or {}), json.dumps(results), prev_hash, h))
