@@ -197,8 +197,9 @@ def _find_ip(text):
             yield m.start(), m.end()
     for m in _IPV6.finditer(text):
         s = m.group(0)
-        if s.count(":") < 2 or not any(c.isalpha() for c in s) and "::" not in s:
-            continue  # times (12:30:45) and plain digit groups
+        groups = [g for g in s.split(":") if g]
+        if len(groups) < 3 or not any(c.isalpha() for c in s) and "::" not in s:
+            continue  # times (12:30:45), plain digit groups, C++ scopes (a::b)
         try:
             ipaddress.IPv6Address(s)
         except ValueError:
