@@ -125,6 +125,8 @@ def cmd_search(a) -> int:
         sect = f" § {h.section}" if h.section else ""
         print(f"{i:2d}. {h.score:.4f} {h.uri} {where}{sect}")
         print("    " + " ".join(h.text.split())[:200])
+        if h.labels:
+            print("    labels: " + ", ".join(h.labels))
     return 0
 
 

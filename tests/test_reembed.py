@@ -18,12 +18,14 @@ import time
 import numpy as np
 import pytest
 
+from acl.model import ACL, EVERYONE
 from conftest import run_events
 from ingest.classify import LabelPolicy
 from ingest.embed import register_embedder
 from ingest.pipeline import Pipeline
 from ingest.reembed import reembed
 from ingest.search import Index
+from ingest.stores.base import ChunkRecord, DocRecord, ModelChanged
 from ingest.stores.sqlite import SQLiteStore
 
 HASH_MODEL = "test/feature-hash-256"
@@ -141,6 +143,13 @@ def test_model_switch_on_200_documents_never_empty_never_mixed(world_dir, embedd
     run_events(pipe, root)
     assert pipe.embedder.model_id == HASH_MODEL
     assert store.db.execute("SELECT COUNT(*) FROM chunks WHERE model_id<>?", (HASH_MODEL,)).fetchone()[0] == 0
+    # a worker that embedded with the old model after the switch is refused, not mixed in
+    stale = DocRecord(doc_id="stale", source="s", external_id="x", uri="file:///x", mime=None, size=1, mtime_ns=1,
+                      content_version="v", acl=ACL(frozenset({EVERYONE})))
+    with pytest.raises(ModelChanged, match="active model is " + HASH_MODEL):
+        store.apply(stale, [ChunkRecord("stale-0", 0, "t", "h", 1, None, "", np.zeros(384, np.float32).tobytes(),
+                                        "c", old)])
+    assert store.get_doc_by_id("stale") is None
 
 
 def test_reembed_cli_switches_to_the_same_weights_under_another_id(world_dir, embedder):

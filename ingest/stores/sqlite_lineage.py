@@ -76,8 +76,15 @@ def audit_hash(row: dict) -> str:
 class LineageMixin:
     # -- writing provenance (called inside apply / record_failure) ------------------------
     def _check_model(self, db, chunks) -> None:
+        """Refuse chunks embedded with a model this store has switched away from (a worker
+        that had not yet noticed the switch): they would mix models in one index."""
         active = db.execute("SELECT value FROM meta WHERE key='model_id'").fetchone()[0]
-        wrong = {c.model_id for c in chunks} - {active}
+        others = {c.model_id for c in chunks} - {active}
+        if not others:
+            return
+        q = ",".join("?" * len(others))
+        wrong = {r[0] for r in db.execute(f"SELECT from_model FROM model_history WHERE from_model IN ({q})",
+                                          sorted(others))}
         if wrong:
             raise ModelChanged(f"chunks embedded with {', '.join(sorted(wrong))} but the store's active model "
                                f"is {active}; embed again with the active model")
