@@ -318,7 +318,8 @@ class Pipeline:
             seen.add(ext)
             version = sha256_file(child.path)
             row = existing.get(ext)
-            if row is not None and row["content_version"] == version:
+            relabel = row is not None and json.loads(row.get("source_labels") or "[]") != parent.source_labels
+            if row is not None and row["content_version"] == version and not relabel:
                 if row["acl_version"] != parent.acl.version:
                     self.store.set_acl(row["doc_id"], parent.acl)
                 continue

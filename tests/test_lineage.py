@@ -250,3 +250,29 @@ def test_schema_2_store_migrates_to_3_and_keeps_its_audit_chain(tmp_path):
     with pytest.raises(sqlite3.IntegrityError):
         store.db.execute("DELETE FROM audit")
     assert sq.SQLiteStore(db).schema_version() == 3  # opening again is a no-op
+
+
+def test_archive_members_inherit_source_labels_and_follow_a_relabel(world_dir, embedder):
+    import zipfile
+
+    root = world_dir / "docs"
+    root.mkdir()
+    with zipfile.ZipFile(root / "bundle.zip", "w") as z:
+        z.writestr("a.txt", "The alpha memo about the harbour budget.\n")
+        z.writestr("b.txt", "The beta memo about the mountain budget.\n")
+    (root / "bundle.zip.labels").write_text("sensitivity:internal\n")
+    store = sq.SQLiteStore(world_dir / "zip.db")
+    pipe = Pipeline(store, embedder, sandbox=False, policy=LabelPolicy())
+    run_events(pipe, root)
+
+    def member_labels():
+        return {r[0]: json.loads(r[1]) for r in store.db.execute(
+            "SELECT d.external_id, c.labels FROM chunks c JOIN documents d ON d.doc_id=c.doc_id")}
+
+    members = {"bundle.zip", "bundle.zip!a.txt", "bundle.zip!b.txt"}
+    assert member_labels() == dict.fromkeys(members, ["sensitivity:internal"])
+    n0 = embedder.computed
+    (root / "bundle.zip.labels").write_text("sensitivity:restricted\n")
+    pipe.handle(ChangeEvent(UPSERT, str(root), "bundle.zip.labels"))
+    assert member_labels() == dict.fromkeys(members, ["sensitivity:restricted"])
+    assert embedder.computed == n0  # re-labelled, not re-embedded

@@ -276,8 +276,8 @@ class SQLiteStore(LineageMixin):
         return {r["external_id"]: dict(r) for r in rows}
 
     def children_of(self, doc_id: str) -> dict[str, dict]:
-        rows = self.db.execute("SELECT doc_id, external_id, content_version, acl_version, status FROM documents"
-                               " WHERE parent_id=?", (doc_id,))
+        rows = self.db.execute("SELECT doc_id, external_id, content_version, acl_version, status, source_labels"
+                               " FROM documents WHERE parent_id=?", (doc_id,))
         return {r["external_id"]: dict(r) for r in rows}
 
     @staticmethod

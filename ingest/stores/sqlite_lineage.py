@@ -54,8 +54,14 @@ MIGRATION_3: list[str] = [
 AUDIT_FORMAT = 1
 
 
+def _jsonable(v):
+    if isinstance(v, (set, frozenset)):
+        return sorted(v, key=str)
+    raise TypeError(f"audit: {type(v).__name__} value {v!r} cannot be recorded")
+
+
 def canonical(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable)
 
 
 def audit_hash(row: dict) -> str:
