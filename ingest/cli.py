@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", action="store_true", help="also list all ids and delete what is gone")
     p.add_argument("--acl", action="store_true", help="also re-read every document's permissions (ACL-only)")
     p.add_argument("--json", action="store_true")
+
+    from . import lineage_cli
+
+    lineage_cli.add_parsers(sub, _store_arg)  # lineage, audit, reembed
     return ap
 
 
@@ -137,6 +141,8 @@ def cmd_search(a) -> int:
         sect = f" § {h.section}" if h.section else ""
         print(f"{i:2d}. {h.score:.4f} {h.uri} {where}{sect}")
         print("    " + " ".join(h.text.split())[:200])
+        if h.labels:
+            print("    labels: " + ", ".join(h.labels))
     return 0
 
 
@@ -216,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     _setup_logging(a.verbose)
     fn = {"run": cmd_run, "add": cmd_add, "search": cmd_search, "status": cmd_status, "worker": cmd_worker,
-          "serve": cmd_serve, "access": cmd_access, "poll": cmd_poll}[a.cmd]
+          "serve": cmd_serve, "access": cmd_access, "poll": cmd_poll}.get(a.cmd)
+    if fn is None:
+        from .lineage_cli import COMMANDS
+
+        fn = COMMANDS[a.cmd]
     try:
         return fn(a)
     except KeyboardInterrupt:

@@ -108,7 +108,17 @@ class Embedder:
 
 
 _embedders: dict[str, Embedder] = {}
+_factories: dict = {}
 _elock = threading.Lock()
+
+
+def register_embedder(model_id: str, factory) -> None:
+    """The explicit hook for an embedder that is not a sentence-transformers directory:
+    ``factory(model_id)`` returns an object with ``model_id``, ``encode(texts)`` (float32,
+    L2-normalised rows), ``count_tokens``, ``max_tokens`` and ``dim``."""
+    with _elock:
+        _factories[model_id] = factory
+        _embedders.pop(model_id, None)
 
 
 def get_embedder(model_id: str = DEFAULT_MODEL) -> Embedder:
@@ -116,5 +126,6 @@ def get_embedder(model_id: str = DEFAULT_MODEL) -> Embedder:
     with _elock:
         e = _embedders.get(model_id)
         if e is None:
-            e = _embedders[model_id] = Embedder(model_id)
+            factory = _factories.get(model_id, Embedder)
+            e = _embedders[model_id] = factory(model_id)
         return e

@@ -23,7 +23,7 @@ from pathlib import Path
 from acl.posix import acl_for_path
 
 from .sources.base import DELETE, MOVE, RESCAN, UPSERT, ChangeEvent
-from .stores.base import ChunkRecord, DocRecord
+from .stores.base import ChunkRecord, DocRecord, ModelChanged
 
 log = logging.getLogger("ingest.pipeline")
 
@@ -94,15 +94,35 @@ class Pending:
     stat: tuple[int, int]  # (size, mtime_ns) when it was read
     row: tuple | None  # the registry row's versions when it was read
     fresh: set = field(default_factory=set)  # chunk text hashes not in the embedding cache
+    elements: list | None = None  # what was chunked (to chunk again if the model is switched meanwhile)
 
 
 class Pipeline:
-    def __init__(self, store, embedder=None, *, sandbox: bool = True, passwords: list | None = None):
+    def __init__(self, store, embedder=None, *, sandbox: bool = True, passwords: list | None = None,
+                 policy=None):
         self.store = store
         self._embedder = embedder
         self._chunker = None
         self.sandbox = sandbox  # parse in a child process under time and memory limits
         self.passwords = passwords if passwords is not None else load_passwords()
+        self._policy = policy  # ingest.classify.LabelPolicy; default: [labels] of the config
+
+    @property
+    def policy(self):
+        if self._policy is None:
+            from . import config
+            from .classify import LabelPolicy
+
+            self._policy = LabelPolicy.from_config(config.load())
+        return self._policy
+
+    def _follow_active_model(self) -> None:
+        """After ``ingest reembed`` switched the store's model, embed (and chunk) with the new one."""
+        active = self.store.model_id
+        if self._embedder is not None and self._embedder.model_id != active:
+            from .embed import get_embedder
+
+            self._embedder, self._chunker = get_embedder(active), None
 
     @property
     def embedder(self):
@@ -198,7 +218,7 @@ class Pipeline:
                 embedded = sum(1 for c in p.chunks if c.text_hash in p.fresh and c.text_hash not in counted)
                 counted.update(c.text_hash for c in p.chunks)
                 return self._apply_chunks(p.doc, p.chunks, vectors, parsed=p.parsed,
-                                          embedded=p.embedded + embedded)
+                                          embedded=p.embedded + embedded, elements=p.elements)
         return self.upsert(p.root, p.rel)  # changed meanwhile: the ordinary path, under its lock
 
     def _log(self, ev: ChangeEvent, out: list[Outcome], batch: str | None) -> None:
@@ -240,6 +260,13 @@ class Pipeline:
 
     def upsert(self, root: str, rel: str, *, defer: bool = False) -> "Outcome | Pending":
         """``defer``: stop before embedding and return a :class:`Pending` for ``handle_many``."""
+        from .classify import SIDECAR_SUFFIXES, is_sidecar, source_labels_for_path
+
+        if is_sidecar(rel):  # a labels sidecar is no document: it re-labels the file it belongs to
+            main = next(rel[:-len(x)] for x in SIDECAR_SUFFIXES if rel.lower().endswith(x))
+            if os.path.lexists(os.path.join(root, main)):
+                return self.upsert(root, main, defer=defer)
+            return Outcome("ignored", detail=f"labels sidecar of missing {main}")
         source = folder_source(root)
         path = os.path.join(root, rel)
         with self.store.lock(f"{source}\0{rel}"):
@@ -254,14 +281,22 @@ class Pipeline:
             if not stat_mod.S_ISREG(st.st_mode):
                 return Outcome("ignored", row and row["doc_id"], detail="not a regular file")
             acl = acl_for_path(path, file_stat=st)
-            if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:
+            try:
+                labels, label_error = source_labels_for_path(path), None
+            except (ValueError, OSError) as e:
+                labels, label_error = [], str(e)
+            relabel = row is not None and json.loads(row.get("source_labels") or "[]") != labels
+            if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns and not relabel:
                 if row["acl_version"] == acl.version:
                     return Outcome("skipped", row["doc_id"])
                 self.store.set_acl(row["doc_id"], acl)
                 return Outcome("acl", row["doc_id"])
             doc_id = row["doc_id"] if row else new_doc_id(self.store, source, rel)
             base = DocRecord(doc_id=doc_id, source=source, external_id=rel, uri=file_uri(root, rel), mime=None,
-                             size=st.st_size, mtime_ns=st.st_mtime_ns, content_version=None, acl=acl)
+                             size=st.st_size, mtime_ns=st.st_mtime_ns, content_version=None, acl=acl,
+                             source_labels=labels)
+            if label_error:
+                return self._fail(base, "bad-labels", label_error)
             if st.st_size > MAX_FILE_BYTES:
                 return self._fail(base, "too-large", f"{st.st_size} bytes is over the {MAX_FILE_BYTES} byte limit",
                                   status="quarantined")
@@ -270,7 +305,7 @@ class Pipeline:
             except OSError as e:
                 return self._fail(base, "unreadable", f"cannot read file: {e.strerror}")
             base.content_version = version
-            if row is not None and row["content_version"] == version:
+            if row is not None and row["content_version"] == version and not relabel:
                 if row["acl_version"] != acl.version:
                     self.store.set_acl(doc_id, acl, size=st.st_size, mtime_ns=st.st_mtime_ns)
                     return Outcome("acl", doc_id, detail="content unchanged")
@@ -297,7 +332,8 @@ class Pipeline:
             if isinstance(out, Pending) and not defer:
                 vecs, _ = self.vectors([c.text for c in out.chunks], [c.text_hash for c in out.chunks])
                 out = self._apply_chunks(out.doc, out.chunks, dict(zip((c.text_hash for c in out.chunks), vecs)),
-                                         parsed=out.parsed, embedded=out.embedded + len(out.fresh))
+                                         parsed=out.parsed, embedded=out.embedded + len(out.fresh),
+                                         elements=out.elements)
             return out
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -335,25 +371,44 @@ class Pipeline:
             out.embedded += kid_embedded
             return out
         doc.flags = [*doc.flags, *report.flags]
-        chunks = self.chunker.chunk(ex.elements)
+        from .classify import classify
+
+        cls = classify(ex.elements, doc.source_labels, self.policy)  # labels; redaction before chunking
+        doc.labels, doc.redactions = cls.labels, cls.redactions
+        if cls.skip:
+            return self._fail(doc, "policy-skip", f"label {cls.skip} has the policy skip", parsed=1 + kid_parsed,
+                              status="quarantined")
+        self._follow_active_model()
+        chunks = self.chunker.chunk(cls.elements)
         if not chunks:
             return self._fail(doc, "no-text", "the document has no extractable text", parsed=1 + kid_parsed,
                               status="quarantined")
         p = Pending(doc, chunks, parsed=1 + kid_parsed, embedded=kid_embedded, root="", rel="", stat=(0, 0),
-                    row=None)
+                    row=None, elements=cls.elements)
         p.fresh = self.uncached({c.text_hash for c in chunks})
         return p
 
     def _apply_chunks(self, doc: DocRecord, chunks, vectors: dict[str, bytes], *, parsed: int,
-                      embedded: int) -> Outcome:
+                      embedded: int, elements=None) -> Outcome:
+        """Write the document with its chunks. If ``ingest reembed`` switched the model
+        meanwhile, chunk and embed once more with the new one (at most twice)."""
         from .chunking import chunk_id
 
-        model_id = self.embedder.model_id
-        settings = self.chunker.settings
-        records = [ChunkRecord(chunk_id(doc.doc_id, c.index, c.text_hash), c.index, c.text, c.text_hash, c.tokens,
-                               c.page, c.section, vectors[c.text_hash], settings, model_id)
-                   for c in chunks]
-        self.store.apply(doc, records)
+        for attempt in range(3):
+            model_id, settings = self.embedder.model_id, self.chunker.settings
+            records = [ChunkRecord(chunk_id(doc.doc_id, c.index, c.text_hash), c.index, c.text, c.text_hash,
+                                   c.tokens, c.page, c.section, vectors[c.text_hash], settings, model_id)
+                       for c in chunks]
+            try:
+                self.store.apply(doc, records)
+                break
+            except ModelChanged:
+                if attempt == 2 or elements is None:
+                    raise
+                self._follow_active_model()
+                chunks = self.chunker.chunk(elements)
+                vecs, computed = self.vectors([c.text for c in chunks], [c.text_hash for c in chunks])
+                vectors, embedded = dict(zip((c.text_hash for c in chunks), vecs)), embedded + computed
         return Outcome("indexed", doc.doc_id, parsed=parsed, embedded=embedded, chunks=len(chunks))
 
     def _children(self, parent: DocRecord, children, depth: int) -> tuple[int, int]:
@@ -370,14 +425,15 @@ class Pipeline:
             seen.add(ext)
             version = sha256_file(child.path)
             row = existing.get(ext)
-            if row is not None and row["content_version"] == version:
+            relabel = row is not None and json.loads(row.get("source_labels") or "[]") != parent.source_labels
+            if row is not None and row["content_version"] == version and not relabel:
                 if row["acl_version"] != parent.acl.version:
                     self.store.set_acl(row["doc_id"], parent.acl)
                 continue
             doc_id = row["doc_id"] if row else new_doc_id(self.store, parent.source, ext)
             cdoc = DocRecord(doc_id=doc_id, source=parent.source, external_id=ext, uri=f"{parent.uri}!{name}",
                              mime=None, size=child.size, mtime_ns=None, content_version=version, acl=parent.acl,
-                             parent_id=parent.doc_id)
+                             parent_id=parent.doc_id, source_labels=list(parent.source_labels))
             o = self._index(cdoc, child.path, depth + 1)
             self.store.log_outcome(action=o.action, source=parent.source, external_id=ext, doc_id=o.doc_id,
                                    parsed=o.parsed, embedded=o.embedded, detail=o.detail)

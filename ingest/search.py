@@ -6,6 +6,7 @@ the ACL inside both retrievals, before ranking and limiting: ``k`` results are
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from functools import lru_cache
 
 from acl.model import Principal
@@ -43,10 +44,10 @@ class Index:
         return self._directory
 
     @lru_cache(maxsize=512)
-    def _qvec(self, query: str):
+    def _qvec(self, model_id: str, query: str):
         from .embed import get_embedder
 
-        return get_embedder(self.store.model_id).encode([query])[0]
+        return get_embedder(model_id).encode([query])[0]
 
     def search(self, query: str, principal: "str | Principal | None" = None, k: int = 10,
                filters: dict | None = None, mode: str = "hybrid", audit: bool = True) -> list[Hit]:
@@ -60,19 +61,21 @@ class Index:
             raise ValueError("search: filters are not supported yet")
         tokens = self.directory.resolve(principal)
         depth = max(50, k * 4)
-        lists = []
-        if mode in ("hybrid", "bm25"):
-            lists.append(self.store.bm25(query, tokens, depth))
-        if mode in ("hybrid", "vector"):
-            lists.append(self.store.vector(self._qvec(query), tokens, depth))
-        fused = rrf(lists)[:k]
-        if mode == "hybrid":
-            scored = [(rowid, e[0], e[1], e[2]) for rowid, e in fused]
-        elif mode == "bm25":
-            scored = [(rowid, e[0], e[1], None) for rowid, e in fused]
-        else:
-            scored = [(rowid, e[0], None, e[1]) for rowid, e in fused]
-        hits = self.store.hits(scored)
+        snapshot = getattr(self.store, "read_snapshot", None) or nullcontext
+        with snapshot():  # one committed state: the active model and its vectors, never a mix
+            lists = []
+            if mode in ("hybrid", "bm25"):
+                lists.append(self.store.bm25(query, tokens, depth))
+            if mode in ("hybrid", "vector"):
+                lists.append(self.store.vector(self._qvec(self.store.model_id, query), tokens, depth))
+            fused = rrf(lists)[:k]
+            if mode == "hybrid":
+                scored = [(rowid, e[0], e[1], e[2]) for rowid, e in fused]
+            elif mode == "bm25":
+                scored = [(rowid, e[0], e[1], None) for rowid, e in fused]
+            else:
+                scored = [(rowid, e[0], None, e[1]) for rowid, e in fused]
+            hits = self.store.hits(scored)
         if audit:
             who = principal if isinstance(principal, str) or principal is None else repr(principal)
             self.store.audit(str(who), query, filters, [(h.chunk_id, h.doc_version) for h in hits])

@@ -27,6 +27,12 @@ class DocRecord:
     labels: list[str] = field(default_factory=list)
     parent_id: str | None = None  # set for child documents (attachments, archive members)
     quality: dict | None = None  # ingest.quality.QualityReport.to_dict()
+    source_labels: list[str] = field(default_factory=list)  # from the source (sidecar, xattr, DMS metadata)
+    redactions: dict[str, int] = field(default_factory=dict)  # label -> spans redacted before chunking
+
+
+class ModelChanged(RuntimeError):
+    """Chunks were embedded with a model that is no longer the store's active model."""
 
 
 @dataclass

@@ -22,8 +22,9 @@ from pathlib import Path
 from acl.model import ACL
 
 from .base import ChunkRecord, DocRecord, Hit
+from .sqlite_lineage import MIGRATION_4, LineageMixin
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # version -> statements that bring a store from the version before up to it
 MIGRATIONS: dict[int, list[str]] = {
@@ -35,6 +36,7 @@ MIGRATIONS: dict[int, list[str]] = {
     3: [  # DMS connectors: one persisted change cursor per source (ingest.sources.connector)
         "CREATE TABLE IF NOT EXISTS cursors(source TEXT PRIMARY KEY, cursor TEXT NOT NULL, updated_at REAL)",
     ],
+    4: MIGRATION_4,  # labels, provenance, audit format and append-only triggers, model history
 }
 
 _SCHEMA = """
@@ -177,7 +179,7 @@ class _FileLock:
         return False
 
 
-class SQLiteStore:
+class SQLiteStore(LineageMixin):
     def __init__(self, path: str | os.PathLike, model_id: str | None = None):
         from ingest.embed import DEFAULT_MODEL
 
@@ -289,8 +291,8 @@ class SQLiteStore:
         return {r["external_id"]: dict(r) for r in rows}
 
     def children_of(self, doc_id: str) -> dict[str, dict]:
-        rows = self.db.execute("SELECT doc_id, external_id, content_version, acl_version, status FROM documents"
-                               " WHERE parent_id=?", (doc_id,))
+        rows = self.db.execute("SELECT doc_id, external_id, content_version, acl_version, status, source_labels"
+                               " FROM documents WHERE parent_id=?", (doc_id,))
         return {r["external_id"]: dict(r) for r in rows}
 
     @staticmethod
@@ -316,6 +318,7 @@ class SQLiteStore:
         if not doc.acl.known and "acl-unknown" not in flags:
             flags.append("acl-unknown")
         with self.tx() as db:
+            self._check_model(db, chunks)
             self._upsert_doc(db, doc, now, n_chunks=len(chunks), flags=flags, indexed=True)
             old = [r[0] for r in db.execute("SELECT rowid FROM chunks WHERE doc_id=?", (doc.doc_id,))]
             db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(r,) for r in old])
@@ -331,6 +334,7 @@ class SQLiteStore:
                      labels, now, c.vector))
                 db.execute("INSERT INTO chunks_fts(rowid, text, section) VALUES(?,?,?)",
                            (cur.lastrowid, c.text, c.section))
+            self._provenance(db, doc, now)
             self._acl_rows(db, doc.doc_id, doc.acl)
             self._bump(db)
 
@@ -362,6 +366,7 @@ class SQLiteStore:
             db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(r,) for r in old])
             db.execute("DELETE FROM chunks WHERE doc_id=?", (doc.doc_id,))
             self._upsert_doc(db, doc, time.time(), n_chunks=0, flags=list(doc.flags), indexed=False)
+            self._provenance(db, doc)
             self._acl_rows(db, doc.doc_id, doc.acl)
             self._bump(db)
 
@@ -584,17 +589,3 @@ class SQLiteStore:
     def readable_doc_count(self, tokens: frozenset[str]) -> int:
         rsql, rargs = self._readable_sql(tokens)
         return self.db.execute(f"SELECT COUNT(*) FROM ({rsql})", rargs).fetchone()[0]
-
-    # -- audit ----------------------------------------------------------------------
-    def audit(self, principal: str, query: str, filters: dict | None, results: list[tuple[str, str | None]]) -> None:
-        import hashlib
-
-        with self.tx() as db:
-            prev = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-            prev_hash = prev[0] if prev else ""
-            ts = time.time()
-            body = json.dumps([ts, principal, query, filters or {}, results], sort_keys=True)
-            h = hashlib.sha256((prev_hash + body).encode()).hexdigest()
-            db.execute("INSERT INTO audit(ts, principal, query, filters, results, prev_hash, hash)"
-                       " VALUES(?,?,?,?,?,?,?)",
-                       (ts, principal, query, json.dumps(filters or {}), json.dumps(results), prev_hash, h))

@@ -1,0 +1,264 @@
+"""Schema 3 of the SQLite store: labels, provenance, the tamper-evident audit log and
+the embedding-model switch, kept apart from the core store so other stores can mirror
+it method by method (``SQLiteStore`` inherits :class:`LineageMixin`).
+
+Schema 4 adds (see :data:`MIGRATION_4`):
+
+* ``documents.source_labels`` (JSON list) and ``documents.redactions`` (JSON ``{label: n}``);
+* ``chunks.source`` and ``chunks.embedded_at`` (provenance; ``created_at`` stays the chunking time);
+* ``audit.v`` (record format: NULL for records written by schema 2, 1 from now on), indexes on
+  ``audit(ts)`` and ``audit(principal)``, and triggers that refuse UPDATE and DELETE on ``audit``;
+* ``model_history`` (every switch of the active embedding model);
+* meta keys ``audit_head`` (``[id, hash]`` of the newest audit record, so a cut-off tail is
+  seen) and ``reembed_target`` (a model being built, while ``ingest reembed`` runs).
+
+Audit hash chain, format 1: ``hash = sha256(prev_hash + canonical_json(record))`` where the record
+is ``{"v", "id", "ts", "principal", "query", "filters", "results", "prev"}`` and canonical JSON has
+sorted keys, no spaces and UTF-8. Records of format 0 (schema 2) are checked with their own rule.
+
+Model switch: vectors for the new model are built into ``emb_cache`` (keyed by model and chunk
+text hash, the side table) while searches keep using the vectors in ``chunks``; when every chunk's
+text has a vector for the new model, one transaction copies them into ``chunks``, sets the active
+model and bumps the generation. A search reads in one snapshot, so it sees all old or all new.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import contextmanager
+
+from .base import ModelChanged
+
+MIGRATION_4: list[str] = [
+    "ALTER TABLE documents ADD COLUMN source_labels TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE documents ADD COLUMN redactions TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE chunks ADD COLUMN source TEXT",
+    "ALTER TABLE chunks ADD COLUMN embedded_at REAL",
+    "UPDATE chunks SET source=(SELECT source FROM documents d WHERE d.doc_id=chunks.doc_id),"
+    " embedded_at=created_at",
+    "ALTER TABLE audit ADD COLUMN v INTEGER",
+    "CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts)",
+    "CREATE INDEX IF NOT EXISTS audit_principal ON audit(principal, ts)",
+    "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit"
+    " BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
+    " BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    "CREATE TABLE IF NOT EXISTS model_history(id INTEGER PRIMARY KEY, ts REAL NOT NULL, from_model TEXT,"
+    " to_model TEXT NOT NULL, chunks INTEGER NOT NULL)",
+    # the head of a schema-2 chain, so that a record removed from its end is seen
+    "INSERT OR REPLACE INTO meta(key, value) SELECT 'audit_head', json_array(id, hash) FROM audit"
+    " WHERE id=(SELECT MAX(id) FROM audit)",
+]
+
+AUDIT_FORMAT = 1
+
+
+def _jsonable(v):
+    if isinstance(v, (set, frozenset)):
+        return sorted(v, key=str)
+    raise TypeError(f"audit: {type(v).__name__} value {v!r} cannot be recorded")
+
+
+def canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable)
+
+
+def audit_hash(row: dict) -> str:
+    """The hash a stored audit row must carry, by its record format."""
+    filters = json.loads(row["filters"]) if row["filters"] else {}
+    results = json.loads(row["results"]) if row["results"] else []
+    prev = row["prev_hash"] or ""
+    if row["v"] is None:  # format 0, written by schema 2
+        body = json.dumps([row["ts"], row["principal"], row["query"], filters, results], sort_keys=True)
+        return hashlib.sha256((prev + body).encode()).hexdigest()
+    if row["v"] == 1:
+        rec = {"v": 1, "id": row["id"], "ts": row["ts"], "principal": row["principal"], "query": row["query"],
+               "filters": filters, "results": results, "prev": prev}
+        return hashlib.sha256((prev + canonical(rec)).encode()).hexdigest()
+    raise ValueError(f"audit record {row['id']}: unknown record format {row['v']!r}")
+
+
+class LineageMixin:
+    # -- writing provenance (called inside apply / record_failure) ------------------------
+    def _check_model(self, db, chunks) -> None:
+        """Refuse chunks embedded with a model this store has switched away from (a worker
+        that had not yet noticed the switch): they would mix models in one index."""
+        active = db.execute("SELECT value FROM meta WHERE key='model_id'").fetchone()[0]
+        others = {c.model_id for c in chunks} - {active}
+        if not others:
+            return
+        q = ",".join("?" * len(others))
+        wrong = {r[0] for r in db.execute(f"SELECT from_model FROM model_history WHERE from_model IN ({q})",
+                                          sorted(others))}
+        if wrong:
+            raise ModelChanged(f"chunks embedded with {', '.join(sorted(wrong))} but the store's active model "
+                               f"is {active}; embed again with the active model")
+
+    @staticmethod
+    def _provenance(db, doc, now: float | None = None) -> None:
+        db.execute("UPDATE documents SET source_labels=?, redactions=? WHERE doc_id=?",
+                   (json.dumps(list(doc.source_labels)), json.dumps(doc.redactions or {}), doc.doc_id))
+        if now is not None:
+            db.execute("UPDATE chunks SET source=?, embedded_at=? WHERE doc_id=?", (doc.source, now, doc.doc_id))
+
+    # -- consistent reads -------------------------------------------------------------------
+    @contextmanager
+    def read_snapshot(self):
+        """Every read inside sees one committed state (a WAL read transaction)."""
+        db = self.db
+        if db.in_transaction:  # already inside one: nest
+            yield db
+            return
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
+
+    # -- audit ------------------------------------------------------------------------------
+    def audit(self, principal: str, query: str, filters: dict | None, results: list[tuple[str, str | None]]) -> int:
+        """Append one search record to the hash chain; returns its id."""
+        with self.tx() as db:
+            last = db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+            rid, prev = (last[0] + 1, last[1]) if last else (1, "")
+            row = {"id": rid, "ts": time.time(), "principal": principal, "query": query,
+                   "filters": canonical(filters or {}), "results": canonical([list(r) for r in results]),
+                   "prev_hash": prev, "v": AUDIT_FORMAT}
+            row["hash"] = audit_hash(row)
+            db.execute("INSERT INTO audit(id, ts, principal, query, filters, results, prev_hash, hash, v)"
+                       " VALUES(:id,:ts,:principal,:query,:filters,:results,:prev_hash,:hash,:v)", row)
+            db.execute("INSERT OR REPLACE INTO meta VALUES('audit_head', ?)", (json.dumps([rid, row["hash"]]),))
+            return rid
+
+    def audit_records(self, *, principal: str | None = None, since: float | None = None,
+                      until: float | None = None, chunk_ids: list[str] | None = None,
+                      limit: int | None = 100) -> list[dict]:
+        """Audit records, oldest first (the newest ``limit`` of those that match)."""
+        where, args = [], []
+        if principal is not None:
+            where.append("principal=?")
+            args.append(principal)
+        if since is not None:
+            where.append("ts>=?")
+            args.append(since)
+        if until is not None:
+            where.append("ts<?")
+            args.append(until)
+        if chunk_ids is not None:
+            q = ",".join("?" * len(chunk_ids)) or "NULL"
+            where.append("EXISTS (SELECT 1 FROM json_each(audit.results) j"
+                         f" WHERE json_extract(j.value, '$[0]') IN ({q}))")
+            args.extend(chunk_ids)
+        sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        out = []
+        for r in reversed(self.db.execute(sql, args).fetchall()):
+            d = dict(r)
+            d["filters"] = json.loads(d["filters"]) if d["filters"] else {}
+            d["results"] = [{"chunk_id": c, "doc_version": v} for c, v in json.loads(d["results"] or "[]")]
+            out.append(d)
+        return out
+
+    def audit_verify(self) -> dict:
+        """Walk the chain; report the first record whose content or link is wrong."""
+        expected_prev, n, last = "", 0, None
+        for r in self.db.execute("SELECT * FROM audit ORDER BY id"):
+            row = dict(r)
+            n += 1
+            if (row["prev_hash"] or "") != expected_prev:
+                why = ("the first record does not start the chain" if last is None else
+                       f"its prev_hash does not match the hash of record {last}: a record was removed, "
+                       f"inserted or rewritten before it")
+                return {"ok": False, "records": n, "first_broken": row["id"], "reason": why}
+            try:
+                ok = audit_hash(row) == row["hash"]
+            except (ValueError, TypeError) as e:
+                return {"ok": False, "records": n, "first_broken": row["id"], "reason": str(e)}
+            if not ok:
+                return {"ok": False, "records": n, "first_broken": row["id"],
+                        "reason": "its content does not match its hash: the record was altered"}
+            expected_prev, last = row["hash"], row["id"]
+        head = self.db.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()
+        if head is not None:
+            hid, hhash = json.loads(head[0])
+            if last is None or hid != last or hhash != expected_prev:
+                return {"ok": False, "records": n, "first_broken": hid if last is None or hid > last else last,
+                        "reason": f"the newest record should be {hid} with hash {hhash[:12]}…; "
+                                  f"records were removed from the end of the log"}
+        return {"ok": True, "records": n, "first_broken": None, "reason": None}
+
+    # -- lineage ------------------------------------------------------------------------------
+    def lineage(self, ref: str, searches: int = 20) -> dict | None:
+        """The chain behind a chunk id or a document URI: source -> document version ->
+        extraction -> labels -> chunks (chunker, model, times) -> the searches that returned them."""
+        db = self.db
+        c = db.execute("SELECT doc_id FROM chunks WHERE chunk_id=?", (ref,)).fetchone()
+        if c is not None:
+            doc_id, only = c[0], ref
+        else:
+            d = db.execute("SELECT doc_id FROM documents WHERE uri=? OR doc_id=?", (ref, ref)).fetchone()
+            if d is None:
+                return None
+            doc_id, only = d[0], None
+        doc = dict(db.execute("SELECT doc_id, source, external_id, uri, parent_id, mime, size, content_version,"
+                              " acl_version, status, error_code, error, extractor, extractor_version, n_chunks,"
+                              " flags, labels, source_labels, redactions, quality, first_seen, updated_at,"
+                              " indexed_at FROM documents WHERE doc_id=?", (doc_id,)).fetchone())
+        for k in ("flags", "labels", "source_labels", "redactions", "quality"):
+            doc[k] = json.loads(doc[k]) if doc[k] else None
+        sql = ("SELECT chunk_id, idx, page, section, tokens, text_hash, doc_version, source, extractor,"
+               " extractor_version, chunker, model_id, labels, created_at, embedded_at, length(vec) AS vec_bytes"
+               " FROM chunks WHERE doc_id=?" + (" AND chunk_id=?" if only else "") + " ORDER BY idx")
+        chunks = []
+        for r in db.execute(sql, (doc_id, only) if only else (doc_id,)):
+            ch = dict(r)
+            ch["labels"] = json.loads(ch["labels"])
+            ch["vector_dim"] = ch.pop("vec_bytes") // 4
+            chunks.append(ch)
+        ids = {ch["chunk_id"] for ch in chunks}
+        seen = [{"audit_id": rec["id"], "ts": rec["ts"], "principal": rec["principal"],
+                 "returned": [r for r in rec["results"] if r["chunk_id"] in ids]}
+                for rec in self.audit_records(chunk_ids=sorted(ids), limit=searches)]
+        models = [dict(r) for r in db.execute("SELECT ts, from_model, to_model, chunks FROM model_history ORDER BY id")]
+        return {"document": doc, "chunks": chunks, "searches": seen, "model_history": models}
+
+    # -- model switch -----------------------------------------------------------------------------
+    def model_missing(self, model_id: str, limit: int) -> list[tuple[str, str]]:
+        """(text hash, text) of chunks that have no vector for ``model_id`` yet."""
+        return [(r[0], r[1]) for r in self.db.execute(
+            "SELECT c.text_hash, MIN(c.text) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM emb_cache e"
+            " WHERE e.model_id=? AND e.text_hash=c.text_hash) GROUP BY c.text_hash LIMIT ?", (model_id, limit))]
+
+    def model_coverage(self, model_id: str) -> tuple[int, int]:
+        r = self.db.execute(
+            "SELECT COUNT(*), SUM(EXISTS (SELECT 1 FROM emb_cache e WHERE e.model_id=? AND e.text_hash=c.text_hash))"
+            " FROM chunks c", (model_id,)).fetchone()
+        return (r[1] or 0), r[0]
+
+    def set_reembed_target(self, model_id: str | None) -> None:
+        if model_id is None:
+            self.db.execute("DELETE FROM meta WHERE key='reembed_target'")
+        else:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES('reembed_target', ?)", (model_id,))
+
+    def switch_model(self, model_id: str) -> int | None:
+        """Make ``model_id`` the active model in one transaction, if every chunk has its
+        vector; returns the number of chunks switched, or None when some still lack one."""
+        with self.tx() as db:
+            missing = db.execute("SELECT COUNT(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM emb_cache e"
+                                 " WHERE e.model_id=? AND e.text_hash=c.text_hash)", (model_id,)).fetchone()[0]
+            if missing:
+                return None
+            old = db.execute("SELECT value FROM meta WHERE key='model_id'").fetchone()[0]
+            now = time.time()
+            n = db.execute("UPDATE chunks SET vec=(SELECT vec FROM emb_cache e WHERE e.model_id=?"
+                           " AND e.text_hash=chunks.text_hash), model_id=?, embedded_at=?",
+                           (model_id, model_id, now)).rowcount
+            db.execute("UPDATE meta SET value=? WHERE key='model_id'", (model_id,))
+            db.execute("DELETE FROM meta WHERE key='reembed_target'")
+            db.execute("INSERT INTO model_history(ts, from_model, to_model, chunks) VALUES(?,?,?,?)",
+                       (now, old, model_id, n))
+            self._bump(db)
+            return n
