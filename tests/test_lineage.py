@@ -249,7 +249,7 @@ def test_schema_2_store_migrates_to_current_and_keeps_its_audit_chain(tmp_path):
     assert store.audit_verify()["ok"] and store.audit_verify()["records"] == 3
     with pytest.raises(sqlite3.IntegrityError):
         store.db.execute("DELETE FROM audit")
-    assert sq.SQLiteStore(db).schema_version() == 3  # opening again is a no-op
+    assert sq.SQLiteStore(db).schema_version() == sq.SCHEMA_VERSION  # opening again is a no-op
 
 
 def test_archive_members_inherit_source_labels_and_follow_a_relabel(world_dir, embedder):
