@@ -30,6 +30,15 @@ def _snapshot(db):
     return docs, chunks
 
 
+def _two_notes(world_dir, embedder):
+    root = world_dir / "docs"
+    root.mkdir()
+    os.chmod(root, 0o755)
+    _corpus(root, n=2)
+    store = SQLiteStore(world_dir / "i.db")
+    return root, store, Pipeline(store, embedder, sandbox=False)
+
+
 class CountingEmbedder:
     """Wraps the real embedder; records every encode call's size."""
 
@@ -81,12 +90,7 @@ def test_handle_many_equals_one_by_one_with_one_encode_call(world_dir, embedder)
 def test_document_changed_between_read_and_apply_is_done_again(world_dir, embedder):
     """The file is edited after it was chunked but before the batch applies: the batch
     must not store the old text; the document is redone the ordinary way."""
-    root = world_dir / "docs"
-    root.mkdir()
-    os.chmod(root, 0o755)
-    _corpus(root, n=2)
-    store = SQLiteStore(world_dir / "i.db")
-    pipe = Pipeline(store, embedder, sandbox=False)
+    root, store, pipe = _two_notes(world_dir, embedder)
     real_vectors = pipe.vectors
 
     def edit_then_embed(texts, hashes):
@@ -104,12 +108,7 @@ def test_document_changed_between_read_and_apply_is_done_again(world_dir, embedd
 
 
 def test_non_upsert_events_in_a_group_still_apply(world_dir, embedder):
-    root = world_dir / "docs"
-    root.mkdir()
-    os.chmod(root, 0o755)
-    _corpus(root, n=2)
-    store = SQLiteStore(world_dir / "i.db")
-    pipe = Pipeline(store, embedder, sandbox=False)
+    root, store, pipe = _two_notes(world_dir, embedder)
     pipe.handle_many([ChangeEvent(UPSERT, str(root), f"note{i}.md") for i in range(2)])
     (root / "note0.md").unlink()
     outs = pipe.handle_many([ChangeEvent(DELETE, str(root), "note0.md"), ChangeEvent(UPSERT, str(root), "note1.md")])
