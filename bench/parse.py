@@ -341,7 +341,7 @@ def tokens_norm(text: str, reference: bool = False) -> Counter:
     return Counter(token_seq(text, reference))
 
 
-GLUE_MAX = 6  # a reference token may be up to this many of our consecutive tokens
+GLUE_MAX = 8  # a reference token may be up to this many of our consecutive tokens
 
 
 def glued_credit(ours_seq: list[str], missing: Counter, spare: Counter) -> int:
@@ -677,7 +677,7 @@ def main(argv=None) -> int:
             "pdf_baseline_interpreter": sys.executable,
             "tokens": "NFKC, lowercase, CJK ideographs/kana one by one, other \\w+ runs; pdfminer's '(cid:N)' "
                       "placeholders dropped from unstructured's text; recall = (|multiset intersection| + "
-                      "unstructured tokens that are up to 6 of our consecutive tokens glued together, each "
+                      "unstructured tokens that are up to 8 of our consecutive tokens glued together, each "
                       "using up those tokens) / |unstructured tokens|; precision = the same / |our tokens|",
             "recall_noglue": "as recall without the glued-token credit",
             "recall_raw": "plain lowercase \\w+ tokens of both texts as they are (the figure before 2026-11-27)",

@@ -10,7 +10,10 @@ about 10x faster) does not, and those failures are visible in the text itself:
 * fonts whose glyphs are named, not mapped: "/g18/g152/g135";
 * "fake bold" (each glyph drawn twice, slightly offset): one character per line,
   "B\\nB\\nO\\nO";
-* text PDFium can read and pypdf cannot at all (an exception, or much less text).
+* text PDFium can read and pypdf cannot at all (an exception, or much less text);
+* words run together where a PDF places them apart without a space character
+  ("Thread (M)Range (mm)", "rdogrp1rdo1"): PDFium's text wins where pypdf's has words
+  that are PDFium's consecutive words joined, and not the other way round.
 
 :func:`choose` scores both candidates with :func:`junk_share` (the share of visible
 characters in tokens that look like one of the failures above, plus replacement,
@@ -32,6 +35,7 @@ MARGIN = 0.02  # PDFium's text wins if pypdf's junk share is higher by this much
 #                at least twice PDFium's ...
 SHORT = 0.6  # ... or if pypdf has under this share of PDFium's visible characters
 MIN_VISIBLE = 20  # below this, neither text says much; keep pypdf's
+GLUED_MIN = 2  # PDFium's text wins where pypdf ran at least this many words together
 AGREE = 0.95  # token overlap above which the two texts are the same text: pypdf's
 
 _LIGATURES = str.maketrans({
@@ -48,10 +52,11 @@ _CONTROL_OK = "\n\r\t\f\v"
 
 def clean(text: str) -> str:
     """Ligatures spelled out, CRLF -> LF, control characters other than whitespace
-    (PDFium's \\x02 hyphen markers, \\x00) and U+FFFE removed."""
+    and U+FFFE made spaces (fonts that map their space glyph to U+0002 exist; PDFium
+    writes \\x02 for a hyphen at a line break)."""
     text = text.translate(_LIGATURES).replace("\r\n", "\n").replace("\r", "\n")
-    return "".join(ch for ch in text
-                   if ch in _CONTROL_OK or (ch != "\ufffe" and unicodedata.category(ch) != "Cc"))
+    return "".join(ch if ch in _CONTROL_OK or (ch != "\ufffe" and unicodedata.category(ch) != "Cc")
+                   else " " for ch in text)
 
 
 def visible(text: str) -> int:
@@ -147,7 +152,59 @@ def choose(pypdf_text: str | None, pdfium_text: str | None) -> tuple[str, str]:
         return "pdfium", pdfium_text
     if n_a < SHORT * n_b and j_b <= j_a + MARGIN:
         return "pdfium", pdfium_text
+    glued_a = glued(pypdf_text.split(), pdfium_text.split())
+    if glued_a >= GLUED_MIN and j_b <= j_a + MARGIN:
+        if glued_a > 2 * glued(pdfium_text.split(), pypdf_text.split()):
+            return "pdfium", pdfium_text
     return "pypdf", pypdf_text
+
+
+def glued(tokens: list[str], other: list[str]) -> int:
+    """How many of ``tokens`` are 2-4 consecutive tokens of ``other`` run together
+    ("(M)Range" against "(M) Range"), each part at least 2 characters long (so that a
+    word another engine split into letters, "P epsi", does not count)."""
+    runs: set[str] = set()
+    for i in range(len(other)):
+        joined = other[i]
+        if len(joined) < 2:
+            continue
+        for k in range(1, 4):
+            if i + k >= len(other) or len(other[i + k]) < 2:
+                break
+            joined += other[i + k]
+            runs.add(joined)
+    have = set(other)
+    return sum(1 for t in tokens if t in runs and t not in have)
+
+
+# --------------------------------------------------------------------------- PDFium
+
+GAP = 0.2  # a gap wider than this share of the glyph height between two glyphs of
+#            one line is a space PDFium did not write ("OverviewoftheTechnology...")
+
+
+def pdfium_text(textpage, respace: bool = False) -> str:
+    """PDFium's text of a page. With ``respace``, rebuilt glyph by glyph from the loose
+    glyph boxes, with a space wherever two glyphs of one line are ``GAP`` apart
+    (PDFium's own text runs together words that a PDF places by offsets, not spaces)."""
+    import pypdfium2.raw as pdfium_c
+
+    if not respace:
+        return textpage.get_text_range()
+    out: list[str] = []
+    prev = None
+    for i in range(textpage.count_chars()):
+        ch = chr(pdfium_c.FPDFText_GetUnicode(textpage.raw, i))
+        box = textpage.get_charbox(i, loose=True)
+        if prev is not None and out and not ch.isspace() and not out[-1].isspace():
+            left, bottom, _, top = box
+            _, p_bottom, p_right, p_top = prev
+            height = max(top - bottom, p_top - p_bottom, 1.0)
+            if abs(bottom - p_bottom) < height / 2 and left - p_right > GAP * height:
+                out.append(" ")
+        out.append(ch)
+        prev = box
+    return "".join(out)
 
 
 # --------------------------------------------------------------------------- forms

@@ -190,15 +190,7 @@ def _page_text(pages, document, index: int, warnings: list[str]) -> tuple[str | 
     theirs = None
     if document is not None:
         try:
-            page = document[index]
-            try:
-                textpage = page.get_textpage()
-                try:
-                    theirs = _pdftext.clean(textpage.get_text_range())
-                finally:
-                    textpage.close()
-            finally:
-                page.close()
+            theirs = _pdftext.clean(_pdfium_page_text(document, index))
         except Exception as exc:  # noqa: BLE001
             errors.append(f"pypdfium2: {type(exc).__name__}: {exc}")
     if ours is None and theirs is None:
@@ -206,7 +198,27 @@ def _page_text(pages, document, index: int, warnings: list[str]) -> tuple[str | 
         return None, ""
     if ours is None:
         warnings.append(f"page {number}: pypdf failed ({errors[0]}); text read with pypdfium2")
-    return _pdftext.choose(ours, theirs)[::-1]
+    engine, text = _pdftext.choose(ours, theirs)
+    if engine == "pdfium":  # re-read with the spaces PDFium leaves out
+        try:
+            text = _pdftext.clean(_pdfium_page_text(document, index, respace=True))
+        except Exception:  # noqa: BLE001 - the plain PDFium text stands
+            pass
+    return text, engine
+
+
+def _pdfium_page_text(document, index: int, respace: bool = False) -> str:
+    from . import _pdftext
+
+    page = document[index]
+    try:
+        textpage = page.get_textpage()
+        try:
+            return _pdftext.pdfium_text(textpage, respace)
+        finally:
+            textpage.close()
+    finally:
+        page.close()
 
 
 def _form_values(page, text: str) -> list[str]:
