@@ -46,7 +46,8 @@ _GLYPH_NAME = re.compile(r"(?:/?(?:g|glyph|cid|index|gid)\d+|/?uni[0-9a-f]{4,6})
 MANY_SCRIPTS = 3  # letters of this many scripts besides Latin on one page: mojibake
 # scripts that legitimately share one word: CJK with kana; Latin with anything
 # (product names in Japanese text, "IT化"); everything with digits/punctuation
-_CJK_GROUP = {"CJK", "HIRAGANA", "KATAKANA", "HALFWIDTH", "FULLWIDTH", "IDEOGRAPHIC"}
+_CJK_GROUP = {"CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA", "HALFWIDTH", "FULLWIDTH",
+              "IDEOGRAPHIC"}
 _CONTROL_OK = "\n\r\t\f\v"
 
 

@@ -36,6 +36,10 @@ Other failures:
 * A page whose text cannot be extracted is recorded in ``warnings`` (with the page
   number and the error) and the others are kept; if every page fails, the document
   is ``corrupt``.
+* Decompression bombs: streams that declare more decoded output than
+  ``Limits.max_stream_bytes`` / ``max_decoded_bytes`` (JBIG2 page bitmaps, read from
+  the stream header before anything is decoded: ``extractors._pdfbudget``), or that
+  pass pypdf's own decoding caps, -> ``decompression-bomb`` with the page and size.
 """
 from __future__ import annotations
 
@@ -87,6 +91,9 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
     except (FileNotDecryptedError, PdfReadError) as exc:
         raise ExtractionError("corrupt", f"pdf: cannot read page tree: {exc}") from exc
 
+    from . import _pdfbudget
+
+    _pdfbudget.check(pages, ctx.limits)  # before any engine decodes a stream
     document = _open_pdfium(path, password, warnings)
     by_page: dict[int, list[Element]] = {}
     sparse: list[int] = []  # pages whose text layer is (near) empty
@@ -182,8 +189,13 @@ def _page_text(pages, document, index: int, warnings: list[str]) -> tuple[str | 
 
     number = index + 1
     errors: list[str] = []
+    from pypdf.errors import LimitReachedError
+
     try:
         ours = _pdftext.clean(pages[index].extract_text() or "")
+    except LimitReachedError as exc:  # a stream decoding past pypdf's output caps
+        raise ExtractionError("decompression-bomb",
+                              f"pdf page {number}: {exc} (pypdf decoding limit)") from exc
     except Exception as exc:  # noqa: BLE001 - recorded per page, see module docstring
         ours = None
         errors.append(f"pypdf: {type(exc).__name__}: {exc}")
