@@ -93,7 +93,10 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
 
     from . import _pdfbudget
 
+    from .sandbox import stage
+
     _pdfbudget.check(pages, ctx.limits)  # before any engine decodes a stream
+    stage("pdf/text")
     document = _open_pdfium(path, password, warnings)
     by_page: dict[int, list[Element]] = {}
     sparse: list[int] = []  # pages whose text layer is (near) empty
@@ -121,6 +124,7 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
         ocr_pages: dict[int, float] = {}
         ocr_version = None
         if sparse and document is not None:
+            stage("pdf/ocr")
             has_text = any(by_page.values())
             ocr_version = _ocr_sparse_pages(document, sparse, by_page, ocr_pages, ctx,
                                             warnings, has_text)

@@ -6,6 +6,7 @@ byte by byte here so that each hostile construct is exactly what the test says.
 """
 from __future__ import annotations
 
+import os
 import struct
 import time
 import zlib
@@ -191,3 +192,58 @@ def test_flate_bomb_stopped_by_the_decoder_cap(tmp_path):
     with pytest.raises(ExtractionError) as info:
         extractors.extract(path)
     assert info.value.code == "decompression-bomb" and "page 1" in info.value.message
+
+
+# --------------------------------------------------------------------------- stage names
+
+
+def _hang_in(name: str) -> None:
+    from extractors import sandbox
+
+    sandbox.stage(name)
+    time.sleep(60)
+
+
+def _crash_in(name: str) -> None:
+    import os
+    import signal
+
+    from extractors import sandbox
+
+    sandbox.stage(name)
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def test_timeout_names_the_stage_not_only_the_extension():
+    from extractors import sandbox
+
+    with pytest.raises(ExtractionError) as info:
+        sandbox.run(_hang_in, "pdf/ocr", timeout=1, label="pdf")
+    assert info.value.code == "timeout"
+    assert info.value.message == "timeout after 1 s in pdf/ocr"
+    with pytest.raises(ExtractionError) as info:
+        sandbox.run(_crash_in, "docx", timeout=30, label="bin")
+    assert info.value.code == "extractor-crash" and info.value.message.endswith("in docx")
+    # the next parse starts from its own label again
+    with pytest.raises(ExtractionError) as info:
+        sandbox.run(time.sleep, 60, timeout=1, label="xlsx")
+    assert info.value.message == "timeout after 1 s in xlsx"
+
+
+def test_the_router_and_the_pdf_extractor_announce_their_stages(tmp_path):
+    # a real scanned PDF whose OCR cannot finish in 1 s: the timeout names pdf/ocr
+    from extractors import sandbox
+
+    from extractors import ocr
+
+    if not ocr.available():
+        if os.environ.get("CI"):
+            pytest.fail("tesseract missing in CI (.ci/apt-packages)")
+        pytest.skip("tesseract not installed")
+    path = corpus("unstructured-example-docs/pdf/loremipsum-flat.pdf")
+    warm = sandbox.run(extractors.extract, str(need_corpora() / "pypdf-resources/crazyones.pdf"),
+                       timeout=60, label="pdf")  # imports done before the timed parse
+    assert "Crazy" in warm.text
+    with pytest.raises(ExtractionError) as info:
+        sandbox.run(extractors.extract, str(path), timeout=1.5, label="pdf")
+    assert info.value.message.startswith("timeout after") and info.value.message.endswith("in pdf/ocr")
