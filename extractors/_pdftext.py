@@ -49,6 +49,7 @@ MANY_SCRIPTS = 3  # letters of this many scripts besides Latin on one page: moji
 _CJK_GROUP = {"CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA", "HALFWIDTH", "FULLWIDTH",
               "IDEOGRAPHIC"}
 _CONTROL_OK = "\n\r\t\f\v"
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\ufffe]")  # Cc but whitespace, U+FFFE
 
 
 def clean(text: str) -> str:
@@ -56,8 +57,7 @@ def clean(text: str) -> str:
     and U+FFFE made spaces (fonts that map their space glyph to U+0002 exist; PDFium
     writes \\x02 for a hyphen at a line break)."""
     text = text.translate(_LIGATURES).replace("\r\n", "\n").replace("\r", "\n")
-    return "".join(ch if ch in _CONTROL_OK or (ch != "\ufffe" and unicodedata.category(ch) != "Cc")
-                   else " " for ch in text)
+    return _CONTROL.sub(" ", text)
 
 
 def visible(text: str) -> int:
