@@ -963,6 +963,9 @@ def _run(p: Path, mime: str, ctx: ExtractContext) -> Extraction:
             "extractor-crash", f"{fmt}: extractor module {qualified} failed to load: "
             f"{_describe(exc)}"
         ) from exc
+    from .sandbox import stage
+
+    stage(fmt)  # named in a timeout/crash message ("timeout after 120 s in pdf")
     try:
         return fn(p, mime, ctx)
     except ExtractionError:

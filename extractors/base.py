@@ -55,6 +55,9 @@ class Limits:
     max_ratio: float = 200.0  # uncompressed : compressed, per member and in total
     max_depth: int = 3  # archives within archives (a top-level file is depth 0)
     ocr_pages: int = 200  # most pages OCR'd in one document
+    # PDF: decoded size a stream may declare before it is decoded (extractors._pdfbudget)
+    max_stream_bytes: int = 256 * 1024 * 1024  # one stream
+    max_decoded_bytes: int = 1024 * 1024 * 1024  # all the streams of one document
 
 
 @dataclass
@@ -95,7 +98,7 @@ class ExtractionError(Exception):
     """A document that cannot be extracted.
 
     code: "empty-file" | "unsupported-type" | "corrupt" | "encrypted" | "irm-protected" |
-          "too-large" | "zip-bomb" | "too-deep" | "no-text" | "timeout" | "memory" |
+          "too-large" | "zip-bomb" | "decompression-bomb" | "too-deep" | "no-text" | "timeout" | "memory" |
           "extractor-crash" | "missing-tool" | "unsafe-xml"
     """
 

@@ -36,6 +36,10 @@ Other failures:
 * A page whose text cannot be extracted is recorded in ``warnings`` (with the page
   number and the error) and the others are kept; if every page fails, the document
   is ``corrupt``.
+* Decompression bombs: streams that declare more decoded output than
+  ``Limits.max_stream_bytes`` / ``max_decoded_bytes`` (JBIG2 page bitmaps, read from
+  the stream header before anything is decoded: ``extractors._pdfbudget``), or that
+  pass pypdf's own decoding caps, -> ``decompression-bomb`` with the page and size.
 """
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ from .base import ExtractContext, Element, Extraction, ExtractionError
 
 EXTRACTOR = "pdf/pypdf"
 EXTRACTOR_OCR = "pdf/pypdf+tesseract"
-OUR_VERSION = 1
+OUR_VERSION = 2
 MIME = "application/pdf"
 
 OCR_MIN_CHARS = 20  # a page with fewer visible characters in its text layer is "empty"
@@ -71,7 +75,6 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
     from pypdf.errors import FileNotDecryptedError, PdfReadError
 
     ctx = ctx or ExtractContext()
-    version = f"pypdf-{pypdf.__version__}+{OUR_VERSION}"
     warnings: list[str] = []
 
     try:
@@ -88,29 +91,46 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
     except (FileNotDecryptedError, PdfReadError) as exc:
         raise ExtractionError("corrupt", f"pdf: cannot read page tree: {exc}") from exc
 
+    from . import _pdfbudget
+
+    from .sandbox import stage
+
+    _pdfbudget.check(pages, ctx.limits)  # before any engine decodes a stream
+    stage("pdf/text")
+    document = _open_pdfium(path, password, warnings)
     by_page: dict[int, list[Element]] = {}
     sparse: list[int] = []  # pages whose text layer is (near) empty
     failed: list[int] = []
-    for index in range(page_count):
-        number = index + 1
-        try:
-            text = pages[index].extract_text() or ""
-        except Exception as exc:  # noqa: BLE001 - recorded per page, see module docstring
-            failed.append(number)
-            warnings.append(f"page {number}: text extraction failed: {type(exc).__name__}: {exc}")
-            sparse.append(number)
-            continue
-        by_page[number] = [Element(kind="paragraph", text=b, page=number)
-                           for b in split_blocks(text)]
-        if _visible_chars(text) < OCR_MIN_CHARS:
-            sparse.append(number)
+    engines: set[str] = set()
+    try:
+        for index in range(page_count):
+            number = index + 1
+            text, engine = _page_text(pages, document, index, warnings)
+            if text is None:
+                failed.append(number)
+                sparse.append(number)
+                continue
+            engines.add(engine)
+            meta = {"engine": "pdfium"} if engine == "pdfium" else {}
+            blocks = split_blocks(text)
+            by_page[number] = [Element(kind="paragraph", text=b, page=number, meta=dict(meta))
+                               for b in blocks]
+            fields = _form_values(pages[index], text)
+            by_page[number] += [Element(kind="paragraph", text=v, page=number,
+                                        meta={"form_field": True}) for v in fields]
+            if _visible_chars(text) < OCR_MIN_CHARS and not fields:
+                sparse.append(number)
 
-    ocr_pages: dict[int, float] = {}
-    ocr_version = None
-    if sparse:
-        has_text = any(by_page.values())
-        ocr_version = _ocr_sparse_pages(path, password, sparse, by_page, ocr_pages, ctx,
-                                        warnings, has_text)
+        ocr_pages: dict[int, float] = {}
+        ocr_version = None
+        if sparse and document is not None:
+            stage("pdf/ocr")
+            has_text = any(by_page.values())
+            ocr_version = _ocr_sparse_pages(document, sparse, by_page, ocr_pages, ctx,
+                                            warnings, has_text)
+    finally:
+        if document is not None:
+            document.close()
 
     elements = [e for number in sorted(by_page) for e in by_page[number]]
     if page_count and len(failed) == page_count and not elements:
@@ -121,10 +141,15 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
         warnings.append("no pages")
     if not elements:
         warnings.append("no text layer")
+    if sparse and document is None:
+        warnings.append(f"page(s) {_ranges(sparse)} not checked for scanned images: "
+                        "pypdfium2 could not open the file")
     extractor = EXTRACTOR
+    engines_part = f"pypdf-{pypdf.__version__}+pypdfium2-{_pdfium_version()}"
+    version = f"{engines_part}+{OUR_VERSION}"
     if ocr_version:  # OCR ran on at least one page
         extractor = EXTRACTOR_OCR
-        version = f"pypdf-{pypdf.__version__}+{ocr_version}+{OUR_VERSION}"
+        version = f"{engines_part}+{ocr_version}+{OUR_VERSION}"
     return Extraction(
         elements=elements,
         extractor=extractor,
@@ -134,6 +159,90 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
         warnings=warnings,
         ocr_pages=ocr_pages,
     )
+
+
+# --------------------------------------------------------------------------- page text
+
+
+def _pdfium_version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("pypdfium2")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _open_pdfium(path: Path, password: str | None, warnings: list[str]):
+    """The file opened with pypdfium2 (second text engine, renderer for OCR), or None
+    with a warning: pypdf's text then stands alone."""
+    import pypdfium2 as pdfium
+
+    try:
+        return pdfium.PdfDocument(str(path), password=password or None)
+    except Exception as exc:  # noqa: BLE001 - the second engine is an extra
+        warnings.append(f"pypdfium2 cannot open the file ({type(exc).__name__}: {exc}); "
+                        "pypdf's text only, no OCR")
+        return None
+
+
+def _page_text(pages, document, index: int, warnings: list[str]) -> tuple[str | None, str]:
+    """(text, engine) of one page: pypdf's text layer unless PDFium's is clearly better
+    (``extractors._pdftext.choose``); (None, "") if neither engine can read the page."""
+    from . import _pdftext
+
+    number = index + 1
+    errors: list[str] = []
+    from pypdf.errors import LimitReachedError
+
+    try:
+        ours = _pdftext.clean(pages[index].extract_text() or "")
+    except LimitReachedError as exc:  # a stream decoding past pypdf's output caps
+        raise ExtractionError("decompression-bomb",
+                              f"pdf page {number}: {exc} (pypdf decoding limit)") from exc
+    except Exception as exc:  # noqa: BLE001 - recorded per page, see module docstring
+        ours = None
+        errors.append(f"pypdf: {type(exc).__name__}: {exc}")
+    theirs = None
+    if document is not None:
+        try:
+            theirs = _pdftext.clean(_pdfium_page_text(document, index))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"pypdfium2: {type(exc).__name__}: {exc}")
+    if ours is None and theirs is None:
+        warnings.append(f"page {number}: text extraction failed: {'; '.join(errors)}")
+        return None, ""
+    if ours is None:
+        warnings.append(f"page {number}: pypdf failed ({errors[0]}); text read with pypdfium2")
+    engine, text = _pdftext.choose(ours, theirs)
+    if engine == "pdfium":  # re-read with the spaces PDFium leaves out
+        try:
+            text = _pdftext.clean(_pdfium_page_text(document, index, respace=True))
+        except Exception:  # noqa: BLE001 - the plain PDFium text stands
+            pass
+    return text, engine
+
+
+def _pdfium_page_text(document, index: int, respace: bool = False) -> str:
+    from . import _pdftext
+
+    page = document[index]
+    try:
+        textpage = page.get_textpage()
+        try:
+            return _pdftext.pdfium_text(textpage, respace)
+        finally:
+            textpage.close()
+    finally:
+        page.close()
+
+
+def _form_values(page, text: str) -> list[str]:
+    """AcroForm values of the page's text/choice fields not already in its text."""
+    from . import _pdftext
+
+    flat = " ".join(text.split())
+    return [v for v in _pdftext.form_values(page) if " ".join(v.split()) not in flat]
 
 
 # --------------------------------------------------------------------------- passwords
@@ -208,20 +317,14 @@ def _refuse_irm(reader) -> None:
 # --------------------------------------------------------------------------- OCR
 
 
-def _ocr_sparse_pages(path: Path, password: str | None, sparse: list[int],
+def _ocr_sparse_pages(document, sparse: list[int],
                       by_page: dict[int, list[Element]], ocr_pages: dict[int, float],
                       ctx: ExtractContext, warnings: list[str], has_text: bool) -> str | None:
     """OCR the (near) text-less pages that hold images; returns the OCR part of the
-    version string when any page was OCR'd."""
-    import pypdfium2 as pdfium
-
+    version string when any page was OCR'd. ``document`` is the open pypdfium2
+    document (closed by the caller)."""
     from . import ocr
 
-    try:
-        document = pdfium.PdfDocument(str(path), password=password or None)
-    except Exception as exc:  # noqa: BLE001 - OCR is an extra; the text layer stands
-        warnings.append(f"cannot render pages for OCR: {type(exc).__name__}: {exc}")
-        return None
     opened: list = []
     try:
         candidates: list[tuple[int, object]] = []
@@ -279,20 +382,13 @@ def _ocr_sparse_pages(path: Path, password: str | None, sparse: list[int],
             by_page[number] = ocr.elements_from(result, number)
         if not ran:
             return None
-        import importlib.metadata
-
-        try:
-            pdfium_version = importlib.metadata.version("pypdfium2")
-        except importlib.metadata.PackageNotFoundError:
-            pdfium_version = "unknown"
-        return f"pypdfium2-{pdfium_version}+tesseract-{ocr.tesseract_version()}"
+        return f"tesseract-{ocr.tesseract_version()}"
     finally:
         for page in opened:
             try:
                 page.close()
             except Exception:  # noqa: BLE001
                 pass
-        document.close()
 
 
 def _image_page(page) -> str | None:

@@ -4,8 +4,12 @@ Parses run in a sandbox process forked from the worker and reused for up to
 ``INGEST_SANDBOX_MAX_TASKS`` (200) parses; a fork per document would cost ~20 ms in a
 worker that holds a model. A parser that hangs, blows up its memory or crashes (a
 segfault in a C library) takes down only that process, which is replaced: the caller gets an ``ExtractionError`` with a specific
-reason (``timeout after 60 s in pdf``, ``memory limit of 2048 MiB exceeded in
-docx``, ``parser crashed (signal 11 SIGSEGV) in xlsx``) and goes on.
+reason (``timeout after 60 s in pdf/ocr``, ``memory limit of 2048 MiB exceeded in
+docx``, ``parser crashed (signal 11 SIGSEGV) in xlsx``) and goes on. The place named
+is the stage the parse last announced with :func:`stage` (a page of shared memory
+the parent reads when it gives up on the child): the format family the router
+dispatched to, or a finer step such as ``pdf/text`` or ``pdf/ocr``; the caller's
+``label`` (the file extension) until the parse names one.
 
 The child is forked from the worker process, so parsers, models and imports the
 worker has warmed are there at no cost; it runs in its own process group, so tools a
@@ -16,6 +20,7 @@ Only the result crosses back, pickled through a pipe.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import pickle
 import resource
@@ -28,6 +33,21 @@ from .base import ExtractionError
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("INGEST_PARSE_TIMEOUT", "120"))
 DEFAULT_MEMORY_MB = int(os.environ.get("INGEST_PARSE_MEMORY_MB", "2048"))
+_STAGE_BYTES = 128
+_stage_buf: mmap.mmap | None = None  # set in a sandbox process: shared with its parent
+
+
+def stage(name: str) -> None:
+    """Name what the parse is doing now ("pdf", "pdf/ocr"); a timeout, memory kill or
+    crash is then reported "in <stage>". A no-op outside a sandbox process."""
+    if _stage_buf is not None:
+        data = name.encode("utf-8", "replace")[:_STAGE_BYTES - 1]
+        _stage_buf[:] = data + b"\0" * (_STAGE_BYTES - len(data))
+
+
+def _read_stage(buf: mmap.mmap, default: str) -> str:
+    name = bytes(buf[:]).split(b"\0", 1)[0].decode("utf-8", "replace")
+    return name or default
 
 
 def _vm_size() -> int:
@@ -57,12 +77,14 @@ def _serve(req: int, res: int, memory_mb: int | None) -> None:
             if head is None:
                 break
             fn, args, kwargs, label = pickle.loads(_read_exact(req, int.from_bytes(head, "big")))
+            stage(label)
             try:
                 result: tuple = ("ok", fn(*args, **kwargs))
             except ExtractionError as e:
                 result = ("err", e.code, e.message)
             except MemoryError:
-                result = ("err!", "memory", f"memory limit of {memory_mb} MiB exceeded in {label}")
+                where = _read_stage(_stage_buf, label) if _stage_buf is not None else label
+                result = ("err!", "memory", f"memory limit of {memory_mb} MiB exceeded in {where}")
             except RecursionError:
                 result = ("err", "corrupt", f"{label}: structure nested too deeply (recursion limit)")
             except BaseException as e:  # noqa: BLE001 - reported to the parent, never swallowed
@@ -104,8 +126,11 @@ class _Server:
         self.count = 0
         req_r, self.req_w = os.pipe()
         self.res_r, res_w = os.pipe()
+        self.stage = mmap.mmap(-1, _STAGE_BYTES)  # anonymous, MAP_SHARED: survives the fork
         self.pid = os.fork()
         if self.pid == 0:  # pragma: no cover - the sandbox process
+            global _stage_buf
+            _stage_buf = self.stage
             os.close(self.req_w)
             os.close(self.res_r)
             _serve(req_r, res_w, memory_mb)
@@ -140,13 +165,15 @@ class _Server:
         while len(buf) < need:
             left = deadline - time.monotonic()
             if left <= 0:
+                where = _read_stage(self.stage, label)
                 self.kill()
-                raise ExtractionError("timeout", f"timeout after {timeout:.0f} s in {label}")
+                raise ExtractionError("timeout", f"timeout after {timeout:.0f} s in {where}")
             ready, _, _ = select.select([self.res_r], [], [], min(left, 1.0))
             if not ready:
                 continue
             chunk = os.read(self.res_r, 1 << 20)
             if not chunk:  # the process died mid-parse
+                label = _read_stage(self.stage, label)
                 status = self.kill()
                 if os.WIFSIGNALED(status):
                     sig = os.WTERMSIG(status)

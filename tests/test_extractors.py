@@ -27,6 +27,7 @@ import pytest
 
 import extractors
 from extractors import ExtractionError, detect, extract
+from extractors import pdf as pdf_module
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 DOCX_MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -332,7 +333,9 @@ def test_pdf_pages_and_text(tmp_path):
     )
     result = extract(path)
     assert result.extractor == "pdf/pypdf"
-    assert result.extractor_version.startswith("pypdf-") and result.extractor_version.endswith("+1")
+    assert result.extractor_version.startswith("pypdf-") and result.extractor_version.endswith(
+        f"+{pdf_module.OUR_VERSION}")
+    assert "+pypdfium2-" in result.extractor_version
     assert result.mime == "application/pdf"
     assert result.pages == 2
     assert set(kinds(result)) == {"paragraph"}

@@ -1,0 +1,249 @@
+"""PDF text quality (issue 3): the per-page choice between pypdf's and PDFium's text,
+form field values, word spacing, and the decompression budget.
+
+Real files from ``../shared/corpora`` (``need_corpora()``); synthetic PDFs are written
+byte by byte here so that each hostile construct is exactly what the test says.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from conftest import need_corpora
+
+import extractors
+from extractors import ExtractionError, _pdfbudget, _pdftext
+from extractors.base import ExtractContext, Limits
+
+
+def corpus(relative: str) -> Path:
+    path = need_corpora() / relative
+    assert path.is_file(), path
+    return path
+
+
+def text_of(path: Path) -> str:
+    return extractors.extract(path, ctx=ExtractContext(ocr=False)).text
+
+
+def raw_pdf(path: Path, content: bytes, stream_dict: str = "") -> Path:
+    """A one-page PDF whose only content stream is ``content`` with ``stream_dict``
+    entries (e.g. a /Filter), xref offsets computed."""
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d %s >>\nstream\n" % (len(content), stream_dict.encode()) + content
+        + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.7\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    path.write_bytes(bytes(out))
+    return path
+
+
+def jbig2_page_info(width: int, height: int) -> bytes:
+    """An embedded JBIG2 stream that is one page-information segment (T.88 7.4.8)."""
+    data = struct.pack(">IIIIBH", width, height, 0, 0, 0, 0)
+    header = struct.pack(">IBBBI", 0, 48, 0, 1, len(data))
+    return header + data
+
+
+# --------------------------------------------------------------------------- engine choice
+
+
+def test_cid_font_without_tounicode_reads_as_japanese_not_mojibake():
+    # pypdf maps the glyph ids of these slides' CID fonts to Greek/Thaana/Oriya code
+    # points; PDFium maps them through the Adobe-Japan1 ordering
+    result = extractors.extract(corpus("pdfminer-samples/nonfree/nlp2004slides.pdf"),
+                                ctx=ExtractContext(ocr=False))
+    text = result.text
+    assert "固有表現" in text and "コンパラブルコーパス" in text
+    assert _pdftext.junk_share(text) < 0.01
+    engines = {e.meta.get("engine") for e in result.elements}
+    assert "pdfium" in engines
+    assert {e.page for e in result.elements} >= set(range(1, 29))  # page numbers kept
+
+
+def test_glyph_names_are_not_emitted_as_text():
+    text = text_of(corpus("pdfjs-test-pdfs/TAMReview.pdf"))
+    assert "/g3" not in text and "g135" not in text
+    # and the words PDFium runs together are spaced again from the glyph boxes
+    assert "Overview of the Technology Acceptance Model" in " ".join(text.split())
+    assert "perceived usefulness" in text.lower()
+
+
+def test_fake_bold_is_read_once():
+    text = text_of(corpus("unstructured-example-docs/pdf/fake-bold-sample.pdf"))
+    assert "BOLD TEXT SAMPLE" in text
+    assert "B\nB\nO\nO" not in text and "BBOOLLDD" in text  # the sentence quoting it stays
+
+
+def test_words_pypdf_runs_together_are_apart():
+    text = text_of(corpus("pypdf-resources/AutoCad_Diagram.pdf"))
+    assert "Thread (M) Range (mm) Torque (NM)" in " ".join(text.split())
+
+
+def test_form_field_values_are_text():
+    result = extractors.extract(corpus("pypdf-resources/SF424_page2.pdf"), ctx=ExtractContext(ocr=False))
+    values = [e for e in result.elements if e.meta.get("form_field")]
+    assert any(e.text == "U.S. Department of Interior, Fish and Wildlife Service" for e in values)
+    assert all(e.page == 1 for e in values)
+    # a value already in the page's text is not repeated
+    texts = [e.text for e in values]
+    assert len(texts) == len(set(texts))
+    assert "MBL-SF424FAMILY-ALLFORMS" not in texts
+
+
+def test_ligatures_are_spelled_out():
+    text = text_of(corpus("unstructured-example-docs/pdf/layout-parser-paper-with-table.pdf"))
+    assert "\ufb01" not in text and "\ufb00" not in text
+    assert "scientific" in text and "different" in text
+
+
+def test_ordinary_pages_keep_pypdf_text_and_paragraphs():
+    result = extractors.extract(corpus("pypdf-sample-files/004-pdflatex-4-pages/pdflatex-4-pages.pdf"),
+                                ctx=ExtractContext(ocr=False))
+    assert result.pages == 4
+    assert all("engine" not in e.meta for e in result.elements)
+    assert "+pypdfium2-" in result.extractor_version
+
+
+def test_junk_share_scores_each_failure():
+    assert _pdftext.junk_share("The quick brown fox jumps over the lazy dog.") == 0
+    assert _pdftext.junk_share("/g18/g152/g135/g148 /g3/g145") == 1
+    assert _pdftext.junk_share("ͷগͳ ίϯύϥυϧ") == 1  # glyph ids as Greek + Bengali, Greek + Coptic
+    assert _pdftext.junk_share("είΞ ୯ޠ छྨ ස ok words here") > 0.3  # scattered scripts
+    assert _pdftext.junk_share("B\nB\nO\nO\nL\nL\nD\nD") == 1
+    assert _pdftext.junk_share("MMuunniicciippaalliittéé") == 1
+    assert _pdftext.junk_share("日本語のテキスト、コーパス and English") == 0  # CJK + Latin is normal
+    assert _pdftext.junk_share("a b c") == 1 and _pdftext.junk_share("I am a cat") == 0
+
+
+def test_choose_prefers_pypdf_unless_pdfium_is_clearly_better():
+    same = "Gland sizes and torque values for every thread size"
+    assert _pdftext.choose(same, same + " x") == ("pypdf", same)
+    assert _pdftext.choose("/g18/g152 /g3/g135/g150 " * 5, same) == ("pdfium", same)
+    assert _pdftext.choose("Test i ng Dedupl i cat i on " * 3, "B B O O L L D D " * 3)[0] == "pypdf"
+    assert _pdftext.choose(None, same) == ("pdfium", same)
+    assert _pdftext.choose(same, None) == ("pypdf", same)
+    glued = "Thread (M)Range (mm)Torque (NM) and more words on the page"
+    apart = "Thread (M) Range (mm) Torque (NM) and more words on the page"
+    assert _pdftext.choose(glued, apart) == ("pdfium", apart)
+    # PDFium splitting a word into letters is not "pypdf glued it"
+    assert _pdftext.choose("Pepsi Paris Marseille France sales by quarter",
+                           "P epsi P aris M arseille France sales by quarter")[0] == "pypdf"
+
+
+# --------------------------------------------------------------------------- decompression budget
+
+
+def test_bomb_giant_is_stopped_by_the_budget_before_decoding():
+    path = corpus("pdfjs-test-pdfs/bomb_giant.pdf")
+    started = time.monotonic()
+    with pytest.raises(ExtractionError) as info:
+        extractors.extract(path)
+    assert info.value.code == "decompression-bomb"
+    assert "JBIG2" in info.value.message and "1,192 MiB" in info.value.message
+    assert "page 1" in info.value.message
+    assert time.monotonic() - started < 5  # declared, not decoded
+
+
+def test_jbig2_declared_size_is_read_from_the_segment_header(tmp_path):
+    assert _pdfbudget.jbig2_declared_bytes(jbig2_page_info(100_000, 100_000)) == 1_250_000_000
+    assert _pdfbudget.jbig2_declared_bytes(jbig2_page_info(2480, 3508)) == 310 * 3508
+    assert _pdfbudget.jbig2_declared_bytes(jbig2_page_info(10, 0xFFFFFFFF)) is None  # striped
+    assert _pdfbudget.jbig2_declared_bytes(b"\x00\x01") is None
+    bomb = raw_pdf(tmp_path / "bomb.pdf", jbig2_page_info(60_000, 60_000), "/Filter /JBIG2Decode")
+    with pytest.raises(ExtractionError) as info:
+        extractors.extract(bomb)
+    assert info.value.code == "decompression-bomb" and "429 MiB" in info.value.message
+
+
+def test_many_streams_against_the_document_budget(tmp_path):
+    path = raw_pdf(tmp_path / "four.pdf", jbig2_page_info(20_000, 20_000), "/Filter /JBIG2Decode")
+    tight = Limits(max_stream_bytes=64 * 1024 * 1024, max_decoded_bytes=40 * 1024 * 1024)
+    import pypdf
+
+    with pytest.raises(ExtractionError) as info:
+        _pdfbudget.check(pypdf.PdfReader(path).pages, tight)
+    assert info.value.code == "decompression-bomb" and "limit 40 MiB" in info.value.message
+    _pdfbudget.check(pypdf.PdfReader(path).pages, Limits())  # 48 MiB: within the defaults
+
+
+def test_flate_bomb_stopped_by_the_decoder_cap(tmp_path):
+    packer = zlib.compressobj(9)
+    content = b"".join(packer.compress(b" " * (1 << 20)) for _ in range(200)) + packer.flush()
+    assert len(content) < 1 << 20  # 200 MiB of spaces in under 1 MiB
+    path = raw_pdf(tmp_path / "flate.pdf", content, "/Filter /FlateDecode")
+    with pytest.raises(ExtractionError) as info:
+        extractors.extract(path)
+    assert info.value.code == "decompression-bomb" and "page 1" in info.value.message
+
+
+# --------------------------------------------------------------------------- stage names
+
+
+def _hang_in(name: str) -> None:
+    from extractors import sandbox
+
+    sandbox.stage(name)
+    time.sleep(60)
+
+
+def _crash_in(name: str) -> None:
+    import os
+    import signal
+
+    from extractors import sandbox
+
+    sandbox.stage(name)
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def test_timeout_names_the_stage_not_only_the_extension():
+    from extractors import sandbox
+
+    with pytest.raises(ExtractionError) as info:
+        sandbox.run(_hang_in, "pdf/ocr", timeout=1, label="pdf")
+    assert info.value.code == "timeout"
+    assert info.value.message == "timeout after 1 s in pdf/ocr"
+    with pytest.raises(ExtractionError) as info:
+        sandbox.run(_crash_in, "docx", timeout=30, label="bin")
+    assert info.value.code == "extractor-crash" and info.value.message.endswith("in docx")
+    # the next parse starts from its own label again
+    with pytest.raises(ExtractionError) as info:
+        sandbox.run(time.sleep, 60, timeout=1, label="xlsx")
+    assert info.value.message == "timeout after 1 s in xlsx"
+
+
+def test_the_router_and_the_pdf_extractor_announce_their_stages(tmp_path):
+    # a real scanned PDF whose OCR cannot finish in 1 s: the timeout names pdf/ocr
+    from extractors import sandbox
+
+    from extractors import ocr
+
+    if not ocr.available():
+        if os.environ.get("CI"):
+            pytest.fail("tesseract missing in CI (.ci/apt-packages)")
+        pytest.skip("tesseract not installed")
+    path = corpus("unstructured-example-docs/pdf/loremipsum-flat.pdf")
+    warm = sandbox.run(extractors.extract, str(need_corpora() / "pypdf-resources/crazyones.pdf"),
+                       timeout=60, label="pdf")  # imports done before the timed parse
+    assert "Crazy" in warm.text
+    with pytest.raises(ExtractionError) as info:
+        sandbox.run(extractors.extract, str(path), timeout=1.5, label="pdf")
+    assert info.value.message.startswith("timeout after") and info.value.message.endswith("in pdf/ocr")
