@@ -327,6 +327,10 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
         if own_worker is not None:
             stop_worker(own_worker)
         lock.release()
+    from . import config
+    from .obs import quality
+
+    quality.refresh(store, config.load())  # this run's quality snapshot; alerts if a source's quality moved
     rows = store.db.execute("SELECT action, COUNT(*) FROM outcomes WHERE batch=? GROUP BY action",
                             (batch,)).fetchall()
     return {"queued": total, "batch": batch, "outcomes": dict(rows)}
