@@ -38,11 +38,11 @@ def setup(level: int, as_json: bool | None = None) -> None:
     as_json = json_wanted() if as_json is None else as_json
     if as_json:
         os.environ["INGEST_LOG_JSON"] = "1"  # the worker child process logs the same way
+    root = logging.getLogger()
+    if root.handlers:  # like logging.basicConfig: whoever configured logging first (a host program) wins
+        return
     h = logging.StreamHandler(sys.stderr)
     h.setFormatter(JSONFormatter() if as_json else
                    logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
     root.addHandler(h)
     root.setLevel(level)

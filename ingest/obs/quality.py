@@ -74,7 +74,7 @@ def measure(store) -> dict[str, dict]:
     """Every source's quality gauges now: ``{source: {"documents": n, "share_empty": ...}}``."""
     rows = store.db.execute(
         "SELECT source, COUNT(*) AS documents,"
-        " 1.0 * SUM(error_code IN ('empty-file', 'no-text')) / COUNT(*) AS share_empty,"
+        " 1.0 * SUM(COALESCE(error_code, '') IN ('empty-file', 'no-text')) / COUNT(*) AS share_empty,"
         " 1.0 * SUM(EXISTS(SELECT 1 FROM json_each(documents.flags) j WHERE j.value LIKE 'quality:%'))"
         "   / COUNT(*) AS share_flagged,"
         " 1.0 * SUM(status = 'quarantined') / COUNT(*) AS share_quarantined,"
