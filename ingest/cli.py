@@ -205,12 +205,17 @@ def cmd_worker(a) -> int:
     from .stores import store_path
 
     url = str(store_path(a.store))
+    metrics = None
     if a.metrics_port:
         from . import config
         from .obs.metrics import serve_in_background
 
-        serve_in_background(url, config.load(a.config), a.metrics_port)
-    run_worker(url, a.broker or embedded_broker(url), a.queues, a.concurrency, a.loglevel)
+        metrics = serve_in_background(url, config.load(a.config), a.metrics_port)
+    try:
+        run_worker(url, a.broker or embedded_broker(url), a.queues, a.concurrency, a.loglevel)
+    finally:
+        if metrics is not None:
+            metrics.stop()
     return 0
 
 

@@ -3,6 +3,8 @@ and the alert reaching the log, the metrics and `ingest status`."""
 import json
 import logging
 import re
+import subprocess
+import sys
 
 from conftest import run_events
 from obs_helpers import DAY, degrade, samples, write_docs
@@ -53,8 +55,7 @@ def test_trace_has_stage_timings_versions_and_cause_and_status_doc_shows_the_tri
 
 
 def test_degraded_source_raises_an_alert_naming_it_and_the_measure_and_others_raise_nothing(
-        pipeline, world_dir, caplog, capsys, monkeypatch):
-    from ingest.cli import main
+        pipeline, world_dir, caplog, monkeypatch):
     from ingest.obs import quality
     from ingest.obs.metrics import registry_for
     from prometheus_client import generate_latest
@@ -73,22 +74,29 @@ def test_degraded_source_raises_an_alert_naming_it_and_the_measure_and_others_ra
     degrade(fin_files)
     for root in (fin, hr):
         run_events(pipeline, root)
+    fsrc, hsrc = f"folder:{fin}", f"folder:{hr}"
+    since = quality.period_of(now - DAY)
+    expected = f"share-empty for source {fsrc} rose from 0% to 100% since {since}"
+    # `ingest status` (a real process, JSON logs) takes today's snapshot, raises the alert, prints it
+    r = subprocess.run([sys.executable, "-m", "ingest.cli", "--log-json", "status", "--store", str(store.path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"alert   {expected}" in r.stdout.splitlines()
+    assert not [ln for ln in r.stdout.splitlines() if ln.startswith("alert") and hsrc in ln]
+    logged = [json.loads(ln) for ln in r.stderr.splitlines() if ln.startswith("{")]
+    warned = [d for d in logged if d["logger"] == "ingest.quality" and d["level"] == "WARNING"]
+    assert {(d["alert"]["source"], d["alert"]["measure"]) for d in warned} >= {(fsrc, "share-empty")}
+    assert not [d for d in warned if d["alert"]["source"] == hsrc]
+    assert any(d["message"] == f"quality alert: {expected}" for d in warned)
+
     caplog.set_level(logging.WARNING, logger="ingest.quality")
     alerts = quality.refresh(store, {}, now)
-    fsrc, hsrc = f"folder:{fin}", f"folder:{hr}"
+    assert not [rec for rec in caplog.records if rec.name == "ingest.quality"]  # held, not raised again
     assert {a["source"] for a in alerts} == {fsrc}, alerts  # hr-share raises nothing
     by_measure = {a["measure"]: a for a in alerts}
-    since = quality.period_of(now - DAY)
-    assert by_measure["share-empty"]["message"] == \
-        f"share-empty for source {fsrc} rose from 0% to 100% since {since}", by_measure
+    assert by_measure["share-empty"]["message"] == expected, by_measure
     assert by_measure["share-quarantined"]["value"] == 1.0
     assert "share-flagged" not in by_measure and "garbage-ratio" not in by_measure
-    warned = [r.getMessage() for r in caplog.records if r.name == "ingest.quality"]
-    assert any("share-empty for source " + fsrc in m for m in warned) and not any(hsrc in m for m in warned)
-
-    caplog.clear()
-    assert quality.refresh(store, {}, now) == alerts  # held, not raised again
-    assert not [r for r in caplog.records if r.name == "ingest.quality"]
 
     text = generate_latest(registry_for(store, {}, None, refresh_every=0)).decode()
     flagged = samples(text, "ingest_quality_alert")
@@ -97,11 +105,6 @@ def test_degraded_source_raises_an_alert_naming_it_and_the_measure_and_others_ra
     share = samples(text, "ingest_quality_share")
     assert share[(("measure", "empty"), ("source", fsrc))] == 1.0
     assert share[(("measure", "empty"), ("source", hsrc))] == 0.0
-
-    assert main(["status", "--store", str(store.path)]) == 0
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("alert")]
-    assert f"alert   share-empty for source {fsrc} rose from 0% to 100% since {since}" in lines
-    assert not [ln for ln in lines if hsrc in ln]
 
     # thresholds come from [quality.alerts]; a disabled measure is not alerted on
     cfg = {"quality": {"alerts": {"share-empty": False, "share-quarantined": 2.0}}}
