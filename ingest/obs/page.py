@@ -157,11 +157,12 @@ def render(st: dict, principal: str) -> str:
     return "".join(out)
 
 
-_LOGIN = ("<!doctype html><html lang=en><head><meta charset=utf-8><title>ingest status: sign in</title>"
-          f"<style>{_STYLE}</style></head><body><header><h1>ingest status</h1></header><main>"
-          "<h2>Sign in</h2><p>{msg}</p><form method=post action=\"{action}\">"
-          "<label>Token <input type=password name=token id=token autocomplete=off></label> "
-          "<button type=submit id=signin>Sign in</button></form></main></body></html>")
+def _login(msg: str) -> str:
+    return ("<!doctype html><html lang=en><head><meta charset=utf-8><title>ingest status: sign in</title>"
+            f"<style>{_STYLE}</style></head><body><header><h1>ingest status</h1></header><main>"
+            f"<h2>Sign in</h2><p>{html.escape(msg)}</p><form method=post action=\"login\">"
+            "<label>Token <input type=password name=token id=token autocomplete=off></label> "
+            "<button type=submit id=signin>Sign in</button></form></main></body></html>")
 
 
 def app(store_url: str | None, cfg: dict):
@@ -194,13 +195,13 @@ def app(store_url: str | None, cfg: dict):
                 token = (form.get("token") or [""])[0]
                 if principal_for_token(token, cfg) is None:
                     return reply(start_response, "401 Unauthorized",
-                                 _LOGIN.format(msg="That token is not known.", action="login"))
+                                 _login("That token is not known."))
                 secure = "; Secure" if environ.get("wsgi.url_scheme") == "https" else ""
                 cookie = (f"{COOKIE}={urllib.parse.quote(token, safe='')}; HttpOnly; SameSite=Strict; "
                           f"Path={base(environ)}{secure}")
                 return reply(start_response, "303 See Other", "", [("Set-Cookie", cookie),
                                                                    ("Location", base(environ))])
-            return reply(start_response, "200 OK", _LOGIN.format(msg="", action="login"))
+            return reply(start_response, "200 OK", _login(""))
         if path != "/":
             return reply(start_response, "404 Not Found", "<p>not found</p>")
         if method not in ("GET", "HEAD"):
@@ -217,7 +218,7 @@ def app(store_url: str | None, cfg: dict):
                 principal = principal_for_token(urllib.parse.unquote(c[COOKIE].value), cfg)
         if principal is None:
             return reply(start_response, "401 Unauthorized",
-                         _LOGIN.format(msg="Sign in with a token from [serve.tokens].", action="login"),
+                         _login("Sign in with a token from [serve.tokens]."),
                          [("WWW-Authenticate", "Bearer")])
         if allowed is not None and principal not in allowed:
             return reply(start_response, "403 Forbidden", f"<p>{html.escape(principal)} may not see the status "
