@@ -28,8 +28,7 @@ def test_trace_has_stage_timings_versions_and_cause_and_status_doc_shows_the_tri
     assert {"fetch", "extract", "quality", "chunk", "embed", "store"} <= set(ok["stages"]), ok
     assert all(v >= 0 for v in ok["stages"].values()) and ok["stages"]["extract"] > 0
     assert ok["event"] == {"kind": "upsert", "path": "note-0.md", "dest": None}
-    assert ok["version"] == pipeline.store.get_doc(pipeline.store.docs_for_source  # noqa: E501
-                                                   and f"folder:{src}", "note-0.md")["content_version"]
+    assert ok["version"] == pipeline.store.get_doc(f"folder:{src}", "note-0.md")["content_version"]
     assert ok["chunks"] >= 1 and ok["computed"] + ok["cached"] == ok["chunks"]
     bad = json.loads(rows["blank.txt"]["trace"])
     assert rows["blank.txt"]["action"] == "error" and rows["blank.txt"]["detail"].startswith("empty-file")

@@ -102,6 +102,12 @@ svg.spark{vertical-align:middle}.reason{color:#b91c1c}.uri{font-family:ui-monosp
 """
 
 
+def _section(anchor: str, title: str, head: str, rows: list[str], empty: str) -> str:
+    """A heading and a table of ``rows``, or ``empty`` when there are none."""
+    body = f"<table><tr>{head}</tr>{''.join(rows)}</table>" if rows else empty
+    return f'<h2 id="{anchor}">{title}</h2>{body}'
+
+
 def render(st: dict, principal: str) -> str:
     e = html.escape
     out = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>ingest status</title>"
@@ -122,14 +128,10 @@ def render(st: dict, principal: str) -> str:
     if not st["lanes"]:
         out.append('<tr><td colspan=3 class=na>broker not readable</td></tr>')
     out.append("</table>")
-    out.append('<h2 id="sinks">Sinks</h2>')
-    if st["sinks"]:
-        out.append("<table><tr><th>sink</th><th class=num>pending</th><th class=num>lag</th></tr>")
-        out += [f"<tr><td>{e(s['sink'])}</td><td class=num>{s.get('pending', 0)}</td>"
-                f"<td class=num>{_age(s.get('lag'))}</td></tr>" for s in st["sinks"]]
-        out.append("</table>")
-    else:
-        out.append('<p class="na">No secondary sinks: the store is the only one.</p>')
+    out.append(_section("sinks", "Sinks", "<th>sink</th><th class=num>pending</th><th class=num>lag</th>",
+                        [f"<tr><td>{e(s['sink'])}</td><td class=num>{s.get('pending', 0)}</td>"
+                         f"<td class=num>{_age(s.get('lag'))}</td></tr>" for s in st["sinks"] or []],
+                        '<p class="na">No secondary sinks: the store is the only one.</p>'))
     out.append('<h2 id="sources">Sources</h2><table><tr><th>source</th><th>documents</th>'
                '<th>freshness lag</th><th>last indexed</th>'
                + "".join(f"<th>{m}</th>" for m, _, _ in CHARTS) + "</tr>")
@@ -144,15 +146,12 @@ def render(st: dict, principal: str) -> str:
             out.append(f"<td>{sparkline([h[col] for h in s['history']], pct=pct, label=m)}</td>")
         out.append("</tr>")
     out.append("</table>")
-    out.append('<h2 id="not-indexed">Quarantined and failed documents</h2>')
-    if st["not_indexed"]:
-        out.append("<table><tr><th>document</th><th>status</th><th>reason</th></tr>")
-        out += [f'<tr class="quarantined"><td class=uri>{e(d["uri"])}</td><td>{e(d["status"])}</td>'
-                f'<td class=reason>{e(str(d["error_code"]))}: {e(str(d["error"]))}</td></tr>'
-                for d in st["not_indexed"]]
-        out.append("</table>")
-    else:
-        out.append('<p class="ok">Every document is indexed.</p>')
+    out.append(_section("not-indexed", "Quarantined and failed documents",
+                        "<th>document</th><th>status</th><th>reason</th>",
+                        [f'<tr class="quarantined"><td class=uri>{e(d["uri"])}</td><td>{e(d["status"])}</td>'
+                         f'<td class=reason>{e(str(d["error_code"]))}: {e(str(d["error"]))}</td></tr>'
+                         for d in st["not_indexed"]],
+                        '<p class="ok">Every document is indexed.</p>'))
     out.append("</main></body></html>")
     return "".join(out)
 
