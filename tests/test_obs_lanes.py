@@ -36,16 +36,22 @@ def _ping(r):
         return False
 
 
-def test_lane_depth_and_oldest_age_from_redis(redis_url, tmp_path):
-    from ingest.obs.lanes import lane_stats
-    from ingest.runner import Queue
-    from ingest.sources.base import UPSERT, ChangeEvent
+def test_lane_depth_and_oldest_age_from_redis(redis_url):
+    from ingest.obs.lanes import lane_stats, queued_header
+    from workers.app import configure
 
-    q = Queue(str(tmp_path / "index.db"), redis_url)
+    app = configure(redis_url)
+
+    def send(lane, n):  # as ingest.runner.Queue sends: stamped with the time it was queued
+        with app.connection_for_write(redis_url) as conn:  # this broker, not a pooled older one
+            for i in range(n):
+                app.send_task("ingest.change", args=["/s", "upsert", "/r", f"f{i}", None, None], queue=lane,
+                              connection=conn, headers=queued_header())
+
     assert lane_stats(redis_url)["bulk"] == {"depth": 0, "oldest_age": None}
-    q.send([ChangeEvent(UPSERT, "/r", f"f{i}") for i in range(3)], "bulk")
+    send("bulk", 3)
     time.sleep(1.2)
-    q.send([ChangeEvent(UPSERT, "/r", "late")], "interactive")
+    send("interactive", 1)
     st = lane_stats(redis_url)
     assert st["bulk"]["depth"] == 3 and 1.2 <= st["bulk"]["oldest_age"] < 30
     assert st["interactive"]["depth"] == 1 and st["interactive"]["oldest_age"] < 1.0

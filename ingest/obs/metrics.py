@@ -192,6 +192,9 @@ def app(store_url: str | None, cfg: dict, *, public: bool | None = None):
     from ..config import section
     from ..stores import open_store
 
+    from .quality import rules
+
+    rules(cfg)  # a bad [quality.alerts] table fails `ingest serve` at start, not every scrape
     s = section(cfg, "serve.metrics")
     public = bool(s.get("public", False)) if public is None else public
     reg = registry_for(open_store(store_url), cfg, default_broker(store_url), float(s.get("refresh_seconds", 60)))
