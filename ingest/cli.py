@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ingest", description="Watch folders, parse, chunk, embed and keep a "
                                  "permission-aware search index current.")
     ap.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    ap.add_argument("--log-json", action="store_true", default=None,
+                    help="log one JSON object per line (also: INGEST_LOG_JSON=1)")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="watch folders and keep the index current until Ctrl-C")
@@ -61,9 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="config file with the [directory] table")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("status", help="documents by status, errors with reasons, queue depth")
+    p = sub.add_parser("status", help="documents by status, errors with reasons, queue depth, quality alerts; "
+                       "with DOC: that document's whole trip")
+    p.add_argument("doc", nargs="?", metavar="DOC", help="a document (path, URI or doc id): show its trip")
     _store_arg(p)
     p.add_argument("--broker", default=None)
+    p.add_argument("--config", default=None, help="config file with [quality.alerts] (default: $INGEST_CONFIG or "
+                   "~/.ingest/config.toml)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("worker", help="run a Celery worker for the store")
@@ -72,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queues", default="interactive,bulk,maintenance")
     p.add_argument("--concurrency", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--loglevel", default="WARNING")
+    p.add_argument("--metrics-port", type=int, default=None, help="also serve Prometheus /metrics on this port")
+    p.add_argument("--config", default=None, help="config file (for --metrics-port: [serve.tokens], [serve.metrics])")
 
     p = sub.add_parser("serve", help="HTTP endpoints (webhooks, search, metrics, status page)")
     _store_arg(p)
@@ -93,9 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+def _setup_logging(verbose: int, as_json: bool | None = None) -> None:
+    from .obs.logs import setup
+
+    setup(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG, as_json)
 
 
 def _current_user() -> str:
@@ -161,12 +170,22 @@ def cmd_access(a) -> int:
 def cmd_status(a) -> int:
     from workers.app import embedded_broker
 
+    from . import config
+    from .obs import quality
     from .runner import Queue
     from .stores import open_store, store_path
 
-    st = open_store(a.store).status()
+    store = open_store(a.store)
+    if a.doc:
+        from .obs.trace import doc_trip, render_trip
+
+        trip = doc_trip(store, a.doc)
+        print(json.dumps(trip, indent=2) if a.json else render_trip(trip))
+        return 0
+    st = store.status()
     broker = a.broker or embedded_broker(store_path(a.store))
     st["queue"] = Queue(str(store_path(a.store)), broker).depth()
+    st["alerts"] = quality.refresh(store, config.load(a.config))
     if a.json:
         print(json.dumps(st, indent=2))
         return 0
@@ -180,6 +199,8 @@ def cmd_status(a) -> int:
         print(f"  {e['status']:<11} {e['uri']}: {e['error_code']}: {e['error']}")
     for f in st["flagged"]:
         print(f"  flagged     {f['uri']}: {'; '.join(f['reasons']) or ', '.join(f['flags'])}")
+    for al in st["alerts"]:
+        print(f"alert   {al['message']}")
     return 0
 
 
@@ -190,7 +211,17 @@ def cmd_worker(a) -> int:
     from .stores import store_path
 
     url = str(store_path(a.store))
-    run_worker(url, a.broker or embedded_broker(url), a.queues, a.concurrency, a.loglevel)
+    metrics = None
+    if a.metrics_port:
+        from . import config
+        from .obs.metrics import serve_in_background
+
+        metrics = serve_in_background(url, config.load(a.config), a.metrics_port)
+    try:
+        run_worker(url, a.broker or embedded_broker(url), a.queues, a.concurrency, a.loglevel)
+    finally:
+        if metrics is not None:
+            metrics.stop()
     return 0
 
 
@@ -220,7 +251,7 @@ def cmd_poll(a) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    _setup_logging(a.verbose)
+    _setup_logging(a.verbose, a.log_json)
     fn = {"run": cmd_run, "add": cmd_add, "search": cmd_search, "status": cmd_status, "worker": cmd_worker,
           "serve": cmd_serve, "access": cmd_access, "poll": cmd_poll}.get(a.cmd)
     if fn is None:

@@ -18,8 +18,11 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 
+from .obs import trace
+from .obs.clock import merged
 from .pipeline import MAX_FILE_BYTES, Outcome, Pipeline, new_doc_id
 from .sources.connector import ACL_CHANGE, DELETE, Connector, CursorExpired, Event
 from .stores.base import DocRecord
@@ -55,7 +58,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class ConnectorSync:
-    def __init__(self, pipeline: Pipeline, connector: Connector):
+    def __init__(self, pipeline: Pipeline, connector: Connector, ctx: dict | None = None):
+        self.ctx = ctx  # lane, task, queued_at of the task that runs this pass (for traces)
         self.pipeline = pipeline
         self.store = pipeline.store
         self.connector = connector
@@ -114,12 +118,12 @@ class ConnectorSync:
 
     # -- one change --------------------------------------------------------------------------
     def apply(self, ev: Event, rep: SyncReport | None = None) -> Outcome:
-        with self.store.lock(f"{self.source}\0{ev.id}"):
+        started = time.time()
+        with self.store.lock(f"{self.source}\0{ev.id}"), self.pipeline.clocked() as clock:
             out = self._apply(ev, rep)
-        self.store.log_outcome(action=out.action, source=self.source, external_id=ev.id, doc_id=out.doc_id,
-                               parsed=out.parsed, embedded=out.embedded, detail=out.detail)
-        log.info("%s %s:%s doc=%s parsed=%d embedded=%d", out.action, self.source, ev.id, out.doc_id, out.parsed,
-                 out.embedded)
+        out.timings = merged(clock.stages, out.timings)
+        trace.record(self.store, out, source=self.source, external_id=ev.id, ctx=self.ctx, started=started,
+                     event={"kind": ev.kind, "path": ev.id, "dest": None})
         return out
 
     def _apply(self, ev: Event, rep: SyncReport | None) -> Outcome:
@@ -135,7 +139,8 @@ class ConnectorSync:
                 return Outcome("skipped", row["doc_id"])
             store.set_acl(row["doc_id"], acl)
             return Outcome("acl", row["doc_id"])
-        doc = self.connector.fetch(ev.id)
+        with self.pipeline._stage("fetch"):
+            doc = self.connector.fetch(ev.id)
         if doc is None:  # gone by the time we looked
             if row is not None:
                 store.delete(row["doc_id"])
@@ -161,7 +166,8 @@ class ConnectorSync:
         try:
             name = _UNSAFE.sub("_", os.path.basename(doc.name)).lstrip(".") or "document"
             path = os.path.join(tmp, name[-120:])
-            size = self._download(doc, path)
+            with self.pipeline._stage("fetch"):
+                size = self._download(doc, path)
             if rep is not None:
                 rep.downloads += 1
             if size > MAX_FILE_BYTES:
@@ -185,14 +191,14 @@ class ConnectorSync:
 
 
 def sync_source(store_url: str | None, name: str, cfg: dict, *, prune: bool = False, acl: bool = False,
-                pipeline: Pipeline | None = None) -> SyncReport:
+                pipeline: Pipeline | None = None, ctx: dict | None = None) -> SyncReport:
     """One pass over a configured source (``ingest poll NAME``, the ``ingest.dms_poll`` task);
     ``acl=True`` adds the permission-only pass."""
     from .sources.connector import make_connector
     from .stores import open_store
 
     p = pipeline or Pipeline(open_store(store_url))
-    sync = ConnectorSync(p, make_connector(name, cfg))
+    sync = ConnectorSync(p, make_connector(name, cfg), ctx)
     rep = sync.poll(prune=prune)
     if acl:
         n = sync.acl_sync()

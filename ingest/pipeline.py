@@ -17,11 +17,15 @@ import os
 import shutil
 import stat as stat_mod
 import tempfile
+import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from acl.posix import acl_for_path
 
+from .obs import trace
+from .obs.clock import Clock, merged
 from .sources.base import DELETE, MOVE, RESCAN, UPSERT, ChangeEvent
 from .stores.base import ChunkRecord, DocRecord, ModelChanged
 
@@ -76,6 +80,8 @@ class Outcome:
     embedded: int = 0
     chunks: int = 0
     detail: str | None = None
+    cached: int = 0  # of its own chunks, how many vectors came from the embedding cache
+    timings: dict = field(default_factory=dict)  # stage -> seconds (ingest.obs.clock)
 
 
 def _row_versions(row) -> tuple | None:
@@ -95,6 +101,7 @@ class Pending:
     row: tuple | None  # the registry row's versions when it was read
     fresh: set = field(default_factory=set)  # chunk text hashes not in the embedding cache
     elements: list | None = None  # what was chunked (to chunk again if the model is switched meanwhile)
+    timings: dict = field(default_factory=dict)
 
 
 class Pipeline:
@@ -124,6 +131,25 @@ class Pipeline:
 
             self._embedder, self._chunker = get_embedder(active), None
 
+        self._clocks: list[Clock] = []  # per-document stage timings; a child document gets its own
+
+    @contextmanager
+    def clocked(self):
+        """Time the stages of one document (nested for child documents)."""
+        c = Clock()
+        self._clocks.append(c)
+        try:
+            yield c
+        finally:
+            self._clocks.pop()
+
+    def _stage(self, name: str):
+        return self._clocks[-1].stage(name) if self._clocks else nullcontext()
+
+    def _lap(self, name: str | None) -> None:
+        if self._clocks:
+            self._clocks[-1].lap(name)
+
     @property
     def embedder(self):
         if self._embedder is None:
@@ -142,14 +168,16 @@ class Pipeline:
         return self._chunker
 
     # -- entry point ----------------------------------------------------------------
-    def handle(self, ev: ChangeEvent, batch: str | None = None) -> list[Outcome]:
-        """Apply one change event; returns what happened (also logged to the store)."""
+    def handle(self, ev: ChangeEvent, batch: str | None = None, ctx: dict | None = None) -> list[Outcome]:
+        """Apply one change event; returns what happened (also logged to the store).
+        ``ctx``: where the change came from (``lane``, ``task``, ``queued_at``), for its trace."""
+        started = time.time()
         if ev.kind == RESCAN:
             from .sources.reconcile import reconcile
 
             outs = []
             for sub in reconcile(self.store, ev.root, subtree=ev.path):
-                outs.extend(self.handle(sub, batch))
+                outs.extend(self.handle(sub, batch, ctx))
             return outs
         if ev.kind == MOVE:
             out = [self.move(ev.root, ev.path, ev.dest_path)]
@@ -160,10 +188,11 @@ class Pipeline:
             out = [self.upsert(ev.root, ev.path)]
         else:
             raise ValueError(f"unknown change kind {ev.kind!r}")
-        self._log(ev, out, batch)
+        self._log(ev, out, batch, ctx, started)
         return out
 
-    def handle_many(self, events: list[ChangeEvent], batch: str | None = None) -> list[Outcome]:
+    def handle_many(self, events: list[ChangeEvent], batch: str | None = None,
+                    ctx: dict | None = None) -> list[Outcome]:
         """Apply many changes with one embedding call for all their new chunks.
 
         Bulk work (a backfill) pays for per-document ``encode`` calls with small,
@@ -175,10 +204,11 @@ class Pipeline:
         """
         outs: list[Outcome] = []
         pending: list[tuple[ChangeEvent, Pending]] = []
+        started = time.time()
         for ev in events:
             try:
                 if ev.kind != UPSERT:
-                    outs.extend(self.handle(ev, batch))
+                    outs.extend(self.handle(ev, batch, ctx))
                     continue
                 o = self.upsert(ev.root, ev.path, defer=True)
             except Exception as e:  # recorded per document; the others go on
@@ -187,21 +217,25 @@ class Pipeline:
             if isinstance(o, Pending):
                 pending.append((ev, o))
             else:
-                self._log(ev, [o], batch)
+                self._log(ev, [o], batch, ctx, started)
                 outs.append(o)
         if pending:
             texts = [c.text for _, p in pending for c in p.chunks]
             hashes = [c.text_hash for _, p in pending for c in p.chunks]
+            t0 = time.perf_counter()
             vecs, _ = self.vectors(texts, hashes)
+            share = (time.perf_counter() - t0) / max(1, len(hashes))  # one call: each document its share
             by_hash = dict(zip(hashes, vecs))
             counted: set[str] = set()
             for ev, p in pending:
                 try:
-                    o = self._apply_pending(p, by_hash, counted)
+                    with self.clocked() as c:
+                        o = self._apply_pending(p, by_hash, counted)
+                    o.timings = merged(p.timings, {"embed": share * len(p.chunks)}, c.stages, o.timings)
                 except Exception as e:
                     log.exception("change %s %s failed", ev.kind, ev.path)
                     o = Outcome("error", p.doc.doc_id, detail=f"internal-error: {type(e).__name__}: {e}")
-                self._log(ev, [o], batch)
+                self._log(ev, [o], batch, ctx, started)
                 outs.append(o)
         return outs
 
@@ -215,22 +249,23 @@ class Pipeline:
             except FileNotFoundError:
                 same_file = False
             if same_file and _row_versions(row) == p.row:
-                embedded = sum(1 for c in p.chunks if c.text_hash in p.fresh and c.text_hash not in counted)
+                embedded = len({c.text_hash for c in p.chunks if c.text_hash in p.fresh} - counted)
                 counted.update(c.text_hash for c in p.chunks)
-                return self._apply_chunks(p.doc, p.chunks, vectors, parsed=p.parsed,
-                                          embedded=p.embedded + embedded, elements=p.elements)
+                o = self._apply_chunks(p.doc, p.chunks, vectors, parsed=p.parsed,
+                                       embedded=p.embedded + embedded, elements=p.elements)
+                o.cached = len(p.chunks) - embedded
+                return o
         return self.upsert(p.root, p.rel)  # changed meanwhile: the ordinary path, under its lock
 
-    def _log(self, ev: ChangeEvent, out: list[Outcome], batch: str | None) -> None:
+    def _log(self, ev: ChangeEvent, out: list[Outcome], batch: str | None, ctx: dict | None = None,
+             started: float | None = None) -> None:
         source = folder_source(ev.root)
         rels = [ev.path, ev.dest_path] if ev.kind == MOVE else [ev.path]
+        event = {"kind": ev.kind, "path": ev.path, "dest": ev.dest_path}
         for i, (o, rel) in enumerate(zip(out, rels)):
             # a move logs two outcomes; only the last one counts for batch progress
-            self.store.log_outcome(action=o.action, source=source, external_id=rel, doc_id=o.doc_id,
-                                   batch=batch if i == len(out) - 1 else None, parsed=o.parsed,
-                                   embedded=o.embedded, detail=o.detail)
-            log.info("%s %s doc=%s parsed=%d embedded=%d%s", o.action, rel, o.doc_id, o.parsed,
-                     o.embedded, f" ({o.detail})" if o.detail and o.action == "error" else "")
+            trace.record(self.store, o, source=source, external_id=rel, batch=batch if i == len(out) - 1 else None,
+                         event=event, ctx=ctx, started=started)
 
     # -- operations -----------------------------------------------------------------
     def delete(self, root: str, rel: str) -> Outcome:
@@ -260,16 +295,25 @@ class Pipeline:
 
     def upsert(self, root: str, rel: str, *, defer: bool = False) -> "Outcome | Pending":
         """``defer``: stop before embedding and return a :class:`Pending` for ``handle_many``."""
-        from .classify import SIDECAR_SUFFIXES, is_sidecar, source_labels_for_path
+        from .classify import SIDECAR_SUFFIXES, is_sidecar
 
         if is_sidecar(rel):  # a labels sidecar is no document: it re-labels the file it belongs to
             main = next(rel[:-len(x)] for x in SIDECAR_SUFFIXES if rel.lower().endswith(x))
             if os.path.lexists(os.path.join(root, main)):
                 return self.upsert(root, main, defer=defer)
             return Outcome("ignored", detail=f"labels sidecar of missing {main}")
+        with self.clocked() as c:
+            out = self._upsert(root, rel, defer)
+        out.timings = merged(c.stages, out.timings)
+        return out
+
+    def _upsert(self, root: str, rel: str, defer: bool) -> "Outcome | Pending":
+        from .classify import source_labels_for_path
+
         source = folder_source(root)
         path = os.path.join(root, rel)
         with self.store.lock(f"{source}\0{rel}"):
+            self._lap(None)  # waiting for the lock is no stage
             row = self.store.get_doc(source, rel)
             try:
                 st = os.stat(path, follow_symlinks=False)
@@ -305,6 +349,7 @@ class Pipeline:
             except OSError as e:
                 return self._fail(base, "unreadable", f"cannot read file: {e.strerror}")
             base.content_version = version
+            self._lap("fetch")  # stat, permissions, content hash
             if row is not None and row["content_version"] == version and not relabel:
                 if row["acl_version"] != acl.version:
                     self.store.set_acl(doc_id, acl, size=st.st_size, mtime_ns=st.st_mtime_ns)
@@ -322,7 +367,8 @@ class Pipeline:
     def _fail(self, doc: DocRecord, code: str, message: str, *, parsed: int = 0,
               status: str = "error") -> Outcome:
         doc.status, doc.error_code, doc.error = status, code, message
-        self.store.record_failure(doc)
+        with self._stage("store"):
+            self.store.record_failure(doc)
         return Outcome("error", doc.doc_id, parsed=parsed, detail=f"{code}: {message}")
 
     def _index(self, doc: DocRecord, path: str, depth: int = 0, *, defer: bool = False) -> "Outcome | Pending":
@@ -330,10 +376,13 @@ class Pipeline:
         try:
             out = self._index_in(doc, path, depth, Path(workdir))
             if isinstance(out, Pending) and not defer:
-                vecs, _ = self.vectors([c.text for c in out.chunks], [c.text_hash for c in out.chunks])
+                with self._stage("embed"):
+                    vecs, _ = self.vectors([c.text for c in out.chunks], [c.text_hash for c in out.chunks])
+                n_chunks, n_fresh = len(out.chunks), len(out.fresh)
                 out = self._apply_chunks(out.doc, out.chunks, dict(zip((c.text_hash for c in out.chunks), vecs)),
-                                         parsed=out.parsed, embedded=out.embedded + len(out.fresh),
+                                         parsed=out.parsed, embedded=out.embedded + n_fresh,
                                          elements=out.elements)
+                out.cached = n_chunks - n_fresh
             return out
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -356,13 +405,15 @@ class Pipeline:
 
         ctx = ExtractContext(workdir=workdir, depth=depth, passwords=self.passwords, source_path=path)
         try:
-            ex = self._extract(path, ctx)
+            with self._stage("extract"):
+                ex = self._extract(path, ctx)
         except ExtractionError as e:
             return self._fail(doc, e.code, e.message, parsed=1, status="quarantined")
         doc.mime, doc.extractor, doc.extractor_version = ex.mime, ex.extractor, ex.extractor_version
         # children first: the parent's version is recorded only once they are all done
         kid_parsed, kid_embedded = self._children(doc, ex.children, depth)
-        report = assess(ex)
+        with self._stage("quality"):
+            report = assess(ex)
         doc.quality = report.to_dict()
         if report.verdict == QUARANTINED:
             code = {"empty": "no-text"}.get(report.reasons[0].split(":")[0], report.reasons[0].split(":")[0])
@@ -379,13 +430,15 @@ class Pipeline:
             return self._fail(doc, "policy-skip", f"label {cls.skip} has the policy skip", parsed=1 + kid_parsed,
                               status="quarantined")
         self._follow_active_model()
-        chunks = self.chunker.chunk(cls.elements)
+        with self._stage("chunk"):
+            chunks = self.chunker.chunk(cls.elements)
         if not chunks:
             return self._fail(doc, "no-text", "the document has no extractable text", parsed=1 + kid_parsed,
                               status="quarantined")
         p = Pending(doc, chunks, parsed=1 + kid_parsed, embedded=kid_embedded, root="", rel="", stat=(0, 0),
                     row=None, elements=cls.elements)
-        p.fresh = self.uncached({c.text_hash for c in chunks})
+        with self._stage("embed"):
+            p.fresh = self.uncached({c.text_hash for c in chunks})
         return p
 
     def _apply_chunks(self, doc: DocRecord, chunks, vectors: dict[str, bytes], *, parsed: int,
@@ -400,7 +453,8 @@ class Pipeline:
                                    c.tokens, c.page, c.section, vectors[c.text_hash], settings, model_id)
                        for c in chunks]
             try:
-                self.store.apply(doc, records)
+                with self._stage("store"):
+                    self.store.apply(doc, records)
                 break
             except ModelChanged:
                 if attempt == 2 or elements is None:
@@ -434,9 +488,11 @@ class Pipeline:
             cdoc = DocRecord(doc_id=doc_id, source=parent.source, external_id=ext, uri=f"{parent.uri}!{name}",
                              mime=None, size=child.size, mtime_ns=None, content_version=version, acl=parent.acl,
                              parent_id=parent.doc_id, source_labels=list(parent.source_labels))
-            o = self._index(cdoc, child.path, depth + 1)
-            self.store.log_outcome(action=o.action, source=parent.source, external_id=ext, doc_id=o.doc_id,
-                                   parsed=o.parsed, embedded=o.embedded, detail=o.detail)
+            with self.clocked() as c:
+                o = self._index(cdoc, child.path, depth + 1)
+            o.timings = merged(c.stages, o.timings)
+            trace.record(self.store, o, source=parent.source, external_id=ext,
+                         event={"kind": "child", "path": ext, "dest": None, "parent": parent.doc_id})
             parsed, embedded = parsed + o.parsed, embedded + o.embedded
         for ext, row in existing.items():
             if ext not in seen:

@@ -70,15 +70,18 @@ class Queue:
     def send(self, events: list[ChangeEvent], lane: str, batch: str | None = None, group: int = 1) -> int:
         """Queue events on a lane; ``group`` > 1 packs up to that many upserts into one
         task, whose documents share one embedding call (bulk work; never interactive)."""
+        from .obs.lanes import queued_header
+
         ups = [ev for ev in events if ev.kind == UPSERT] if group > 1 else []
         with self.app.producer_or_acquire() as producer:
             for ev in (events if group <= 1 else [ev for ev in events if ev.kind != UPSERT]):
                 self.app.send_task("ingest.change", args=[self.store_url, ev.kind, ev.root, ev.path, ev.dest_path,
-                                                          batch], queue=lane, producer=producer)
+                                                          batch], queue=lane, producer=producer,
+                                   headers=queued_header())
             for i in range(0, len(ups), group):
                 evs = [[ev.kind, ev.root, ev.path, ev.dest_path] for ev in ups[i:i + group]]
                 self.app.send_task("ingest.changes", args=[self.store_url, evs, batch], queue=lane,
-                                   producer=producer)
+                                   producer=producer, headers=queued_header())
         return len(events)
 
     def depth(self) -> dict[str, int]:
@@ -324,6 +327,10 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
         if own_worker is not None:
             stop_worker(own_worker)
         lock.release()
+    from . import config
+    from .obs import quality
+
+    quality.refresh(store, config.load())  # this run's quality snapshot; alerts if a source's quality moved
     rows = store.db.execute("SELECT action, COUNT(*) FROM outcomes WHERE batch=? GROUP BY action",
                             (batch,)).fetchall()
     return {"queued": total, "batch": batch, "outcomes": dict(rows)}

@@ -16,6 +16,8 @@ log = logging.getLogger("ingest.serve")
 # Longest prefix wins. Add one line per feature.
 MOUNTS: dict[str, str] = {
     "/hooks": "ingest.sources.webhooks:app",
+    "/metrics": "ingest.obs.metrics:app",
+    "/": "ingest.obs.page:app",
 }
 
 

@@ -46,6 +46,13 @@ def pipeline_for(store_url: str):
     return p
 
 
+def task_context(task) -> dict:
+    """Where a change came from, for its trace: lane, task id, when it was queued."""
+    req = task.request
+    queued = req.get("ingest_queued_at") or (req.headers or {}).get("ingest_queued_at")
+    return {"lane": (req.delivery_info or {}).get("routing_key"), "task": req.id, "queued_at": queued}
+
+
 @app.task(name="ingest.change", bind=True, acks_late=True, max_retries=5)
 def change(self, store_url: str, kind: str, root: str, path: str, dest_path: str | None = None,
            batch: str | None = None):
@@ -53,7 +60,7 @@ def change(self, store_url: str, kind: str, root: str, path: str, dest_path: str
 
     ev = ChangeEvent(kind, root, path, dest_path)
     try:
-        outs = pipeline_for(store_url).handle(ev, batch=batch)
+        outs = pipeline_for(store_url).handle(ev, batch=batch, ctx=task_context(self))
     except sqlite3.OperationalError as e:  # store busy/locked: transient
         raise self.retry(exc=e, countdown=min(2 ** self.request.retries, 30))
     except Exception as e:
@@ -75,7 +82,7 @@ def changes(self, store_url: str, events: list, batch: str | None = None):
 
     evs = [ChangeEvent(*e) for e in events]
     try:
-        outs = pipeline_for(store_url).handle_many(evs, batch=batch)
+        outs = pipeline_for(store_url).handle_many(evs, batch=batch, ctx=task_context(self))
     except sqlite3.OperationalError as e:  # store busy/locked: transient; redelivery is idempotent
         raise self.retry(exc=e, countdown=min(2 ** self.request.retries, 30))
     return [o.action for o in outs]
@@ -88,7 +95,8 @@ def dms_poll(self, store_url: str, source: str, prune: bool = False):
     from ingest.sources.connector import ConnectorError
 
     try:
-        rep = sync_source(store_url, source, config.load(), prune=prune, pipeline=pipeline_for(store_url))
+        rep = sync_source(store_url, source, config.load(), prune=prune, pipeline=pipeline_for(store_url),
+                          ctx=task_context(self))
     except (sqlite3.OperationalError, ConnectorError) as e:  # store busy or source unreachable: transient
         raise self.retry(exc=e, countdown=min(2 ** self.request.retries * 5, 300))
     return {"events": rep.events, "outcomes": rep.outcomes, "pruned": rep.pruned}

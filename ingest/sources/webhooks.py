@@ -102,7 +102,10 @@ def enqueue_poll(store_url: str | None, source: str) -> None:
         configure(url)  # queues, serializer, and the SQLite transport's registration
         _broker["url"] = url
     with app.connection_for_write(url) as conn:  # this broker, not a pooled connection to an older one
-        app.send_task("ingest.dms_poll", args=[store_url, source], queue="interactive", connection=conn)
+        from ingest.obs.lanes import queued_header
+
+        app.send_task("ingest.dms_poll", args=[store_url, source], queue="interactive", connection=conn,
+                      headers=queued_header())
 
 
 class Receiver:

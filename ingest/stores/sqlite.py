@@ -24,7 +24,7 @@ from acl.model import ACL
 from .base import ChunkRecord, DocRecord, Hit
 from .sqlite_lineage import MIGRATION_4, LineageMixin
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # version -> statements that bring a store from the version before up to it
 MIGRATIONS: dict[int, list[str]] = {
@@ -37,6 +37,16 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE TABLE IF NOT EXISTS cursors(source TEXT PRIMARY KEY, cursor TEXT NOT NULL, updated_at REAL)",
     ],
     4: MIGRATION_4,  # labels, provenance, audit format and append-only triggers, model history
+    5: [  # observability (ingest.obs): stage timings and causing event per outcome; quality over time
+        "ALTER TABLE outcomes ADD COLUMN trace TEXT",
+        "CREATE INDEX IF NOT EXISTS outcomes_doc ON outcomes(doc_id)",
+        "CREATE TABLE IF NOT EXISTS quality_snapshots(source TEXT NOT NULL, period TEXT NOT NULL, ts REAL NOT NULL,"
+        " documents INTEGER NOT NULL, share_empty REAL, share_flagged REAL, share_quarantined REAL,"
+        " ocr_confidence REAL, garbage_ratio REAL, PRIMARY KEY(source, period))",
+        "CREATE TABLE IF NOT EXISTS quality_alerts(id INTEGER PRIMARY KEY, source TEXT NOT NULL,"
+        " measure TEXT NOT NULL, baseline REAL, value REAL, since TEXT, message TEXT NOT NULL,"
+        " raised_at REAL NOT NULL, cleared_at REAL)",
+    ],
 }
 
 _SCHEMA = """
@@ -463,10 +473,12 @@ class SQLiteStore(LineageMixin):
     # -- outcomes (progress, counters) ----------------------------------------------
     def log_outcome(self, *, action: str, source: str | None, external_id: str | None,
                     doc_id: str | None, batch: str | None = None, parsed: int = 0, embedded: int = 0,
-                    detail: str | None = None) -> None:
+                    detail: str | None = None, trace: dict | None = None) -> None:
+        """``trace``: stage timings, versions and the causing event (ingest.obs.trace)."""
         self.db.execute("INSERT INTO outcomes(ts, batch, source, external_id, doc_id, action, parsed,"
-                        " embedded, detail) VALUES(?,?,?,?,?,?,?,?,?)",
-                        (time.time(), batch, source, external_id, doc_id, action, parsed, embedded, detail))
+                        " embedded, detail, trace) VALUES(?,?,?,?,?,?,?,?,?,?)",
+                        (time.time(), batch, source, external_id, doc_id, action, parsed, embedded, detail,
+                         json.dumps(trace) if trace is not None else None))
 
     def batch_progress(self, batch: str) -> int:
         return self.db.execute("SELECT COUNT(DISTINCT external_id) FROM outcomes WHERE batch=?",
