@@ -113,6 +113,7 @@ class Pipeline:
         self.sandbox = sandbox  # parse in a child process under time and memory limits
         self.passwords = passwords if passwords is not None else load_passwords()
         self._policy = policy  # ingest.classify.LabelPolicy; default: [labels] of the config
+        self._clocks: list[Clock] = []  # per-document stage timings; a child document gets its own
 
     @property
     def policy(self):
@@ -130,8 +131,6 @@ class Pipeline:
             from .embed import get_embedder
 
             self._embedder, self._chunker = get_embedder(active), None
-
-        self._clocks: list[Clock] = []  # per-document stage timings; a child document gets its own
 
     @contextmanager
     def clocked(self):
