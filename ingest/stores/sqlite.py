@@ -22,8 +22,9 @@ from pathlib import Path
 from acl.model import ACL
 
 from .base import ChunkRecord, DocRecord, Hit
+from .common import CHUNK_COLS, DOC_COLS, OUTBOX_DDL, OutboxMixin
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # version -> statements that bring a store from the version before up to it
 MIGRATIONS: dict[int, list[str]] = {
@@ -32,6 +33,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE documents ADD COLUMN quality TEXT",
         "CREATE INDEX IF NOT EXISTS documents_parent ON documents(parent_id)",
     ],
+    3: [stmt.format(serial="INTEGER", real="REAL") for stmt in OUTBOX_DDL],  # outbox for secondary stores
 }
 
 _SCHEMA = """
@@ -164,7 +166,9 @@ class _FileLock:
         return False
 
 
-class SQLiteStore:
+class SQLiteStore(OutboxMixin):
+    _PH = "?"
+
     def __init__(self, path: str | os.PathLike, model_id: str | None = None):
         from ingest.embed import DEFAULT_MODEL
 
@@ -317,6 +321,7 @@ class SQLiteStore:
                 db.execute("INSERT INTO chunks_fts(rowid, text, section) VALUES(?,?,?)",
                            (cur.lastrowid, c.text, c.section))
             self._acl_rows(db, doc.doc_id, doc.acl)
+            self._outbox(db, [doc.doc_id], "apply")
             self._bump(db)
 
     def _upsert_doc(self, db, doc: DocRecord, now: float, *, n_chunks: int, flags: list[str],
@@ -348,12 +353,14 @@ class SQLiteStore:
             db.execute("DELETE FROM chunks WHERE doc_id=?", (doc.doc_id,))
             self._upsert_doc(db, doc, time.time(), n_chunks=0, flags=list(doc.flags), indexed=False)
             self._acl_rows(db, doc.doc_id, doc.acl)
+            self._outbox(db, [doc.doc_id], "apply")
             self._bump(db)
 
     def set_acl(self, doc_id: str, acl: ACL, *, size: int | None = None, mtime_ns: int | None = None) -> None:
         """ACL-only change: no re-extraction, no re-embedding. Child documents inherit it."""
         with self.tx() as db:
-            for i, d in enumerate([doc_id, *self._descendants(db, doc_id)]):
+            ids = [doc_id, *self._descendants(db, doc_id)]
+            for i, d in enumerate(ids):
                 flags = json.loads(db.execute("SELECT flags FROM documents WHERE doc_id=?", (d,)).fetchone()[0])
                 flags = [f for f in flags if f != "acl-unknown"] + ([] if acl.known else ["acl-unknown"])
                 db.execute("UPDATE documents SET acl=?, acl_version=?, flags=?, updated_at=?,"
@@ -361,35 +368,84 @@ class SQLiteStore:
                            (acl.to_json(), acl.version, json.dumps(flags), time.time(),
                             size if i == 0 else None, mtime_ns if i == 0 else None, d))
                 self._acl_rows(db, d, acl)
+            self._outbox(db, ids, "acl")
             self._bump(db)
 
     def touch(self, doc_id: str, size: int, mtime_ns: int) -> None:
         """Same content, new stat (e.g. `touch`): remember it so the next scan skips fast."""
-        self.db.execute("UPDATE documents SET size=?, mtime_ns=?, updated_at=? WHERE doc_id=?",
-                        (size, mtime_ns, time.time(), doc_id))
+        with self.tx() as db:
+            db.execute("UPDATE documents SET size=?, mtime_ns=?, updated_at=? WHERE doc_id=?",
+                       (size, mtime_ns, time.time(), doc_id))
+            self._outbox(db, [doc_id], "touch")
 
     def move(self, doc_id: str, external_id: str, uri: str) -> None:
         """A rename: the document keeps its id, chunks and vectors."""
         with self.tx() as db:
-            db.execute("DELETE FROM documents WHERE source=(SELECT source FROM documents WHERE doc_id=?)"
-                       " AND external_id=? AND doc_id<>? AND status<>'indexed'", (doc_id, external_id, doc_id))
+            gone = [r[0] for r in db.execute(
+                "SELECT doc_id FROM documents WHERE source=(SELECT source FROM documents WHERE doc_id=?)"
+                " AND external_id=? AND doc_id<>? AND status<>'indexed'", (doc_id, external_id, doc_id))]
+            db.executemany("DELETE FROM documents WHERE doc_id=?", [(d,) for d in gone])
+            self._outbox(db, gone, "delete")
             old = db.execute("SELECT external_id, uri FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
             db.execute("UPDATE documents SET external_id=?, uri=?, updated_at=? WHERE doc_id=?",
                        (external_id, uri, time.time(), doc_id))
-            for d in self._descendants(db, doc_id):  # children are addressed <parent>!<member>
+            kids = self._descendants(db, doc_id)
+            for d in kids:  # children are addressed <parent>!<member>
                 db.execute("UPDATE documents SET external_id=? || substr(external_id, ?), uri=? || substr(uri, ?)"
                            " WHERE doc_id=?", (external_id, len(old[0]) + 1, uri, len(old[1]) + 1, d))
+            self._outbox(db, [doc_id, *kids], "move")
             self._bump(db)
 
     def delete(self, doc_id: str) -> None:
         """Remove a document, its chunks, and its child documents, in one transaction."""
         with self.tx() as db:
-            for d in [doc_id, *self._descendants(db, doc_id)]:
-                old = [r[0] for r in db.execute("SELECT rowid FROM chunks WHERE doc_id=?", (d,))]
-                db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(r,) for r in old])
-                db.execute("DELETE FROM chunks WHERE doc_id=?", (d,))
-                db.execute("DELETE FROM doc_acl WHERE doc_id=?", (d,))
-                db.execute("DELETE FROM documents WHERE doc_id=?", (d,))
+            ids = [doc_id, *self._descendants(db, doc_id)]
+            for d in ids:
+                self._drop(db, d)
+            self._outbox(db, ids, "delete")
+            self._bump(db)
+
+    @staticmethod
+    def _drop(db, doc_id: str) -> None:
+        old = [r[0] for r in db.execute("SELECT rowid FROM chunks WHERE doc_id=?", (doc_id,))]
+        db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(r,) for r in old])
+        db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
+        db.execute("DELETE FROM doc_acl WHERE doc_id=?", (doc_id,))
+        db.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
+
+    # -- replication (outbox sinks) -------------------------------------------------
+    def export_docs(self, doc_ids: list[str]) -> dict[str, dict | None]:
+        """Current state of documents as plain data: {doc_id: {"doc": row, "chunks": [...]}} or None if gone."""
+        out: dict[str, dict | None] = dict.fromkeys(doc_ids)
+        with self.tx() as db:  # one snapshot of registry and chunks
+            for d in doc_ids:
+                r = db.execute(f"SELECT {', '.join(DOC_COLS)} FROM documents WHERE doc_id=?", (d,)).fetchone()
+                if r is not None:
+                    out[d] = {"doc": dict(r), "chunks": [dict(c) for c in db.execute(
+                        f"SELECT {', '.join(CHUNK_COLS)}, vec FROM chunks WHERE doc_id=? ORDER BY idx", (d,))]}
+        return out
+
+    def replicate(self, states: dict[str, dict | None]) -> None:
+        """Make these documents exactly as given (None: absent), in one transaction. Used by the
+        outbox pump on a sink; writes no outbox rows of its own, so sinks never feed back."""
+        with self.tx() as db:
+            for doc_id, st in states.items():
+                self._drop(db, doc_id)
+                if st is None:
+                    continue
+                d = st["doc"]
+                for (other,) in db.execute("SELECT doc_id FROM documents WHERE source=? AND external_id=?"
+                                           " AND doc_id<>?", (d["source"], d["external_id"], doc_id)).fetchall():
+                    self._drop(db, other)  # moved on in the primary; its own outbox row follows
+                db.execute(f"INSERT INTO documents({', '.join(DOC_COLS)}) VALUES({', '.join('?' * len(DOC_COLS))})",
+                           [d[c] for c in DOC_COLS])
+                self._acl_rows(db, doc_id, ACL.from_json(d["acl"]))
+                for c in st["chunks"]:
+                    cur = db.execute(f"INSERT INTO chunks(doc_id, {', '.join(CHUNK_COLS)}, vec)"
+                                     f" VALUES({', '.join('?' * (len(CHUNK_COLS) + 2))})",
+                                     [doc_id, *[c[k] for k in CHUNK_COLS], c["vec"]])
+                    db.execute("INSERT INTO chunks_fts(rowid, text, section) VALUES(?,?,?)",
+                               (cur.lastrowid, c["text"], c["section"]))
             self._bump(db)
 
     # -- embedding cache ------------------------------------------------------------
@@ -449,7 +505,8 @@ class SQLiteStore:
             by_reason.setdefault(r[0], {})[f"flagged:{r[1]}"] = r[2]
         return {"store": str(self.path), "schema_version": self.schema_version(),
                 "documents": sum(by_status.values()), "by_status": by_status, "chunks": n_chunks,
-                "sources": sources, "by_reason": by_reason, "errors": errors, "flagged": flagged}
+                "sources": sources, "by_reason": by_reason, "errors": errors, "flagged": flagged,
+                "sinks": self.sink_lag()}
 
     # -- search ---------------------------------------------------------------------
     _READABLE = ("SELECT doc_id FROM doc_acl WHERE effect=1 AND token IN ({t})"

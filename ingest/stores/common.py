@@ -1,0 +1,93 @@
+"""SQL shared by both stores (the outbox, sink cursors, outcome summaries): written once with
+``%s`` placeholders; the SQLite store swaps them for ``?``. Rows are read by column name,
+which both ``sqlite3.Row`` and psycopg's ``dict_row`` support."""
+from __future__ import annotations
+
+import re
+import time
+
+# Same columns, same order as the SQLite store's documents table: registry rows compare equal.
+DOC_COLS = ("doc_id", "source", "external_id", "uri", "mime", "size", "mtime_ns", "content_version", "acl_version",
+            "acl", "status", "error_code", "error", "extractor", "extractor_version", "n_chunks", "flags", "labels",
+            "first_seen", "updated_at", "indexed_at", "parent_id", "quality")
+CHUNK_COLS = ("chunk_id", "idx", "text", "text_hash", "tokens", "page", "section", "doc_version", "extractor",
+              "extractor_version", "chunker", "model_id", "labels", "created_at")
+
+OUTBOX_DDL = [
+    # every change of a document in a primary store, written in the change's own transaction
+    """CREATE TABLE IF NOT EXISTS outbox(id {serial} PRIMARY KEY, ts {real} NOT NULL, doc_id TEXT NOT NULL,
+      op TEXT NOT NULL)""",
+    # how far each secondary store (sink) has come; position -1: registered, never synced
+    """CREATE TABLE IF NOT EXISTS sink_cursors(name TEXT PRIMARY KEY, url TEXT, position BIGINT NOT NULL DEFAULT 0,
+      synced_at {real}, last_error TEXT, error_at {real})""",
+]
+
+
+def redact(url: str) -> str:
+    """A URL without its password, for status output and logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(url))
+
+
+class OutboxMixin:
+    _PH = "%s"  # the driver's placeholder
+
+    def _q(self, sql: str) -> str:
+        return sql if self._PH == "%s" else sql.replace("%s", self._PH)
+
+    def _outbox(self, db, doc_ids, op: str) -> None:
+        now = time.time()
+        db.cursor().executemany(self._q("INSERT INTO outbox(ts, doc_id, op) VALUES(%s,%s,%s)"),
+                                [(now, d, op) for d in doc_ids])
+
+    def all_doc_ids(self) -> list[str]:
+        return [r["doc_id"] for r in self.db.execute("SELECT doc_id FROM documents ORDER BY doc_id")]
+
+    def batch_outcomes(self, batch: str) -> dict[str, int]:
+        rows = self.db.execute(self._q("SELECT action, COUNT(*) AS n FROM outcomes WHERE batch=%s GROUP BY action"),
+                               (batch,))
+        return {r["action"]: r["n"] for r in rows}
+
+    # -- outbox cursors (this store as a primary) -----------------------------------
+    def outbox_rows(self, after: int, limit: int) -> list[tuple[int, str]]:
+        return [(r["id"], r["doc_id"]) for r in self.db.execute(
+            self._q("SELECT id, doc_id FROM outbox WHERE id>%s ORDER BY id LIMIT %s"), (after, limit))]
+
+    def outbox_head(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(id), 0) AS m FROM outbox").fetchone()["m"]
+
+    def sink_cursor(self, name: str) -> int | None:
+        r = self.db.execute(self._q("SELECT position FROM sink_cursors WHERE name=%s"), (name,)).fetchone()
+        return None if r is None else r["position"]
+
+    def set_sink_cursor(self, name: str, url: str, position: int) -> None:
+        self.db.execute(self._q(
+            "INSERT INTO sink_cursors(name, url, position, synced_at) VALUES(%s,%s,%s,%s)"
+            " ON CONFLICT(name) DO UPDATE SET url=excluded.url, position=excluded.position,"
+            " synced_at=excluded.synced_at, last_error=NULL, error_at=NULL"), (name, redact(url), position, time.time()))
+
+    def sink_error(self, name: str, url: str, error: str) -> None:
+        self.db.execute(self._q(
+            "INSERT INTO sink_cursors(name, url, position, last_error, error_at) VALUES(%s,%s,-1,%s,%s)"
+            " ON CONFLICT(name) DO UPDATE SET last_error=excluded.last_error, error_at=excluded.error_at"),
+            (name, redact(url), error, time.time()))
+
+    def prune_outbox(self) -> int:
+        """Drop the rows every registered sink has (all rows when no sink is registered: a sink
+        added later starts from a full snapshot)."""
+        return self.db.execute("DELETE FROM outbox WHERE id <= COALESCE((SELECT MIN(position) FROM sink_cursors),"
+                               " (SELECT MAX(id) FROM outbox))").rowcount
+
+    def sink_lag(self) -> list[dict]:
+        """Per sink: cursor, rows not yet applied, age of the oldest of them (seconds), last error."""
+        now = time.time()
+        out = []
+        for r in self.db.execute(
+                "SELECT s.name, s.url, s.position, s.synced_at, s.last_error, s.error_at,"
+                " (SELECT COUNT(*) FROM outbox o WHERE o.id > s.position) AS lag_rows,"
+                " (SELECT MIN(ts) FROM outbox o WHERE o.id > s.position) AS oldest FROM sink_cursors s"
+                " ORDER BY s.name"):
+            r = dict(r)
+            oldest = r.pop("oldest")
+            r["lag_seconds"] = round(now - oldest, 3) if oldest is not None else 0.0
+            out.append(r)
+        return out
