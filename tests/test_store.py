@@ -35,7 +35,7 @@ def test_store_written_by_schema_1_migrates_and_keeps_everything(tmp_path):
     c.commit()
     c.close()
     store = sq.SQLiteStore(db)
-    assert store.schema_version() == sq.SCHEMA_VERSION == 2
+    assert store.schema_version() == sq.SCHEMA_VERSION == 3
     assert store.get_doc_by_id("d1")["parent_id"] is None
     assert [r for r, _ in store.bm25("old words", frozenset({EVERYONE}), 5)] == [1]
     sq.SQLiteStore(db)  # opening again is a no-op
