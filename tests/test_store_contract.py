@@ -282,7 +282,11 @@ def test_every_change_writes_an_outbox_row_in_its_transaction(any_store):
     with pytest.raises(Exception):
         s.apply(doc("q"), bad)
     assert len(s.outbox_rows(0, 100)) == 9  # a rolled-back change leaves no row
-    assert s.outbox_head() == s.outbox_rows(0, 100)[-1][0]
+    head = s.outbox_head()
+    assert head == s.outbox_rows(0, 100)[-1][0]
+    assert s.prune_outbox() == 9 and s.outbox_rows(0, 100) == []  # no sink registered: all of it
+    s.apply(doc("r"), chunks("r", ["after pruning"]))
+    assert s.outbox_rows(0, 100)[0][0] > head  # ids are never reused: sink cursors point into them
 
 
 # -- schema and locks ------------------------------------------------------------------

@@ -14,8 +14,9 @@ CHUNK_COLS = ("chunk_id", "idx", "text", "text_hash", "tokens", "page", "section
               "extractor_version", "chunker", "model_id", "labels", "created_at")
 
 OUTBOX_DDL = [
-    # every change of a document in a primary store, written in the change's own transaction
-    """CREATE TABLE IF NOT EXISTS outbox(id {serial} PRIMARY KEY, ts {real} NOT NULL, doc_id TEXT NOT NULL,
+    # every change of a document in a primary store, written in the change's own transaction; ids never
+    # reused (AUTOINCREMENT in SQLite), since sink cursors point into them and pruning may empty the table
+    """CREATE TABLE IF NOT EXISTS outbox(id {serial}, ts {real} NOT NULL, doc_id TEXT NOT NULL,
       op TEXT NOT NULL)""",
     # how far each secondary store (sink) has come; position -1: registered, never synced
     """CREATE TABLE IF NOT EXISTS sink_cursors(name TEXT PRIMARY KEY, url TEXT, position BIGINT NOT NULL DEFAULT 0,
@@ -89,5 +90,6 @@ class OutboxMixin:
             r = dict(r)
             oldest = r.pop("oldest")
             r["lag_seconds"] = round(now - oldest, 3) if oldest is not None else 0.0
+            r["snapshot_pending"] = r["position"] < 0  # registered, but never reached: a full copy comes first
             out.append(r)
         return out

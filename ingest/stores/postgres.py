@@ -36,6 +36,7 @@ from .common import CHUNK_COLS, DOC_COLS, OUTBOX_DDL, OutboxMixin, redact
 SCHEMA_VERSION = 1
 _MIGRATE_LOCK = 0x1A6E57  # advisory lock key for schema changes
 _AUDIT_LOCK = 0x1A6E58  # serialises the audit hash chain
+_OUTBOX_LOCK = 0x1A6E59  # outbox ids commit in order
 
 def _schema(dim: int) -> list[str]:
     return [
@@ -72,7 +73,7 @@ def _schema(dim: int) -> list[str]:
         "CREATE INDEX outcomes_batch ON outcomes(batch)",
         """CREATE TABLE audit(id bigserial PRIMARY KEY, ts double precision NOT NULL, principal text, query text,
           filters text, results text, prev_hash text, hash text)""",
-        *[stmt.format(serial="bigserial", real="double precision") for stmt in OUTBOX_DDL],
+        *[stmt.format(serial="bigserial PRIMARY KEY", real="double precision") for stmt in OUTBOX_DDL],
     ]
 
 
@@ -197,6 +198,13 @@ class PostgresStore(OutboxMixin):
     def model_id(self) -> str:
         return self.db.execute("SELECT value FROM meta WHERE key='model_id'").fetchone()["value"]
 
+    def _outbox(self, db, doc_ids, op: str) -> None:
+        """The last statement of every change: the lock (held to commit) makes outbox ids commit
+        in id order, so a pump that has read row n never misses a row < n committed later."""
+        if doc_ids:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_OUTBOX_LOCK,))
+            super()._outbox(db, doc_ids, op)
+
     def lock(self, *keys: str):
         """Per-document lock across processes and machines (advisory; released if we die)."""
         return _AdvisoryLock(self, keys)
@@ -318,7 +326,6 @@ class PostgresStore(OutboxMixin):
                 "DELETE FROM documents WHERE source=(SELECT source FROM documents WHERE doc_id=%s)"
                 " AND external_id=%s AND doc_id<>%s AND status<>'indexed' RETURNING doc_id",
                 (doc_id, external_id, doc_id))]
-            self._outbox(db, gone, "delete")
             old = db.execute("SELECT external_id, uri FROM documents WHERE doc_id=%s", (doc_id,)).fetchone()
             db.execute("UPDATE documents SET external_id=%s, uri=%s, updated_at=%s WHERE doc_id=%s",
                        (external_id, uri, time.time(), doc_id))
@@ -327,6 +334,7 @@ class PostgresStore(OutboxMixin):
                 db.execute("UPDATE documents SET external_id=%s || substr(external_id, %s),"
                            " uri=%s || substr(uri, %s) WHERE doc_id=%s",
                            (external_id, len(old["external_id"]) + 1, uri, len(old["uri"]) + 1, d))
+            self._outbox(db, gone, "delete")
             self._outbox(db, [doc_id, *kids], "move")
 
     def delete(self, doc_id: str) -> None:

@@ -33,7 +33,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE documents ADD COLUMN quality TEXT",
         "CREATE INDEX IF NOT EXISTS documents_parent ON documents(parent_id)",
     ],
-    3: [stmt.format(serial="INTEGER", real="REAL") for stmt in OUTBOX_DDL],  # outbox for secondary stores
+    3: [stmt.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL") for stmt in OUTBOX_DDL],  # outbox for secondary stores
 }
 
 _SCHEMA = """
