@@ -1,11 +1,12 @@
 """PostgreSQL store: hybrid search latency at scale, with an ACL filter, query embedding included.
 
   data     ``--chunks`` (100,000) chunks in documents of ``--per-doc`` (10) chunks. Chunk text:
-           one of ``--base`` (1,000) generated English paragraphs (corpora.generate) plus a
-           unique reference word; chunk vector: that paragraph's real all-MiniLM-L6-v2
-           embedding plus Gaussian noise (``--noise`` 0.35 of a unit vector, renormalised),
-           so there are ``--base`` real topics with spread, not 100,000 independent encodes
-           (those would take ~25 min on this machine). Loaded with COPY into the store's own
+           one of ``--base`` (2,000) real texts (``--texts scifact``: SciFact abstracts, first 120
+           words, from ../shared/corpora/ir; ``generated``: corpora.generate paragraphs) plus a
+           unique reference word; chunk vector: that text's real all-MiniLM-L6-v2 embedding plus
+           Gaussian noise (``--noise`` 0.35 of a unit vector, renormalised), so there are
+           ``--base`` real topics with spread, not 100,000 independent encodes (those would take
+           ~25 min on this machine). Queries: SciFact claims (or generated sentences). Loaded with COPY into the store's own
            tables (schema from ``PostgresStore.migrate``), the HNSW index dropped during the
            load and built after it (how one bulk-loads pgvector), then ANALYZE.
   ACL      every document is readable by one of ``--groups`` (50) groups; 10 % also by
@@ -45,10 +46,36 @@ from _common import REPO, summary, table, verdict, work_dir, write_results
 TARGET_P50_MS = 50.0
 
 
-def base_texts(n: int) -> list[str]:
+SCIFACT = REPO.parent / "shared" / "corpora" / "ir" / "scifact"
+
+
+def base_texts(n: int, source: str = "generated") -> list[str]:
+    """Chunk-sized texts: SciFact abstracts (real scientific English, first 120 words) or
+    paragraphs from corpora.generate (a small vocabulary: nearly every query word is common)."""
+    if source == "scifact":
+        import json
+
+        out = []
+        with open(SCIFACT / "corpus.jsonl") as f:
+            for line in f:
+                d = json.loads(line)
+                out.append(" ".join(f"{d['title']}. {d['text']}".split()[:120]))
+                if len(out) == n:
+                    break
+        return out
     from corpora.generate import _paragraph, _rng
 
     return [_paragraph(_rng("scale-search", i), 30, 60) for i in range(n)]
+
+
+def query_texts(n: int, source: str, skip: int) -> list[str]:
+    """SciFact claims (real queries, 5-25 words), or generated sentences not in the data."""
+    if source == "scifact":
+        import json
+
+        with open(SCIFACT / "queries.jsonl") as f:
+            return [json.loads(line)["text"] for line in f][:n]
+    return [" ".join(q.split()[:12]) for q in base_texts(skip + n)[skip:]]
 
 
 def load(store, texts, vecs, a) -> dict:
@@ -112,7 +139,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chunks", type=int, default=100_000)
     ap.add_argument("--per-doc", type=int, default=10)
-    ap.add_argument("--base", type=int, default=1000, help="distinct texts embedded with the real model")
+    ap.add_argument("--base", type=int, default=2000, help="distinct texts embedded with the real model")
+    ap.add_argument("--texts", choices=["scifact", "generated"], default=None,
+                    help="base texts and queries (default: scifact when ../shared/corpora has it)")
     ap.add_argument("--noise", type=float, default=0.35)
     ap.add_argument("--groups", type=int, default=50)
     ap.add_argument("--queries", type=int, default=60)
@@ -123,6 +152,8 @@ def main(argv=None) -> int:
     ap.add_argument("--url", default=None, help="an existing PostgreSQL database (default: a temporary server)")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args(argv)
+    if a.texts is None:
+        a.texts = "scifact" if (SCIFACT / "corpus.jsonl").exists() else "generated"
 
     import numpy as np
 
@@ -145,7 +176,7 @@ def main(argv=None) -> int:
         try:
             store = PostgresStore(url)
             emb = get_embedder(store.model_id)
-            texts = base_texts(a.base)
+            texts = base_texts(a.base, a.texts)
             t0 = time.perf_counter()
             vecs = np.asarray(emb.encode(texts), dtype=np.float32)
             t_encode = time.perf_counter() - t0
@@ -166,7 +197,7 @@ def main(argv=None) -> int:
                 " %(t)s::text[])", {"t": sorted(p.tokens())}).fetchone()["n"] for name, p in principals.items()}
 
             per = a.warmup + a.queries  # distinct queries per principal (Index caches query vectors)
-            allq = [" ".join(q.split()[:12]) for q in base_texts(a.base + 2 * per)[a.base:]]  # not in the data
+            allq = query_texts(2 * per, a.texts, a.base)  # not in the data
             index = Index(store)
             results, split = {}, {}
             for j, (name, p) in enumerate(principals.items()):
@@ -232,8 +263,9 @@ def main(argv=None) -> int:
         "target_p50_ms": TARGET_P50_MS, "pass": ok, "results": results, "split": split, "recall": recall,
         "load": {k: v for k, v in info.items() if k != "acls"}, "base_encode_s": round(t_encode, 1),
         "pgvector": version["extversion"] if version else None, "postgres": server_version,
-        "data": (f"{a.chunks} chunks = {a.base} generated paragraphs embedded with the real model, each chunk one "
-                 f"of them + a unique word, vector = its embedding + {a.noise} x Gaussian unit noise, renormalised"),
+        "data": (f"{a.chunks} chunks = {a.base} {a.texts} texts embedded with the real model, each chunk one "
+                 f"of them + a unique word, vector = its embedding + {a.noise} x Gaussian unit noise, renormalised;"
+                 f" queries: {'SciFact claims' if a.texts == 'scifact' else 'generated sentences'}"),
         "params": vars(a), "torch_threads_env": os.environ.get("INGEST_TORCH_THREADS")})
     print(f"wrote {out}")
     return 0 if ok else 1

@@ -223,3 +223,21 @@ def test_postgres_store_without_broker_is_a_clear_error(pg_store_url, tmp_path):
     r = subprocess.run([sys.executable, "-m", "ingest.cli", "add", str(tmp_path), "--store", pg_store_url],
                        capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert r.returncode == 2 and "needs --broker" in r.stderr
+
+
+@pytest.mark.slow
+def test_ingest_run_pumps_to_a_sink_in_a_thread(world_dir):
+    """`ingest run --sink PATH`: the pump thread inside the runner feeds the sink while it watches."""
+    from conftest import IngestRun
+    from ingest.stores.sqlite import SQLiteStore
+
+    inbox, db, sink = world_dir / "inbox", world_dir / "index.db", world_dir / "sink.db"
+    inbox.mkdir()
+    with IngestRun([inbox], db, "--sink", str(sink)):
+        for i in range(3):
+            _write(inbox, i)
+        wait_for(lambda: sink.exists() and len(SQLiteStore(sink).all_doc_ids()) == 3, 180, what="sink fed")
+        (inbox / "doc01.txt").unlink()
+        wait_for(lambda: len(SQLiteStore(sink).all_doc_ids()) == 2, 60, what="delete reaches the sink")
+    assert _compare(SQLiteStore(db), SQLiteStore(sink)) == 2
+    assert SQLiteStore(db).sink_lag()[0]["lag_rows"] == 0

@@ -341,3 +341,19 @@ def test_lock_serialises_one_document_across_handles(any_store):
     t.join(10)
     assert order == ["first", "b", "other"]
     other.close()
+
+
+def test_full_text_with_common_and_rare_words_and_hostile_input(any_store):
+    s = any_store
+    for i in range(120):
+        words = "protein expression in cells" + (" zebrafish regeneration" if i == 77 else "")
+        s.apply(doc(f"d{i:03d}"), chunks(f"d{i:03d}", [f"{words} sample {i}"]))
+    if s.kind == "postgres":  # the statistics the common-terms cut-off reads (autovacuum does this in time)
+        s.db.execute("ANALYZE chunks")
+        assert s._term_freqs().get("protein", 0) > s.COMMON_TERM_FREQ
+    ids = readable_ids(s, ALICE, 5, "bm25", query="protein cells zebrafish")
+    assert ids[0] == "d077" and len(ids) == 5  # the rare word decides the top; common words still rank
+    assert len(readable_ids(s, ALICE, 10, "bm25", query="protein cells")) == 10  # only common words: still found
+    for q in ("it's a (test) & | ! \\ 'x' :*", "the of and", "ünïcödé naïve café", "!!!"):
+        s.bm25(q, ALICE, 5)  # no syntax error from any input
+    assert s.bm25("the of and", ALICE, 5) == []

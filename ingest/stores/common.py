@@ -3,8 +3,12 @@
 which both ``sqlite3.Row`` and psycopg's ``dict_row`` support."""
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import time
+
+from .base import Hit
 
 # Same columns, same order as the SQLite store's documents table: registry rows compare equal.
 DOC_COLS = ("doc_id", "source", "external_id", "uri", "mime", "size", "mtime_ns", "content_version", "acl_version",
@@ -29,11 +33,78 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(url))
 
 
+# registry upsert; a store may add columns (PostgreSQL: allow_tokens, deny_tokens) after these
+_UPSERT_SET = ("source", "external_id", "uri", "mime", "size", "mtime_ns", "content_version", "acl_version", "acl",
+               "status", "error_code", "error", "extractor", "extractor_version", "n_chunks", "flags", "labels",
+               "updated_at", "parent_id", "quality")
+
+
+def upsert_doc_sql(extra: tuple[str, ...] = ()) -> str:
+    cols = DOC_COLS + extra
+    return (f"INSERT INTO documents({', '.join(cols)}) VALUES({', '.join(['%s'] * len(cols))})"
+            " ON CONFLICT(doc_id) DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in _UPSERT_SET + extra)
+            + ", indexed_at=COALESCE(excluded.indexed_at, documents.indexed_at)")
+
+
+def doc_values(doc, now: float, *, n_chunks: int, flags: list[str], indexed: bool) -> list:
+    """A DocRecord as the values of DOC_COLS."""
+    return [doc.doc_id, doc.source, doc.external_id, doc.uri, doc.mime, doc.size, doc.mtime_ns, doc.content_version,
+            doc.acl.version, doc.acl.to_json(), doc.status, doc.error_code, doc.error, doc.extractor,
+            doc.extractor_version, n_chunks, json.dumps(flags), json.dumps(doc.labels), now, now,
+            now if indexed else None, doc.parent_id, json.dumps(doc.quality) if doc.quality is not None else None]
+
+
+HIT_SQL = ("SELECT c.rowid, c.chunk_id, c.doc_id, c.text, c.page, c.section, c.doc_version, c.labels, c.extractor,"
+           " c.model_id, d.uri, d.acl, d.flags FROM chunks c JOIN documents d ON d.doc_id=c.doc_id WHERE c.rowid ")
+
+
+def to_hits(rows: dict, scored: list[tuple[int, float, int | None, int | None]]) -> list[Hit]:
+    """Rows of HIT_SQL by rowid -> hits in the ranked order (rows deleted meanwhile are skipped)."""
+    out = []
+    for rowid, score, br, vr in scored:
+        r = rows.get(rowid)
+        if r is None:  # deleted between ranking and fetch
+            continue
+        acl = json.loads(r["acl"]) if r["acl"] else {}
+        labels = json.loads(r["labels"]) + [f"flag:{f}" for f in json.loads(r["flags"])]
+        out.append(Hit(r["chunk_id"], r["doc_id"], score, r["text"], r["uri"], r["page"], r["section"] or "",
+                       r["doc_version"], labels, acl, r["extractor"], r["model_id"], br, vr))
+    return out
+
+
+def flagged(rows) -> list[dict]:
+    out = []
+    for r in rows:
+        f = dict(r)
+        q = f.pop("quality")
+        f["flags"] = json.loads(f["flags"])
+        f["reasons"] = (json.loads(q) or {}).get("reasons", []) if q else []
+        out.append(f)
+    return out
+
+
 class OutboxMixin:
+    """SQL both stores run as is: outbox, sink cursors, outcome summaries, the audit chain."""
+
     _PH = "%s"  # the driver's placeholder
 
     def _q(self, sql: str) -> str:
         return sql if self._PH == "%s" else sql.replace("%s", self._PH)
+
+    def _audit_lock(self, db) -> None:
+        """Serialise the hash chain (SQLite's BEGIN IMMEDIATE already does)."""
+
+    def audit(self, principal: str, query: str, filters: dict | None, results: list[tuple[str, str | None]]) -> None:
+        with self.tx() as db:
+            self._audit_lock(db)
+            prev = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+            prev_hash = prev["hash"] if prev else ""
+            ts = time.time()
+            body = json.dumps([ts, principal, query, filters or {}, results], sort_keys=True)
+            h = hashlib.sha256((prev_hash + body).encode()).hexdigest()
+            db.execute(self._q("INSERT INTO audit(ts, principal, query, filters, results, prev_hash, hash)"
+                               " VALUES(%s,%s,%s,%s,%s,%s,%s)"),
+                       (ts, principal, query, json.dumps(filters or {}), json.dumps(results), prev_hash, h))
 
     def _outbox(self, db, doc_ids, op: str) -> None:
         now = time.time()

@@ -22,7 +22,8 @@ from pathlib import Path
 from acl.model import ACL
 
 from .base import ChunkRecord, DocRecord, Hit
-from .common import CHUNK_COLS, DOC_COLS, OUTBOX_DDL, OutboxMixin
+from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, OutboxMixin, doc_values, flagged, to_hits,
+                     upsert_doc_sql)
 
 SCHEMA_VERSION = 3
 
@@ -326,24 +327,7 @@ class SQLiteStore(OutboxMixin):
 
     def _upsert_doc(self, db, doc: DocRecord, now: float, *, n_chunks: int, flags: list[str],
                     indexed: bool) -> None:
-        db.execute(
-            "INSERT INTO documents(doc_id, source, external_id, uri, mime, size, mtime_ns, content_version,"
-            " acl_version, acl, status, error_code, error, extractor, extractor_version, n_chunks, flags,"
-            " labels, first_seen, updated_at, indexed_at, parent_id, quality)"
-            " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT(doc_id) DO UPDATE SET source=excluded.source, external_id=excluded.external_id,"
-            " uri=excluded.uri, mime=excluded.mime, size=excluded.size, mtime_ns=excluded.mtime_ns,"
-            " content_version=excluded.content_version, acl_version=excluded.acl_version, acl=excluded.acl,"
-            " status=excluded.status, error_code=excluded.error_code, error=excluded.error,"
-            " extractor=excluded.extractor, extractor_version=excluded.extractor_version,"
-            " n_chunks=excluded.n_chunks, flags=excluded.flags, labels=excluded.labels,"
-            " updated_at=excluded.updated_at, indexed_at=COALESCE(excluded.indexed_at, documents.indexed_at),"
-            " parent_id=excluded.parent_id, quality=excluded.quality",
-            (doc.doc_id, doc.source, doc.external_id, doc.uri, doc.mime, doc.size, doc.mtime_ns,
-             doc.content_version, doc.acl.version, doc.acl.to_json(), doc.status, doc.error_code, doc.error,
-             doc.extractor, doc.extractor_version, n_chunks, json.dumps(flags), json.dumps(doc.labels),
-             now, now, now if indexed else None, doc.parent_id,
-             json.dumps(doc.quality) if doc.quality is not None else None))
+        db.execute(self._q(upsert_doc_sql()), doc_values(doc, now, n_chunks=n_chunks, flags=flags, indexed=indexed))
 
     def record_failure(self, doc: DocRecord) -> None:
         """A document that could not be indexed: registry row with the reason, no chunks."""
@@ -489,11 +473,8 @@ class SQLiteStore(OutboxMixin):
         errors = [dict(r) for r in db.execute(
             "SELECT uri, status, error_code, error, updated_at FROM documents WHERE status<>'indexed'"
             " ORDER BY updated_at DESC LIMIT 200")]
-        flagged = [dict(r) for r in db.execute(
-            "SELECT uri, flags, quality FROM documents WHERE flags<>'[]' ORDER BY updated_at DESC LIMIT 200")]
-        for f in flagged:
-            f["flags"] = json.loads(f["flags"])
-            f["reasons"] = (json.loads(f.pop("quality")) or {}).get("reasons", []) if f.get("quality") else []
+        flags = flagged(db.execute(
+            "SELECT uri, flags, quality FROM documents WHERE flags<>'[]' ORDER BY updated_at DESC LIMIT 200"))
         n_chunks = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         sources = {r[0]: r[1] for r in db.execute("SELECT source, COUNT(*) FROM documents GROUP BY source")}
         by_reason: dict[str, dict[str, int]] = {}
@@ -505,7 +486,7 @@ class SQLiteStore(OutboxMixin):
             by_reason.setdefault(r[0], {})[f"flagged:{r[1]}"] = r[2]
         return {"store": str(self.path), "schema_version": self.schema_version(),
                 "documents": sum(by_status.values()), "by_status": by_status, "chunks": n_chunks,
-                "sources": sources, "by_reason": by_reason, "errors": errors, "flagged": flagged,
+                "sources": sources, "by_reason": by_reason, "errors": errors, "flagged": flags,
                 "sinks": self.sink_lag()}
 
     # -- search ---------------------------------------------------------------------
@@ -577,35 +558,8 @@ class SQLiteStore(OutboxMixin):
         if not scored:
             return []
         q = ",".join("?" * len(scored))
-        rows = {r["rowid"]: r for r in self.db.execute(
-            "SELECT c.rowid, c.chunk_id, c.doc_id, c.text, c.page, c.section, c.doc_version, c.labels,"
-            " c.extractor, c.model_id, d.uri, d.acl, d.flags FROM chunks c JOIN documents d ON d.doc_id=c.doc_id"
-            f" WHERE c.rowid IN ({q})", [s[0] for s in scored])}
-        out = []
-        for rowid, score, br, vr in scored:
-            r = rows.get(rowid)
-            if r is None:  # deleted between ranking and fetch
-                continue
-            acl = json.loads(r["acl"]) if r["acl"] else {}
-            labels = json.loads(r["labels"]) + [f"flag:{f}" for f in json.loads(r["flags"])]
-            out.append(Hit(r["chunk_id"], r["doc_id"], score, r["text"], r["uri"], r["page"], r["section"] or "",
-                           r["doc_version"], labels, acl, r["extractor"], r["model_id"], br, vr))
-        return out
+        return to_hits({r["rowid"]: r for r in self.db.execute(HIT_SQL + f"IN ({q})", [x[0] for x in scored])}, scored)
 
     def readable_doc_count(self, tokens: frozenset[str]) -> int:
         rsql, rargs = self._readable_sql(tokens)
         return self.db.execute(f"SELECT COUNT(*) FROM ({rsql})", rargs).fetchone()[0]
-
-    # -- audit ----------------------------------------------------------------------
-    def audit(self, principal: str, query: str, filters: dict | None, results: list[tuple[str, str | None]]) -> None:
-        import hashlib
-
-        with self.tx() as db:
-            prev = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-            prev_hash = prev[0] if prev else ""
-            ts = time.time()
-            body = json.dumps([ts, principal, query, filters or {}, results], sort_keys=True)
-            h = hashlib.sha256((prev_hash + body).encode()).hexdigest()
-            db.execute("INSERT INTO audit(ts, principal, query, filters, results, prev_hash, hash)"
-                       " VALUES(?,?,?,?,?,?,?)",
-                       (ts, principal, query, json.dumps(filters or {}), json.dumps(results), prev_hash, h))
