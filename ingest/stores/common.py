@@ -84,7 +84,7 @@ def flagged(rows) -> list[dict]:
 
 
 class OutboxMixin:
-    """SQL both stores run as is: outbox, sink cursors, outcome summaries, the audit chain."""
+    """SQL both stores run as is: outbox, sink cursors, the outcome log, the audit chain."""
 
     _PH = "%s"  # the driver's placeholder
 
@@ -110,6 +110,23 @@ class OutboxMixin:
         now = time.time()
         db.cursor().executemany(self._q("INSERT INTO outbox(ts, doc_id, op) VALUES(%s,%s,%s)"),
                                 [(now, d, op) for d in doc_ids])
+
+    # -- outcomes (progress, counters) ----------------------------------------------
+    def log_outcome(self, *, action: str, source: str | None, external_id: str | None,
+                    doc_id: str | None, batch: str | None = None, parsed: int = 0, embedded: int = 0,
+                    detail: str | None = None) -> None:
+        self.db.execute(self._q("INSERT INTO outcomes(ts, batch, source, external_id, doc_id, action, parsed,"
+                                " embedded, detail) VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s)"),
+                        (time.time(), batch, source, external_id, doc_id, action, parsed, embedded, detail))
+
+    def batch_progress(self, batch: str) -> int:
+        return self.db.execute(self._q("SELECT COUNT(DISTINCT external_id) AS n FROM outcomes WHERE batch=%s"),
+                               (batch,)).fetchone()["n"]
+
+    def counters(self, since_id: int = 0) -> dict:
+        r = self.db.execute(self._q("SELECT COALESCE(SUM(parsed),0) AS p, COALESCE(SUM(embedded),0) AS e,"
+                                    " COALESCE(MAX(id),0) AS m FROM outcomes WHERE id>%s"), (since_id,)).fetchone()
+        return {"parsed": int(r["p"]), "embedded": int(r["e"]), "last_id": int(r["m"])}
 
     def all_doc_ids(self) -> list[str]:
         return [r["doc_id"] for r in self.db.execute("SELECT doc_id FROM documents ORDER BY doc_id")]

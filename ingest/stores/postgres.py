@@ -391,23 +391,6 @@ class PostgresStore(OutboxMixin):
                 db.cursor().executemany("INSERT INTO emb_cache VALUES(%s,%s,%s) ON CONFLICT DO NOTHING",
                                         [(model_id, h, v) for h, v in items])
 
-    # -- outcomes (progress, counters) ----------------------------------------------
-    def log_outcome(self, *, action: str, source: str | None, external_id: str | None,
-                    doc_id: str | None, batch: str | None = None, parsed: int = 0, embedded: int = 0,
-                    detail: str | None = None) -> None:
-        self.db.execute("INSERT INTO outcomes(ts, batch, source, external_id, doc_id, action, parsed,"
-                        " embedded, detail) VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                        (time.time(), batch, source, external_id, doc_id, action, parsed, embedded, detail))
-
-    def batch_progress(self, batch: str) -> int:
-        return self.db.execute("SELECT COUNT(DISTINCT external_id) AS n FROM outcomes WHERE batch=%s",
-                               (batch,)).fetchone()["n"]
-
-    def counters(self, since_id: int = 0) -> dict:
-        r = self.db.execute("SELECT COALESCE(SUM(parsed),0) AS p, COALESCE(SUM(embedded),0) AS e,"
-                            " COALESCE(MAX(id),0) AS m FROM outcomes WHERE id>%s", (since_id,)).fetchone()
-        return {"parsed": int(r["p"]), "embedded": int(r["e"]), "last_id": int(r["m"])}
-
     # -- status ---------------------------------------------------------------------
     def status(self) -> dict:
         db = self.db

@@ -449,23 +449,6 @@ class SQLiteStore(OutboxMixin):
                 db.executemany("INSERT OR IGNORE INTO emb_cache VALUES(?,?,?)",
                                [(model_id, h, v) for h, v in items])
 
-    # -- outcomes (progress, counters) ----------------------------------------------
-    def log_outcome(self, *, action: str, source: str | None, external_id: str | None,
-                    doc_id: str | None, batch: str | None = None, parsed: int = 0, embedded: int = 0,
-                    detail: str | None = None) -> None:
-        self.db.execute("INSERT INTO outcomes(ts, batch, source, external_id, doc_id, action, parsed,"
-                        " embedded, detail) VALUES(?,?,?,?,?,?,?,?,?)",
-                        (time.time(), batch, source, external_id, doc_id, action, parsed, embedded, detail))
-
-    def batch_progress(self, batch: str) -> int:
-        return self.db.execute("SELECT COUNT(DISTINCT external_id) FROM outcomes WHERE batch=?",
-                               (batch,)).fetchone()[0]
-
-    def counters(self, since_id: int = 0) -> dict:
-        r = self.db.execute("SELECT COALESCE(SUM(parsed),0), COALESCE(SUM(embedded),0), COALESCE(MAX(id),0)"
-                            " FROM outcomes WHERE id>?", (since_id,)).fetchone()
-        return {"parsed": r[0], "embedded": r[1], "last_id": r[2]}
-
     # -- status ---------------------------------------------------------------------
     def status(self) -> dict:
         db = self.db
