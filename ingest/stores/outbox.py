@@ -104,7 +104,8 @@ class Pump:
 
     # -- one sink ---------------------------------------------------------------------
     def sync(self, sink: Sink) -> int:
-        """Bring one sink up to the primary's outbox head; returns outbox rows applied. Raises on error."""
+        """Bring one sink up to the primary's outbox head; returns outbox rows applied (plus the documents
+        copied by a first snapshot). Raises on error."""
         p, applied = self.primary, 0
         cur = p.sink_cursor(sink.name)
         if cur is None or cur < 0:
@@ -113,7 +114,7 @@ class Pump:
             copy_docs(p, sink.store, ids)
             p.set_sink_cursor(sink.name, sink.url, head)
             log.info("sink %s: initial snapshot of %d document(s) up to outbox row %d", sink.name, len(ids), head)
-            cur = head
+            cur, applied = head, len(ids)
         while not self._stop.is_set():
             rows = p.outbox_rows(cur, self.batch)
             if not rows:
