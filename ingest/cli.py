@@ -22,6 +22,11 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=None, metavar="PATH|URL", help=STORE_HELP)
 
 
+def _sink_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sink", action="append", default=[], metavar="URL",
+                   help="secondary store fed from the outbox (repeatable; also [sinks.<name>] in the config)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ingest", description="Watch folders, parse, chunk, embed and keep a "
                                  "permission-aware search index current.")
@@ -37,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debounce", type=float, default=0.25, help="seconds of quiet before a change is queued")
     p.add_argument("--rescan-every", type=float, default=600.0, help="seconds between reconcile scans")
     p.add_argument("--concurrency", type=int, default=None, help="worker processes (default: one per core)")
+    _sink_arg(p)
 
     p = sub.add_parser("add", help="one-shot ingest of folders or files, with a progress bar")
     p.add_argument("paths", nargs="+", metavar="PATH")
@@ -45,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _sink_arg(p)
+
+    p = sub.add_parser("sync", help="feed secondary stores from the store's outbox; show or check their lag")
+    _store_arg(p)
+    _sink_arg(p)
+    p.add_argument("--config", default=None, help="config file with [sinks.<name>] tables")
+    p.add_argument("--follow", action="store_true", help="keep feeding until Ctrl-C")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for a sink that is down")
+    p.add_argument("--check", action="store_true", help="then compare every sink with the store, document by "
+                   "document (exit 1 on a difference)")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("search", help="search as a user; returns only what that user may read")
     p.add_argument("query")
@@ -113,18 +130,26 @@ def _current_user() -> str:
     return pwd.getpwuid(os.getuid()).pw_name
 
 
+def _sinks(a):
+    from . import config
+    from .stores.outbox import configured_sinks
+
+    return configured_sinks(config.load(getattr(a, "config", None)), a.sink)
+
+
 def cmd_run(a) -> int:
     from .runner import Runner
 
     Runner(a.paths, a.store, a.broker, debounce=a.debounce, rescan_every=a.rescan_every,
-           concurrency=a.concurrency, loglevel="INFO" if a.verbose else "WARNING").run()
+           concurrency=a.concurrency, loglevel="INFO" if a.verbose else "WARNING", sinks=_sinks(a)).run()
     return 0
 
 
 def cmd_add(a) -> int:
     from .runner import add
 
-    summary = add(a.paths, a.store, a.broker, progress=not a.no_progress, concurrency=a.concurrency)
+    summary = add(a.paths, a.store, a.broker, progress=not a.no_progress, concurrency=a.concurrency,
+                  sinks=_sinks(a))
     if a.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -167,13 +192,51 @@ def cmd_access(a) -> int:
     return 0 if r["decision"] == "allow" else 1
 
 
-def cmd_status(a) -> int:
-    from workers.app import embedded_broker
+def cmd_sync(a) -> int:
+    import time
 
+    from .stores import open_store
+    from .stores.outbox import Pump, diff_stores
+
+    sinks = _sinks(a)
+    if not sinks:
+        raise ValueError("no sinks: give --sink URL or [sinks.<name>] url = ... in the config")
+    store = open_store(a.store)
+    pump = Pump(store, sinks)
+    try:
+        applied = pump.drain(timeout=a.timeout)
+        while a.follow:
+            time.sleep(pump.interval)
+            pump.step()
+        out = {"applied": applied, "sinks": store.sink_lag()}
+        if a.check:
+            out["differences"] = {s.name: diff_stores(store, s.store) for s in sinks}
+    finally:
+        pump.stop()
+    if a.json:
+        print(json.dumps(out, indent=2))
+    else:
+        _print_sinks(out["sinks"])
+        for name, diffs in out.get("differences", {}).items():
+            print(f"check   {name}: " + ("identical" if not diffs else f"{len(diffs)} difference(s)"))
+            for d in diffs:
+                print(f"  {d}")
+    lagging = any(r["lag_rows"] for r in out["sinks"])
+    return 1 if lagging or any(out.get("differences", {}).values()) else 0
+
+
+def _print_sinks(sinks: list[dict]) -> None:
+    for r in sinks:
+        err = f"  last error: {r['last_error']}" if r["last_error"] else ""
+        snap = " (initial snapshot pending)" if r.get("snapshot_pending") else ""
+        print(f"sink    {r['name']}: lag {r['lag_rows']} row(s), {r['lag_seconds']:.1f} s{snap}{err}")
+
+
+def cmd_status(a) -> int:
     from . import config
     from .obs import quality
-    from .runner import Queue
-    from .stores import open_store, store_path
+    from .runner import Queue, broker_for
+    from .stores import is_postgres, open_store, store_url
 
     store = open_store(a.store)
     if a.doc:
@@ -183,8 +246,8 @@ def cmd_status(a) -> int:
         print(json.dumps(trip, indent=2) if a.json else render_trip(trip))
         return 0
     st = store.status()
-    broker = a.broker or embedded_broker(store_path(a.store))
-    st["queue"] = Queue(str(store_path(a.store)), broker).depth()
+    url = store_url(a.store)
+    st["queue"] = Queue(url, broker_for(url, a.broker)).depth() if a.broker or not is_postgres(url) else {}
     st["alerts"] = quality.refresh(store, config.load(a.config))
     if a.json:
         print(json.dumps(st, indent=2))
@@ -193,6 +256,7 @@ def cmd_status(a) -> int:
     print(f"docs    {st['documents']}  " + "  ".join(f"{k}={v}" for k, v in sorted(st["by_status"].items())))
     print(f"chunks  {st['chunks']}")
     print("queue   " + ("  ".join(f"{k}={v}" for k, v in sorted(st["queue"].items())) or "empty"))
+    _print_sinks(st.get("sinks", []))
     for source, reasons in sorted(st["by_reason"].items()):
         print(f"source  {source}: " + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())))
     for e in st["errors"]:
@@ -205,12 +269,10 @@ def cmd_status(a) -> int:
 
 
 def cmd_worker(a) -> int:
-    from workers.app import embedded_broker
+    from .runner import broker_for, run_worker
+    from .stores import store_url
 
-    from .runner import run_worker
-    from .stores import store_path
-
-    url = str(store_path(a.store))
+    url = store_url(a.store)
     metrics = None
     if a.metrics_port:
         from . import config
@@ -218,7 +280,7 @@ def cmd_worker(a) -> int:
 
         metrics = serve_in_background(url, config.load(a.config), a.metrics_port)
     try:
-        run_worker(url, a.broker or embedded_broker(url), a.queues, a.concurrency, a.loglevel)
+        run_worker(url, broker_for(url, a.broker), a.queues, a.concurrency, a.loglevel)
     finally:
         if metrics is not None:
             metrics.stop()
@@ -253,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     _setup_logging(a.verbose, a.log_json)
     fn = {"run": cmd_run, "add": cmd_add, "search": cmd_search, "status": cmd_status, "worker": cmd_worker,
-          "serve": cmd_serve, "access": cmd_access, "poll": cmd_poll}.get(a.cmd)
+          "serve": cmd_serve, "access": cmd_access, "poll": cmd_poll, "sync": cmd_sync}.get(a.cmd)
     if fn is None:
         from .lineage_cli import COMMANDS
 

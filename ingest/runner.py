@@ -179,6 +179,20 @@ def run_worker(store_url: str, broker_url: str, queues: str, concurrency: int | 
     app.worker_main(argv)
 
 
+def broker_for(store_url: str, broker_url: str | None) -> str:
+    """The given broker, else the embedded SQLite broker beside a SQLite store."""
+    from workers.app import embedded_broker
+
+    from .stores import is_postgres
+
+    if broker_url:
+        return broker_url
+    if is_postgres(store_url):
+        raise ValueError("a PostgreSQL store needs --broker (e.g. redis://host:6379/0): the embedded broker "
+                         "is a file beside a SQLite store")
+    return embedded_broker(store_url)
+
+
 def scan_events(store, roots: list[str]) -> list[ChangeEvent]:
     from .sources.reconcile import reconcile
 
@@ -193,10 +207,8 @@ class Runner:
 
     def __init__(self, roots: list[str], store_url: str, broker_url: str | None = None, *,
                  debounce: float = 0.25, rescan_every: float = 600.0, concurrency: int | None = None,
-                 loglevel: str = "WARNING"):
-        from workers.app import embedded_broker
-
-        from .stores import open_store, store_path
+                 loglevel: str = "WARNING", sinks: list | None = None):
+        from .stores import open_store, store_url as canonical
 
         self.roots = [os.path.abspath(os.path.expanduser(r)) for r in roots]
         for r in self.roots:
@@ -205,10 +217,11 @@ class Runner:
             if not os.path.exists(r):
                 os.makedirs(r)
                 log.warning("created %s: drop files into it to index them", r)
-        self.store_url = str(store_path(store_url))
+        self.store_url = canonical(store_url)
         self.store = open_store(self.store_url)
         self.embedded = broker_url is None
-        self.broker_url = broker_url or embedded_broker(self.store_url)
+        self.broker_url = broker_for(self.store_url, broker_url)
+        self.sinks, self.pump = sinks or [], None  # secondary stores fed from the outbox (ingest.stores.outbox)
         self.debounce = debounce
         self.rescan_every = rescan_every
         self.concurrency = concurrency
@@ -238,6 +251,10 @@ class Runner:
                 purge_delivered(self.broker_url)
                 self.worker = start_worker(self.store_url, self.broker_url, concurrency=self.concurrency,
                                            loglevel=self.loglevel)
+            if self.sinks:
+                from .stores.outbox import Pump
+
+                self.pump = Pump(self.store, self.sinks).start()
             for root in self.roots:
                 w = FolderWatcher(root, self._emit, debounce=self.debounce)
                 w.start()
@@ -271,18 +288,21 @@ class Runner:
         if self.worker is not None:
             stop_worker(self.worker)
             self.worker = None
+        if self.pump is not None:
+            self.pump.drain(timeout=10)  # what the worker committed last, if the sinks are up
+            self.pump.stop()
+            self.pump = None
         self.lock.release()
 
 
 def add(paths: list[str], store_url: str, broker_url: str | None = None, *, progress: bool = True,
-        concurrency: int | None = None, loglevel: str = "WARNING", timeout: float | None = None) -> dict:
+        concurrency: int | None = None, loglevel: str = "WARNING", timeout: float | None = None,
+        sinks: list | None = None) -> dict:
     """``ingest add``: one-shot ingest of folders/files on the bulk lane; returns a summary."""
-    from workers.app import embedded_broker
-
     from .sources.reconcile import reconcile
-    from .stores import open_store, store_path
+    from .stores import open_store, store_url as canonical
 
-    store_url = str(store_path(store_url))
+    store_url = canonical(store_url)
     store = open_store(store_url)
     events: list[ChangeEvent] = []
     for p in paths:
@@ -294,7 +314,7 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
             events.extend(reconcile(store, root, subtree=name))
         else:
             raise FileNotFoundError(f"no such file or directory: {p}")
-    broker = broker_url or embedded_broker(store_url)
+    broker = broker_for(store_url, broker_url)
     queue = Queue(store_url, broker)
     lock = RunLock(Path(store_url))
     own_worker = None
@@ -331,6 +351,11 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
     from .obs import quality
 
     quality.refresh(store, config.load())  # this run's quality snapshot; alerts if a source's quality moved
-    rows = store.db.execute("SELECT action, COUNT(*) FROM outcomes WHERE batch=? GROUP BY action",
-                            (batch,)).fetchall()
-    return {"queued": total, "batch": batch, "outcomes": dict(rows)}
+    summary = {"queued": total, "batch": batch, "outcomes": store.batch_outcomes(batch)}
+    if sinks:  # feed the secondary stores what this batch changed
+        from .stores.outbox import Pump
+
+        pump = Pump(store, sinks)
+        summary["sinks"] = pump.drain(timeout=timeout or 600)
+        pump.stop()
+    return summary

@@ -22,9 +22,11 @@ from pathlib import Path
 from acl.model import ACL
 
 from .base import ChunkRecord, DocRecord, Hit
+from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, OutboxMixin, doc_values, flagged, to_hits,
+                     upsert_doc_sql)
 from .sqlite_lineage import MIGRATION_4, LineageMixin
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # version -> statements that bring a store from the version before up to it
 MIGRATIONS: dict[int, list[str]] = {
@@ -47,6 +49,7 @@ MIGRATIONS: dict[int, list[str]] = {
         " measure TEXT NOT NULL, baseline REAL, value REAL, since TEXT, message TEXT NOT NULL,"
         " raised_at REAL NOT NULL, cleared_at REAL)",
     ],
+    6: [stmt.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL") for stmt in OUTBOX_DDL],  # outbox for secondary stores
 }
 
 _SCHEMA = """
@@ -189,7 +192,9 @@ class _FileLock:
         return False
 
 
-class SQLiteStore(LineageMixin):
+class SQLiteStore(LineageMixin, OutboxMixin):
+    _PH = "?"
+
     def __init__(self, path: str | os.PathLike, model_id: str | None = None):
         from ingest.embed import DEFAULT_MODEL
 
@@ -346,28 +351,12 @@ class SQLiteStore(LineageMixin):
                            (cur.lastrowid, c.text, c.section))
             self._provenance(db, doc, now)
             self._acl_rows(db, doc.doc_id, doc.acl)
+            self._outbox(db, [doc.doc_id], "apply")
             self._bump(db)
 
     def _upsert_doc(self, db, doc: DocRecord, now: float, *, n_chunks: int, flags: list[str],
                     indexed: bool) -> None:
-        db.execute(
-            "INSERT INTO documents(doc_id, source, external_id, uri, mime, size, mtime_ns, content_version,"
-            " acl_version, acl, status, error_code, error, extractor, extractor_version, n_chunks, flags,"
-            " labels, first_seen, updated_at, indexed_at, parent_id, quality)"
-            " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT(doc_id) DO UPDATE SET source=excluded.source, external_id=excluded.external_id,"
-            " uri=excluded.uri, mime=excluded.mime, size=excluded.size, mtime_ns=excluded.mtime_ns,"
-            " content_version=excluded.content_version, acl_version=excluded.acl_version, acl=excluded.acl,"
-            " status=excluded.status, error_code=excluded.error_code, error=excluded.error,"
-            " extractor=excluded.extractor, extractor_version=excluded.extractor_version,"
-            " n_chunks=excluded.n_chunks, flags=excluded.flags, labels=excluded.labels,"
-            " updated_at=excluded.updated_at, indexed_at=COALESCE(excluded.indexed_at, documents.indexed_at),"
-            " parent_id=excluded.parent_id, quality=excluded.quality",
-            (doc.doc_id, doc.source, doc.external_id, doc.uri, doc.mime, doc.size, doc.mtime_ns,
-             doc.content_version, doc.acl.version, doc.acl.to_json(), doc.status, doc.error_code, doc.error,
-             doc.extractor, doc.extractor_version, n_chunks, json.dumps(flags), json.dumps(doc.labels),
-             now, now, now if indexed else None, doc.parent_id,
-             json.dumps(doc.quality) if doc.quality is not None else None))
+        db.execute(self._q(upsert_doc_sql()), doc_values(doc, now, n_chunks=n_chunks, flags=flags, indexed=indexed))
 
     def record_failure(self, doc: DocRecord) -> None:
         """A document that could not be indexed: registry row with the reason, no chunks."""
@@ -378,12 +367,14 @@ class SQLiteStore(LineageMixin):
             self._upsert_doc(db, doc, time.time(), n_chunks=0, flags=list(doc.flags), indexed=False)
             self._provenance(db, doc)
             self._acl_rows(db, doc.doc_id, doc.acl)
+            self._outbox(db, [doc.doc_id], "apply")
             self._bump(db)
 
     def set_acl(self, doc_id: str, acl: ACL, *, size: int | None = None, mtime_ns: int | None = None) -> None:
         """ACL-only change: no re-extraction, no re-embedding. Child documents inherit it."""
         with self.tx() as db:
-            for i, d in enumerate([doc_id, *self._descendants(db, doc_id)]):
+            ids = [doc_id, *self._descendants(db, doc_id)]
+            for i, d in enumerate(ids):
                 flags = json.loads(db.execute("SELECT flags FROM documents WHERE doc_id=?", (d,)).fetchone()[0])
                 flags = [f for f in flags if f != "acl-unknown"] + ([] if acl.known else ["acl-unknown"])
                 db.execute("UPDATE documents SET acl=?, acl_version=?, flags=?, updated_at=?,"
@@ -391,35 +382,84 @@ class SQLiteStore(LineageMixin):
                            (acl.to_json(), acl.version, json.dumps(flags), time.time(),
                             size if i == 0 else None, mtime_ns if i == 0 else None, d))
                 self._acl_rows(db, d, acl)
+            self._outbox(db, ids, "acl")
             self._bump(db)
 
     def touch(self, doc_id: str, size: int, mtime_ns: int) -> None:
         """Same content, new stat (e.g. `touch`): remember it so the next scan skips fast."""
-        self.db.execute("UPDATE documents SET size=?, mtime_ns=?, updated_at=? WHERE doc_id=?",
-                        (size, mtime_ns, time.time(), doc_id))
+        with self.tx() as db:
+            db.execute("UPDATE documents SET size=?, mtime_ns=?, updated_at=? WHERE doc_id=?",
+                       (size, mtime_ns, time.time(), doc_id))
+            self._outbox(db, [doc_id], "touch")
 
     def move(self, doc_id: str, external_id: str, uri: str) -> None:
         """A rename: the document keeps its id, chunks and vectors."""
         with self.tx() as db:
-            db.execute("DELETE FROM documents WHERE source=(SELECT source FROM documents WHERE doc_id=?)"
-                       " AND external_id=? AND doc_id<>? AND status<>'indexed'", (doc_id, external_id, doc_id))
+            gone = [r[0] for r in db.execute(
+                "SELECT doc_id FROM documents WHERE source=(SELECT source FROM documents WHERE doc_id=?)"
+                " AND external_id=? AND doc_id<>? AND status<>'indexed'", (doc_id, external_id, doc_id))]
+            db.executemany("DELETE FROM documents WHERE doc_id=?", [(d,) for d in gone])
+            self._outbox(db, gone, "delete")
             old = db.execute("SELECT external_id, uri FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
             db.execute("UPDATE documents SET external_id=?, uri=?, updated_at=? WHERE doc_id=?",
                        (external_id, uri, time.time(), doc_id))
-            for d in self._descendants(db, doc_id):  # children are addressed <parent>!<member>
+            kids = self._descendants(db, doc_id)
+            for d in kids:  # children are addressed <parent>!<member>
                 db.execute("UPDATE documents SET external_id=? || substr(external_id, ?), uri=? || substr(uri, ?)"
                            " WHERE doc_id=?", (external_id, len(old[0]) + 1, uri, len(old[1]) + 1, d))
+            self._outbox(db, [doc_id, *kids], "move")
             self._bump(db)
 
     def delete(self, doc_id: str) -> None:
         """Remove a document, its chunks, and its child documents, in one transaction."""
         with self.tx() as db:
-            for d in [doc_id, *self._descendants(db, doc_id)]:
-                old = [r[0] for r in db.execute("SELECT rowid FROM chunks WHERE doc_id=?", (d,))]
-                db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(r,) for r in old])
-                db.execute("DELETE FROM chunks WHERE doc_id=?", (d,))
-                db.execute("DELETE FROM doc_acl WHERE doc_id=?", (d,))
-                db.execute("DELETE FROM documents WHERE doc_id=?", (d,))
+            ids = [doc_id, *self._descendants(db, doc_id)]
+            for d in ids:
+                self._drop(db, d)
+            self._outbox(db, ids, "delete")
+            self._bump(db)
+
+    @staticmethod
+    def _drop(db, doc_id: str) -> None:
+        old = [r[0] for r in db.execute("SELECT rowid FROM chunks WHERE doc_id=?", (doc_id,))]
+        db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(r,) for r in old])
+        db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
+        db.execute("DELETE FROM doc_acl WHERE doc_id=?", (doc_id,))
+        db.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
+
+    # -- replication (outbox sinks) -------------------------------------------------
+    def export_docs(self, doc_ids: list[str]) -> dict[str, dict | None]:
+        """Current state of documents as plain data: {doc_id: {"doc": row, "chunks": [...]}} or None if gone."""
+        out: dict[str, dict | None] = dict.fromkeys(doc_ids)
+        with self.tx() as db:  # one snapshot of registry and chunks
+            for d in doc_ids:
+                r = db.execute(f"SELECT {', '.join(DOC_COLS)} FROM documents WHERE doc_id=?", (d,)).fetchone()
+                if r is not None:
+                    out[d] = {"doc": dict(r), "chunks": [dict(c) for c in db.execute(
+                        f"SELECT {', '.join(CHUNK_COLS)}, vec FROM chunks WHERE doc_id=? ORDER BY idx", (d,))]}
+        return out
+
+    def replicate(self, states: dict[str, dict | None]) -> None:
+        """Make these documents exactly as given (None: absent), in one transaction. Used by the
+        outbox pump on a sink; writes no outbox rows of its own, so sinks never feed back."""
+        with self.tx() as db:
+            for doc_id, st in states.items():
+                self._drop(db, doc_id)
+                if st is None:
+                    continue
+                d = st["doc"]
+                for (other,) in db.execute("SELECT doc_id FROM documents WHERE source=? AND external_id=?"
+                                           " AND doc_id<>?", (d["source"], d["external_id"], doc_id)).fetchall():
+                    self._drop(db, other)  # moved on in the primary; its own outbox row follows
+                db.execute(f"INSERT INTO documents({', '.join(DOC_COLS)}) VALUES({', '.join('?' * len(DOC_COLS))})",
+                           [d[c] for c in DOC_COLS])
+                self._acl_rows(db, doc_id, ACL.from_json(d["acl"]))
+                for c in st["chunks"]:
+                    cur = db.execute(f"INSERT INTO chunks(doc_id, {', '.join(CHUNK_COLS)}, vec)"
+                                     f" VALUES({', '.join('?' * (len(CHUNK_COLS) + 2))})",
+                                     [doc_id, *[c[k] for k in CHUNK_COLS], c["vec"]])
+                    db.execute("INSERT INTO chunks_fts(rowid, text, section) VALUES(?,?,?)",
+                               (cur.lastrowid, c["text"], c["section"]))
             self._bump(db)
 
     # -- synced groups (acl.directory.SyncBackend) ----------------------------------
@@ -470,25 +510,6 @@ class SQLiteStore(LineageMixin):
                 db.executemany("INSERT OR IGNORE INTO emb_cache VALUES(?,?,?)",
                                [(model_id, h, v) for h, v in items])
 
-    # -- outcomes (progress, counters) ----------------------------------------------
-    def log_outcome(self, *, action: str, source: str | None, external_id: str | None,
-                    doc_id: str | None, batch: str | None = None, parsed: int = 0, embedded: int = 0,
-                    detail: str | None = None, trace: dict | None = None) -> None:
-        """``trace``: stage timings, versions and the causing event (ingest.obs.trace)."""
-        self.db.execute("INSERT INTO outcomes(ts, batch, source, external_id, doc_id, action, parsed,"
-                        " embedded, detail, trace) VALUES(?,?,?,?,?,?,?,?,?,?)",
-                        (time.time(), batch, source, external_id, doc_id, action, parsed, embedded, detail,
-                         json.dumps(trace) if trace is not None else None))
-
-    def batch_progress(self, batch: str) -> int:
-        return self.db.execute("SELECT COUNT(DISTINCT external_id) FROM outcomes WHERE batch=?",
-                               (batch,)).fetchone()[0]
-
-    def counters(self, since_id: int = 0) -> dict:
-        r = self.db.execute("SELECT COALESCE(SUM(parsed),0), COALESCE(SUM(embedded),0), COALESCE(MAX(id),0)"
-                            " FROM outcomes WHERE id>?", (since_id,)).fetchone()
-        return {"parsed": r[0], "embedded": r[1], "last_id": r[2]}
-
     # -- status ---------------------------------------------------------------------
     def status(self) -> dict:
         db = self.db
@@ -496,11 +517,8 @@ class SQLiteStore(LineageMixin):
         errors = [dict(r) for r in db.execute(
             "SELECT uri, status, error_code, error, updated_at FROM documents WHERE status<>'indexed'"
             " ORDER BY updated_at DESC LIMIT 200")]
-        flagged = [dict(r) for r in db.execute(
-            "SELECT uri, flags, quality FROM documents WHERE flags<>'[]' ORDER BY updated_at DESC LIMIT 200")]
-        for f in flagged:
-            f["flags"] = json.loads(f["flags"])
-            f["reasons"] = (json.loads(f.pop("quality")) or {}).get("reasons", []) if f.get("quality") else []
+        flags = flagged(db.execute(
+            "SELECT uri, flags, quality FROM documents WHERE flags<>'[]' ORDER BY updated_at DESC LIMIT 200"))
         n_chunks = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         sources = {r[0]: r[1] for r in db.execute("SELECT source, COUNT(*) FROM documents GROUP BY source")}
         by_reason: dict[str, dict[str, int]] = {}
@@ -512,7 +530,8 @@ class SQLiteStore(LineageMixin):
             by_reason.setdefault(r[0], {})[f"flagged:{r[1]}"] = r[2]
         return {"store": str(self.path), "schema_version": self.schema_version(),
                 "documents": sum(by_status.values()), "by_status": by_status, "chunks": n_chunks,
-                "sources": sources, "by_reason": by_reason, "errors": errors, "flagged": flagged}
+                "sources": sources, "by_reason": by_reason, "errors": errors, "flagged": flags,
+                "sinks": self.sink_lag()}
 
     # -- search ---------------------------------------------------------------------
     _READABLE = ("SELECT doc_id FROM doc_acl WHERE effect=1 AND token IN ({t})"
@@ -583,20 +602,7 @@ class SQLiteStore(LineageMixin):
         if not scored:
             return []
         q = ",".join("?" * len(scored))
-        rows = {r["rowid"]: r for r in self.db.execute(
-            "SELECT c.rowid, c.chunk_id, c.doc_id, c.text, c.page, c.section, c.doc_version, c.labels,"
-            " c.extractor, c.model_id, d.uri, d.acl, d.flags FROM chunks c JOIN documents d ON d.doc_id=c.doc_id"
-            f" WHERE c.rowid IN ({q})", [s[0] for s in scored])}
-        out = []
-        for rowid, score, br, vr in scored:
-            r = rows.get(rowid)
-            if r is None:  # deleted between ranking and fetch
-                continue
-            acl = json.loads(r["acl"]) if r["acl"] else {}
-            labels = json.loads(r["labels"]) + [f"flag:{f}" for f in json.loads(r["flags"])]
-            out.append(Hit(r["chunk_id"], r["doc_id"], score, r["text"], r["uri"], r["page"], r["section"] or "",
-                           r["doc_version"], labels, acl, r["extractor"], r["model_id"], br, vr))
-        return out
+        return to_hits({r["rowid"]: r for r in self.db.execute(HIT_SQL + f"IN ({q})", [x[0] for x in scored])}, scored)
 
     def readable_doc_count(self, tokens: frozenset[str]) -> int:
         rsql, rargs = self._readable_sql(tokens)

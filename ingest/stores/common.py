@@ -1,0 +1,185 @@
+"""SQL shared by both stores (the outbox, sink cursors, outcome summaries): written once with
+``%s`` placeholders; the SQLite store swaps them for ``?``. Rows are read by column name,
+which both ``sqlite3.Row`` and psycopg's ``dict_row`` support."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+
+from .base import Hit
+
+# Same columns, same order as the SQLite store's documents table: registry rows compare equal.
+DOC_COLS = ("doc_id", "source", "external_id", "uri", "mime", "size", "mtime_ns", "content_version", "acl_version",
+            "acl", "status", "error_code", "error", "extractor", "extractor_version", "n_chunks", "flags", "labels",
+            "first_seen", "updated_at", "indexed_at", "parent_id", "quality")
+CHUNK_COLS = ("chunk_id", "idx", "text", "text_hash", "tokens", "page", "section", "doc_version", "extractor",
+              "extractor_version", "chunker", "model_id", "labels", "created_at")
+
+OUTBOX_DDL = [
+    # every change of a document in a primary store, written in the change's own transaction; ids never
+    # reused (AUTOINCREMENT in SQLite), since sink cursors point into them and pruning may empty the table
+    """CREATE TABLE IF NOT EXISTS outbox(id {serial}, ts {real} NOT NULL, doc_id TEXT NOT NULL,
+      op TEXT NOT NULL)""",
+    # how far each secondary store (sink) has come; position -1: registered, never synced
+    """CREATE TABLE IF NOT EXISTS sink_cursors(name TEXT PRIMARY KEY, url TEXT, position BIGINT NOT NULL DEFAULT 0,
+      synced_at {real}, last_error TEXT, error_at {real})""",
+]
+
+
+def redact(url: str) -> str:
+    """A URL without its password, for status output and logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(url))
+
+
+# registry upsert; a store may add columns (PostgreSQL: allow_tokens, deny_tokens) after these
+_UPSERT_SET = ("source", "external_id", "uri", "mime", "size", "mtime_ns", "content_version", "acl_version", "acl",
+               "status", "error_code", "error", "extractor", "extractor_version", "n_chunks", "flags", "labels",
+               "updated_at", "parent_id", "quality")
+
+
+def upsert_doc_sql(extra: tuple[str, ...] = ()) -> str:
+    cols = DOC_COLS + extra
+    return (f"INSERT INTO documents({', '.join(cols)}) VALUES({', '.join(['%s'] * len(cols))})"
+            " ON CONFLICT(doc_id) DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in _UPSERT_SET + extra)
+            + ", indexed_at=COALESCE(excluded.indexed_at, documents.indexed_at)")
+
+
+def doc_values(doc, now: float, *, n_chunks: int, flags: list[str], indexed: bool) -> list:
+    """A DocRecord as the values of DOC_COLS."""
+    return [doc.doc_id, doc.source, doc.external_id, doc.uri, doc.mime, doc.size, doc.mtime_ns, doc.content_version,
+            doc.acl.version, doc.acl.to_json(), doc.status, doc.error_code, doc.error, doc.extractor,
+            doc.extractor_version, n_chunks, json.dumps(flags), json.dumps(doc.labels), now, now,
+            now if indexed else None, doc.parent_id, json.dumps(doc.quality) if doc.quality is not None else None]
+
+
+HIT_SQL = ("SELECT c.rowid, c.chunk_id, c.doc_id, c.text, c.page, c.section, c.doc_version, c.labels, c.extractor,"
+           " c.model_id, d.uri, d.acl, d.flags FROM chunks c JOIN documents d ON d.doc_id=c.doc_id WHERE c.rowid ")
+
+
+def to_hits(rows: dict, scored: list[tuple[int, float, int | None, int | None]]) -> list[Hit]:
+    """Rows of HIT_SQL by rowid -> hits in the ranked order (rows deleted meanwhile are skipped)."""
+    out = []
+    for rowid, score, br, vr in scored:
+        r = rows.get(rowid)
+        if r is None:  # deleted between ranking and fetch
+            continue
+        acl = json.loads(r["acl"]) if r["acl"] else {}
+        labels = json.loads(r["labels"]) + [f"flag:{f}" for f in json.loads(r["flags"])]
+        out.append(Hit(r["chunk_id"], r["doc_id"], score, r["text"], r["uri"], r["page"], r["section"] or "",
+                       r["doc_version"], labels, acl, r["extractor"], r["model_id"], br, vr))
+    return out
+
+
+def flagged(rows) -> list[dict]:
+    out = []
+    for r in rows:
+        f = dict(r)
+        q = f.pop("quality")
+        f["flags"] = json.loads(f["flags"])
+        f["reasons"] = (json.loads(q) or {}).get("reasons", []) if q else []
+        out.append(f)
+    return out
+
+
+class OutboxMixin:
+    """SQL both stores run as is: outbox, sink cursors, the outcome log, the audit chain."""
+
+    _PH = "%s"  # the driver's placeholder
+
+    def _q(self, sql: str) -> str:
+        return sql if self._PH == "%s" else sql.replace("%s", self._PH)
+
+    def _audit_lock(self, db) -> None:
+        """Serialise the hash chain (SQLite's BEGIN IMMEDIATE already does)."""
+
+    def audit(self, principal: str, query: str, filters: dict | None, results: list[tuple[str, str | None]]) -> None:
+        with self.tx() as db:
+            self._audit_lock(db)
+            prev = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+            prev_hash = prev["hash"] if prev else ""
+            ts = time.time()
+            body = json.dumps([ts, principal, query, filters or {}, results], sort_keys=True)
+            h = hashlib.sha256((prev_hash + body).encode()).hexdigest()
+            db.execute(self._q("INSERT INTO audit(ts, principal, query, filters, results, prev_hash, hash)"
+                               " VALUES(%s,%s,%s,%s,%s,%s,%s)"),
+                       (ts, principal, query, json.dumps(filters or {}), json.dumps(results), prev_hash, h))
+
+    def _outbox(self, db, doc_ids, op: str) -> None:
+        now = time.time()
+        db.cursor().executemany(self._q("INSERT INTO outbox(ts, doc_id, op) VALUES(%s,%s,%s)"),
+                                [(now, d, op) for d in doc_ids])
+
+    # -- outcomes (progress, counters) ----------------------------------------------
+    def log_outcome(self, *, action: str, source: str | None, external_id: str | None,
+                    doc_id: str | None, batch: str | None = None, parsed: int = 0, embedded: int = 0,
+                    detail: str | None = None, trace: dict | None = None) -> None:
+        """``trace``: stage timings, versions and the causing event (ingest.obs.trace)."""
+        self.db.execute(self._q("INSERT INTO outcomes(ts, batch, source, external_id, doc_id, action, parsed,"
+                                " embedded, detail, trace) VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"),
+                        (time.time(), batch, source, external_id, doc_id, action, parsed, embedded, detail,
+                         json.dumps(trace) if trace is not None else None))
+
+    def batch_progress(self, batch: str) -> int:
+        return self.db.execute(self._q("SELECT COUNT(DISTINCT external_id) AS n FROM outcomes WHERE batch=%s"),
+                               (batch,)).fetchone()["n"]
+
+    def counters(self, since_id: int = 0) -> dict:
+        r = self.db.execute(self._q("SELECT COALESCE(SUM(parsed),0) AS p, COALESCE(SUM(embedded),0) AS e,"
+                                    " COALESCE(MAX(id),0) AS m FROM outcomes WHERE id>%s"), (since_id,)).fetchone()
+        return {"parsed": int(r["p"]), "embedded": int(r["e"]), "last_id": int(r["m"])}
+
+    def all_doc_ids(self) -> list[str]:
+        return [r["doc_id"] for r in self.db.execute("SELECT doc_id FROM documents ORDER BY doc_id")]
+
+    def batch_outcomes(self, batch: str) -> dict[str, int]:
+        rows = self.db.execute(self._q("SELECT action, COUNT(*) AS n FROM outcomes WHERE batch=%s GROUP BY action"),
+                               (batch,))
+        return {r["action"]: r["n"] for r in rows}
+
+    # -- outbox cursors (this store as a primary) -----------------------------------
+    def outbox_rows(self, after: int, limit: int) -> list[tuple[int, str]]:
+        return [(r["id"], r["doc_id"]) for r in self.db.execute(
+            self._q("SELECT id, doc_id FROM outbox WHERE id>%s ORDER BY id LIMIT %s"), (after, limit))]
+
+    def outbox_head(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(id), 0) AS m FROM outbox").fetchone()["m"]
+
+    def sink_cursor(self, name: str) -> int | None:
+        r = self.db.execute(self._q("SELECT position FROM sink_cursors WHERE name=%s"), (name,)).fetchone()
+        return None if r is None else r["position"]
+
+    def set_sink_cursor(self, name: str, url: str, position: int) -> None:
+        self.db.execute(self._q(
+            "INSERT INTO sink_cursors(name, url, position, synced_at) VALUES(%s,%s,%s,%s)"
+            " ON CONFLICT(name) DO UPDATE SET url=excluded.url, position=excluded.position,"
+            " synced_at=excluded.synced_at, last_error=NULL, error_at=NULL"), (name, redact(url), position, time.time()))
+
+    def sink_error(self, name: str, url: str, error: str) -> None:
+        self.db.execute(self._q(
+            "INSERT INTO sink_cursors(name, url, position, last_error, error_at) VALUES(%s,%s,-1,%s,%s)"
+            " ON CONFLICT(name) DO UPDATE SET last_error=excluded.last_error, error_at=excluded.error_at"),
+            (name, redact(url), error, time.time()))
+
+    def prune_outbox(self) -> int:
+        """Drop the rows every registered sink has (all rows when no sink is registered: a sink
+        added later starts from a full snapshot)."""
+        return self.db.execute("DELETE FROM outbox WHERE id <= COALESCE((SELECT MIN(position) FROM sink_cursors),"
+                               " (SELECT MAX(id) FROM outbox))").rowcount
+
+    def sink_lag(self) -> list[dict]:
+        """Per sink: cursor, rows not yet applied, age of the oldest of them (seconds), last error."""
+        now = time.time()
+        out = []
+        for r in self.db.execute(
+                "SELECT s.name, s.url, s.position, s.synced_at, s.last_error, s.error_at,"
+                " (SELECT COUNT(*) FROM outbox o WHERE o.id > s.position) AS lag_rows,"
+                " (SELECT MIN(ts) FROM outbox o WHERE o.id > s.position) AS oldest FROM sink_cursors s"
+                " ORDER BY s.name"):
+            r = dict(r)
+            oldest = r.pop("oldest")
+            r["lag_seconds"] = round(now - oldest, 3) if oldest is not None else 0.0
+            r["snapshot_pending"] = r["position"] < 0  # registered, but never reached: a full copy comes first
+            out.append(r)
+        return out

@@ -1,0 +1,496 @@
+"""The scale-out store: PostgreSQL with pgvector, shared by any number of workers.
+
+The same contract as :class:`ingest.stores.sqlite.SQLiteStore` (registry, chunks, ACL,
+embedding cache, outcome log, audit log, outbox), with
+
+* full text: a stored ``tsvector`` column (text weight A, section weight B) and a GIN index;
+* vectors: a ``vector(dim)`` column with an HNSW index (``vector_cosine_ops``);
+* ACL: every chunk carries its document's ``allow_tokens``/``deny_tokens`` arrays (GIN
+  indexed); both retrievals filter with ``allow && tokens AND NOT deny && tokens`` (deny wins)
+  inside the SQL, before ORDER BY and LIMIT. Filtered HNSW uses pgvector's iterative index
+  scan (``hnsw.iterative_scan``, pgvector >= 0.8) so ``k`` results are ``k`` readable results;
+  when the index scan still returns fewer rows than asked (a very small readable set), the
+  query is repeated without the index: an exact scan of the readable chunks;
+* locks: per-document advisory locks (released by the server if the holder dies);
+* schema: versioned migrations under a transaction-level advisory lock (idempotent and safe
+  when many workers start at once).
+
+One connection per thread and process (autocommit; transactions are explicit); a forked
+child or a broken connection reconnects on next use.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from contextlib import contextmanager
+
+from acl.model import ACL
+
+from .base import ChunkRecord, DocRecord, Hit
+from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, OutboxMixin, doc_values, flagged, redact, to_hits,
+                     upsert_doc_sql)
+
+SCHEMA_VERSION = 2
+_MIGRATE_LOCK = 0x1A6E57  # advisory lock key for schema changes
+_AUDIT_LOCK = 0x1A6E58  # serialises the audit hash chain
+_OUTBOX_LOCK = 0x1A6E59  # outbox ids commit in order
+
+def _schema(dim: int) -> list[str]:
+    return [
+        """CREATE TABLE documents(
+          doc_id text PRIMARY KEY, source text NOT NULL, external_id text NOT NULL, uri text NOT NULL,
+          mime text, size bigint, mtime_ns bigint, content_version text, acl_version text, acl text,
+          status text NOT NULL, error_code text, error text, extractor text, extractor_version text,
+          n_chunks integer NOT NULL DEFAULT 0, flags text NOT NULL DEFAULT '[]', labels text NOT NULL DEFAULT '[]',
+          first_seen double precision, updated_at double precision, indexed_at double precision,
+          parent_id text, quality text,
+          allow_tokens text[] NOT NULL DEFAULT '{}', deny_tokens text[] NOT NULL DEFAULT '{}',
+          UNIQUE(source, external_id))""",
+        "CREATE INDEX documents_status ON documents(status)",
+        "CREATE INDEX documents_parent ON documents(parent_id)",
+        "CREATE INDEX documents_allow ON documents USING gin(allow_tokens)",
+        f"""CREATE TABLE chunks(
+          rowid bigserial PRIMARY KEY, chunk_id text NOT NULL UNIQUE, doc_id text NOT NULL, idx integer NOT NULL,
+          text text NOT NULL, text_hash text NOT NULL, tokens integer, page integer, section text,
+          doc_version text, extractor text, extractor_version text, chunker text, model_id text,
+          labels text NOT NULL DEFAULT '[]', created_at double precision,
+          embedding vector({dim}) NOT NULL,
+          allow_tokens text[] NOT NULL DEFAULT '{{}}', deny_tokens text[] NOT NULL DEFAULT '{{}}',
+          tsv tsvector GENERATED ALWAYS AS (setweight(to_tsvector('english', text), 'A')
+                                            || setweight(to_tsvector('english', coalesce(section, '')), 'B')) STORED,
+          UNIQUE(doc_id, idx))""",
+        "CREATE INDEX chunks_tsv ON chunks USING gin(tsv)",
+        "CREATE INDEX chunks_allow ON chunks USING gin(allow_tokens)",
+        "CREATE INDEX chunks_embedding ON chunks USING hnsw(embedding vector_cosine_ops)",
+        """CREATE TABLE emb_cache(model_id text NOT NULL, text_hash text NOT NULL, vec bytea NOT NULL,
+          PRIMARY KEY(model_id, text_hash))""",
+        """CREATE TABLE outcomes(id bigserial PRIMARY KEY, ts double precision NOT NULL, batch text, source text,
+          external_id text, doc_id text, action text NOT NULL, parsed integer NOT NULL DEFAULT 0,
+          embedded integer NOT NULL DEFAULT 0, detail text)""",
+        "CREATE INDEX outcomes_batch ON outcomes(batch)",
+        """CREATE TABLE audit(id bigserial PRIMARY KEY, ts double precision NOT NULL, principal text, query text,
+          filters text, results text, prev_hash text, hash text)""",
+        *[stmt.format(serial="bigserial PRIMARY KEY", real="double precision") for stmt in OUTBOX_DDL],
+    ]
+
+
+# version -> statements that bring a store from the version before up to it (1 is the first schema)
+MIGRATIONS: dict[int, list[str]] = {
+    2: ["ALTER TABLE outcomes ADD COLUMN IF NOT EXISTS trace text"],  # stage timings (ingest.obs.trace)
+}
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def ts_query(text: str) -> str | None:
+    """User text -> a safe ``to_tsquery`` string: every word quoted, OR-ed (the ranking weighs them)."""
+    words = dict.fromkeys(_WORD.findall(text.lower()))
+    return " | ".join(f"'{w}'" for w in words) if words else None
+
+
+def _lock_key(key: str) -> int:
+    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big", signed=True)
+
+
+def _dim_for(model_id: str) -> int:
+    from ingest.embed import DEFAULT_MODEL, get_embedder
+
+    return 384 if model_id == DEFAULT_MODEL else get_embedder(model_id).dim
+
+
+class _AdvisoryLock:
+    def __init__(self, store: "PostgresStore", keys: tuple[str, ...]):
+        self.store = store
+        self.keys = sorted({_lock_key(k) for k in keys})  # sorted: no lock-order deadlock
+        self.conn = None
+
+    def __enter__(self):
+        self.conn = self.store.db
+        for k in self.keys:
+            self.conn.execute("SELECT pg_advisory_lock(%s)", (k,))
+        return self
+
+    def __exit__(self, *exc):
+        if not self.conn.closed and not self.conn.broken:
+            for k in reversed(self.keys):
+                self.conn.execute("SELECT pg_advisory_unlock(%s)", (k,))
+        return False
+
+
+class PostgresStore(OutboxMixin):
+    def __init__(self, url: str, model_id: str | None = None):
+        from ingest.embed import DEFAULT_MODEL
+
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"not a PostgreSQL URL: {redact(url)!r}")
+        self.url = url
+        self._model_id = model_id or DEFAULT_MODEL
+        self._local = threading.local()
+        self.migrate()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({redact(self.url)!r})"
+
+    # -- connections ----------------------------------------------------------------
+    @property
+    def db(self):
+        c = getattr(self._local, "conn", None)
+        if c is None or c.closed or c.broken or getattr(self._local, "pid", None) != os.getpid():
+            import psycopg
+            from psycopg.rows import dict_row
+
+            if c is not None and getattr(self._local, "pid", None) == os.getpid():
+                c.close()
+            c = psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=10)
+            if c.execute("SELECT 1 FROM pg_type WHERE typname='vector'").fetchone():
+                from pgvector.psycopg import register_vector
+
+                register_vector(c)
+            self._local.conn, self._local.pid = c, os.getpid()
+        return c
+
+    def close(self) -> None:
+        c = getattr(self._local, "conn", None)
+        if c is not None and getattr(self._local, "pid", None) == os.getpid():
+            c.close()
+        self._local.conn = None
+
+    @contextmanager
+    def tx(self):
+        db = self.db
+        with db.transaction():
+            yield db
+
+    # -- schema ---------------------------------------------------------------------
+    def schema_version(self) -> int:
+        row = self.db.execute("SELECT to_regclass('meta') IS NOT NULL AS t").fetchone()
+        if not row["t"]:
+            return 0
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row["value"]) if row else 0
+
+    def migrate(self) -> None:
+        """Create or bring the schema up to date. Safe to run twice and from many processes at once."""
+        with self.tx() as db:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+            db.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            db.execute("CREATE TABLE IF NOT EXISTS meta(key text PRIMARY KEY, value text)")
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            current = int(row["value"]) if row else 0
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(f"{redact(self.url)}: store schema {current} is newer than this version of "
+                                   f"ingest understands ({SCHEMA_VERSION}); upgrade ingest")
+            if current < 1:
+                dim = _dim_for(self._model_id)
+                for stmt in _schema(dim):
+                    db.execute(stmt)
+                db.execute("INSERT INTO meta VALUES('model_id', %s), ('dim', %s)", (self._model_id, str(dim)))
+                current = 1
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for stmt in MIGRATIONS[version]:
+                    db.execute(stmt)
+            db.execute("INSERT INTO meta VALUES('schema_version', %s) ON CONFLICT(key) DO UPDATE SET"
+                       " value=excluded.value", (str(SCHEMA_VERSION),))
+        self.close()  # reconnect: the vector type may be new to this connection
+
+    @property
+    def model_id(self) -> str:
+        return self.db.execute("SELECT value FROM meta WHERE key='model_id'").fetchone()["value"]
+
+    def _outbox(self, db, doc_ids, op: str) -> None:
+        """The last statement of every change: the lock (held to commit) makes outbox ids commit
+        in id order, so a pump that has read row n never misses a row < n committed later."""
+        if doc_ids:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_OUTBOX_LOCK,))
+            super()._outbox(db, doc_ids, op)
+
+    def lock(self, *keys: str):
+        """Per-document lock across processes and machines (advisory; released if we die)."""
+        return _AdvisoryLock(self, keys)
+
+    # -- registry -------------------------------------------------------------------
+    _SEL_DOC = "SELECT " + ", ".join(DOC_COLS) + " FROM documents"
+
+    def get_doc(self, source: str, external_id: str) -> dict | None:
+        return self.db.execute(self._SEL_DOC + " WHERE source=%s AND external_id=%s", (source, external_id)).fetchone()
+
+    def get_doc_by_id(self, doc_id: str) -> dict | None:
+        return self.db.execute(self._SEL_DOC + " WHERE doc_id=%s", (doc_id,)).fetchone()
+
+    def docs_for_source(self, source: str) -> dict[str, dict]:
+        """Top-level documents of a source (child documents live and die with their parent)."""
+        rows = self.db.execute(
+            "SELECT doc_id, external_id, size, mtime_ns, content_version, acl_version, status "
+            "FROM documents WHERE source=%s AND parent_id IS NULL", (source,))
+        return {r["external_id"]: r for r in rows}
+
+    def children_of(self, doc_id: str) -> dict[str, dict]:
+        rows = self.db.execute("SELECT doc_id, external_id, content_version, acl_version, status FROM documents"
+                               " WHERE parent_id=%s", (doc_id,))
+        return {r["external_id"]: r for r in rows}
+
+    @staticmethod
+    def _descendants(db, doc_id: str) -> list[str]:
+        return [r["id"] for r in db.execute(
+            "WITH RECURSIVE d(id) AS (SELECT doc_id FROM documents WHERE parent_id=%s"
+            " UNION SELECT documents.doc_id FROM documents JOIN d ON documents.parent_id=d.id) SELECT id FROM d",
+            (doc_id,))]
+
+    def doc_id_taken(self, doc_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM documents WHERE doc_id=%s", (doc_id,)).fetchone() is not None
+
+    def apply(self, doc: DocRecord, chunks: list[ChunkRecord]) -> None:
+        """Replace the document and all its chunks in one transaction."""
+        import numpy as np
+
+        now = time.time()
+        flags = list(doc.flags)
+        if not doc.acl.known and "acl-unknown" not in flags:
+            flags.append("acl-unknown")
+        allow, deny = sorted(doc.acl.allow), sorted(doc.acl.deny)
+        with self.tx() as db:
+            self._upsert_doc(db, doc, now, n_chunks=len(chunks), flags=flags, indexed=True)
+            db.execute("DELETE FROM chunks WHERE doc_id=%s", (doc.doc_id,))
+            labels = json.dumps(doc.labels)
+            with db.cursor().copy(
+                    "COPY chunks(chunk_id, doc_id, idx, text, text_hash, tokens, page, section, doc_version,"
+                    " extractor, extractor_version, chunker, model_id, labels, created_at, embedding,"
+                    " allow_tokens, deny_tokens) FROM STDIN") as cp:
+                for c in chunks:
+                    cp.write_row((c.chunk_id, doc.doc_id, c.index, c.text, c.text_hash, c.tokens, c.page, c.section,
+                                  doc.content_version, doc.extractor, doc.extractor_version, c.chunker, c.model_id,
+                                  labels, now, _vec_text(np.frombuffer(c.vector, dtype=np.float32)), allow, deny))
+            self._outbox(db, [doc.doc_id], "apply")
+
+    def _upsert_doc(self, db, doc: DocRecord, now: float, *, n_chunks: int, flags: list[str],
+                    indexed: bool) -> None:
+        db.execute(upsert_doc_sql(("allow_tokens", "deny_tokens")),
+                   doc_values(doc, now, n_chunks=n_chunks, flags=flags, indexed=indexed)
+                   + [sorted(doc.acl.allow), sorted(doc.acl.deny)])
+
+    def record_failure(self, doc: DocRecord) -> None:
+        """A document that could not be indexed: registry row with the reason, no chunks."""
+        with self.tx() as db:
+            db.execute("DELETE FROM chunks WHERE doc_id=%s", (doc.doc_id,))
+            self._upsert_doc(db, doc, time.time(), n_chunks=0, flags=list(doc.flags), indexed=False)
+            self._outbox(db, [doc.doc_id], "apply")
+
+    def set_acl(self, doc_id: str, acl: ACL, *, size: int | None = None, mtime_ns: int | None = None) -> None:
+        """ACL-only change: no re-extraction, no re-embedding. Child documents inherit it."""
+        allow, deny = sorted(acl.allow), sorted(acl.deny)
+        with self.tx() as db:
+            ids = [doc_id, *self._descendants(db, doc_id)]
+            for i, d in enumerate(ids):
+                row = db.execute("SELECT flags FROM documents WHERE doc_id=%s", (d,)).fetchone()
+                if row is None:
+                    continue
+                flags = [f for f in json.loads(row["flags"]) if f != "acl-unknown"]
+                flags += [] if acl.known else ["acl-unknown"]
+                db.execute("UPDATE documents SET acl=%s, acl_version=%s, flags=%s, updated_at=%s,"
+                           " size=COALESCE(%s, size), mtime_ns=COALESCE(%s, mtime_ns), allow_tokens=%s,"
+                           " deny_tokens=%s WHERE doc_id=%s",
+                           (acl.to_json(), acl.version, json.dumps(flags), time.time(),
+                            size if i == 0 else None, mtime_ns if i == 0 else None, allow, deny, d))
+            db.execute("UPDATE chunks SET allow_tokens=%s, deny_tokens=%s WHERE doc_id = ANY(%s)", (allow, deny, ids))
+            self._outbox(db, ids, "acl")
+
+    def touch(self, doc_id: str, size: int, mtime_ns: int) -> None:
+        """Same content, new stat (e.g. `touch`): remember it so the next scan skips fast."""
+        with self.tx() as db:
+            db.execute("UPDATE documents SET size=%s, mtime_ns=%s, updated_at=%s WHERE doc_id=%s",
+                       (size, mtime_ns, time.time(), doc_id))
+            self._outbox(db, [doc_id], "touch")
+
+    def move(self, doc_id: str, external_id: str, uri: str) -> None:
+        """A rename: the document keeps its id, chunks and vectors."""
+        with self.tx() as db:
+            gone = [r["doc_id"] for r in db.execute(
+                "DELETE FROM documents WHERE source=(SELECT source FROM documents WHERE doc_id=%s)"
+                " AND external_id=%s AND doc_id<>%s AND status<>'indexed' RETURNING doc_id",
+                (doc_id, external_id, doc_id))]
+            old = db.execute("SELECT external_id, uri FROM documents WHERE doc_id=%s", (doc_id,)).fetchone()
+            db.execute("UPDATE documents SET external_id=%s, uri=%s, updated_at=%s WHERE doc_id=%s",
+                       (external_id, uri, time.time(), doc_id))
+            kids = self._descendants(db, doc_id)
+            for d in kids:  # children are addressed <parent>!<member>
+                db.execute("UPDATE documents SET external_id=%s || substr(external_id, %s),"
+                           " uri=%s || substr(uri, %s) WHERE doc_id=%s",
+                           (external_id, len(old["external_id"]) + 1, uri, len(old["uri"]) + 1, d))
+            self._outbox(db, gone, "delete")
+            self._outbox(db, [doc_id, *kids], "move")
+
+    def delete(self, doc_id: str) -> None:
+        """Remove a document, its chunks, and its child documents, in one transaction."""
+        with self.tx() as db:
+            ids = [doc_id, *self._descendants(db, doc_id)]
+            db.execute("DELETE FROM chunks WHERE doc_id = ANY(%s)", (ids,))
+            db.execute("DELETE FROM documents WHERE doc_id = ANY(%s)", (ids,))
+            self._outbox(db, ids, "delete")
+
+    # -- replication (outbox sinks) -------------------------------------------------
+    def export_docs(self, doc_ids: list[str]) -> dict[str, dict | None]:
+        """Current state of documents as plain data: {doc_id: {"doc": row, "chunks": [...]}} or None if gone."""
+        import numpy as np
+
+        out: dict[str, dict | None] = dict.fromkeys(doc_ids)
+        with self.tx() as db:  # one snapshot of registry and chunks
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            for r in db.execute(self._SEL_DOC + " WHERE doc_id = ANY(%s)", (doc_ids,)):
+                out[r["doc_id"]] = {"doc": r, "chunks": []}
+            for r in db.execute("SELECT doc_id, " + ", ".join(CHUNK_COLS) + ", embedding FROM chunks"
+                                " WHERE doc_id = ANY(%s) ORDER BY doc_id, idx", (doc_ids,)):
+                st = out.get(r.pop("doc_id"))
+                if st is not None:
+                    r["vec"] = np.asarray(r.pop("embedding").to_numpy(), dtype=np.float32).tobytes()
+                    st["chunks"].append(r)
+        return out
+
+    def replicate(self, states: dict[str, dict | None]) -> None:
+        """Make these documents exactly as given (None: absent), in one transaction. Used by the
+        outbox pump on a sink; writes no outbox rows of its own, so sinks never feed back."""
+        import numpy as np
+
+        with self.tx() as db:
+            gone = [d for d, st in states.items() if st is None]
+            db.execute("DELETE FROM chunks WHERE doc_id = ANY(%s)", (list(states),))
+            db.execute("DELETE FROM documents WHERE doc_id = ANY(%s)", (gone,))
+            for doc_id, st in states.items():
+                if st is None:
+                    continue
+                d = st["doc"]
+                acl = ACL.from_json(d["acl"])
+                allow, deny = sorted(acl.allow), sorted(acl.deny)
+                # another document at this address in the sink has moved on in the primary; its own
+                # outbox row (later in the stream) brings it back to where it is now
+                stale = [r["doc_id"] for r in db.execute(
+                    "DELETE FROM documents WHERE source=%s AND external_id=%s AND doc_id<>%s RETURNING doc_id",
+                    (d["source"], d["external_id"], doc_id))]
+                db.execute("DELETE FROM chunks WHERE doc_id = ANY(%s)", (stale,))
+                cols = list(DOC_COLS) + ["allow_tokens", "deny_tokens"]
+                db.execute(f"INSERT INTO documents({', '.join(cols)}) VALUES({', '.join(['%s'] * len(cols))})"
+                           " ON CONFLICT(doc_id) DO UPDATE SET "
+                           + ", ".join(f"{c}=excluded.{c}" for c in cols[1:]),
+                           [d[c] for c in DOC_COLS] + [allow, deny])
+                with db.cursor().copy("COPY chunks(doc_id, " + ", ".join(CHUNK_COLS)
+                                      + ", embedding, allow_tokens, deny_tokens) FROM STDIN") as cp:
+                    for c in st["chunks"]:
+                        cp.write_row((doc_id, *[c[k] for k in CHUNK_COLS],
+                                      _vec_text(np.frombuffer(c["vec"], dtype=np.float32)), allow, deny))
+
+    # -- embedding cache ------------------------------------------------------------
+    def cached_vectors(self, model_id: str, hashes: list[str]) -> dict[str, bytes]:
+        rows = self.db.execute("SELECT text_hash, vec FROM emb_cache WHERE model_id=%s AND text_hash = ANY(%s)",
+                               (model_id, hashes))
+        return {r["text_hash"]: bytes(r["vec"]) for r in rows}
+
+    def cache_vectors(self, model_id: str, items: list[tuple[str, bytes]]) -> None:
+        if items:
+            with self.tx() as db:
+                db.cursor().executemany("INSERT INTO emb_cache VALUES(%s,%s,%s) ON CONFLICT DO NOTHING",
+                                        [(model_id, h, v) for h, v in items])
+
+    # -- status ---------------------------------------------------------------------
+    def status(self) -> dict:
+        db = self.db
+        by_status = {r["status"]: r["n"] for r in db.execute(
+            "SELECT status, COUNT(*) AS n FROM documents GROUP BY status")}
+        errors = db.execute("SELECT uri, status, error_code, error, updated_at FROM documents WHERE status<>'indexed'"
+                            " ORDER BY updated_at DESC LIMIT 200").fetchall()
+        flags = flagged(db.execute("SELECT uri, flags, quality FROM documents WHERE flags<>'[]'"
+                                   " ORDER BY updated_at DESC LIMIT 200"))
+        n_chunks = db.execute("SELECT COUNT(*) AS n FROM chunks").fetchone()["n"]
+        sources = {r["source"]: r["n"] for r in db.execute(
+            "SELECT source, COUNT(*) AS n FROM documents GROUP BY source")}
+        by_reason: dict[str, dict[str, int]] = {}
+        for r in db.execute("SELECT source, status, error_code, COUNT(*) AS n FROM documents"
+                            " WHERE status<>'indexed' GROUP BY source, status, error_code"):
+            by_reason.setdefault(r["source"], {})[f"{r['status']}:{r['error_code']}"] = r["n"]
+        for r in db.execute("SELECT source, j AS flag, COUNT(*) AS n FROM documents,"
+                            " jsonb_array_elements_text(flags::jsonb) j GROUP BY source, j"):
+            by_reason.setdefault(r["source"], {})[f"flagged:{r['flag']}"] = r["n"]
+        return {"store": redact(self.url), "schema_version": self.schema_version(),
+                "documents": sum(by_status.values()), "by_status": by_status, "chunks": n_chunks,
+                "sources": sources, "by_reason": by_reason, "errors": errors, "flagged": flags,
+                "sinks": self.sink_lag()}
+
+    # -- search ---------------------------------------------------------------------
+    _ACL = "allow_tokens && %(t)s::text[] AND NOT (deny_tokens && %(t)s::text[])"
+
+    # Query lexemes in more than this share of chunks (ANALYZE's most-common-elements statistics of
+    # the tsvector column) do not select candidates when a rarer lexeme is present; they still count
+    # in the ranking (a common-terms query). Measured at 100,000 SciFact chunks: full-text p50 78 ->
+    # 23 ms, 88 % of the top 10 unchanged (bench/scale_search.py, bench/README.md).
+    COMMON_TERM_FREQ = 0.05
+    _STATS_TTL = 300.0
+
+    def _term_freqs(self) -> dict[str, float]:
+        cached = getattr(self, "_freqs", None)
+        if cached is not None and time.monotonic() - cached[0] < self._STATS_TTL:
+            return cached[1]
+        r = self.db.execute("SELECT most_common_elems::text::text[] AS e, most_common_elem_freqs AS f FROM pg_stats"
+                            " WHERE schemaname = current_schema() AND tablename='chunks' AND attname='tsv'").fetchone()
+        freqs = dict(zip(r["e"], r["f"])) if r and r["e"] else {}
+        self._freqs = (time.monotonic(), freqs)
+        return freqs
+
+    def bm25(self, query: str, tokens: frozenset[str], limit: int) -> list[tuple[int, float]]:
+        if not tokens or not ts_query(query):
+            return []
+        lex = [r["lexeme"] for r in self.db.execute("SELECT lexeme FROM unnest(to_tsvector('english', %s))",
+                                                     (query,))]
+        if not lex:  # only stop words
+            return []
+        freqs = self._term_freqs()
+        rare = [w for w in lex if freqs.get(w, 0.0) <= self.COMMON_TERM_FREQ] or lex
+        sql = ("SELECT rowid, ts_rank(tsv, q) AS s FROM chunks, to_tsquery('simple', %(q)s) q,"
+               f" to_tsquery('simple', %(m)s) m WHERE {self._ACL} AND tsv @@ m ORDER BY s DESC, rowid LIMIT %(n)s")
+        args = {"q": _or(lex), "m": _or(rare), "t": sorted(tokens), "n": limit}
+        rows = self.db.execute(sql, args).fetchall()
+        if len(rows) < limit and len(rare) < len(lex):  # fewer than asked: the common words may match more
+            rows = self.db.execute(sql, {**args, "m": args["q"]}).fetchall()
+        return [(r["rowid"], float(r["s"])) for r in rows]
+
+    def vector(self, qvec, tokens: frozenset[str], limit: int) -> list[tuple[int, float]]:
+        import numpy as np
+
+        if not tokens:
+            return []
+        args = {"v": _vec_text(np.asarray(qvec, dtype=np.float32)), "t": sorted(tokens), "n": limit}
+        sql = (f"SELECT rowid, embedding <=> %(v)s::vector AS d FROM chunks WHERE {self._ACL}"
+               " ORDER BY d LIMIT %(n)s")
+        with self.tx() as db:
+            db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            db.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(100, 2 * int(limit)))}")  # recall vs speed
+            rows = db.execute(sql, args).fetchall()
+            if len(rows) < limit:  # a small readable set: the index scan gave up; exact scan instead
+                db.execute("SET LOCAL enable_indexscan = off")
+                rows = db.execute(sql, args).fetchall()
+        rows.sort(key=lambda r: (r["d"], r["rowid"]))  # relaxed order: re-sort the few rows we got
+        return [(r["rowid"], 1.0 - float(r["d"])) for r in rows]
+
+    def hits(self, scored: list[tuple[int, float, int | None, int | None]]) -> list[Hit]:
+        if not scored:
+            return []
+        return to_hits({r["rowid"]: r for r in self.db.execute(HIT_SQL + "= ANY(%s)", ([x[0] for x in scored],))},
+                       scored)
+
+    def readable_doc_count(self, tokens: frozenset[str]) -> int:
+        return self.db.execute(f"SELECT COUNT(*) AS n FROM documents WHERE {self._ACL}",
+                               {"t": sorted(tokens)}).fetchone()["n"]
+
+    def _audit_lock(self, db) -> None:
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))  # one chain, many writers
+
+
+def _or(lexemes: list[str]) -> str:
+    """Normalised lexemes -> a tsquery text that ORs them (quoted: taken verbatim)."""
+    return " | ".join("'" + w.replace("\\", "\\\\").replace("'", "''") + "'" for w in lexemes)
+
+
+def _vec_text(v) -> str:
+    """pgvector's text form; float32 -> repr round-trips exactly."""
+    return "[" + ",".join(map(repr, v.tolist())) + "]"
