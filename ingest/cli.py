@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", default=None)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("retry", help="re-queue dead-lettered tasks (see `ingest status`)")
+    _store_arg(p)
+    p.add_argument("--broker", default=None)
+    p.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead-letter ids (default: all)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("worker", help="run a Celery worker for the store")
     _store_arg(p)
     p.add_argument("--broker", default=None)
@@ -133,6 +139,7 @@ def cmd_status(a) -> int:
     st = open_store(a.store).status()
     broker = a.broker or embedded_broker(store_path(a.store))
     st["queue"] = Queue(str(store_path(a.store)), broker).depth()
+    st["dead_letters"] = open_store(a.store).dead_letters()
     if a.json:
         print(json.dumps(st, indent=2))
         return 0
@@ -146,6 +153,24 @@ def cmd_status(a) -> int:
         print(f"  {e['status']:<11} {e['uri']}: {e['error_code']}: {e['error']}")
     for f in st["flagged"]:
         print(f"  flagged     {f['uri']}: {'; '.join(f['reasons']) or ', '.join(f['flags'])}")
+    print(f"dead    {len(st['dead_letters'])} task(s)" + (" (`ingest retry` re-queues them)" if st["dead_letters"] else ""))
+    for d in st["dead_letters"]:
+        print(f"  #{d['id']:<5} {d['fault']:<9} {d['lane'] or '-'} {d['args'][1]} {d['args'][3]}: {d['reason']}")
+    return 0
+
+
+def cmd_retry(a) -> int:
+    from workers.app import embedded_broker
+    from workers.lanes import requeue_dead_letters
+
+    from .stores import store_path
+
+    url = str(store_path(a.store))
+    done = requeue_dead_letters(url, a.broker or embedded_broker(url), a.ids or None)
+    if a.json:
+        print(json.dumps(done))
+    else:
+        print(f"re-queued {len(done)} task(s)" + (": " + ", ".join(f"#{i}" for i in done) if done else ""))
     return 0
 
 
@@ -171,7 +196,8 @@ def cmd_serve(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     _setup_logging(a.verbose)
-    fn = {"run": cmd_run, "add": cmd_add, "search": cmd_search, "status": cmd_status, "worker": cmd_worker,
+    fn = {"run": cmd_run, "add": cmd_add, "search": cmd_search, "status": cmd_status, "retry": cmd_retry,
+          "worker": cmd_worker,
           "serve": cmd_serve}[a.cmd]
     try:
         return fn(a)

@@ -104,8 +104,11 @@ class Pipeline:
         return self._chunker
 
     # -- entry point ----------------------------------------------------------------
-    def handle(self, ev: ChangeEvent, batch: str | None = None) -> list[Outcome]:
-        """Apply one change event; returns what happened (also logged to the store)."""
+    def handle(self, ev: ChangeEvent, batch: str | None = None, version: int | None = None) -> list[Outcome]:
+        """Apply one change event; returns what happened (also logged to the store).
+
+        ``version``: the source's version of the document when the event was made (for
+        folders the file's ctime_ns); a task older than the registry's state is dropped."""
         if ev.kind == RESCAN:
             from .sources.reconcile import reconcile
 
@@ -119,7 +122,7 @@ class Pipeline:
         elif ev.kind == DELETE:
             out = [self.delete(ev.root, ev.path)]
         elif ev.kind == UPSERT:
-            out = [self.upsert(ev.root, ev.path)]
+            out = [self.upsert(ev.root, ev.path, version=version)]
         else:
             raise ValueError(f"unknown change kind {ev.kind!r}")
         source = folder_source(ev.root)
@@ -159,11 +162,14 @@ class Pipeline:
             self.store.move(row["doc_id"], new, file_uri(root, new))
             return Outcome("moved", row["doc_id"], detail=f"{old} -> {new}")
 
-    def upsert(self, root: str, rel: str) -> Outcome:
+    def upsert(self, root: str, rel: str, version: int | None = None) -> Outcome:
         source = folder_source(root)
         path = os.path.join(root, rel)
         with self.store.lock(f"{source}\0{rel}"):
             row = self.store.get_doc(source, rel)
+            seq = row.get("source_seq") if row is not None else None
+            if version is not None and seq is not None and version < seq:
+                return Outcome("stale", row["doc_id"], detail=f"version {version} is older than the indexed {seq}")
             try:
                 st = os.stat(path, follow_symlinks=False)
             except FileNotFoundError:
@@ -171,32 +177,38 @@ class Pipeline:
                     self.store.delete(row["doc_id"])
                     return Outcome("deleted", row["doc_id"])
                 return Outcome("missing")
-            if not stat_mod.S_ISREG(st.st_mode):
-                return Outcome("ignored", row and row["doc_id"], detail="not a regular file")
-            acl = acl_for_path(path, file_stat=st)
-            if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:
-                if row["acl_version"] == acl.version:
-                    return Outcome("skipped", row["doc_id"])
-                self.store.set_acl(row["doc_id"], acl)
-                return Outcome("acl", row["doc_id"])
-            doc_id = row["doc_id"] if row else new_doc_id(self.store, source, rel)
-            base = DocRecord(doc_id=doc_id, source=source, external_id=rel, uri=file_uri(root, rel), mime=None,
-                             size=st.st_size, mtime_ns=st.st_mtime_ns, content_version=None, acl=acl)
-            if st.st_size > MAX_FILE_BYTES:
-                return self._fail(base, "too-large", f"{st.st_size} bytes is over the {MAX_FILE_BYTES} byte limit",
-                                  status="quarantined")
-            try:
-                version = sha256_file(path)
-            except OSError as e:
-                return self._fail(base, "unreadable", f"cannot read file: {e.strerror}")
-            base.content_version = version
-            if row is not None and row["content_version"] == version:
-                if row["acl_version"] != acl.version:
-                    self.store.set_acl(doc_id, acl, size=st.st_size, mtime_ns=st.st_mtime_ns)
-                    return Outcome("acl", doc_id, detail="content unchanged")
-                self.store.touch(doc_id, st.st_size, st.st_mtime_ns)
-                return Outcome("touched", doc_id)
-            return self._index(base, path)
+            out = self._upsert_stat(source, root, rel, path, row, st)
+            if out.doc_id is not None and hasattr(self.store, "set_source_seq"):
+                self.store.set_source_seq(out.doc_id, st.st_ctime_ns)  # the state read is at least this new
+            return out
+
+    def _upsert_stat(self, source: str, root: str, rel: str, path: str, row: dict | None, st) -> Outcome:
+        if not stat_mod.S_ISREG(st.st_mode):
+            return Outcome("ignored", row and row["doc_id"], detail="not a regular file")
+        acl = acl_for_path(path, file_stat=st)
+        if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:
+            if row["acl_version"] == acl.version:
+                return Outcome("skipped", row["doc_id"])
+            self.store.set_acl(row["doc_id"], acl)
+            return Outcome("acl", row["doc_id"])
+        doc_id = row["doc_id"] if row else new_doc_id(self.store, source, rel)
+        base = DocRecord(doc_id=doc_id, source=source, external_id=rel, uri=file_uri(root, rel), mime=None,
+                         size=st.st_size, mtime_ns=st.st_mtime_ns, content_version=None, acl=acl)
+        if st.st_size > MAX_FILE_BYTES:
+            return self._fail(base, "too-large", f"{st.st_size} bytes is over the {MAX_FILE_BYTES} byte limit",
+                              status="quarantined")
+        try:
+            version = sha256_file(path)
+        except OSError as e:
+            return self._fail(base, "unreadable", f"cannot read file: {e.strerror}")
+        base.content_version = version
+        if row is not None and row["content_version"] == version:
+            if row["acl_version"] != acl.version:
+                self.store.set_acl(doc_id, acl, size=st.st_size, mtime_ns=st.st_mtime_ns)
+                return Outcome("acl", doc_id, detail="content unchanged")
+            self.store.touch(doc_id, st.st_size, st.st_mtime_ns)
+            return Outcome("touched", doc_id)
+        return self._index(base, path)
 
     # -- the content path -------------------------------------------------------------
     def _fail(self, doc: DocRecord, code: str, message: str, *, parsed: int = 0,

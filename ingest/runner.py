@@ -57,34 +57,23 @@ class RunLock:
 
 
 class Queue:
-    """Producer side: change events -> Celery tasks on a lane."""
+    """Producer side: change events -> Celery tasks on a lane (see ``workers.lanes``:
+    backpressure, coalescing, versions)."""
 
     def __init__(self, store_url: str, broker_url: str):
-        from workers.app import configure
+        from workers.lanes import Producer
 
         self.store_url = store_url
         self.broker_url = broker_url
-        self.app = configure(broker_url)
+        self.producer = Producer(store_url, broker_url)
+        self.app = self.producer.app
 
     def send(self, events: list[ChangeEvent], lane: str, batch: str | None = None) -> int:
-        with self.app.producer_or_acquire() as producer:
-            for ev in events:
-                self.app.send_task("ingest.change", args=[self.store_url, ev.kind, ev.root, ev.path, ev.dest_path,
-                                                          batch], queue=lane, producer=producer)
-        return len(events)
+        return self.producer.send(events, lane, batch)
 
     def depth(self) -> dict[str, int]:
-        """Messages waiting per lane (embedded SQLite broker only; {} otherwise)."""
-        db = _broker_db(self.broker_url)
-        if db is None or not db.exists():
-            return {}
-        try:
-            with sqlite3.connect(db, timeout=10) as c:
-                rows = c.execute("SELECT q.name, COUNT(m.id) FROM kombu_queue q LEFT JOIN kombu_message m"
-                                 " ON m.queue_id=q.id AND m.visible=1 GROUP BY q.name").fetchall()
-        except sqlite3.OperationalError:
-            return {}
-        return dict(rows)
+        """Messages waiting per lane."""
+        return self.producer.depth()
 
 
 def _broker_db(broker_url: str) -> Path | None:

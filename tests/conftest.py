@@ -177,3 +177,4 @@ def indexed_count(store_path) -> int:
             return c.execute("SELECT COUNT(*) FROM documents WHERE status='indexed'").fetchone()[0]
         except sqlite3.OperationalError:
             return 0
+from servers_redis import redis_server  # noqa: E402,F401 - real redis-server fixture (queue tests)
