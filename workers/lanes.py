@@ -126,15 +126,15 @@ class Producer:
     def depth(self) -> dict[str, int]:
         """Messages waiting per lane (not counting those a worker holds)."""
         if self.redis:
-            from kombu.transport.redis import DEFAULT_PRIORITY_STEPS
+            from kombu.transport.redis import PRIORITY_STEPS
 
             sep = "\x06\x16"
             pipe = self._r.pipeline()
             for lane in LANES:
-                for pri in DEFAULT_PRIORITY_STEPS:
+                for pri in PRIORITY_STEPS:
                     pipe.llen(lane if pri == 0 else f"{lane}{sep}{pri}")
             n = iter(pipe.execute())
-            return {lane: sum(next(n) for _ in DEFAULT_PRIORITY_STEPS) for lane in LANES}
+            return {lane: sum(next(n) for _ in PRIORITY_STEPS) for lane in LANES}
         db = broker_db(self.broker_url)
         if db is None or not db.exists():
             return {}
