@@ -78,6 +78,8 @@ def configure(broker_url: str | None = None) -> Celery:
                 # longer than the task time limit, so a slow task is not run twice
                 "visibility_timeout": visibility_timeout(),
                 "unacked_restore_throttle": 1,
+                # the restore scan's lock: if a worker dies holding it, others wait this long
+                "unacked_mutex_expire": 60,
                 "unacked_restore_interval": max(1, min(10, visibility_timeout() // 2)),
             },
             broker_connection_retry=True,
