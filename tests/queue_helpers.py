@@ -22,7 +22,7 @@ class Worker:
         self.cmd = [sys.executable, "-m", "ingest.cli", "worker", "--store", store_url, "--broker", broker_url,
                     "--concurrency", str(concurrency), "--queues", queues, "--loglevel", "INFO"]
         self.log = folder / f"worker-{name}.log"
-        self.env = dict(os.environ, PYTHONPATH=str(REPO), INGEST_VISIBILITY_TIMEOUT="8", **(env or {}))
+        self.env = dict(os.environ, PYTHONPATH=str(REPO), INGEST_VISIBILITY_TIMEOUT="30", **(env or {}))
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Worker":
@@ -68,8 +68,12 @@ def workers():
 @pytest.fixture
 def store_url(world_dir) -> str:
     """The shared store all workers write to. One fixture, so the lead can parametrise it
-    over PostgreSQL once that store is merged."""
-    return str(world_dir / "index.db")
+    over PostgreSQL once that store is merged. Created (schema migrated) up front."""
+    from ingest.stores.sqlite import SQLiteStore
+
+    path = world_dir / "index.db"
+    SQLiteStore(path).close()
+    return str(path)
 
 
 def content(store: str, root: Path) -> dict:

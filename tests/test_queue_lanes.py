@@ -95,11 +95,14 @@ def test_interactive_change_goes_ahead_of_a_bulk_backlog(world_dir, redis_server
     workers(store_url, redis_server.url, "a", world_dir)
     wait_for(lambda: indexed_count(store_url) >= 2, timeout=180, what="the backlog to start")
     (root / "urgent.txt").write_text(_text(999, "urgentword"))
+    done_before = indexed_count(store_url)
     assert q.send([_upsert(root, "urgent.txt")], "interactive") == 1
     wait_for(lambda: indexed_count(store_url) == n + 1, timeout=300, what="everything indexed")
     order = [o[0] for o in _outcomes(store_url) if o[1] == "indexed"]
     # one worker process: at most the task it was running and the one it had reserved go first
-    assert order.index("urgent.txt") <= order.index("urgent.txt") - 0 and len(order) - order.index("urgent.txt") >= n - 10, order
+    pos = order.index("urgent.txt")
+    assert pos <= done_before + 2, (done_before, order)
+    assert n - pos >= n // 2, order  # most of the backlog was still waiting
 
 
 def test_document_edited_twice_ends_at_the_second_version_whatever_the_order(world_dir, redis_server, store_url,
@@ -114,6 +117,8 @@ def test_document_edited_twice_ends_at_the_second_version_whatever_the_order(wor
     time.sleep(0.02)
     f.write_text(v2)
     assert q.send([_upsert(root, "memo.txt")], "interactive") == 1  # version 2's task runs first
+    workers(store_url, redis_server.url, "a", world_dir)  # one worker: lanes in priority order
+    wait_for(lambda: len(_outcomes(store_url)) == 2, timeout=180, what="both memo tasks done")
     # 20 more documents, each edited twice in quick succession, tasks not coalesced, two workers racing
     nq = _producer(store_url, redis_server, coalesce=False)
     for i in range(20):
@@ -122,9 +127,8 @@ def test_document_edited_twice_ends_at_the_second_version_whatever_the_order(wor
         nq.send([_upsert(root, g.name)], "bulk")
         g.write_text(_text(i, f"newword{i}"))
         nq.send([_upsert(root, g.name)], "bulk")
-    workers(store_url, redis_server.url, "a", world_dir)
     workers(store_url, redis_server.url, "b", world_dir)
-    wait_for(lambda: len(_outcomes(store_url)) == 2 + 40, timeout=300, what="all tasks done")
+    wait_for(lambda: len(_outcomes(store_url)) >= 2 + 40, timeout=300, what="all tasks done")
     outs = _outcomes(store_url)
     memo = [o for o in outs if o[0] == "memo.txt"]
     assert [o[1] for o in memo] == ["indexed", "stale"], memo  # the older task was dropped, not applied

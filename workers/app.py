@@ -39,6 +39,11 @@ def configure(broker_url: str | None = None) -> Celery:
         from ingest.stores import store_path
 
         url = embedded_broker(store_path(None))
+    if app.conf.broker_url and app.conf.broker_url != url and app._pool is not None:
+        # another broker than before (tests, tools): drop connections to the old one
+        app._pool.force_close_all()
+        app._pool = None
+        app.amqp._producer_pool = None
     sql = url.startswith("sqla+")
     redis = url.startswith(("redis://", "rediss://", "redis+socket://"))
     if sql:
