@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO, indexed_count, wait_for
 from queue_helpers import assert_whole, content, store_url, vary_permissions, workers  # noqa: F401
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # 300 documents, 2 shared cores
 
 N_DOCS = int(os.environ.get("INGEST_QUEUE_TEST_DOCS", "300"))
 
