@@ -153,7 +153,8 @@ def cmd_status(a) -> int:
         print(f"  {e['status']:<11} {e['uri']}: {e['error_code']}: {e['error']}")
     for f in st["flagged"]:
         print(f"  flagged     {f['uri']}: {'; '.join(f['reasons']) or ', '.join(f['flags'])}")
-    print(f"dead    {len(st['dead_letters'])} task(s)" + (" (`ingest retry` re-queues them)" if st["dead_letters"] else ""))
+    hint = " (`ingest retry` re-queues them)" if st["dead_letters"] else ""
+    print(f"dead    {len(st['dead_letters'])} task(s){hint}")
     for d in st["dead_letters"]:
         print(f"  #{d['id']:<5} {d['fault']:<9} {d['lane'] or '-'} {d['args'][1]} {d['args'][3]}: {d['reason']}")
     return 0
