@@ -26,7 +26,7 @@ from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, OutboxMixin, doc
                      upsert_doc_sql)
 from .sqlite_lineage import MIGRATION_4, LineageMixin
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # version -> statements that bring a store from the version before up to it
 MIGRATIONS: dict[int, list[str]] = {
@@ -50,6 +50,12 @@ MIGRATIONS: dict[int, list[str]] = {
         " raised_at REAL NOT NULL, cleared_at REAL)",
     ],
     6: [stmt.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL") for stmt in OUTBOX_DDL],  # outbox for secondary stores
+    7: [  # the queue: source version of the indexed state (stale tasks are dropped), dead letters
+        "ALTER TABLE documents ADD COLUMN source_seq INTEGER",
+        "CREATE TABLE IF NOT EXISTS dead_letters(id INTEGER PRIMARY KEY, ts REAL NOT NULL, task TEXT NOT NULL,"
+        " lane TEXT, args TEXT NOT NULL, kwargs TEXT NOT NULL, fault TEXT NOT NULL, reason TEXT NOT NULL,"
+        " attempts INTEGER NOT NULL DEFAULT 0, requeued_at REAL)",
+    ],
 }
 
 _SCHEMA = """
@@ -492,6 +498,35 @@ class SQLiteStore(LineageMixin, OutboxMixin):
             self.db.execute("DELETE FROM cursors WHERE source=?", (source,))
         else:
             self.db.execute("INSERT OR REPLACE INTO cursors VALUES(?,?,?)", (source, cursor, time.time()))
+
+    def set_source_seq(self, doc_id: str, seq: int) -> None:
+        """The source's version (e.g. ctime_ns, a DMS revision) of the state just indexed."""
+        self.db.execute("UPDATE documents SET source_seq=? WHERE doc_id=? AND (source_seq IS NULL OR source_seq<?)",
+                        (seq, doc_id, seq))
+
+    # -- dead letters (tasks that will not succeed by retrying) ---------------------
+    def add_dead_letter(self, *, task: str, lane: str | None, args: list, kwargs: dict, fault: str, reason: str,
+                        attempts: int) -> int:
+        return self.db.execute("INSERT INTO dead_letters(ts, task, lane, args, kwargs, fault, reason, attempts)"
+                               " VALUES(?,?,?,?,?,?,?,?)", (time.time(), task, lane, json.dumps(args),
+                                                            json.dumps(kwargs), fault, reason, attempts)).lastrowid
+
+    def dead_letters(self, ids: list[int] | None = None, *, include_requeued: bool = False) -> list[dict]:
+        sql, args = "SELECT * FROM dead_letters WHERE 1=1", []
+        if not include_requeued:
+            sql += " AND requeued_at IS NULL"
+        if ids is not None:
+            sql += f" AND id IN ({','.join('?' * len(ids))})"
+            args = list(ids)
+        out = []
+        for r in self.db.execute(sql + " ORDER BY id", args):
+            d = dict(r)
+            d["args"], d["kwargs"] = json.loads(d["args"]), json.loads(d["kwargs"])
+            out.append(d)
+        return out
+
+    def mark_requeued(self, dead_id: int) -> None:
+        self.db.execute("UPDATE dead_letters SET requeued_at=? WHERE id=?", (time.time(), dead_id))
 
     # -- embedding cache ------------------------------------------------------------
     def cached_vectors(self, model_id: str, hashes: list[str]) -> dict[str, bytes]:
