@@ -246,8 +246,12 @@ class Pipeline:
         if not chunks:
             return self._fail(doc, "no-text", "the document has no extractable text", parsed=1 + kid_parsed,
                               status="quarantined")
-        vectors, computed = self.vectors([c.text for c in chunks], [c.text_hash for c in chunks])
-        from .chunking import chunk_id
+        from .chunking import chunk_id, text_hash
+
+        # the model embeds the section path with the text (Chunk.embed_text); the cache key
+        # is the hash of exactly what was embedded
+        inputs = [c.embed_text for c in chunks]
+        vectors, computed = self.vectors(inputs, [text_hash(t) for t in inputs])
 
         model_id = self.embedder.model_id
         settings = self.chunker.settings
