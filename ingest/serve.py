@@ -15,6 +15,7 @@ log = logging.getLogger("ingest.serve")
 
 # Longest prefix wins. Add one line per feature.
 MOUNTS: dict[str, str] = {
+    "/search": "ingest.search_http:make_app",
 }
 
 
