@@ -46,6 +46,8 @@ class Ranking:
         vector_weight = 1.0
         depth = 50                  # candidates per retrieval (at least 4 x k; 8 x k grouped)
         query_cache = 1024          # query embeddings kept for repeated queries
+        bm25_max_df = 0.1           # BM25 ignores query words in more than this share of chunks
+                                    # (unless nothing is left); 1.0 keeps every word
     """
 
     rrf_k: int = RRF_K
@@ -53,6 +55,7 @@ class Ranking:
     vector_weight: float = 1.0
     depth: int = 50
     query_cache: int = 1024
+    bm25_max_df: float = 0.1
 
     def __post_init__(self):
         if not (isinstance(self.rrf_k, int) and self.rrf_k >= 0):
@@ -61,6 +64,9 @@ class Ranking:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                 raise ValueError(f"search.{name} must be a number >= 0, got {v!r}")
+        if isinstance(self.bm25_max_df, bool) or not isinstance(self.bm25_max_df, (int, float)) \
+                or not 0 < self.bm25_max_df <= 1:
+            raise ValueError(f"search.bm25_max_df must be a number in (0, 1], got {self.bm25_max_df!r}")
         if self.bm25_weight == 0 and self.vector_weight == 0:
             raise ValueError("search: bm25_weight and vector_weight cannot both be 0")
         for name in ("depth", "query_cache"):
@@ -78,6 +84,23 @@ class Ranking:
         if unknown:
             raise ValueError(f"config [search]: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         return cls(**s)
+
+
+_POOL = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool():
+    """A small thread pool for the BM25 side, one per process (a forked child makes its own)."""
+    global _POOL
+    import os
+
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():
+            from concurrent.futures import ThreadPoolExecutor
+
+            _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest-bm25"))
+        return _POOL[1]
 
 
 def fuse(lists, weights, rrf_k: int, k: int, doc_of=None) -> list[tuple]:
@@ -170,12 +193,15 @@ class Index:
         r = self.ranking
         depth = max(r.depth, k * (8 if group_by_doc else 4))
         lists, weights = [], []
-        if mode in ("hybrid", "bm25"):
-            lists.append(self.store.bm25(query, tokens, depth, filters=f))
-            weights.append(r.bm25_weight)
-        if mode in ("hybrid", "vector"):
-            lists.append(self.store.vector(self._qvec(query), tokens, depth, filters=f))
-            weights.append(r.vector_weight)
+        if mode == "hybrid":  # BM25 (SQLite) beside query embedding + vector scoring (torch/numpy):
+            # both release the GIL, so on two cores the search costs the slower of the two
+            pending = _pool().submit(self.store.bm25, query, tokens, depth, filters=f, max_df=r.bm25_max_df)
+            vec = self.store.vector(self._qvec(query), tokens, depth, filters=f)
+            lists, weights = [pending.result(), vec], [r.bm25_weight, r.vector_weight]
+        elif mode == "bm25":
+            lists, weights = [self.store.bm25(query, tokens, depth, filters=f, max_df=r.bm25_max_df)], [r.bm25_weight]
+        else:
+            lists, weights = [self.store.vector(self._qvec(query), tokens, depth, filters=f)], [r.vector_weight]
         scored = fuse(lists, weights, r.rrf_k, k, self.store.doc_ids if group_by_doc else None)
         if mode == "bm25":
             scored = [(rowid, s, br, None) for rowid, s, br in scored]

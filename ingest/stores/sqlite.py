@@ -133,6 +133,18 @@ def fts_query(text: str) -> str | None:
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in seen)
 
 
+def _matvec(mat, q):
+    """mat @ q. With torch loaded (it is, wherever queries are embedded) torch's kernel runs on
+    the intra-op threads the process configured (INGEST_TORCH_THREADS); numpy's BLAS would
+    start its own pool per call, which on a busy machine costs more than the product."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return mat @ q
+    return torch.mv(torch.from_numpy(mat), torch.from_numpy(q.copy())).numpy()
+
+
 class _FileLock:
     """Striped fcntl locks: the kernel releases them if the holder dies."""
 
@@ -461,7 +473,53 @@ class SQLiteStore:
         q = ",".join("?" * len(toks))
         return self._READABLE.format(t=q), toks + toks
 
-    def bm25(self, query: str, tokens: frozenset[str], limit: int, filters=None) -> list[tuple[int, float]]:
+    def _temp_fts(self):
+        """This thread's connection with its scratch FTS tables (temp: per connection, never
+        in the store file), tokenised exactly as ``chunks_fts``."""
+        db = self.db
+        if getattr(self._local, "qt", None) is not db:
+            db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.ingest_qt USING fts5(t, tokenize='porter unicode61')")
+            db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.ingest_qt_v USING fts5vocab(temp, ingest_qt, instance)")
+            db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.ingest_vocab USING fts5vocab(main, chunks_fts, row)")
+            self._local.qt = db
+        return db
+
+    def _common_terms_dropped(self, query: str, max_df: float) -> str:
+        """The query without words whose stem is in more than ``max_df`` of all chunks (as the
+        FTS index stems them: porter), unless nothing would be left (then the two rarest stay).
+
+        BM25 gives such words little weight anyway (idf), but an OR over them matches most
+        of the index, and FTS5 scores every match: at 100k chunks a query holding "of" or
+        "the" would cost over 100 ms. Document frequencies are cached per store generation."""
+        words = list(dict.fromkeys(_WORD.findall(query.lower())))
+        if len(words) < 2:
+            return query
+        db = self._temp_fts()
+        db.execute("DELETE FROM temp.ingest_qt")
+        db.executemany("INSERT INTO temp.ingest_qt(rowid, t) VALUES(?,?)", list(enumerate(words)))
+        stems = db.execute("SELECT doc, term FROM temp.ingest_qt_v").fetchall()
+        gen = self.generation()
+        cache = self.__dict__.get("_df_cache")
+        if cache is None or cache[0] != gen:
+            n = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+            cache = self._df_cache = (gen, n, {})
+        _, n, dfs = cache
+        df_of_word: dict[int, int] = {}
+        for i, term in stems:
+            df = dfs.get(term)
+            if df is None:
+                row = db.execute("SELECT doc FROM temp.ingest_vocab WHERE term=?", (term,)).fetchone()
+                df = dfs[term] = row[0] if row else 0
+            df_of_word[i] = min(df, df_of_word.get(i, df))
+        keep = [w for i, w in enumerate(words) if df_of_word.get(i, 0) <= max_df * n]
+        if not keep:
+            keep = [words[i] for i in sorted(df_of_word, key=df_of_word.get)[:2]]
+        return " ".join(keep)
+
+    def bm25(self, query: str, tokens: frozenset[str], limit: int, filters=None,
+             max_df: float | None = None) -> list[tuple[int, float]]:
+        if max_df is not None and 0 < max_df < 1:
+            query = self._common_terms_dropped(query, max_df)
         fq = fts_query(query)
         if not fq or not tokens:
             return []
@@ -489,7 +547,7 @@ class SQLiteStore:
             dix = np.empty(len(rows), dtype=np.int64)
             mat = None
             if rows:
-                mat = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+                mat = np.frombuffer(bytearray(b"".join(r[2] for r in rows)), dtype=np.float32).reshape(len(rows), -1)
             for i, r in enumerate(rows):
                 p = doc_pos.get(r[1])
                 if p is None:
@@ -545,7 +603,7 @@ class SQLiteStore:
             return []
         q = np.asarray(qvec, dtype=np.float32)
         # most rows readable: score all (no copy of the matrix), then pick; few: gather first
-        scores = (mat @ q)[idx] if len(idx) * 2 > len(rowids) else mat[idx] @ q
+        scores = _matvec(mat, q)[idx] if len(idx) * 2 > len(rowids) else mat[idx] @ q
         n = min(limit, len(idx))
         top = np.argpartition(-scores, n - 1)[:n]
         top = top[np.argsort(-scores[top], kind="stable")]
@@ -565,11 +623,18 @@ class SQLiteStore:
         fq = fts_query(query)
         if not fq or not rowids:
             return {}
+        # the hits' texts go through a scratch FTS table with the same tokenizer: exactly the
+        # index's matching (stems included), at the cost of k rows, not of every match
+        db = self._temp_fts()
+        texts = db.execute(f"SELECT rowid, chunk_id, text FROM chunks WHERE rowid IN ({','.join('?' * len(rowids))})",
+                           rowids).fetchall()
+        db.execute("DELETE FROM temp.ingest_qt")
+        db.executemany("INSERT INTO temp.ingest_qt(rowid, t) VALUES(?,?)", [(r[0], r[2]) for r in texts])
+        by_rowid = {r[0]: (r[1], r[2]) for r in texts}
         out = {}
-        for chunk, text, marked in self.db.execute(
-                "SELECT c.chunk_id, c.text, highlight(chunks_fts, 0, char(2), char(3)) FROM chunks_fts f"
-                f" JOIN chunks c ON c.rowid=f.rowid WHERE chunks_fts MATCH ? AND f.rowid IN"
-                f" ({','.join('?' * len(rowids))})", (fq, *rowids)):
+        for rowid, marked in db.execute("SELECT rowid, highlight(ingest_qt, 0, char(2), char(3)) FROM temp.ingest_qt"
+                                        " WHERE ingest_qt MATCH ?", (fq,)).fetchall():
+            chunk, text = by_rowid[rowid]
             spans, plain, start = [], [], 0
             for ch in marked:
                 if ch == "\x02":
@@ -580,6 +645,7 @@ class SQLiteStore:
                     plain.append(ch)
             if "".join(plain) == text:  # a text holding the marker characters gets none
                 out[chunk] = spans
+        db.execute("DELETE FROM temp.ingest_qt")
         return out
 
     def neighbours(self, hits: list[Hit], n: int, tokens: frozenset[str], filters=None) -> None:
