@@ -222,3 +222,23 @@ def test_fusion_weights_from_config(corpus):
         Index(store, config={"search": {"weight": 1}})
     with pytest.raises(ValueError, match="both be 0"):
         Ranking(bm25_weight=0, vector_weight=0)
+
+
+def test_bm25_skips_words_common_to_most_chunks(corpus):
+    """bm25_max_df: words (as stemmed by the index) in more than that share of chunks are left
+    out of the BM25 query unless nothing would be left; the ACL still applies."""
+    store, docs = corpus
+    toks = ALICE.tokens()
+    n = store.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+    df = {w: store.db.execute("SELECT COUNT(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (f'"{w}"',)).fetchone()[0]
+          for w in ("budget", "harbour")}
+    assert df["budget"] == n and df["harbour"] < 0.3 * n
+    pruned = store.bm25("Budgets for the harbour", toks, 500, max_df=0.3)
+    assert pruned == store.bm25("harbour", toks, 500) and pruned
+    assert len(store.bm25("Budgets for the harbour", toks, 500)) > len(pruned)  # unpruned: every chunk
+    # all words common: the two rarest stay
+    assert store.bm25("the budget", toks, 500, max_df=0.01) == store.bm25("the budget", toks, 500)
+    readable = {d["doc_id"] for d in docs if _readable(d, "alice")}
+    assert {store.doc_ids([r for r, _ in pruned])[r] for r, _ in pruned} <= readable
+    with pytest.raises(ValueError, match="bm25_max_df"):
+        Ranking(bm25_max_df=0)
