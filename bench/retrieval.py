@@ -34,6 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, machine_info, write_results  # noqa: E402  (sets the offline env first)
 
+os.environ.setdefault("INGEST_TORCH_THREADS", "1")  # query embedding and scoring on one thread each
+
 CORPUS = REPO.parent / "shared" / "corpora" / "ir" / "scifact"
 WORK = REPO / "bench" / "work" / "retrieval"
 REFERENCES = {"bm25": 0.665, "vector": 0.645, "source": "BEIR paper (BM25, Thakur et al. 2021); "

@@ -212,8 +212,8 @@ def test_bad_filters_are_rejected_with_a_clear_error(corpus, bad, message):
 
 def test_fusion_weights_from_config(corpus):
     store, _ = corpus
-    bm25_only = Index(store, config={"search": {"vector_weight": 0, "bm25_weight": 1.0}})
-    assert bm25_only.ranking == Ranking(vector_weight=0)
+    bm25_only = Index(store, config={"search": {"vector_weight": 0, "bm25_weight": 1.0, "rrf_k": 5}})
+    assert bm25_only.ranking == Ranking(vector_weight=0, bm25_weight=1.0, rrf_k=5)
     q = "harbour project budget"
     a = [h.chunk_id for h in bm25_only.search(q, principal=ALICE, k=10, audit=False)]
     b = [h.chunk_id for h in Index(store).search(q, principal=ALICE, k=10, mode="bm25", audit=False)]
