@@ -5,7 +5,8 @@ Phases, in this order (machines are noisy: everything is compared inside one run
   B0  in-process breakdown: ``Pipeline.handle`` over the whole corpus into a scratch
       store with a warm model, timing extract / chunk / embed / store per document
       (method wrappers in this process; no repository file is touched).
-  R1  raw encode #1: ``get_embedder().encode(texts)`` on those chunk texts, warm model,
+  R1  raw encode #1: ``get_embedder().encode(texts)`` on exactly the inputs the pipeline
+      gave the model in B0 (each chunk's section path + text, recorded), warm model,
       batch size ``Embedder.batch_size`` (the pipeline's).
   A   pipeline (the figure): the user's path, ``ingest add <corpus> --store <db>
       --broker <the store's embedded broker> --no-progress --json`` as a subprocess,
@@ -17,7 +18,7 @@ Phases, in this order (machines are noisy: everything is compared inside one run
       chunking, embedding, the store transaction and the progress polling. It
       excludes only the worker's one-time start-up (process start, model load,
       extractor imports), which is paid once per worker, not per document.
-  R2  raw encode #2: the same, on ``SELECT text FROM chunks`` of phase A's store.
+  R2  raw encode #2: the same inputs again, after phase A (the best of R1/R2 is the baseline).
   C   (context, --no-cold to skip) a plain cold ``ingest add`` into a fresh store,
       exactly as a user types it (its own worker is started and loads the model):
       wall time, and the steady-state rate from ``outcomes.ts`` (first -> last).
@@ -129,7 +130,13 @@ def breakdown(corpus: Path, db: Path) -> tuple[dict, list[list[str]]]:
     chunker = pipe.chunker
     chunker.chunk = timed("chunk", chunker.chunk)
     orig_encode = emb.encode
-    emb.encode = timed("embed", orig_encode)  # instance attribute: shadows the method here only
+    inputs: list[list[str]] = []  # exactly what the pipeline gives the model, one list per call
+
+    def recording(texts):
+        inputs.append(list(texts))
+        return orig_encode(texts)
+
+    emb.encode = timed("embed", recording)  # instance attribute: shadows the method here only
     store.apply = timed("store_apply", store.apply)
     # warm every extractor family once (first use imports heavy parsers)
     files = sorted(p for p in corpus.iterdir() if p.is_file())
@@ -164,12 +171,7 @@ def breakdown(corpus: Path, db: Path) -> tuple[dict, list[list[str]]]:
         extractors.extract = orig_extract
         del emb.encode
     other = total - sum(acc.values())
-    groups = []
-    with sqlite3.connect(db) as c:
-        by_doc: dict[str, list[str]] = defaultdict(list)
-        for d, t in c.execute("SELECT doc_id, text FROM chunks ORDER BY doc_id, idx"):
-            by_doc[d].append(t)
-        groups = list(by_doc.values())
+    groups = [g for g in inputs[1:] if g]  # [0] is the warm-up call; one call per document after it
     store.close()
     stages = {k: acc.get(k, 0.0) for k in ("extract", "chunk", "embed", "store_apply")}
     stages["other (stat, hash, ACL, registry, outcome log)"] = other
@@ -278,7 +280,7 @@ def main(argv=None) -> int:
 
             e = get_embedder()
             ch = Chunker(e.count_tokens, e.max_tokens)
-            groups = [[c.text for c in ch.chunk(extract(p).elements)] for p in sorted(corpus.iterdir())]
+            groups = [[c.embed_text for c in ch.chunk(extract(p).elements)] for p in sorted(corpus.iterdir())]
             texts1 = [t for g in groups for t in g]
         print("R1  raw encode (before) ...", flush=True)
         r1 = raw_encode(texts1, a.raw_repeats)
@@ -313,12 +315,11 @@ def main(argv=None) -> int:
               f"-> {pipe_cps:.1f} chunks/s; {embedded_a} embeddings computed", flush=True)
 
         # R2 --------------------------------------------------------------------------
-        print("R2  raw encode (after, texts read back from the store) ...", flush=True)
-        texts2 = store_texts(db, folder_source(corpus))
-        r2 = raw_encode(texts2, a.raw_repeats)
+        print("R2  raw encode (after: the same model inputs, timed again) ...", flush=True)
+        r2 = raw_encode(texts1, a.raw_repeats)
         print(f"    {r2['chunks_per_s']:.1f} chunks/s", flush=True)
-        if sorted(texts1) != sorted(texts2):
-            print("    note: in-process chunk texts differ from the store's (R1 is on the in-process ones)")
+        if len(store_texts(db, folder_source(corpus))) != len(texts1):
+            print("    note: phase A stored a different number of chunks than the in-process run embedded")
 
         # C ---------------------------------------------------------------------------
         cold = None
