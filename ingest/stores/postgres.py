@@ -33,8 +33,10 @@ from acl.model import ACL
 from .base import ChunkRecord, DocRecord, Hit
 from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, OutboxMixin, doc_values, flagged, redact, to_hits,
                      upsert_doc_sql)
+from .obs_sql import QUALITY_DDL, ObsMixin
+from .sqlite_lineage import LineageMixin
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 5
 _MIGRATE_LOCK = 0x1A6E57  # advisory lock key for schema changes
 _AUDIT_LOCK = 0x1A6E58  # serialises the audit hash chain
 _OUTBOX_LOCK = 0x1A6E59  # outbox ids commit in order
@@ -81,6 +83,38 @@ def _schema(dim: int) -> list[str]:
 # version -> statements that bring a store from the version before up to it (1 is the first schema)
 MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE outcomes ADD COLUMN IF NOT EXISTS trace text"],  # stage timings (ingest.obs.trace)
+    3: [  # DMS change cursors (ingest.dms) and groups synced from DMS sources (acl.directory.SyncBackend)
+        "CREATE TABLE IF NOT EXISTS cursors(source text PRIMARY KEY, cursor text NOT NULL, updated_at double precision)",
+        "CREATE TABLE IF NOT EXISTS dir_groups(source text NOT NULL, grp text NOT NULL, member text NOT NULL,"
+        " kind text NOT NULL, PRIMARY KEY(source, grp, kind, member))",
+        "CREATE INDEX IF NOT EXISTS dir_groups_member ON dir_groups(kind, member, source, grp)",
+        "CREATE INDEX IF NOT EXISTS documents_uri ON documents(uri)",
+    ],
+    4: [  # labels, provenance, audit format 1 and append-only audit, model history (SQLite's schema 4)
+        "ALTER TABLE documents ADD COLUMN IF NOT EXISTS source_labels text NOT NULL DEFAULT '[]'",
+        "ALTER TABLE documents ADD COLUMN IF NOT EXISTS redactions text NOT NULL DEFAULT '{}'",
+        "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS source text",
+        "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS embedded_at double precision",
+        "UPDATE chunks c SET source=d.source, embedded_at=c.created_at FROM documents d WHERE d.doc_id=c.doc_id",
+        "ALTER TABLE audit ADD COLUMN IF NOT EXISTS v integer",
+        "CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts)",
+        "CREATE INDEX IF NOT EXISTS audit_principal ON audit(principal, ts)",
+        "CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
+        "CREATE TRIGGER audit_no_update BEFORE UPDATE OR DELETE ON audit FOR EACH ROW"
+        " EXECUTE FUNCTION audit_append_only()",
+        "CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit FOR EACH STATEMENT"
+        " EXECUTE FUNCTION audit_append_only()",
+        "CREATE TABLE IF NOT EXISTS model_history(id bigserial PRIMARY KEY, ts double precision NOT NULL,"
+        " from_model text, to_model text NOT NULL, chunks integer NOT NULL)",
+        # the head of the chain so far, so that a record removed from its end is seen
+        "INSERT INTO meta(key, value) SELECT 'audit_head', json_build_array(id, hash)::text FROM audit"
+        " WHERE id=(SELECT MAX(id) FROM audit) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+    ],
+    5: [  # quality over time (ingest.obs.quality); outcomes by document (ingest status DOC)
+        "CREATE INDEX IF NOT EXISTS outcomes_doc ON outcomes(doc_id)",
+        *[stmt.format(serial="bigserial PRIMARY KEY", real="double precision") for stmt in QUALITY_DDL],
+    ],
 }
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -121,14 +155,29 @@ class _AdvisoryLock:
         return False
 
 
-class PostgresStore(OutboxMixin):
-    def __init__(self, url: str, model_id: str | None = None):
+class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
+    _VEC_DIM = "vector_dims(embedding)"
+
+    @staticmethod
+    def _json_num(col: str, key: str) -> str:
+        return f"({col}::jsonb ->> '{key}')::double precision"
+
+    @staticmethod
+    def _has_flag_like() -> str:
+        return "EXISTS(SELECT 1 FROM jsonb_array_elements_text(documents.flags::jsonb) j WHERE j LIKE %s)"
+
+    def __init__(self, url: str, model_id: str | None = None, dim: int | None = None):
+        """``model_id``/``dim``: the embedding model (and its vector size) of a new store; an
+        existing store keeps its own (``dim`` spares loading a model just to learn its size)."""
         from ingest.embed import DEFAULT_MODEL
 
         if not url.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"not a PostgreSQL URL: {redact(url)!r}")
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+            raise ValueError(f"dim must be a whole number >= 1, got {dim!r}")
         self.url = url
         self._model_id = model_id or DEFAULT_MODEL
+        self._dim = dim
         self._local = threading.local()
         self.migrate()
 
@@ -165,6 +214,22 @@ class PostgresStore(OutboxMixin):
         with db.transaction():
             yield db
 
+    @contextmanager
+    def read_snapshot(self):
+        """Every read inside sees one committed state (a REPEATABLE READ transaction)."""
+        from psycopg.pq import TransactionStatus
+
+        db = self.db
+        if db.info.transaction_status != TransactionStatus.IDLE:  # already inside one: nest
+            yield db
+            return
+        with db.transaction():
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield db
+
+    def _bump(self, db) -> None:
+        """Nothing to do: PostgreSQL keeps no in-process vector cache that a generation would invalidate."""
+
     # -- schema ---------------------------------------------------------------------
     def schema_version(self) -> int:
         row = self.db.execute("SELECT to_regclass('meta') IS NOT NULL AS t").fetchone()
@@ -185,7 +250,7 @@ class PostgresStore(OutboxMixin):
                 raise RuntimeError(f"{redact(self.url)}: store schema {current} is newer than this version of "
                                    f"ingest understands ({SCHEMA_VERSION}); upgrade ingest")
             if current < 1:
-                dim = _dim_for(self._model_id)
+                dim = self._dim or _dim_for(self._model_id)
                 for stmt in _schema(dim):
                     db.execute(stmt)
                 db.execute("INSERT INTO meta VALUES('model_id', %s), ('dim', %s)", (self._model_id, str(dim)))
@@ -229,8 +294,8 @@ class PostgresStore(OutboxMixin):
         return {r["external_id"]: r for r in rows}
 
     def children_of(self, doc_id: str) -> dict[str, dict]:
-        rows = self.db.execute("SELECT doc_id, external_id, content_version, acl_version, status FROM documents"
-                               " WHERE parent_id=%s", (doc_id,))
+        rows = self.db.execute("SELECT doc_id, external_id, content_version, acl_version, status, source_labels"
+                               " FROM documents WHERE parent_id=%s", (doc_id,))
         return {r["external_id"]: r for r in rows}
 
     @staticmethod
@@ -253,17 +318,20 @@ class PostgresStore(OutboxMixin):
             flags.append("acl-unknown")
         allow, deny = sorted(doc.acl.allow), sorted(doc.acl.deny)
         with self.tx() as db:
+            self._check_model(db, chunks)
             self._upsert_doc(db, doc, now, n_chunks=len(chunks), flags=flags, indexed=True)
             db.execute("DELETE FROM chunks WHERE doc_id=%s", (doc.doc_id,))
             labels = json.dumps(doc.labels)
             with db.cursor().copy(
                     "COPY chunks(chunk_id, doc_id, idx, text, text_hash, tokens, page, section, doc_version,"
                     " extractor, extractor_version, chunker, model_id, labels, created_at, embedding,"
-                    " allow_tokens, deny_tokens) FROM STDIN") as cp:
+                    " allow_tokens, deny_tokens, source, embedded_at) FROM STDIN") as cp:
                 for c in chunks:
                     cp.write_row((c.chunk_id, doc.doc_id, c.index, c.text, c.text_hash, c.tokens, c.page, c.section,
                                   doc.content_version, doc.extractor, doc.extractor_version, c.chunker, c.model_id,
-                                  labels, now, _vec_text(np.frombuffer(c.vector, dtype=np.float32)), allow, deny))
+                                  labels, now, _vec_text(np.frombuffer(c.vector, dtype=np.float32)), allow, deny,
+                                  doc.source, now))
+            self._provenance(db, doc)  # the document's labels; the chunks' provenance went in above
             self._outbox(db, [doc.doc_id], "apply")
 
     def _upsert_doc(self, db, doc: DocRecord, now: float, *, n_chunks: int, flags: list[str],
@@ -277,6 +345,7 @@ class PostgresStore(OutboxMixin):
         with self.tx() as db:
             db.execute("DELETE FROM chunks WHERE doc_id=%s", (doc.doc_id,))
             self._upsert_doc(db, doc, time.time(), n_chunks=0, flags=list(doc.flags), indexed=False)
+            self._provenance(db, doc)
             self._outbox(db, [doc.doc_id], "apply")
 
     def set_acl(self, doc_id: str, acl: ACL, *, size: int | None = None, mtime_ns: int | None = None) -> None:
@@ -469,6 +538,7 @@ class PostgresStore(OutboxMixin):
             if len(rows) < limit:  # a small readable set: the index scan gave up; exact scan instead
                 db.execute("SET LOCAL enable_indexscan = off")
                 rows = db.execute(sql, args).fetchall()
+                db.execute("SET LOCAL enable_indexscan = on")  # inside a read snapshot, later reads use indexes
         rows.sort(key=lambda r: (r["d"], r["rowid"]))  # relaxed order: re-sort the few rows we got
         return [(r["rowid"], 1.0 - float(r["d"])) for r in rows]
 
@@ -484,6 +554,41 @@ class PostgresStore(OutboxMixin):
 
     def _audit_lock(self, db) -> None:
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))  # one chain, many writers
+
+    # -- lineage: the dialect's parts (ingest.stores.sqlite_lineage) ------------------
+    def _audit_chunk_filter(self, chunk_ids: list[str]) -> tuple[str, list]:
+        return ("EXISTS (SELECT 1 FROM jsonb_array_elements(audit.results::jsonb) j WHERE j->>0 = ANY(%s))",
+                [chunk_ids])
+
+    def _swap_vectors(self, db, model_id: str, now: float) -> int:
+        """Vectors come from ``emb_cache`` (float32 bytes) through a temporary table. Same size:
+        one UPDATE. Another size: a new column beside the old one, filled, swapped in by rename,
+        and its HNSW index built, all in this transaction (searches wait on its lock, then see
+        the new model whole)."""
+        import numpy as np
+
+        rows = db.execute("SELECT e.text_hash, e.vec FROM emb_cache e WHERE e.model_id=%s AND e.text_hash IN"
+                          " (SELECT text_hash FROM chunks)", (model_id,)).fetchall()
+        old_dim = int(db.execute("SELECT value FROM meta WHERE key='dim'").fetchone()["value"])
+        dim = len(rows[0]["vec"]) // 4 if rows else old_dim
+        db.execute(f"CREATE TEMP TABLE model_swap(text_hash text PRIMARY KEY, v vector({dim})) ON COMMIT DROP")
+        with db.cursor().copy("COPY model_swap(text_hash, v) FROM STDIN") as cp:
+            for r in rows:
+                cp.write_row((r["text_hash"], _vec_text(np.frombuffer(bytes(r["vec"]), dtype=np.float32))))
+        target = "embedding"
+        if dim != old_dim:
+            db.execute("DROP INDEX IF EXISTS chunks_embedding")
+            db.execute(f"ALTER TABLE chunks ADD COLUMN embedding_new vector({dim})")
+            target = "embedding_new"
+        n = db.execute(f"UPDATE chunks c SET {target}=s.v, model_id=%s, embedded_at=%s FROM model_swap s"
+                       " WHERE s.text_hash=c.text_hash", (model_id, now)).rowcount
+        if dim != old_dim:
+            db.execute("ALTER TABLE chunks DROP COLUMN embedding")
+            db.execute("ALTER TABLE chunks RENAME COLUMN embedding_new TO embedding")
+            db.execute("ALTER TABLE chunks ALTER COLUMN embedding SET NOT NULL")
+            db.execute("CREATE INDEX chunks_embedding ON chunks USING hnsw(embedding vector_cosine_ops)")
+            db.execute("UPDATE meta SET value=%s WHERE key='dim'", (str(dim),))
+        return n
 
 
 def _or(lexemes: list[str]) -> str:
