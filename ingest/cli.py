@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "~/.ingest/config.toml)")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("retry", help="re-queue dead-lettered tasks (see `ingest status`)")
+    _store_arg(p)
+    p.add_argument("--broker", default=None)
+    p.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead-letter ids (default: all)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("worker", help="run a Celery worker for the store")
     _store_arg(p)
     p.add_argument("--broker", default=None)
@@ -249,6 +255,7 @@ def cmd_status(a) -> int:
     url = store_url(a.store)
     st["queue"] = Queue(url, broker_for(url, a.broker)).depth() if a.broker or not is_postgres(url) else {}
     st["alerts"] = quality.refresh(store, config.load(a.config))
+    st["dead_letters"] = store.dead_letters() if hasattr(store, "dead_letters") else []
     if a.json:
         print(json.dumps(st, indent=2))
         return 0
@@ -265,6 +272,34 @@ def cmd_status(a) -> int:
         print(f"  flagged     {f['uri']}: {'; '.join(f['reasons']) or ', '.join(f['flags'])}")
     for al in st["alerts"]:
         print(f"alert   {al['message']}")
+    hint = " (`ingest retry` re-queues them)" if st["dead_letters"] else ""
+    print(f"dead    {len(st['dead_letters'])} task(s){hint}")
+    for d in st["dead_letters"]:
+        print(f"  #{d['id']:<5} {d['fault']:<9} {d['lane'] or '-'} {_dead_what(d)}: {d['reason']}")
+    return 0
+
+
+def _dead_what(d: dict) -> str:
+    """What a dead-lettered task was about: 'upsert a/b.txt', or the paths of a group."""
+    args = d["args"]
+    if d["task"] == "ingest.changes" and len(args) > 1:
+        paths = [e[2] for e in args[1]]
+        return f"{len(paths)} upserts: " + ", ".join(paths[:3]) + (" ..." if len(paths) > 3 else "")
+    return " ".join(str(x) for x in (args[1:2] + args[3:4]))
+
+
+def cmd_retry(a) -> int:
+    from workers.lanes import requeue_dead_letters
+
+    from .runner import broker_for
+    from .stores import store_url
+
+    url = store_url(a.store)
+    done = requeue_dead_letters(url, broker_for(url, a.broker), a.ids or None)
+    if a.json:
+        print(json.dumps(done))
+    else:
+        print(f"re-queued {len(done)} task(s)" + (": " + ", ".join(f"#{i}" for i in done) if done else ""))
     return 0
 
 
@@ -314,7 +349,8 @@ def cmd_poll(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     _setup_logging(a.verbose, a.log_json)
-    fn = {"run": cmd_run, "add": cmd_add, "search": cmd_search, "status": cmd_status, "worker": cmd_worker,
+    fn = {"run": cmd_run, "add": cmd_add, "search": cmd_search, "status": cmd_status, "retry": cmd_retry,
+          "worker": cmd_worker,
           "serve": cmd_serve, "access": cmd_access, "poll": cmd_poll, "sync": cmd_sync}.get(a.cmd)
     if fn is None:
         from .lineage_cli import COMMANDS

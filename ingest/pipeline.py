@@ -167,9 +167,12 @@ class Pipeline:
         return self._chunker
 
     # -- entry point ----------------------------------------------------------------
-    def handle(self, ev: ChangeEvent, batch: str | None = None, ctx: dict | None = None) -> list[Outcome]:
+    def handle(self, ev: ChangeEvent, batch: str | None = None, ctx: dict | None = None,
+               version: int | None = None) -> list[Outcome]:
         """Apply one change event; returns what happened (also logged to the store).
-        ``ctx``: where the change came from (``lane``, ``task``, ``queued_at``), for its trace."""
+        ``ctx``: where the change came from (``lane``, ``task``, ``queued_at``), for its trace.
+        ``version``: the source's version of the document when the event was made (for
+        folders the file's ctime_ns); a task older than the registry's state is dropped."""
         started = time.time()
         if ev.kind == RESCAN:
             from .sources.reconcile import reconcile
@@ -184,14 +187,14 @@ class Pipeline:
         elif ev.kind == DELETE:
             out = [self.delete(ev.root, ev.path)]
         elif ev.kind == UPSERT:
-            out = [self.upsert(ev.root, ev.path)]
+            out = [self.upsert(ev.root, ev.path, version=version)]
         else:
             raise ValueError(f"unknown change kind {ev.kind!r}")
         self._log(ev, out, batch, ctx, started)
         return out
 
     def handle_many(self, events: list[ChangeEvent], batch: str | None = None,
-                    ctx: dict | None = None) -> list[Outcome]:
+                    ctx: dict | None = None, versions: list | None = None) -> list[Outcome]:
         """Apply many changes with one embedding call for all their new chunks.
 
         Bulk work (a backfill) pays for per-document ``encode`` calls with small,
@@ -200,17 +203,23 @@ class Pipeline:
         applied on its own (one transaction each). A document that changed or was
         processed elsewhere between its read and its apply is simply done again
         the ordinary way, so the result is the same as ``handle`` one by one.
+        A fault of one document is recorded for it and the others go on; a transient
+        fault (store unreachable) propagates, so the task is retried as a whole.
         """
+        from .faults import is_transient
+
         outs: list[Outcome] = []
         pending: list[tuple[ChangeEvent, Pending]] = []
         started = time.time()
-        for ev in events:
+        for ev, version in zip(events, versions or [None] * len(events)):
             try:
                 if ev.kind != UPSERT:
-                    outs.extend(self.handle(ev, batch, ctx))
+                    outs.extend(self.handle(ev, batch, ctx, version))
                     continue
-                o = self.upsert(ev.root, ev.path, defer=True)
+                o = self.upsert(ev.root, ev.path, defer=True, version=version)
             except Exception as e:  # recorded per document; the others go on
+                if is_transient(e):
+                    raise
                 log.exception("change %s %s failed", ev.kind, ev.path)
                 o = Outcome("error", detail=f"internal-error: {type(e).__name__}: {e}")
             if isinstance(o, Pending):
@@ -232,6 +241,8 @@ class Pipeline:
                         o = self._apply_pending(p, by_hash, counted)
                     o.timings = merged(p.timings, {"embed": share * len(p.chunks)}, c.stages, o.timings)
                 except Exception as e:
+                    if is_transient(e):
+                        raise
                     log.exception("change %s %s failed", ev.kind, ev.path)
                     o = Outcome("error", p.doc.doc_id, detail=f"internal-error: {type(e).__name__}: {e}")
                 self._log(ev, [o], batch, ctx, started)
@@ -292,8 +303,9 @@ class Pipeline:
             self.store.move(row["doc_id"], new, file_uri(root, new))
             return Outcome("moved", row["doc_id"], detail=f"{old} -> {new}")
 
-    def upsert(self, root: str, rel: str, *, defer: bool = False) -> "Outcome | Pending":
-        """``defer``: stop before embedding and return a :class:`Pending` for ``handle_many``."""
+    def upsert(self, root: str, rel: str, *, defer: bool = False, version: int | None = None) -> "Outcome | Pending":
+        """``defer``: stop before embedding and return a :class:`Pending` for ``handle_many``.
+        ``version``: see :meth:`handle`."""
         from .classify import SIDECAR_SUFFIXES, is_sidecar
 
         if is_sidecar(rel):  # a labels sidecar is no document: it re-labels the file it belongs to
@@ -302,18 +314,19 @@ class Pipeline:
                 return self.upsert(root, main, defer=defer)
             return Outcome("ignored", detail=f"labels sidecar of missing {main}")
         with self.clocked() as c:
-            out = self._upsert(root, rel, defer)
+            out = self._upsert(root, rel, defer, version)
         out.timings = merged(c.stages, out.timings)
         return out
 
-    def _upsert(self, root: str, rel: str, defer: bool) -> "Outcome | Pending":
-        from .classify import source_labels_for_path
-
+    def _upsert(self, root: str, rel: str, defer: bool, version: int | None) -> "Outcome | Pending":
         source = folder_source(root)
         path = os.path.join(root, rel)
         with self.store.lock(f"{source}\0{rel}"):
             self._lap(None)  # waiting for the lock is no stage
             row = self.store.get_doc(source, rel)
+            seq = row.get("source_seq") if row is not None else None
+            if version is not None and seq is not None and version < seq:
+                return Outcome("stale", row["doc_id"], detail=f"version {version} is older than the indexed {seq}")
             try:
                 st = os.stat(path, follow_symlinks=False)
             except FileNotFoundError:
@@ -321,46 +334,56 @@ class Pipeline:
                     self.store.delete(row["doc_id"])
                     return Outcome("deleted", row["doc_id"])
                 return Outcome("missing")
-            if not stat_mod.S_ISREG(st.st_mode):
-                return Outcome("ignored", row and row["doc_id"], detail="not a regular file")
-            acl = acl_for_path(path, file_stat=st)
-            try:
-                labels, label_error = source_labels_for_path(path), None
-            except (ValueError, OSError) as e:
-                labels, label_error = [], str(e)
-            relabel = row is not None and json.loads(row.get("source_labels") or "[]") != labels
-            if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns and not relabel:
-                if row["acl_version"] == acl.version:
-                    return Outcome("skipped", row["doc_id"])
-                self.store.set_acl(row["doc_id"], acl)
-                return Outcome("acl", row["doc_id"])
-            doc_id = row["doc_id"] if row else new_doc_id(self.store, source, rel)
-            base = DocRecord(doc_id=doc_id, source=source, external_id=rel, uri=file_uri(root, rel), mime=None,
-                             size=st.st_size, mtime_ns=st.st_mtime_ns, content_version=None, acl=acl,
-                             source_labels=labels)
-            if label_error:
-                return self._fail(base, "bad-labels", label_error)
-            if st.st_size > MAX_FILE_BYTES:
-                return self._fail(base, "too-large", f"{st.st_size} bytes is over the {MAX_FILE_BYTES} byte limit",
-                                  status="quarantined")
-            try:
-                version = sha256_file(path)
-            except OSError as e:
-                return self._fail(base, "unreadable", f"cannot read file: {e.strerror}")
-            base.content_version = version
-            self._lap("fetch")  # stat, permissions, content hash
-            if row is not None and row["content_version"] == version and not relabel:
-                if row["acl_version"] != acl.version:
-                    self.store.set_acl(doc_id, acl, size=st.st_size, mtime_ns=st.st_mtime_ns)
-                    return Outcome("acl", doc_id, detail="content unchanged")
-                self.store.touch(doc_id, st.st_size, st.st_mtime_ns)
-                return Outcome("touched", doc_id)
-            if not defer:
-                return self._index(base, path)
-            out = self._index(base, path, defer=True)
-            if isinstance(out, Pending):
-                out.root, out.rel, out.stat, out.row = root, rel, (st.st_size, st.st_mtime_ns), _row_versions(row)
+            out = self._upsert_stat(source, root, rel, path, row, st, defer)
+            doc_id = out.doc.doc_id if isinstance(out, Pending) else out.doc_id
+            if doc_id is not None and hasattr(self.store, "set_source_seq"):
+                self.store.set_source_seq(doc_id, st.st_ctime_ns)  # the state read is at least this new
             return out
+
+    def _upsert_stat(self, source: str, root: str, rel: str, path: str, row: dict | None, st,
+                     defer: bool) -> "Outcome | Pending":
+        from .classify import source_labels_for_path
+
+        if not stat_mod.S_ISREG(st.st_mode):
+            return Outcome("ignored", row and row["doc_id"], detail="not a regular file")
+        acl = acl_for_path(path, file_stat=st)
+        try:
+            labels, label_error = source_labels_for_path(path), None
+        except (ValueError, OSError) as e:
+            labels, label_error = [], str(e)
+        relabel = row is not None and json.loads(row.get("source_labels") or "[]") != labels
+        if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns and not relabel:
+            if row["acl_version"] == acl.version:
+                return Outcome("skipped", row["doc_id"])
+            self.store.set_acl(row["doc_id"], acl)
+            return Outcome("acl", row["doc_id"])
+        doc_id = row["doc_id"] if row else new_doc_id(self.store, source, rel)
+        base = DocRecord(doc_id=doc_id, source=source, external_id=rel, uri=file_uri(root, rel), mime=None,
+                         size=st.st_size, mtime_ns=st.st_mtime_ns, content_version=None, acl=acl,
+                         source_labels=labels)
+        if label_error:
+            return self._fail(base, "bad-labels", label_error)
+        if st.st_size > MAX_FILE_BYTES:
+            return self._fail(base, "too-large", f"{st.st_size} bytes is over the {MAX_FILE_BYTES} byte limit",
+                              status="quarantined")
+        try:
+            version = sha256_file(path)
+        except OSError as e:
+            return self._fail(base, "unreadable", f"cannot read file: {e.strerror}")
+        base.content_version = version
+        self._lap("fetch")  # stat, permissions, content hash
+        if row is not None and row["content_version"] == version and not relabel:
+            if row["acl_version"] != acl.version:
+                self.store.set_acl(doc_id, acl, size=st.st_size, mtime_ns=st.st_mtime_ns)
+                return Outcome("acl", doc_id, detail="content unchanged")
+            self.store.touch(doc_id, st.st_size, st.st_mtime_ns)
+            return Outcome("touched", doc_id)
+        if not defer:
+            return self._index(base, path)
+        out = self._index(base, path, defer=True)
+        if isinstance(out, Pending):
+            out.root, out.rel, out.stat, out.row = root, rel, (st.st_size, st.st_mtime_ns), _row_versions(row)
+        return out
 
     # -- the content path -------------------------------------------------------------
     def _fail(self, doc: DocRecord, code: str, message: str, *, parsed: int = 0,

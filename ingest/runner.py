@@ -20,7 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .sources.base import UPSERT, ChangeEvent
+from .sources.base import ChangeEvent
 
 BULK_GROUP_MAX = 16  # documents per bulk task (see bulk_group)
 log = logging.getLogger("ingest.runner")
@@ -58,44 +58,24 @@ class RunLock:
 
 
 class Queue:
-    """Producer side: change events -> Celery tasks on a lane."""
+    """Producer side: change events -> Celery tasks on a lane (see ``workers.lanes``:
+    backpressure, coalescing, versions)."""
 
     def __init__(self, store_url: str, broker_url: str):
-        from workers.app import configure
+        from workers.lanes import Producer
 
         self.store_url = store_url
         self.broker_url = broker_url
-        self.app = configure(broker_url)
+        self.producer = Producer(store_url, broker_url)
+        self.app = self.producer.app
 
     def send(self, events: list[ChangeEvent], lane: str, batch: str | None = None, group: int = 1) -> int:
-        """Queue events on a lane; ``group`` > 1 packs up to that many upserts into one
-        task, whose documents share one embedding call (bulk work; never interactive)."""
-        from .obs.lanes import queued_header
-
-        ups = [ev for ev in events if ev.kind == UPSERT] if group > 1 else []
-        with self.app.producer_or_acquire() as producer:
-            for ev in (events if group <= 1 else [ev for ev in events if ev.kind != UPSERT]):
-                self.app.send_task("ingest.change", args=[self.store_url, ev.kind, ev.root, ev.path, ev.dest_path,
-                                                          batch], queue=lane, producer=producer,
-                                   headers=queued_header())
-            for i in range(0, len(ups), group):
-                evs = [[ev.kind, ev.root, ev.path, ev.dest_path] for ev in ups[i:i + group]]
-                self.app.send_task("ingest.changes", args=[self.store_url, evs, batch], queue=lane,
-                                   producer=producer, headers=queued_header())
-        return len(events)
+        """Queue events on a lane (see workers.lanes.Producer.send; ``group``: upserts per task)."""
+        return self.producer.send(events, lane, batch, group)
 
     def depth(self) -> dict[str, int]:
-        """Messages waiting per lane (embedded SQLite broker only; {} otherwise)."""
-        db = _broker_db(self.broker_url)
-        if db is None or not db.exists():
-            return {}
-        try:
-            with sqlite3.connect(db, timeout=10) as c:
-                rows = c.execute("SELECT q.name, COUNT(m.id) FROM kombu_queue q LEFT JOIN kombu_message m"
-                                 " ON m.queue_id=q.id AND m.visible=1 GROUP BY q.name").fetchall()
-        except sqlite3.OperationalError:
-            return {}
-        return dict(rows)
+        """Messages waiting per lane."""
+        return self.producer.depth()
 
 
 def _broker_db(broker_url: str) -> Path | None:

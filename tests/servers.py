@@ -14,7 +14,7 @@ Fixture names are stable; other test modules rely on them:
 ``pg_store_url`` (function)
     A fresh, empty database on that server for one test (dropped afterwards), as a URL
     that ``ingest.stores.open_store`` accepts.
-``redis_server`` (session)
+``redis_server`` (one per test; defined in tests/servers_redis.py)
     A real ``redis-server`` on a free port with ``appendonly yes`` in a temp folder. Object with
     ``.url`` (``redis://127.0.0.1:<port>/0``), ``.stop()`` and ``.start()`` (same port and data,
     so queued work survives a restart).
@@ -197,35 +197,4 @@ def pg_store_url(postgres_server):
     postgres_server.drop_db(name)
 
 
-class RedisServer:
-    def __init__(self, exe: str, folder: Path):
-        self.exe, self.folder = exe, folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "RedisServer":
-        self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--save", "", "--daemonize", "no", "--protected-mode", "no",
-             "--logfile", str(self.folder / "redis.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        _wait_port(self.port, 30, self.proc)
-        return self
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.running():
-            self.proc.terminate()  # SIGTERM: redis flushes the append-only file and exits
-            self.proc.wait(30)
-        self.proc = None
-
-
-@pytest.fixture(scope="session")
-def redis_server():
-    exe = shutil.which("redis-server")
-    if exe is None:
-        missing("redis-server not found: apt-get install redis-server")
-    yield from _serving(RedisServer, exe, "ingest-redis-")
+from servers_redis import redis_server  # noqa: E402,F401  (one Redis fixture: see tests/servers_redis.py)

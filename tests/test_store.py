@@ -35,13 +35,14 @@ def test_store_written_by_schema_1_migrates_and_keeps_everything(tmp_path):
     c.commit()
     c.close()
     store = sq.SQLiteStore(db)
-    assert store.schema_version() == sq.SCHEMA_VERSION == 6
+    assert store.schema_version() == sq.SCHEMA_VERSION == 7
     assert store.get_doc_by_id("d1")["parent_id"] is None
     # version 4 (observability): outcome traces, quality snapshots and alerts
     store.log_outcome(action="indexed", source="s", external_id="a.txt", doc_id="d1", trace={"stages": {"fetch": 1}})
     assert store.db.execute("SELECT trace FROM outcomes").fetchone()[0] == '{"stages": {"fetch": 1}}'
     assert store.db.execute("SELECT COUNT(*) FROM quality_snapshots").fetchone()[0] == 0
     assert store.db.execute("SELECT COUNT(*) FROM quality_alerts").fetchone()[0] == 0
+    assert store.get_doc_by_id("d1")["source_seq"] is None and store.dead_letters() == []  # version 7 (queue)
     assert [r for r, _ in store.bm25("old words", frozenset({EVERYONE}), 5)] == [1]
     sq.SQLiteStore(db)  # opening again is a no-op
 
@@ -72,3 +73,17 @@ def test_children_follow_their_parent(tmp_path):
     assert store.db.execute("SELECT COUNT(*) FROM documents").fetchone()[0] == 0
     assert store.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == 0
     assert store.db.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0] == 0
+
+
+def test_dead_letters_and_source_versions(tmp_path):
+    store = sq.SQLiteStore(tmp_path / "x.db")
+    store.db.execute("INSERT INTO documents(doc_id, source, external_id, uri, status) VALUES('d1','s','a','u','indexed')")
+    store.set_source_seq("d1", 20)
+    store.set_source_seq("d1", 10)  # never goes back: a late task cannot lower it
+    assert store.get_doc_by_id("d1")["source_seq"] == 20
+    i = store.add_dead_letter(task="ingest.change", lane="bulk", args=["s", "upsert"], kwargs={"version": 3},
+                              fault="permanent", reason="ValueError: bad", attempts=1)
+    [d] = store.dead_letters()
+    assert (d["id"], d["args"], d["kwargs"], d["fault"]) == (i, ["s", "upsert"], {"version": 3}, "permanent")
+    store.mark_requeued(i)
+    assert store.dead_letters() == [] and len(store.dead_letters(include_requeued=True)) == 1

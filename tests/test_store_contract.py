@@ -555,3 +555,25 @@ def test_outcome_traces_and_document_counts(any_store):
     assert last["source"] == "folder:/r" and json.loads(last["trace"])["changed_at"] == 5.0
     assert s.doc_counts() == [("folder:/r", "error", 1), ("folder:/r", "indexed", 1)]
     assert [(r["uri"], r["error_code"]) for r in s.not_indexed()] == [("file:///r/d2.txt", "timeout")]
+
+
+# -- the queue: source versions and dead letters -----------------------------------------------
+def test_source_versions_never_go_back_and_dead_letters_requeue(any_store):
+    s = any_store
+    s.apply(doc("d1"), chunks("d1", ["one"]))
+    assert s.get_doc("folder:/r", "d1.txt")["source_seq"] is None
+    s.set_source_seq("d1", 20)
+    s.set_source_seq("d1", 10)  # a late task cannot lower it
+    s.apply(doc("d1", version="v2"), chunks("d1", ["two"]))  # a re-index keeps it
+    assert s.get_doc_by_id("d1")["source_seq"] == 20 and s.get_doc("folder:/r", "d1.txt")["source_seq"] == 20
+    a = s.add_dead_letter(task="ingest.change", lane="bulk", args=["s", "upsert"], kwargs={"version": 3},
+                          fault="permanent", reason="ValueError: bad", attempts=1)
+    b = s.add_dead_letter(task="ingest.change", lane=None, args=[], kwargs={}, fault="transient",
+                          reason="retries exhausted", attempts=5)
+    assert b > a
+    assert [(d["id"], d["args"], d["kwargs"], d["lane"]) for d in s.dead_letters()] == [
+        (a, ["s", "upsert"], {"version": 3}, "bulk"), (b, [], {}, None)]
+    assert [d["id"] for d in s.dead_letters([b])] == [b] and s.dead_letters([]) == []
+    s.mark_requeued(a)
+    assert [d["id"] for d in s.dead_letters()] == [b]
+    assert s.dead_letters([a], include_requeued=True)[0]["requeued_at"] > 0

@@ -28,13 +28,24 @@ def embedded_broker(store_path) -> str:
     return f"sqla+sqlite:///{p.with_name(p.name + '.broker.sqlite')}"
 
 
+def visibility_timeout() -> int:
+    return int(os.environ.get("INGEST_VISIBILITY_TIMEOUT",
+                              str(int(os.environ.get("INGEST_TASK_TIME_LIMIT", "600")) + 300)))
+
+
 def configure(broker_url: str | None = None) -> Celery:
     url = broker_url or os.environ.get("INGEST_BROKER")
     if not url:
         from ingest.stores import store_path
 
         url = embedded_broker(store_path(None))
+    if app.conf.broker_url and app.conf.broker_url != url and app._pool is not None:
+        # another broker than before (tests, tools): drop connections to the old one
+        app._pool.force_close_all()
+        app._pool = None
+        app.amqp._producer_pool = None
     sql = url.startswith("sqla+")
+    redis = url.startswith(("redis://", "rediss://", "redis+socket://"))
     if sql:
         from .broker import register
 
@@ -50,7 +61,9 @@ def configure(broker_url: str | None = None) -> Celery:
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
-        worker_prefetch_multiplier=int(os.environ.get("INGEST_PREFETCH", "4")),
+        # Redis: one reserved task per process, so an interactive change never queues behind
+        # prefetched bulk work in a busy worker
+        worker_prefetch_multiplier=int(os.environ.get("INGEST_PREFETCH", "1" if redis else "4")),
         worker_hijack_root_logger=False,
         worker_max_tasks_per_child=int(os.environ.get("INGEST_MAX_TASKS_PER_CHILD", "1000")),  # recycle
         worker_max_memory_per_child=int(os.environ.get("INGEST_MAX_MEMORY_PER_CHILD_MB", "3072")) * 1024,  # KiB
@@ -60,6 +73,23 @@ def configure(broker_url: str | None = None) -> Celery:
         task_time_limit=int(os.environ.get("INGEST_TASK_TIME_LIMIT", "600")),
         task_soft_time_limit=int(os.environ.get("INGEST_TASK_TIME_LIMIT", "600")) - 30,
     )
+    if redis:
+        app.conf.update(
+            broker_transport_options={
+                # lanes in strict order: BRPOP on [interactive, bulk, maintenance] takes the first
+                # non-empty one, so an interactive change goes ahead of any bulk backlog
+                "queue_order_strategy": "priority",
+                # an unacknowledged task (its worker was killed) is delivered again after this;
+                # longer than the task time limit, so a slow task is not run twice
+                "visibility_timeout": visibility_timeout(),
+                "unacked_restore_throttle": 1,
+                # the restore scan's lock: if a worker dies holding it, others wait this long
+                "unacked_mutex_expire": 60,
+                "unacked_restore_interval": max(1, min(10, visibility_timeout() // 2)),
+            },
+            broker_connection_retry=True,
+            broker_connection_max_retries=None,  # a Redis restart is waited out, not fatal
+        )
     return app
 
 

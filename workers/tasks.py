@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import random
 import sqlite3
 
 from celery.signals import worker_process_init
+
+from ingest.faults import is_transient  # noqa: F401  (re-exported for tests)
 
 from .app import app
 
@@ -53,39 +57,98 @@ def task_context(task) -> dict:
     return {"lane": (req.delivery_info or {}).get("routing_key"), "task": req.id, "queued_at": queued}
 
 
-@app.task(name="ingest.change", bind=True, acks_late=True, max_retries=5)
+
+MAX_RETRIES = int(os.environ.get("INGEST_TASK_MAX_RETRIES", "5"))
+BACKOFF_BASE = float(os.environ.get("INGEST_RETRY_BASE_S", "1"))
+BACKOFF_CAP = float(os.environ.get("INGEST_RETRY_CAP_S", "60"))
+
+
+def backoff(retries: int) -> float:
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**retries))."""
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** retries))
+
+
+def _give_up(task, store_url: str, fault: str, exc: BaseException, evs, batch: str | None) -> list[str]:
+    """Record a dead letter (and an outcome per document, so `ingest add` counts them as done)."""
+    from celery.exceptions import Reject
+
+    req = task.request
+    reason = f"{type(exc).__name__}: {exc}"
+    if fault == "transient":
+        reason = f"gave up after {req.retries + 1} attempts: {reason}"
+    log.error("%s %s: %s fault: %s", task.name, ", ".join(f"{ev.kind} {ev.path}" for ev in evs), fault, reason)
+    try:
+        store = pipeline_for(store_url).store
+        store.add_dead_letter(task=task.name, lane=(req.delivery_info or {}).get("routing_key"),
+                              args=list(req.args or []), kwargs=dict(req.kwargs or {}), fault=fault,
+                              reason=reason, attempts=req.retries + 1)
+        for ev in evs:
+            store.log_outcome(action="error", source=f"folder:{ev.root}", external_id=ev.path, doc_id=None,
+                              batch=batch, detail=f"{fault}: {reason}")
+    except Exception as e2:
+        raise Reject(f"cannot record the failure: {e2}", requeue=True) from exc
+    return ["dead-letter"]
+
+
+def _run(task, store_url: str, evs, batch: str | None, pendings, work):
+    """Run ``work()`` for a task's events with the failure semantics of every change task.
+
+    Transient faults are retried with backoff and jitter, ``MAX_RETRIES`` times, then
+    dead-lettered; anything else is a permanent fault: dead-lettered at once, with the
+    reason, and acknowledged. A task that cannot even record that (broker and store
+    both gone) is rejected with requeue, so the broker delivers it again."""
+    from celery.exceptions import Reject, Retry
+
+    try:
+        keys = [k for k in pendings if k]
+        if keys:  # from now on a new event for these documents needs a task of its own
+            from .lanes import clear_pending
+
+            for k in keys:
+                clear_pending(app.conf.broker_url, k)
+        outs = work()
+    except Exception as e:
+        if not is_transient(e):
+            return _give_up(task, store_url, "permanent", e, evs, batch)
+        if task.request.retries >= task.max_retries:
+            return _give_up(task, store_url, "transient", e, evs, batch)
+        delay = backoff(task.request.retries)
+        log.warning("%s: transient fault (%s: %s); retry %d/%d in %.1f s", task.name, type(e).__name__, e,
+                    task.request.retries + 1, task.max_retries, delay)
+        try:
+            raise task.retry(exc=e, countdown=delay)
+        except Retry:
+            raise
+        except Exception as e2:  # the broker is unreachable too: leave the message to be delivered again
+            raise Reject(f"retry could not be queued: {e2}", requeue=True) from e
+    return [o.action for o in outs]
+
+
+@app.task(name="ingest.change", bind=True, acks_late=True, max_retries=MAX_RETRIES)
 def change(self, store_url: str, kind: str, root: str, path: str, dest_path: str | None = None,
-           batch: str | None = None):
+           batch: str | None = None, version: int | None = None, pending: str | None = None):
+    """One document change. Idempotent: it looks at the current state of the document."""
     from ingest.sources.base import ChangeEvent
 
     ev = ChangeEvent(kind, root, path, dest_path)
-    try:
-        outs = pipeline_for(store_url).handle(ev, batch=batch, ctx=task_context(self))
-    except sqlite3.OperationalError as e:  # store busy/locked: transient
-        raise self.retry(exc=e, countdown=min(2 ** self.request.retries, 30))
-    except Exception as e:
-        # A bug or a fault we did not classify: record it for this document and go on.
-        log.exception("change %s %s failed", kind, path)
-        pipeline_for(store_url).store.log_outcome(action="error", source=f"folder:{root}", external_id=path,
-                                                  doc_id=None, batch=batch,
-                                                  detail=f"internal-error: {type(e).__name__}: {e}")
-        raise
-    return [o.action for o in outs]
+    return _run(self, store_url, [ev], batch, [pending], lambda: pipeline_for(store_url).handle(
+        ev, batch=batch, ctx=task_context(self), version=version))
 
 
-@app.task(name="ingest.changes", bind=True, acks_late=True, max_retries=5)
+@app.task(name="ingest.changes", bind=True, acks_late=True, max_retries=MAX_RETRIES)
 def changes(self, store_url: str, events: list, batch: str | None = None):
-    """Several changes in one task (bulk lanes): their new chunks share one embedding call.
-    ``events``: ``[kind, root, path, dest_path]`` lists. Per-document faults are recorded
-    per document by the pipeline; the rest of the group goes on."""
+    """Several upserts in one task (bulk lane): their new chunks share one embedding call.
+    ``events``: ``[kind, root, path, dest_path, version, pending]`` lists. Per-document
+    faults are recorded per document by the pipeline and the rest of the group goes on;
+    a fault of the whole task (store unreachable) is retried like ``ingest.change``."""
     from ingest.sources.base import ChangeEvent
 
-    evs = [ChangeEvent(*e) for e in events]
-    try:
-        outs = pipeline_for(store_url).handle_many(evs, batch=batch, ctx=task_context(self))
-    except sqlite3.OperationalError as e:  # store busy/locked: transient; redelivery is idempotent
-        raise self.retry(exc=e, countdown=min(2 ** self.request.retries, 30))
-    return [o.action for o in outs]
+    evs = [ChangeEvent(*e[:4]) for e in events]
+    versions = [e[4] if len(e) > 4 else None for e in events]
+    return _run(self, store_url, evs, batch, [e[5] if len(e) > 5 else None for e in events],
+                lambda: pipeline_for(store_url).handle_many(evs, batch=batch, ctx=task_context(self),
+                                                            versions=versions))
+
 
 @app.task(name="ingest.dms_poll", bind=True, acks_late=True, max_retries=5)
 def dms_poll(self, store_url: str, source: str, prune: bool = False):

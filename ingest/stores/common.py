@@ -26,6 +26,13 @@ OUTBOX_DDL = [
       synced_at {real}, last_error TEXT, error_at {real})""",
 ]
 
+QUEUE_DDL = [  # {serial} / {real} / {bigint} per dialect
+    "ALTER TABLE documents ADD COLUMN source_seq {bigint}",
+    "CREATE TABLE IF NOT EXISTS dead_letters(id {serial}, ts {real} NOT NULL, task TEXT NOT NULL,"
+    " lane TEXT, args TEXT NOT NULL, kwargs TEXT NOT NULL, fault TEXT NOT NULL, reason TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0, requeued_at {real})",
+]
+
 
 def redact(url: str) -> str:
     """A URL without its password, for status output and logs."""
@@ -168,6 +175,36 @@ class OutboxMixin:
             self.db.execute(self._q("INSERT INTO cursors(source, cursor, updated_at) VALUES(%s,%s,%s) ON CONFLICT(source)"
                                     " DO UPDATE SET cursor=excluded.cursor, updated_at=excluded.updated_at"),
                             (source, cursor, time.time()))
+
+    # -- the queue: source versions, dead letters (workers) ------------------------------
+    def set_source_seq(self, doc_id: str, seq: int) -> None:
+        """The source's version (e.g. ctime_ns, a DMS revision) of the state just indexed."""
+        self.db.execute(self._q("UPDATE documents SET source_seq=%s WHERE doc_id=%s AND (source_seq IS NULL"
+                                " OR source_seq<%s)"), (seq, doc_id, seq))
+
+    def add_dead_letter(self, *, task: str, lane: str | None, args: list, kwargs: dict, fault: str, reason: str,
+                        attempts: int) -> int:
+        return self.db.execute(self._q(
+            "INSERT INTO dead_letters(ts, task, lane, args, kwargs, fault, reason, attempts)"
+            " VALUES(%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id"),
+            (time.time(), task, lane, json.dumps(args), json.dumps(kwargs), fault, reason, attempts)).fetchone()["id"]
+
+    def dead_letters(self, ids: list[int] | None = None, *, include_requeued: bool = False) -> list[dict]:
+        sql, args = "SELECT * FROM dead_letters WHERE 1=1", []
+        if not include_requeued:
+            sql += " AND requeued_at IS NULL"
+        if ids is not None:
+            sql += f" AND id IN ({','.join(['%s'] * len(ids)) or 'NULL'})"
+            args = list(ids)
+        out = []
+        for r in self.db.execute(self._q(sql + " ORDER BY id"), args):
+            d = dict(r)
+            d["args"], d["kwargs"] = json.loads(d["args"]), json.loads(d["kwargs"])
+            out.append(d)
+        return out
+
+    def mark_requeued(self, dead_id: int) -> None:
+        self.db.execute(self._q("UPDATE dead_letters SET requeued_at=%s WHERE id=%s"), (time.time(), dead_id))
 
     # -- synced groups (acl.directory.SyncBackend) ------------------------------------
     def sync_groups(self, source: str, edges: list[tuple[str, str, str]]) -> None:

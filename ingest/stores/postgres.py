@@ -31,12 +31,12 @@ from contextlib import contextmanager
 from acl.model import ACL
 
 from .base import ChunkRecord, DocRecord, Hit
-from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, OutboxMixin, doc_values, flagged, redact, to_hits,
+from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, doc_values, flagged, redact, to_hits,
                      upsert_doc_sql)
 from .obs_sql import QUALITY_DDL, ObsMixin
 from .sqlite_lineage import LineageMixin
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _MIGRATE_LOCK = 0x1A6E57  # advisory lock key for schema changes
 _AUDIT_LOCK = 0x1A6E58  # serialises the audit hash chain
 _OUTBOX_LOCK = 0x1A6E59  # outbox ids commit in order
@@ -115,6 +115,8 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX IF NOT EXISTS outcomes_doc ON outcomes(doc_id)",
         *[stmt.format(serial="bigserial PRIMARY KEY", real="double precision") for stmt in QUALITY_DDL],
     ],
+    # the queue: source version of the indexed state (stale tasks are dropped), dead letters (SQLite's 7)
+    6: [stmt.format(serial="bigserial PRIMARY KEY", real="double precision", bigint="bigint") for stmt in QUEUE_DDL],
 }
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -278,13 +280,14 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
         return _AdvisoryLock(self, keys)
 
     # -- registry -------------------------------------------------------------------
-    _SEL_DOC = "SELECT " + ", ".join(DOC_COLS) + " FROM documents"
+    _SEL_DOC = "SELECT " + ", ".join(DOC_COLS) + " FROM documents"  # what replication copies
+    _SEL_ROW = "SELECT " + ", ".join(DOC_COLS) + ", source_labels, redactions, source_seq FROM documents"
 
     def get_doc(self, source: str, external_id: str) -> dict | None:
-        return self.db.execute(self._SEL_DOC + " WHERE source=%s AND external_id=%s", (source, external_id)).fetchone()
+        return self.db.execute(self._SEL_ROW + " WHERE source=%s AND external_id=%s", (source, external_id)).fetchone()
 
     def get_doc_by_id(self, doc_id: str) -> dict | None:
-        return self.db.execute(self._SEL_DOC + " WHERE doc_id=%s", (doc_id,)).fetchone()
+        return self.db.execute(self._SEL_ROW + " WHERE doc_id=%s", (doc_id,)).fetchone()
 
     def docs_for_source(self, source: str) -> dict[str, dict]:
         """Top-level documents of a source (child documents live and die with their parent)."""

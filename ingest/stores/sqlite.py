@@ -23,12 +23,12 @@ from pathlib import Path
 from acl.model import ACL
 
 from .base import ChunkRecord, DocRecord, Hit
-from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, OutboxMixin, doc_values, flagged, to_hits,
-                     upsert_doc_sql)
+from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, doc_values, flagged,
+                     to_hits, upsert_doc_sql)
 from .obs_sql import QUALITY_DDL, ObsMixin
 from .sqlite_lineage import MIGRATION_4, LineageMixin
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # version -> statements that bring a store from the version before up to it
 MIGRATIONS: dict[int, list[str]] = {
@@ -47,6 +47,8 @@ MIGRATIONS: dict[int, list[str]] = {
         *[stmt.format(serial="INTEGER PRIMARY KEY", real="REAL") for stmt in QUALITY_DDL],
     ],
     6: [stmt.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL") for stmt in OUTBOX_DDL],  # outbox for secondary stores
+    # the queue: source version of the indexed state (stale tasks are dropped), dead letters
+    7: [stmt.format(serial="INTEGER PRIMARY KEY", real="REAL", bigint="INTEGER") for stmt in QUEUE_DDL],
 }
 
 _SCHEMA = """

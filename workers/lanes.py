@@ -1,0 +1,241 @@
+"""Producer side of the queue: change events -> Celery tasks on a lane.
+
+* **Lanes** are Celery queues (``interactive``, ``bulk``, ``maintenance``). With
+  ``INGEST_LANES=off`` every task goes to ``bulk`` (for comparisons only).
+* **Backpressure**: before sending, and every ``CHECK_EVERY`` messages, the lane's
+  depth is read; above its bound the producer pauses (logged once) until the depth
+  is back under the resume mark (80 % of the bound). Bounds: ``[queue.max_depth]``
+  in the config file (``interactive``, ``bulk``, ``maintenance``) or
+  ``INGEST_MAX_DEPTH_<LANE>``; defaults 1000 / 20000 / 20000.
+* **Coalescing** (Redis broker): an event is sent only if no task for the same
+  (store, lane, kind, path) is waiting; a marker key ``SET NX`` with a time-to-live
+  says one is. The task deletes the marker when it *starts*, so an event that
+  arrives while it runs gets a task of its own. Tasks read the current state of the
+  document, so the waiting task also covers the events folded into it.
+* **Versions**: an upsert carries the file's ``ctime_ns`` as the producer saw it;
+  the task drops itself if the registry already holds a newer state.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+log = logging.getLogger("ingest.queue")
+
+LANES = ("interactive", "bulk", "maintenance")
+DEFAULT_MAX_DEPTH = {"interactive": 1000, "bulk": 20000, "maintenance": 20000}
+CHECK_EVERY = 50
+RESUME_FRACTION = 0.8
+PENDING_PREFIX = "ingest:pending:"
+
+
+def is_redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://", "redis+socket://"))
+
+
+def broker_db(broker_url: str) -> Path | None:
+    if broker_url.startswith("sqla+sqlite:///"):
+        return Path(broker_url[len("sqla+sqlite:///"):])
+    return None
+
+
+def lanes_enabled() -> bool:
+    v = os.environ.get("INGEST_LANES", "on").lower()
+    if v not in ("on", "off", "1", "0", "true", "false"):
+        raise ValueError(f"INGEST_LANES={v!r}: expected on or off")
+    return v in ("on", "1", "true")
+
+
+def max_depths(cfg: dict | None = None) -> dict[str, int]:
+    from ingest import config
+
+    table = config.section(cfg if cfg is not None else config.load(), "queue.max_depth")
+    out = dict(DEFAULT_MAX_DEPTH)
+    for lane in LANES:
+        raw = os.environ.get(f"INGEST_MAX_DEPTH_{lane.upper()}", table.get(lane, out[lane]))
+        try:
+            out[lane] = int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"max depth for lane {lane!r} must be an integer, not {raw!r}") from None
+        if out[lane] < 1:
+            raise ValueError(f"max depth for lane {lane!r} must be at least 1, not {out[lane]}")
+    unknown = set(table) - set(LANES)
+    if unknown:
+        raise ValueError(f"[queue.max_depth]: unknown lane(s) {', '.join(sorted(unknown))}; lanes are "
+                         + ", ".join(LANES))
+    return out
+
+
+def pending_key(store_url: str, lane: str, kind: str, root: str, path: str, dest: str | None) -> str:
+    h = hashlib.sha1("\0".join([store_url, lane, kind, root, path, dest or ""]).encode()).hexdigest()
+    return PENDING_PREFIX + h
+
+
+def pending_ttl() -> int:
+    """A marker outlives its task's longest possible wait: visibility timeout plus retries."""
+    from .app import visibility_timeout
+
+    return visibility_timeout() + 600
+
+
+_clients: dict = {}
+
+
+def redis_client(broker_url: str):
+    """One client (connection pool) per process and URL."""
+    c = _clients.get((broker_url, os.getpid()))
+    if c is None:
+        import redis
+
+        c = _clients[(broker_url, os.getpid())] = redis.Redis.from_url(
+            broker_url, socket_connect_timeout=5, socket_timeout=30)
+    return c
+
+
+def event_version(ev) -> int | None:
+    from ingest.sources.base import UPSERT
+
+    if ev.kind != UPSERT:
+        return None
+    try:
+        return os.lstat(os.path.join(ev.root, ev.path)).st_ctime_ns
+    except OSError:
+        return None
+
+
+class Producer:
+    def __init__(self, store_url: str, broker_url: str, *, max_depth: dict[str, int] | None = None,
+                 coalesce: bool = True, poll: float = 0.2):
+        from .app import configure
+
+        self.store_url = store_url
+        self.broker_url = broker_url
+        self.app = configure(broker_url)
+        self.redis = is_redis(broker_url)
+        self.max_depth = max_depth or max_depths()
+        self.coalesce = coalesce and self.redis
+        self.poll = poll
+        self.paused_seconds = 0.0  # total time spent waiting on backpressure (for tests, metrics)
+        self._r = redis_client(broker_url) if self.redis else None
+
+    # -- depth ------------------------------------------------------------------------
+    def depth(self) -> dict[str, int]:
+        """Messages waiting per lane (not counting those a worker holds)."""
+        if self.redis:
+            from kombu.transport.redis import PRIORITY_STEPS
+
+            sep = "\x06\x16"
+            pipe = self._r.pipeline()
+            for lane in LANES:
+                for pri in PRIORITY_STEPS:
+                    pipe.llen(lane if pri == 0 else f"{lane}{sep}{pri}")
+            n = iter(pipe.execute())
+            return {lane: sum(next(n) for _ in PRIORITY_STEPS) for lane in LANES}
+        db = broker_db(self.broker_url)
+        if db is None or not db.exists():
+            return {}
+        try:
+            with sqlite3.connect(db, timeout=10) as c:
+                rows = c.execute("SELECT q.name, COUNT(m.id) FROM kombu_queue q LEFT JOIN kombu_message m"
+                                 " ON m.queue_id=q.id AND m.visible=1 GROUP BY q.name").fetchall()
+        except sqlite3.OperationalError:
+            return {}
+        return dict(rows)
+
+    def wait_below(self, lane: str) -> int:
+        """Backpressure: at or over the lane's bound, block until it is under the resume mark.
+        Returns the lane's depth."""
+        bound = self.max_depth[lane]
+        d = self.depth().get(lane, 0)
+        if d < bound:
+            return d
+        resume = int(bound * RESUME_FRACTION)
+        t0 = time.monotonic()
+        log.warning("lane %s reached its bound of %d queued tasks: producer paused until it is under %d",
+                    lane, bound, resume)
+        while d > resume:
+            time.sleep(self.poll)
+            d = self.depth().get(lane, 0)
+        waited = time.monotonic() - t0
+        self.paused_seconds += waited
+        log.warning("lane %s at %d again: producer resumed after %.1f s", lane, d, waited)
+        return d
+
+    # -- send -------------------------------------------------------------------------
+    def send(self, events, lane: str, batch: str | None = None, group: int = 1) -> int:
+        """Queue one task per event (minus coalesced duplicates); returns how many events were sent.
+
+        ``group`` > 1 packs up to that many upserts into one ``ingest.changes`` task whose
+        documents share one embedding call (bulk work; interactive changes go one by one)."""
+        from ingest.obs.lanes import queued_header
+        from ingest.sources.base import UPSERT
+
+        if lane not in LANES:
+            raise ValueError(f"unknown lane {lane!r}; lanes are {', '.join(LANES)}")
+        route = lane if lanes_enabled() else "bulk"
+        sent, est, bound = 0, None, self.max_depth[route]
+        packed: list[list] = []
+        with self.app.producer_or_acquire() as producer:
+            def flush():
+                nonlocal est
+                if packed:
+                    self.app.send_task("ingest.changes", args=[self.store_url, list(packed), batch], queue=route,
+                                       producer=producer, headers=queued_header())
+                    packed.clear()
+                    est += 1
+
+            for i, ev in enumerate(events):
+                if est is None or est >= bound or i % CHECK_EVERY == 0:  # est: depth now, at most
+                    flush()
+                    est = self.wait_below(route)
+                kwargs = {"version": event_version(ev)}
+                if self.coalesce:
+                    key = pending_key(self.store_url, route, ev.kind, ev.root, ev.path, ev.dest_path)
+                    if not self._r.set(key, "1", nx=True, ex=pending_ttl()):
+                        continue  # a task for this change is already waiting: it will see this one too
+                    kwargs["pending"] = key
+                sent += 1
+                if group > 1 and ev.kind == UPSERT:
+                    packed.append([ev.kind, ev.root, ev.path, ev.dest_path, kwargs["version"], kwargs.get("pending")])
+                    if len(packed) >= group:
+                        flush()
+                    continue
+                self.app.send_task("ingest.change", args=[self.store_url, ev.kind, ev.root, ev.path, ev.dest_path,
+                                                          batch], kwargs=kwargs, queue=route, producer=producer,
+                                   headers=queued_header())
+                est += 1
+            flush()
+        return sent
+
+    def resend(self, args: list, kwargs: dict, lane: str) -> None:
+        """Queue a task again as it was (``ingest retry``), without coalescing."""
+        kwargs = {k: v for k, v in kwargs.items() if k != "pending"}
+        from ingest.obs.lanes import queued_header
+
+        self.wait_below(lane)
+        self.app.send_task("ingest.change", args=args, kwargs=kwargs, queue=lane, headers=queued_header())
+
+
+def clear_pending(broker_url: str, key: str) -> None:
+    redis_client(broker_url).delete(key)
+
+
+def requeue_dead_letters(store_url: str, broker_url: str, ids: list[int] | None = None) -> list[int]:
+    """``ingest retry``: send dead-lettered tasks again, on their lane; returns their ids."""
+    from ingest.stores import open_store
+
+    store = open_store(store_url)
+    letters = store.dead_letters(ids)
+    if ids is not None:
+        missing = sorted(set(ids) - {d["id"] for d in letters})
+        if missing:
+            raise LookupError(f"no dead letter waiting with id {', '.join(map(str, missing))}")
+    producer = Producer(store_url, broker_url)
+    for d in letters:
+        producer.resend(d["args"], d["kwargs"], d["lane"] if d["lane"] in LANES else "bulk")
+        store.mark_requeued(d["id"])
+    return [d["id"] for d in letters]
