@@ -205,6 +205,10 @@ def moto_s3():
     import boto3
 
     url = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    # moto keeps its buckets in this process across server instances: every test starts from none
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
     client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="k",
                           aws_secret_access_key="s")
     yield url, client
