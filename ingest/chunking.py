@@ -10,6 +10,11 @@
 * When a section is split, each later part starts with the last sentence of the
   part before (small overlap, only then).
 * Tables longer than a chunk are split by rows, each part repeating the header row.
+* Every chunk carries its context, the section path (document title > section >
+  subsection), and ``embed_text`` puts that context in front of the chunk text, so a
+  chunk deep in a section is embedded (and indexed, through the FTS ``section``
+  column) with the title it sits under. Room for the context is reserved in the
+  token budget: ``embed_text`` never exceeds the model's maximum either.
 """
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ from dataclasses import dataclass
 
 from extractors.base import Element
 
-CHUNKER_VERSION = "heading-aware/1"
+CHUNKER_VERSION = "heading-aware/2"
+CONTEXT_MAX_TOKENS = 48  # the longest section path put in front of a chunk
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 
 
@@ -30,10 +36,32 @@ class Chunk:
     page: int | None
     section: str
     tokens: int
+    context: str = ""  # the section path as embedded (trimmed to CONTEXT_MAX_TOKENS)
 
     @property
     def text_hash(self) -> str:
         return text_hash(self.text)
+
+    @property
+    def embed_text(self) -> str:
+        return embed_text(self.text, self.context)
+
+    @property
+    def embed_hash(self) -> str:
+        """The embedding cache key: the hash of exactly what the model embeds."""
+        return text_hash(self.embed_text)
+
+
+def embed_text(text: str, context: str) -> str:
+    """What the model embeds: the section path, then the chunk text. Path elements the
+    chunk already starts with (the first chunk opens with its heading) are not repeated."""
+    if not context:
+        return text
+    parts = context.split(" > ")
+    head = text.lstrip()
+    if head.startswith(parts[-1]):
+        parts.pop()
+    return " > ".join(parts) + "\n\n" + text if parts else text
 
 
 def text_hash(text: str) -> str:
@@ -151,6 +179,21 @@ class Chunker:
                 units.clear()
 
         pending: list[_Unit] = []  # headings wait for the body they introduce
+        contexts: dict[str, tuple[str, int]] = {"": ("", 0)}
+
+        def context(p: str) -> tuple[str, int]:
+            """(context text, tokens reserved for it incl. the blank line) for a path."""
+            c = contexts.get(p)
+            if c is None:
+                n = self.count(p)
+                if n > CONTEXT_MAX_TOKENS:
+                    offs = self._offsets(p)
+                    p_cut = p[:offs[CONTEXT_MAX_TOKENS - 1][1]]
+                    c = (p_cut, self.count(p_cut))
+                else:
+                    c = (p, n)
+                contexts[p] = c
+            return c
 
         for el in elements:
             text = (el.text or "").strip()
@@ -163,6 +206,7 @@ class Chunker:
                     stack.pop()
                 stack.append((level, " ".join(text.split())[:200]))
                 path = " > ".join(t for _, t in stack)
+                limit = self.max - self.overlap - context(path)[1]
                 pending.extend(self._split_long(text, el.page, limit) if self.count(text) > limit
                                else [_Unit(text, el.page, self.count(text))])
                 continue
@@ -183,11 +227,13 @@ class Chunker:
 
         chunks: list[Chunk] = []
         for spath, sunits in sections:
+            ctext, ctx_n = context(spath)
+            cmax, ctarget = self.max - ctx_n, self.target - ctx_n
             parts: list[list[_Unit]] = []
             cur: list[_Unit] = []
             cur_n = 0
             for u in sunits:
-                if cur and cur_n + u.tokens + 1 > self.target - (self.overlap if parts else 0):
+                if cur and cur_n + u.tokens + 1 > ctarget - (self.overlap if parts else 0):
                     parts.append(cur)
                     cur, cur_n = [], 0
                 cur.append(u)
@@ -203,12 +249,12 @@ class Chunker:
                 # blank lines is the sum of their counts (tests check it against the tokenizer)
                 body = "\n\n".join(u.text for u in part)
                 text, n = body, sum(u.tokens for u in part)
-                if prev_tail and not part[0].table and prev_tail[1] + n <= self.max:
+                if prev_tail and not part[0].table and prev_tail[1] + n <= cmax:
                     text, n = prev_tail[0] + "\n\n" + body, prev_tail[1] + n
                 page = next((u.page for u in part if u.page is not None), None)
-                pieces = [(text, n)] if n <= self.max else [
-                    (w.text, w.tokens) for w in self._token_windows(body, page, self.max)]
+                pieces = [(text, n)] if n <= cmax else [
+                    (w.text, w.tokens) for w in self._token_windows(body, page, cmax)]
                 for ptext, pn in pieces:
-                    chunks.append(Chunk(len(chunks), ptext, page, spath, pn))
+                    chunks.append(Chunk(len(chunks), ptext, page, spath, pn, ctext))
                 prev_tail = self._tail(part[-1].text)
         return chunks

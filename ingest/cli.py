@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="number of results")
     p.add_argument("--mode", choices=["hybrid", "bm25", "vector"], default="hybrid")
     p.add_argument("--json", action="store_true")
+    _search_filter_args(p)
 
     p = sub.add_parser("access", help="may a user read a document? prints allow/deny and the deciding tokens")
     p.add_argument("doc", metavar="DOC", help="document path, URI or doc id")
@@ -124,6 +125,31 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _search_filter_args(p: argparse.ArgumentParser) -> None:
+    """Filters and result shaping for `ingest search` (see ingest.stores.filters); repeatable
+    options take several values (any of them matches)."""
+    g = p.add_argument_group("filters (all given must hold; the ACL always applies)")
+    g.add_argument("--source", action="append", help="document source, e.g. folder:/srv/share")
+    g.add_argument("--path-prefix", action="append", metavar="PATH", help="absolute path prefix")
+    g.add_argument("--uri-prefix", action="append", metavar="URI", help="document URI prefix")
+    g.add_argument("--mime", action="append", help="MIME type, or a family such as text/*")
+    g.add_argument("--label", action="append", dest="labels", metavar="LABEL", help="label a hit must carry (all given)")
+    g.add_argument("--any-label", action="append", dest="labels_any", metavar="LABEL", help="at least one of these labels")
+    g.add_argument("--exclude-label", action="append", dest="exclude_labels", metavar="LABEL", help="label a hit must not carry")
+    g.add_argument("--modified-after", metavar="ISO-DATE", help="document modified at or after")
+    g.add_argument("--modified-before", metavar="ISO-DATE", help="document modified before")
+    g.add_argument("--doc-id", action="append", dest="doc_ids", metavar="ID", help="document id")
+    g = p.add_argument_group("results")
+    g.add_argument("--per-doc", action="store_true", help="one hit per document (its best chunk)")
+    g.add_argument("--context", type=int, default=0, metavar="N", help="show N neighbouring chunks around each hit")
+
+
+def _search_filters(a) -> dict:
+    keys = ("source", "path_prefix", "uri_prefix", "mime", "labels", "labels_any", "exclude_labels",
+            "modified_after", "modified_before", "doc_ids")
+    return {k: getattr(a, k) for k in keys if getattr(a, k) is not None}
+
+
 def _setup_logging(verbose: int, as_json: bool | None = None) -> None:
     from .obs.logs import setup
 
@@ -170,7 +196,9 @@ def cmd_search(a) -> int:
     from .search import open_index
 
     principal = a.principal if a.principal is not None else _current_user()
-    hits = open_index(a.store).search(a.query, principal=principal, k=a.k, mode=a.mode)
+    hits = open_index(a.store).search(a.query, principal=principal, k=a.k, mode=a.mode,
+                                      filters=_search_filters(a) or None, group_by_doc=a.per_doc,
+                                      context=a.context)
     if a.json:
         print(json.dumps([asdict(h) for h in hits], indent=2))
         return 0
@@ -180,10 +208,26 @@ def cmd_search(a) -> int:
         where = f"p.{h.page}" if h.page else ""
         sect = f" § {h.section}" if h.section else ""
         print(f"{i:2d}. {h.score:.4f} {h.uri} {where}{sect}")
-        print("    " + " ".join(h.text.split())[:200])
+        for t in h.context_before:
+            print("    … " + " ".join(t.split())[-160:])
+        print("    " + _marked(h.text, h.highlights))
         if h.labels:
             print("    labels: " + ", ".join(h.labels))
+        for t in h.context_after:
+            print("    … " + " ".join(t.split())[:160])
     return 0
+
+
+def _marked(text: str, spans, width: int = 200) -> str:
+    """The hit text from a little before its first matched term, terms in [brackets]."""
+    start = max(0, spans[0][0] - 40) if spans else 0
+    out, pos = [], start
+    for s, e in spans:
+        if s >= pos:
+            out += [text[pos:s], "[", text[s:e], "]"]
+            pos = e
+    out.append(text[pos:])
+    return ("…" if start else "") + " ".join("".join(out).split())[:width]
 
 
 def cmd_access(a) -> int:

@@ -228,8 +228,8 @@ class Pipeline:
                 self._log(ev, [o], batch, ctx, started)
                 outs.append(o)
         if pending:
-            texts = [c.text for _, p in pending for c in p.chunks]
-            hashes = [c.text_hash for _, p in pending for c in p.chunks]
+            texts = [c.embed_text for _, p in pending for c in p.chunks]
+            hashes = [c.embed_hash for _, p in pending for c in p.chunks]
             t0 = time.perf_counter()
             vecs, _ = self.vectors(texts, hashes)
             share = (time.perf_counter() - t0) / max(1, len(hashes))  # one call: each document its share
@@ -259,8 +259,8 @@ class Pipeline:
             except FileNotFoundError:
                 same_file = False
             if same_file and _row_versions(row) == p.row:
-                embedded = len({c.text_hash for c in p.chunks if c.text_hash in p.fresh} - counted)
-                counted.update(c.text_hash for c in p.chunks)
+                embedded = len({c.embed_hash for c in p.chunks if c.embed_hash in p.fresh} - counted)
+                counted.update(c.embed_hash for c in p.chunks)
                 o = self._apply_chunks(p.doc, p.chunks, vectors, parsed=p.parsed,
                                        embedded=p.embedded + embedded, elements=p.elements)
                 o.cached = len(p.chunks) - embedded
@@ -399,9 +399,10 @@ class Pipeline:
             out = self._index_in(doc, path, depth, Path(workdir))
             if isinstance(out, Pending) and not defer:
                 with self._stage("embed"):
-                    vecs, _ = self.vectors([c.text for c in out.chunks], [c.text_hash for c in out.chunks])
+                    vecs, _ = self.vectors([c.embed_text for c in out.chunks],
+                                           [c.embed_hash for c in out.chunks])
                 n_chunks, n_fresh = len(out.chunks), len(out.fresh)
-                out = self._apply_chunks(out.doc, out.chunks, dict(zip((c.text_hash for c in out.chunks), vecs)),
+                out = self._apply_chunks(out.doc, out.chunks, dict(zip((c.embed_hash for c in out.chunks), vecs)),
                                          parsed=out.parsed, embedded=out.embedded + n_fresh,
                                          elements=out.elements)
                 out.cached = n_chunks - n_fresh
@@ -460,7 +461,7 @@ class Pipeline:
         p = Pending(doc, chunks, parsed=1 + kid_parsed, embedded=kid_embedded, root="", rel="", stat=(0, 0),
                     row=None, elements=cls.elements)
         with self._stage("embed"):
-            p.fresh = self.uncached({c.text_hash for c in chunks})
+            p.fresh = self.uncached({c.embed_hash for c in chunks})
         return p
 
     def _apply_chunks(self, doc: DocRecord, chunks, vectors: dict[str, bytes], *, parsed: int,
@@ -472,7 +473,7 @@ class Pipeline:
         for attempt in range(3):
             model_id, settings = self.embedder.model_id, self.chunker.settings
             records = [ChunkRecord(chunk_id(doc.doc_id, c.index, c.text_hash), c.index, c.text, c.text_hash,
-                                   c.tokens, c.page, c.section, vectors[c.text_hash], settings, model_id)
+                                   c.tokens, c.page, c.section, vectors[c.embed_hash], settings, model_id)
                        for c in chunks]
             try:
                 with self._stage("store"):
@@ -483,8 +484,8 @@ class Pipeline:
                     raise
                 self._follow_active_model()
                 chunks = self.chunker.chunk(elements)
-                vecs, computed = self.vectors([c.text for c in chunks], [c.text_hash for c in chunks])
-                vectors, embedded = dict(zip((c.text_hash for c in chunks), vecs)), embedded + computed
+                vecs, computed = self.vectors([c.embed_text for c in chunks], [c.embed_hash for c in chunks])
+                vectors, embedded = dict(zip((c.embed_hash for c in chunks), vecs)), embedded + computed
         return Outcome("indexed", doc.doc_id, parsed=parsed, embedded=embedded, chunks=len(chunks))
 
     def _children(self, parent: DocRecord, children, depth: int) -> tuple[int, int]:

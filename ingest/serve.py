@@ -17,6 +17,7 @@ log = logging.getLogger("ingest.serve")
 MOUNTS: dict[str, str] = {
     "/hooks": "ingest.sources.webhooks:app",
     "/metrics": "ingest.obs.metrics:app",
+    "/search": "ingest.search_http:make_app",
     "/": "ingest.obs.page:app",
 }
 

@@ -76,3 +76,53 @@ def test_edit_changes_only_nearby_chunks(embedder):
     after = _chunker(embedder).chunk(els2)
     changed = {c.text_hash for c in after} - {c.text_hash for c in before}
     assert 1 <= len(changed) <= 3, len(changed)
+
+
+def test_section_path_is_embedded_with_every_chunk_within_the_window(embedder):
+    """Title and section context go in front of each chunk's embedding input, the room for it
+    is reserved (embed_text never exceeds the model window), and the heading a chunk opens
+    with is not repeated."""
+    title = "Quarterly Revenue Review of the Northern Region " * 3  # a long title: 27 words
+    long_para = " ".join(f"Sentence {i} about ledger audits." for i in range(300))
+    els = [Element("title", title.strip(), level=1), Element("heading", "Methods", level=2),
+           Element("paragraph", long_para), Element("paragraph", "word " * 2000)]
+    ch = _chunker(embedder).chunk(els)
+    assert len(ch) > 5
+    for c in ch:
+        assert c.section.endswith("> Methods")
+        assert c.context and c.section.startswith(c.context[:40])
+        assert embedder.count_tokens(c.embed_text) <= embedder.max_tokens, c.index
+    first, later = ch[0], ch[3]
+    assert first.text.startswith(title.strip()[:40])  # the headings open the first chunk ...
+    assert first.embed_text == first.text or not first.embed_text.startswith(first.text)
+    assert later.embed_text.startswith(later.context.split(" > ")[0])  # ... later ones get the path
+    assert later.embed_text.endswith(later.text) and len(later.embed_text) > len(later.text)
+    # a document without headings embeds its text as it is
+    plain = _chunker(embedder).chunk([Element("paragraph", "Just one short paragraph.")])
+    assert plain[0].context == "" and plain[0].embed_text == plain[0].text
+
+
+def test_context_changes_vectors_but_not_chunk_ids(pipeline, world_dir, store):
+    """The pipeline embeds embed_text (context + text): a chunk under a heading gets a different
+    vector from the same text alone, and the cache key is the hash of what was embedded."""
+    import numpy as np
+
+    from ingest.chunking import text_hash
+
+    body = "The ledger audit found no discrepancies in the northern warehouse stock counts."
+    (world_dir / "a.txt").write_text(f"# Warehouse inventory report\n\n{'Intro text. ' * 200}\n\n{body}\n")
+    (world_dir / "b.txt").write_text(body + "\n")
+    from conftest import run_events
+
+    run_events(pipeline, world_dir)
+    rows = store.db.execute("SELECT c.text, c.section, c.vec, d.external_id FROM chunks c JOIN documents d"
+                            " USING(doc_id) ORDER BY d.external_id, c.idx").fetchall()
+    a_last = [r for r in rows if r["external_id"] == "a.txt"][-1]
+    b = [r for r in rows if r["external_id"] == "b.txt"][0]
+    assert a_last["section"] == "Warehouse inventory report" and body in a_last["text"]
+    va = np.frombuffer(a_last["vec"], dtype=np.float32)
+    emb = pipeline.embedder.encode([f"Warehouse inventory report\n\n{a_last['text']}"])[0]
+    assert np.allclose(va, emb, atol=1e-5)  # the stored vector is the one of context + text
+    key = text_hash(f"Warehouse inventory report\n\n{a_last['text']}")
+    assert store.cached_vectors(pipeline.embedder.model_id, [key])
+    assert b["section"] == ""

@@ -65,6 +65,9 @@ class Hit:
     model_id: str | None = None
     bm25_rank: int | None = None
     vector_rank: int | None = None
+    highlights: list[tuple[int, int]] = field(default_factory=list)  # (start, end) of matched terms in text
+    context_before: list[str] = field(default_factory=list)  # neighbouring chunks, on request
+    context_after: list[str] = field(default_factory=list)
 
 
 class Store(Protocol):

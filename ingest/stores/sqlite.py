@@ -27,6 +27,7 @@ from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, Outbo
                      to_hits, upsert_doc_sql)
 from .obs_sql import QUALITY_DDL, ObsMixin
 from .sqlite_lineage import MIGRATION_4, LineageMixin
+from .filters import Filters, sqlite_where
 
 SCHEMA_VERSION = 7
 
@@ -157,6 +158,18 @@ def fts_query(text: str) -> str | None:
         return None
     seen = dict.fromkeys(words)
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in seen)
+
+
+def _matvec(mat, q):
+    """mat @ q. With torch loaded (it is, wherever queries are embedded) torch's kernel runs on
+    the intra-op threads the process configured (INGEST_TORCH_THREADS); numpy's BLAS would
+    start its own pool per call, which on a busy machine costs more than the product."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return mat @ q
+    return torch.mv(torch.from_numpy(mat), torch.from_numpy(q.copy())).numpy()
 
 
 class _FileLock:
@@ -531,15 +544,63 @@ class SQLiteStore(LineageMixin, ObsMixin, OutboxMixin):
         q = ",".join("?" * len(toks))
         return self._READABLE.format(t=q), toks + toks
 
-    def bm25(self, query: str, tokens: frozenset[str], limit: int) -> list[tuple[int, float]]:
+    def _temp_fts(self):
+        """This thread's connection with its scratch FTS tables (temp: per connection, never
+        in the store file), tokenised exactly as ``chunks_fts``."""
+        db = self.db
+        if getattr(self._local, "qt", None) is not db:
+            db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.ingest_qt USING fts5(t, tokenize='porter unicode61')")
+            db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.ingest_qt_v USING fts5vocab(temp, ingest_qt, instance)")
+            db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.ingest_vocab USING fts5vocab(main, chunks_fts, row)")
+            self._local.qt = db
+        return db
+
+    def _common_terms_dropped(self, query: str, max_df: float) -> str:
+        """The query without words whose stem is in more than ``max_df`` of all chunks (as the
+        FTS index stems them: porter), unless nothing would be left (then the two rarest stay).
+
+        BM25 gives such words little weight anyway (idf), but an OR over them matches most
+        of the index, and FTS5 scores every match: at 100k chunks a query holding "of" or
+        "the" would cost over 100 ms. Document frequencies are cached per store generation."""
+        words = list(dict.fromkeys(_WORD.findall(query.lower())))
+        if len(words) < 2:
+            return query
+        db = self._temp_fts()
+        db.execute("DELETE FROM temp.ingest_qt")
+        db.executemany("INSERT INTO temp.ingest_qt(rowid, t) VALUES(?,?)", list(enumerate(words)))
+        stems = db.execute("SELECT doc, term FROM temp.ingest_qt_v").fetchall()
+        gen = self.generation()
+        cache = self.__dict__.get("_df_cache")
+        if cache is None or cache[0] != gen:
+            n = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+            cache = self._df_cache = (gen, n, {})
+        _, n, dfs = cache
+        df_of_word: dict[int, int] = {}
+        for i, term in stems:
+            df = dfs.get(term)
+            if df is None:
+                row = db.execute("SELECT doc FROM temp.ingest_vocab WHERE term=?", (term,)).fetchone()
+                df = dfs[term] = row[0] if row else 0
+            df_of_word[i] = min(df, df_of_word.get(i, df))
+        keep = [w for i, w in enumerate(words) if df_of_word.get(i, 0) <= max_df * n]
+        if not keep:
+            keep = [words[i] for i in sorted(df_of_word, key=df_of_word.get)[:2]]
+        return " ".join(keep)
+
+    def bm25(self, query: str, tokens: frozenset[str], limit: int, filters=None,
+             max_df: float | None = None) -> list[tuple[int, float]]:
+        if max_df is not None and 0 < max_df < 1:
+            query = self._common_terms_dropped(query, max_df)
         fq = fts_query(query)
         if not fq or not tokens:
             return []
         rsql, rargs = self._readable_sql(tokens)
+        fsql, fargs = sqlite_where(filters or Filters())
+        join = "" if fsql == "1" else " JOIN documents d ON d.doc_id=c.doc_id"
         rows = self.db.execute(
             "SELECT f.rowid, bm25(chunks_fts, 1.0, 0.5) AS s FROM chunks_fts f JOIN chunks c ON c.rowid=f.rowid"
-            f" WHERE chunks_fts MATCH ? AND c.doc_id IN ({rsql}) ORDER BY s LIMIT ?",
-            (fq, *rargs, limit)).fetchall()
+            f"{join} WHERE chunks_fts MATCH ? AND c.doc_id IN ({rsql}) AND {fsql} ORDER BY s LIMIT ?",
+            (fq, *rargs, *fargs, limit)).fetchall()
         return [(r[0], -r[1]) for r in rows]
 
     def _vectors(self):
@@ -557,7 +618,7 @@ class SQLiteStore(LineageMixin, ObsMixin, OutboxMixin):
             dix = np.empty(len(rows), dtype=np.int64)
             mat = None
             if rows:
-                mat = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+                mat = np.frombuffer(bytearray(b"".join(r[2] for r in rows)), dtype=np.float32).reshape(len(rows), -1)
             for i, r in enumerate(rows):
                 p = doc_pos.get(r[1])
                 if p is None:
@@ -567,25 +628,122 @@ class SQLiteStore(LineageMixin, ObsMixin, OutboxMixin):
             self._vec_cache = (gen, rowids, dix, doc_pos, mat)
             return self._vec_cache
 
-    def vector(self, qvec, tokens: frozenset[str], limit: int) -> list[tuple[int, float]]:
+    def _candidates(self, vc, tokens: frozenset[str], f: Filters):
+        """Row positions in the vector matrix the principal may read and the filters admit,
+        from SQL (the ACL and the filters are one query); cached per (store generation,
+        tokens, filters), so repeated searches by one principal skip the SQL."""
+        import numpy as np
+
+        gen, rowids, dix, doc_pos, _ = vc
+        key = (gen, tokens, f)
+        with self._vec_lock:
+            cache = self.__dict__.setdefault("_cand_cache", {})
+            hit = cache.get(key)
+        if hit is not None:
+            return hit
+        rsql, rargs = self._readable_sql(tokens)
+        fsql, fargs = sqlite_where(f)
+        if f.chunk_level:  # labels live on chunks: select the rows themselves
+            found = np.fromiter((r[0] for r in self.db.execute(
+                f"SELECT c.rowid FROM chunks c JOIN documents d ON d.doc_id=c.doc_id"
+                f" WHERE c.doc_id IN ({rsql}) AND {fsql}", (*rargs, *fargs))), dtype=np.int64)
+            pos = np.searchsorted(rowids, found)
+            ok = (pos < len(rowids)) & (rowids[np.minimum(pos, len(rowids) - 1)] == found)
+            idx = np.sort(pos[ok])
+        else:
+            sql = rsql if fsql == "1" else f"SELECT d.doc_id FROM documents d WHERE d.doc_id IN ({rsql}) AND {fsql}"
+            docs = [doc_pos[r[0]] for r in self.db.execute(sql, (*rargs, *fargs)) if r[0] in doc_pos]
+            idx = np.flatnonzero(np.isin(dix, np.asarray(docs, dtype=np.int64))) if docs else np.zeros(0, np.int64)
+        with self._vec_lock:
+            if len(cache) >= 64 or any(k[0] != gen for k in cache):
+                cache.clear()
+            cache[key] = idx
+        return idx
+
+    def vector(self, qvec, tokens: frozenset[str], limit: int, filters=None) -> list[tuple[int, float]]:
         import numpy as np
 
         if not tokens:
             return []
-        _, rowids, dix, doc_pos, mat = self._vectors()
+        vc = self._vectors()
+        _, rowids, _, _, mat = vc
         if mat is None:
             return []
-        rsql, rargs = self._readable_sql(tokens)
-        readable = [doc_pos[r[0]] for r in self.db.execute(rsql, rargs) if r[0] in doc_pos]
-        if not readable:
+        idx = self._candidates(vc, frozenset(tokens), filters or Filters())
+        if not len(idx):
             return []
-        mask = np.isin(dix, np.asarray(readable, dtype=np.int64))
-        idx = np.flatnonzero(mask)
-        scores = mat[idx] @ np.asarray(qvec, dtype=np.float32)
+        q = np.asarray(qvec, dtype=np.float32)
+        # most rows readable: score all (no copy of the matrix), then pick; few: gather first
+        scores = _matvec(mat, q)[idx] if len(idx) * 2 > len(rowids) else mat[idx] @ q
         n = min(limit, len(idx))
         top = np.argpartition(-scores, n - 1)[:n]
-        top = top[np.argsort(-scores[top])]
+        top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(rowids[idx[t]]), float(scores[t])) for t in top]
+
+    def doc_ids(self, rowids) -> dict[int, str]:
+        rowids = list(rowids)
+        out: dict[int, str] = {}
+        for i in range(0, len(rowids), 500):
+            part = rowids[i:i + 500]
+            out.update(self.db.execute(f"SELECT rowid, doc_id FROM chunks WHERE rowid IN ({','.join('?' * len(part))})",
+                                       part).fetchall())
+        return out
+
+    def highlights(self, query: str, rowids: list[int]) -> dict[str, list[tuple[int, int]]]:
+        """chunk_id -> (start, end) spans in its text of the terms the FTS index matched."""
+        fq = fts_query(query)
+        if not fq or not rowids:
+            return {}
+        # the hits' texts go through a scratch FTS table with the same tokenizer: exactly the
+        # index's matching (stems included), at the cost of k rows, not of every match
+        db = self._temp_fts()
+        texts = db.execute(f"SELECT rowid, chunk_id, text FROM chunks WHERE rowid IN ({','.join('?' * len(rowids))})",
+                           rowids).fetchall()
+        db.execute("DELETE FROM temp.ingest_qt")
+        db.executemany("INSERT INTO temp.ingest_qt(rowid, t) VALUES(?,?)", [(r[0], r[2]) for r in texts])
+        by_rowid = {r[0]: (r[1], r[2]) for r in texts}
+        out = {}
+        for rowid, marked in db.execute("SELECT rowid, highlight(ingest_qt, 0, char(2), char(3)) FROM temp.ingest_qt"
+                                        " WHERE ingest_qt MATCH ?", (fq,)).fetchall():
+            chunk, text = by_rowid[rowid]
+            spans, plain, start = [], [], 0
+            for ch in marked:
+                if ch == "\x02":
+                    start = len(plain)
+                elif ch == "\x03":
+                    spans.append((start, len(plain)))
+                else:
+                    plain.append(ch)
+            if "".join(plain) == text:  # a text holding the marker characters gets none
+                out[chunk] = spans
+        db.execute("DELETE FROM temp.ingest_qt")
+        return out
+
+    def neighbours(self, hits: list[Hit], n: int, tokens: frozenset[str], filters=None) -> None:
+        """Fill hit.context_before / context_after with up to ``n`` adjacent chunks of the same
+        document, under the same ACL and filters (a gap ends the run)."""
+        rsql, rargs = self._readable_sql(tokens)
+        fsql, fargs = sqlite_where(filters or Filters())
+        for h in hits:
+            rows = self.db.execute(
+                "SELECT c.idx, c.text, h.idx FROM chunks h JOIN chunks c ON c.doc_id=h.doc_id AND c.idx<>h.idx"
+                " AND c.idx BETWEEN h.idx-? AND h.idx+? JOIN documents d ON d.doc_id=c.doc_id"
+                f" WHERE h.chunk_id=? AND c.doc_id IN ({rsql}) AND {fsql} ORDER BY c.idx",
+                (n, n, h.chunk_id, *rargs, *fargs)).fetchall()
+            by_idx = {r[0]: r[1] for r in rows}
+            if not rows:
+                continue
+            i = rows[0][2]
+            before, after = [], []
+            for j in range(i - 1, i - n - 1, -1):
+                if j not in by_idx:
+                    break
+                before.insert(0, by_idx[j])
+            for j in range(i + 1, i + n + 1):
+                if j not in by_idx:
+                    break
+                after.append(by_idx[j])
+            h.context_before, h.context_after = before, after
 
     def hits(self, scored: list[tuple[int, float, int | None, int | None]]) -> list[Hit]:
         if not scored:

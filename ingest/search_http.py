@@ -1,0 +1,170 @@
+"""Read-only HTTP search, mounted by ``ingest serve`` at ``/search``.
+
+    GET /search?q=quarterly+revenue&k=10        Authorization: Bearer <token>
+
+The principal comes **only** from the bearer token, through ``[serve.tokens]`` in the
+configuration (token -> principal; a token may be given as ``env:NAME`` or
+``file:PATH``). A request naming a principal in the query string is refused (400), a
+request without a known token gets 401, and anything but GET/HEAD gets 405::
+
+    [serve.tokens]
+    "env:INGEST_TOKEN_ALICE" = "alice"                              # an OS user name or uid
+    "file:/etc/ingest/bot.token" = { user = "1001", groups = ["100"] }  # explicit tokens
+    "env:INGEST_TOKEN_KIOSK" = "everyone"                           # public documents only
+
+Query parameters: ``q`` (required), ``k`` (1-100, default 10), ``mode``
+(hybrid|bm25|vector), ``per_doc`` (1: one hit per document), ``context`` (0-10
+neighbouring chunks), and the filters of ``ingest.stores.filters`` by name (``source``,
+``path_prefix``, ``uri_prefix``, ``mime``, ``labels``, ``labels_any``, ``exclude_labels``,
+``modified_after``, ``modified_before``, ``doc_ids``; repeat a parameter for several
+values). The answer is ``{"hits": [...]}``: each hit as ``Index.search`` returns it, less
+its ACL. Queries are audited by the index under the token's principal; they are not
+logged above DEBUG.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import asdict
+from urllib.parse import parse_qs
+
+from .config import ConfigError, secret, section
+from .serve import json_response
+from .stores.filters import KEYS as FILTER_KEYS
+
+log = logging.getLogger("ingest.search_http")
+
+MAX_K = 100
+PRINCIPAL_PARAMS = {"principal", "as", "user", "as_user", "on_behalf_of", "for", "uid", "groups", "tokens"}
+_LIST_FILTERS = set(FILTER_KEYS) - {"modified_after", "modified_before"}
+
+
+def _principal(value, where: str):
+    from acl.model import Principal
+
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict):
+        unknown = set(value) - {"user", "groups"}
+        if unknown or "user" not in value:
+            raise ConfigError(f"config [serve.tokens] {where}: a principal table takes user and groups "
+                              f"(got {sorted(value)})")
+        return Principal(user=str(value["user"]), groups=tuple(str(g) for g in value.get("groups", ())))
+    raise ConfigError(f"config [serve.tokens] {where}: the principal must be a user name or a table")
+
+
+def load_tokens(cfg: dict) -> list[tuple[bytes, object, str]]:
+    """``[(token bytes, principal, label for the audit log)]``; secrets resolved now, never logged."""
+    out = []
+    for i, (spec, who) in enumerate(section(cfg, "serve.tokens").items(), 1):
+        where = f"entry {i}"
+        token = secret(spec)
+        if len(token) < 16:
+            raise ConfigError(f"config [serve.tokens] {where}: a token must have at least 16 characters")
+        p = _principal(who, where)
+        out.append((token.encode(), p, who if isinstance(who, str) else f"user:{who['user']}"))
+    return out
+
+
+class SearchApp:
+    def __init__(self, index, tokens: list[tuple[bytes, object, str]]):
+        self.index = index
+        self.tokens = tokens
+        if not tokens:
+            log.warning("search endpoint: no [serve.tokens] configured; every request will be refused")
+
+    def _who(self, environ):
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        scheme, _, presented = auth.partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            return None
+        presented = presented.strip().encode()
+        found = None
+        for token, principal, label in self.tokens:  # compare with every token: no early exit
+            if hmac.compare_digest(token, presented):
+                found = (principal, label)
+        return found
+
+    def __call__(self, environ, start_response):
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in ("GET", "HEAD"):
+            return json_response(start_response, "405 Method Not Allowed",
+                                 {"error": "the search endpoint is read-only: use GET"}, [("Allow", "GET, HEAD")])
+        if environ.get("PATH_INFO", "/") not in ("", "/"):
+            return json_response(start_response, "404 Not Found", {"error": "no such search resource"})
+        who = self._who(environ)
+        if who is None:
+            return json_response(start_response, "401 Unauthorized",
+                                 {"error": "a valid bearer token is required (Authorization: Bearer <token>)"},
+                                 [("WWW-Authenticate", 'Bearer realm="ingest"')])
+        principal, label = who
+        params = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        named = sorted(PRINCIPAL_PARAMS & set(params))
+        if named:
+            return json_response(start_response, "400 Bad Request",
+                                 {"error": f"parameter {named[0]!r} not allowed: the principal comes from the "
+                                           f"bearer token only"})
+        try:
+            kw = self._arguments(params)
+        except ValueError as e:
+            return json_response(start_response, "400 Bad Request", {"error": str(e)})
+        try:
+            hits = self.index.search(principal=principal, **kw)
+        except ValueError as e:
+            return json_response(start_response, "400 Bad Request", {"error": str(e)})
+        except LookupError as e:  # a principal in the config the OS does not know
+            log.error("search endpoint: principal %s cannot be resolved: %s", label, e)
+            return json_response(start_response, "500 Internal Server Error",
+                                 {"error": "the token's principal cannot be resolved; see the server log"})
+        log.debug("search by %s: %d hits", label, len(hits))
+        out = []
+        for h in hits:
+            d = asdict(h)
+            d.pop("acl")
+            out.append(d)
+        return json_response(start_response, "200 OK", {"hits": out})
+
+    @staticmethod
+    def _arguments(params: dict[str, list[str]]) -> dict:
+        known = {"q", "k", "mode", "per_doc", "context"} | set(FILTER_KEYS)
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+        def one(name, default=None):
+            v = params.get(name)
+            if v is None:
+                return default
+            if len(v) > 1:
+                raise ValueError(f"parameter {name!r} given {len(v)} times; it takes one value")
+            return v[0]
+
+        q = one("q", "")
+        if not q.strip():
+            raise ValueError("parameter 'q' (the query) is required")
+
+        def integer(name, default, lo, hi):
+            v = one(name)
+            if v is None:
+                return default
+            if not v.isdigit() or not lo <= int(v) <= hi:
+                raise ValueError(f"parameter {name!r} must be an integer from {lo} to {hi}, got {v!r}")
+            return int(v)
+
+        per_doc = one("per_doc", "0")
+        if per_doc not in ("0", "1", "true", "false"):
+            raise ValueError(f"parameter 'per_doc' must be 0 or 1, got {per_doc!r}")
+        filters: dict = {}
+        for key in FILTER_KEYS:
+            if key in params:
+                filters[key] = params[key] if key in _LIST_FILTERS else one(key)
+        return {"query": q, "k": integer("k", 10, 1, MAX_K), "mode": one("mode", "hybrid"),
+                "group_by_doc": per_doc in ("1", "true"), "context": integer("context", 0, 0, 10),
+                "filters": filters or None}
+
+
+def make_app(store_url: str | None, cfg: dict):
+    """``ingest serve`` factory (see ingest.serve.MOUNTS)."""
+    from .search import open_index
+
+    return SearchApp(open_index(store_url, cfg), load_tokens(cfg))

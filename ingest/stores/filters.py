@@ -1,0 +1,194 @@
+"""Search filters: one validated form, and its translation to SQL (kept apart, so every
+store mirrors the same contract).
+
+The filter dict a caller passes to ``Index.search(..., filters=...)``; every key is
+optional, all given keys must hold together (AND), and the ACL always applies on top,
+so a filter can only narrow what a principal may read, never widen it:
+
+=================  ===========================================  ==========================================
+key                value                                        matches a chunk when
+=================  ===========================================  ==========================================
+``source``         str or list of str                           its document's source is one of them
+``uri_prefix``     str or list of str                           its document's URI starts with one of them
+``path_prefix``    str or list of str (file system paths)       as ``uri_prefix`` with the path's file URI
+``mime``           str or list ("application/pdf", "text/*")    its document's type is one of them
+``labels``         str or list of str                           it carries *all* of them
+``labels_any``     str or list of str                           it carries at least one of them
+``exclude_labels`` str or list of str                           it carries *none* of them
+``modified_after`` datetime, ISO-8601 str, or epoch seconds     its document's mtime >= that (inclusive)
+``modified_before`` same                                        its document's mtime < that (exclusive)
+``doc_ids``        str or list of str                           its document id is one of them
+=================  ===========================================  ==========================================
+
+A chunk's labels are its own labels plus ``flag:<flag>`` for each flag of its document
+(as on every ``Hit``), so ``exclude_labels=["flag:acl-unknown"]`` works too. A document
+without an mtime (an attachment, an archive member) never matches a time filter. An
+unknown key, a wrong type or an empty list is a ``ValueError`` that names the key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+_LIST_KEYS = ("source", "uri_prefix", "path_prefix", "mime", "labels", "labels_any", "exclude_labels", "doc_ids")
+_TIME_KEYS = ("modified_after", "modified_before")
+KEYS = _LIST_KEYS + _TIME_KEYS
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Normalised filters: tuples of strings and mtimes in ns. Hashable (a cache key)."""
+
+    source: tuple[str, ...] = ()
+    uri_prefix: tuple[str, ...] = ()
+    mime: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    labels_any: tuple[str, ...] = ()
+    exclude_labels: tuple[str, ...] = ()
+    doc_ids: tuple[str, ...] = ()
+    modified_after_ns: int | None = None
+    modified_before_ns: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self == Filters()
+
+    @property
+    def chunk_level(self) -> bool:
+        """True when a filter looks at chunks (labels), not only at their documents."""
+        return bool(self.labels or self.labels_any or self.exclude_labels)
+
+
+def _strings(key: str, value) -> tuple[str, ...]:
+    vals = [value] if isinstance(value, str) else value
+    if not isinstance(vals, (list, tuple, set, frozenset)):
+        raise ValueError(f"filter {key!r}: expected a string or a list of strings, got {type(value).__name__}")
+    if not vals:
+        raise ValueError(f"filter {key!r}: the list is empty; give at least one value or leave the key out")
+    for v in vals:
+        if not isinstance(v, str) or not v:
+            raise ValueError(f"filter {key!r}: every value must be a non-empty string, got {v!r}")
+    return tuple(sorted(set(vals)))
+
+
+def _time_ns(key: str, value) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"filter {key!r}: expected a datetime, an ISO-8601 string or epoch seconds, got a bool")
+    if isinstance(value, (int, float)):
+        return int(value * 1_000_000_000)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"filter {key!r}: {value!r} is not an ISO-8601 date or time") from None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)  # naive means UTC, never the server's zone
+        return int(value.timestamp() * 1_000_000) * 1000
+    raise ValueError(f"filter {key!r}: expected a datetime, an ISO-8601 string or epoch seconds, "
+                     f"got {type(value).__name__}")
+
+
+def normalise(filters: "dict | Filters | None") -> Filters:
+    """The caller's filter dict -> :class:`Filters`, or a ``ValueError`` naming the bad key."""
+    if filters is None:
+        return Filters()
+    if isinstance(filters, Filters):
+        return filters
+    if not isinstance(filters, dict):
+        raise ValueError(f"filters must be a dict, got {type(filters).__name__}")
+    unknown = sorted(set(filters) - set(KEYS))
+    if unknown:
+        raise ValueError(f"unknown filter key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(KEYS)}")
+    kw: dict = {}
+    for key, value in filters.items():
+        if value is None:
+            continue
+        if key in _TIME_KEYS:
+            kw[key + "_ns"] = _time_ns(key, value)
+        elif key == "path_prefix":
+            uris = []
+            for p in _strings(key, value):
+                if not Path(p).is_absolute():
+                    raise ValueError(f"filter 'path_prefix': {p!r} is not an absolute path")
+                u = Path(p).as_uri()
+                uris.append(u + "/" if p.endswith("/") and not u.endswith("/") else u)
+            kw["uri_prefix"] = tuple(sorted(set(kw.get("uri_prefix", ())) | set(uris)))
+        elif key == "uri_prefix":
+            kw["uri_prefix"] = tuple(sorted(set(kw.get("uri_prefix", ())) | set(_strings(key, value))))
+        else:
+            kw[key] = _strings(key, value)
+    f = Filters(**kw)
+    if (f.modified_after_ns is not None and f.modified_before_ns is not None
+            and f.modified_after_ns >= f.modified_before_ns):
+        raise ValueError("filters: modified_after must be earlier than modified_before")
+    return f
+
+
+def to_dict(f: Filters) -> dict:
+    """A JSON-able form (for the audit log)."""
+    out = {k: list(getattr(f, k)) for k in ("source", "uri_prefix", "mime", "labels", "labels_any",
+                                            "exclude_labels", "doc_ids") if getattr(f, k)}
+    if f.modified_after_ns is not None:
+        out["modified_after_ns"] = f.modified_after_ns
+    if f.modified_before_ns is not None:
+        out["modified_before_ns"] = f.modified_before_ns
+    return out
+
+
+# -- SQLite ---------------------------------------------------------------------------------------
+# A chunk's label set as SQL: its own labels (JSON array) and its document's flags as "flag:<f>".
+_SQLITE_LABELS = ("(SELECT value FROM json_each(c.labels)"
+                  " UNION ALL SELECT 'flag:' || value FROM json_each(d.flags))")
+
+
+def sqlite_where(f: Filters) -> tuple[str, list]:
+    """``(condition, args)`` over ``chunks c JOIN documents d``; ``("1", [])`` for no filter.
+
+    The one place filters become SQLite SQL. The ACL is not in here: callers AND it in
+    (``c.doc_id IN (<readable>)``), inside the same query, before ranking and limiting.
+    """
+    conds: list[str] = []
+    args: list = []
+
+    def any_of(column: str, values: tuple[str, ...]) -> None:
+        conds.append(f"{column} IN ({','.join('?' * len(values))})")
+        args.extend(values)
+
+    if f.source:
+        any_of("d.source", f.source)
+    if f.doc_ids:
+        any_of("d.doc_id", f.doc_ids)
+    if f.uri_prefix:  # substr, not LIKE: no wildcard characters to escape, case-sensitive
+        conds.append("(" + " OR ".join("substr(d.uri, 1, ?) = ?" for _ in f.uri_prefix) + ")")
+        for p in f.uri_prefix:
+            args.extend([len(p), p])
+    if f.mime:
+        exact = [m for m in f.mime if not m.endswith("/*")]
+        major = [m[:-1] for m in f.mime if m.endswith("/*")]  # "text/*" -> "text/"
+        parts = []
+        if exact:
+            parts.append(f"d.mime IN ({','.join('?' * len(exact))})")
+            args.extend(exact)
+        for m in major:
+            parts.append("substr(d.mime, 1, ?) = ?")
+            args.extend([len(m), m])
+        conds.append("(" + " OR ".join(parts) + ")")
+    for label in f.labels:
+        conds.append(f"? IN {_SQLITE_LABELS}")
+        args.append(label)
+    if f.labels_any:
+        conds.append(f"EXISTS (SELECT 1 FROM {_SQLITE_LABELS} WHERE value IN ({','.join('?' * len(f.labels_any))}))")
+        args.extend(f.labels_any)
+    if f.exclude_labels:
+        conds.append(f"NOT EXISTS (SELECT 1 FROM {_SQLITE_LABELS} WHERE value IN "
+                     f"({','.join('?' * len(f.exclude_labels))}))")
+        args.extend(f.exclude_labels)
+    if f.modified_after_ns is not None:
+        conds.append("d.mtime_ns >= ?")
+        args.append(f.modified_after_ns)
+    if f.modified_before_ns is not None:
+        conds.append("d.mtime_ns < ?")
+        args.append(f.modified_before_ns)
+    return (" AND ".join(conds) or "1"), args
