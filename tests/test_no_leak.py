@@ -221,7 +221,7 @@ def pg_store(postgres_server):
 
 def _break_pg_deny(monkeypatch, store):
     # both retrievals (full text and vector) filter with _ACL: keep its allow half only
-    monkeypatch.setattr(type(store), "_ACL", "allow_tokens && %(t)s::text[]")
+    monkeypatch.setattr(type(store), "_ACL", "c.allow_tokens && %s::text[] AND (TRUE OR %s::text[] IS NULL)")
 
 
 BREAK_DENY = {"sqlite_store": _break_sqlite_deny, "pg_store": _break_pg_deny}  # fixture -> drop its deny check

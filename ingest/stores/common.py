@@ -78,6 +78,34 @@ def to_hits(rows: dict, scored: list[tuple[int, float, int | None, int | None]])
     return out
 
 
+def marked_spans(marked: str, text: str) -> list[tuple[int, int]]:
+    """(start, end) spans of a text whose matches are wrapped in \x02 ... \x03; none when the
+    unmarked text differs from ``text`` (a text holding the marker characters gets none)."""
+    spans, plain, start = [], [], 0
+    for ch in marked:
+        if ch == "\x02":
+            start = len(plain)
+        elif ch == "\x03":
+            spans.append((start, len(plain)))
+        else:
+            plain.append(ch)
+    return spans if "".join(plain) == text else []
+
+
+def context_runs(by_idx: dict[int, str], i: int, n: int) -> tuple[list[str], list[str]]:
+    """Texts of up to ``n`` chunks right before and after chunk ``i`` (a gap ends a run)."""
+    before, after = [], []
+    for j in range(i - 1, i - n - 1, -1):
+        if j not in by_idx:
+            break
+        before.insert(0, by_idx[j])
+    for j in range(i + 1, i + n + 1):
+        if j not in by_idx:
+            break
+        after.append(by_idx[j])
+    return before, after
+
+
 def flagged(rows) -> list[dict]:
     out = []
     for r in rows:

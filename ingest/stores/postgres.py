@@ -31,8 +31,8 @@ from contextlib import contextmanager
 from acl.model import ACL
 
 from .base import ChunkRecord, DocRecord, Hit
-from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, doc_values, flagged, redact, to_hits,
-                     upsert_doc_sql)
+from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, context_runs, doc_values,
+                     flagged, marked_spans, redact, to_hits, upsert_doc_sql)
 from .obs_sql import QUALITY_DDL, ObsMixin
 from .sqlite_lineage import LineageMixin
 
@@ -490,7 +490,18 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
                 "sinks": self.sink_lag()}
 
     # -- search ---------------------------------------------------------------------
-    _ACL = "allow_tokens && %(t)s::text[] AND NOT (deny_tokens && %(t)s::text[])"
+    # deny wins; over ``chunks c`` (or ``documents c``); its two placeholders both take the tokens
+    _ACL = "c.allow_tokens && %s::text[] AND NOT (c.deny_tokens && %s::text[])"
+
+    def _where(self, tokens: frozenset[str], filters) -> tuple[str, list]:
+        """The ACL and the filters as one condition over ``chunks c`` (inside the query, before
+        ranking and limiting), and its arguments."""
+        from .filters import Filters, postgres_where
+
+        fsql, fargs = postgres_where(filters or Filters())
+        toks = sorted(tokens)
+        return f"{self._ACL} AND {fsql}", [toks, toks, *fargs]
+
 
     # Query lexemes in more than this share of chunks (ANALYZE's most-common-elements statistics of
     # the tsvector column) do not select candidates when a rarer lexeme is present; they still count
@@ -509,31 +520,50 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
         self._freqs = (time.monotonic(), freqs)
         return freqs
 
-    def bm25(self, query: str, tokens: frozenset[str], limit: int) -> list[tuple[int, float]]:
-        if not tokens or not ts_query(query):
+    def _lexemes(self, query: str) -> list[str]:
+        if not ts_query(query):
             return []
-        lex = [r["lexeme"] for r in self.db.execute("SELECT lexeme FROM unnest(to_tsvector('english', %s))",
-                                                     (query,))]
-        if not lex:  # only stop words
+        return [r["lexeme"] for r in self.db.execute("SELECT lexeme FROM unnest(to_tsvector('english', %s))", (query,))]
+
+    def _rare_exact(self, lex: list[str], max_df: float) -> list[str]:
+        """Lexemes in at most ``max_df`` of all chunks, counted; the two rarest if none is."""
+        n = self.db.execute("SELECT COUNT(*) AS n FROM chunks").fetchone()["n"]
+        df = {w: self.db.execute("SELECT COUNT(*) AS n FROM chunks WHERE tsv @@ to_tsquery('simple', %s)",
+                                 (_or([w]),)).fetchone()["n"] for w in lex}
+        keep = [w for w in lex if df[w] <= max_df * n]
+        return keep or sorted(lex, key=lambda w: df[w])[:2]
+
+    def bm25(self, query: str, tokens: frozenset[str], limit: int, filters=None,
+             max_df: float | None = None) -> list[tuple[int, float]]:
+        """``max_df``: words (as stemmed) in more than that share of chunks are left out of the
+        query, unless nothing would be left (then the two rarest stay); without it, the
+        common-terms candidate selection below."""
+        if not tokens:
             return []
-        freqs = self._term_freqs()
-        rare = [w for w in lex if freqs.get(w, 0.0) <= self.COMMON_TERM_FREQ] or lex
-        sql = ("SELECT rowid, ts_rank(tsv, q) AS s FROM chunks, to_tsquery('simple', %(q)s) q,"
-               f" to_tsquery('simple', %(m)s) m WHERE {self._ACL} AND tsv @@ m ORDER BY s DESC, rowid LIMIT %(n)s")
-        args = {"q": _or(lex), "m": _or(rare), "t": sorted(tokens), "n": limit}
-        rows = self.db.execute(sql, args).fetchall()
+        lex = self._lexemes(query)
+        if not lex:  # nothing but stop words or punctuation
+            return []
+        where, wargs = self._where(tokens, filters)
+        sql = ("SELECT rowid, ts_rank(tsv, q) AS s FROM chunks c, to_tsquery('simple', %s) q,"
+               f" to_tsquery('simple', %s) m WHERE {where} AND tsv @@ m ORDER BY s DESC, rowid LIMIT %s")
+        if max_df is not None and 0 < max_df < 1:
+            lex = rare = self._rare_exact(lex, max_df)
+        else:
+            freqs = self._term_freqs()
+            rare = [w for w in lex if freqs.get(w, 0.0) <= self.COMMON_TERM_FREQ] or lex
+        rows = self.db.execute(sql, [_or(lex), _or(rare), *wargs, limit]).fetchall()
         if len(rows) < limit and len(rare) < len(lex):  # fewer than asked: the common words may match more
-            rows = self.db.execute(sql, {**args, "m": args["q"]}).fetchall()
+            rows = self.db.execute(sql, [_or(lex), _or(lex), *wargs, limit]).fetchall()
         return [(r["rowid"], float(r["s"])) for r in rows]
 
-    def vector(self, qvec, tokens: frozenset[str], limit: int) -> list[tuple[int, float]]:
+    def vector(self, qvec, tokens: frozenset[str], limit: int, filters=None) -> list[tuple[int, float]]:
         import numpy as np
 
         if not tokens:
             return []
-        args = {"v": _vec_text(np.asarray(qvec, dtype=np.float32)), "t": sorted(tokens), "n": limit}
-        sql = (f"SELECT rowid, embedding <=> %(v)s::vector AS d FROM chunks WHERE {self._ACL}"
-               " ORDER BY d LIMIT %(n)s")
+        where, wargs = self._where(tokens, filters)
+        args = [_vec_text(np.asarray(qvec, dtype=np.float32)), *wargs, limit]
+        sql = f"SELECT rowid, embedding <=> %s::vector AS d FROM chunks c WHERE {where} ORDER BY d LIMIT %s"
         with self.tx() as db:
             db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             db.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(100, 2 * int(limit)))}")  # recall vs speed
@@ -545,6 +575,43 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
         rows.sort(key=lambda r: (r["d"], r["rowid"]))  # relaxed order: re-sort the few rows we got
         return [(r["rowid"], 1.0 - float(r["d"])) for r in rows]
 
+    def doc_ids(self, rowids) -> dict[int, str]:
+        return {r["rowid"]: r["doc_id"] for r in self.db.execute(
+            "SELECT rowid, doc_id FROM chunks WHERE rowid = ANY(%s)", (list(rowids),))}
+
+    _MARK = "HighlightAll=true, StartSel=\x02, StopSel=\x03"
+
+    def highlights(self, query: str, rowids: list[int]) -> dict[str, list[tuple[int, int]]]:
+        """chunk_id -> (start, end) spans in its text of the terms full text matched (ts_headline
+        with the index's configuration, so stems match as they do in the search)."""
+        lex = self._lexemes(query)
+        if not lex or not rowids:
+            return {}
+        rows = self.db.execute(
+            "SELECT chunk_id, text, ts_headline('english', text, to_tsquery('simple', %s),"
+            " 'HighlightAll=true, StartSel=' || chr(2) || ', StopSel=' || chr(3)) AS marked"
+            " FROM chunks WHERE rowid = ANY(%s) AND tsv @@ to_tsquery('simple', %s)",
+            (_or(lex), list(rowids), _or(lex))).fetchall()
+        out = {}
+        for r in rows:
+            spans = marked_spans(r["marked"], r["text"])
+            if spans:
+                out[r["chunk_id"]] = spans
+        return out
+
+    def neighbours(self, hits: list[Hit], n: int, tokens: frozenset[str], filters=None) -> None:
+        """Fill hit.context_before / context_after with up to ``n`` adjacent chunks of the same
+        document, under the same ACL and filters (a gap ends the run)."""
+        where, wargs = self._where(tokens, filters)
+        for h in hits:
+            rows = self.db.execute(
+                "SELECT c.idx, c.text, h.idx AS hit_idx FROM chunks h JOIN chunks c ON c.doc_id=h.doc_id"
+                f" AND c.idx<>h.idx AND c.idx BETWEEN h.idx-%s AND h.idx+%s WHERE h.chunk_id=%s AND {where}"
+                " ORDER BY c.idx", [n, n, h.chunk_id, *wargs]).fetchall()
+            if rows:
+                h.context_before, h.context_after = context_runs({r["idx"]: r["text"] for r in rows},
+                                                                 rows[0]["hit_idx"], n)
+
     def hits(self, scored: list[tuple[int, float, int | None, int | None]]) -> list[Hit]:
         if not scored:
             return []
@@ -552,8 +619,8 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
                        scored)
 
     def readable_doc_count(self, tokens: frozenset[str]) -> int:
-        return self.db.execute(f"SELECT COUNT(*) AS n FROM documents WHERE {self._ACL}",
-                               {"t": sorted(tokens)}).fetchone()["n"]
+        toks = sorted(tokens)
+        return self.db.execute(f"SELECT COUNT(*) AS n FROM documents c WHERE {self._ACL}", (toks, toks)).fetchone()["n"]
 
     def _audit_lock(self, db) -> None:
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))  # one chain, many writers

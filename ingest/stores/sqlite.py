@@ -23,8 +23,8 @@ from pathlib import Path
 from acl.model import ACL
 
 from .base import ChunkRecord, DocRecord, Hit
-from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, doc_values, flagged,
-                     to_hits, upsert_doc_sql)
+from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, context_runs, doc_values,
+                     flagged, marked_spans, to_hits, upsert_doc_sql)
 from .obs_sql import QUALITY_DDL, ObsMixin
 from .sqlite_lineage import MIGRATION_4, LineageMixin
 from .filters import Filters, sqlite_where
@@ -706,15 +706,8 @@ class SQLiteStore(LineageMixin, ObsMixin, OutboxMixin):
         for rowid, marked in db.execute("SELECT rowid, highlight(ingest_qt, 0, char(2), char(3)) FROM temp.ingest_qt"
                                         " WHERE ingest_qt MATCH ?", (fq,)).fetchall():
             chunk, text = by_rowid[rowid]
-            spans, plain, start = [], [], 0
-            for ch in marked:
-                if ch == "\x02":
-                    start = len(plain)
-                elif ch == "\x03":
-                    spans.append((start, len(plain)))
-                else:
-                    plain.append(ch)
-            if "".join(plain) == text:  # a text holding the marker characters gets none
+            spans = marked_spans(marked, text)
+            if spans:
                 out[chunk] = spans
         db.execute("DELETE FROM temp.ingest_qt")
         return out
@@ -733,17 +726,7 @@ class SQLiteStore(LineageMixin, ObsMixin, OutboxMixin):
             by_idx = {r[0]: r[1] for r in rows}
             if not rows:
                 continue
-            i = rows[0][2]
-            before, after = [], []
-            for j in range(i - 1, i - n - 1, -1):
-                if j not in by_idx:
-                    break
-                before.insert(0, by_idx[j])
-            for j in range(i + 1, i + n + 1):
-                if j not in by_idx:
-                    break
-                after.append(by_idx[j])
-            h.context_before, h.context_after = before, after
+            h.context_before, h.context_after = context_runs(by_idx, rows[0][2], n)
 
     def hits(self, scored: list[tuple[int, float, int | None, int | None]]) -> list[Hit]:
         if not scored:
