@@ -237,7 +237,7 @@ def run_property(store, tmp_path, max_examples: int, phases=tuple(Phase)) -> dic
         path = tmp_path / "directory.json"
         directory_file(s, path)
         load(store, s)
-        index = StubEmbeddingIndex(store, Directory([FileBackend(path)]))
+        index = StubEmbeddingIndex(store, directory=Directory([FileBackend(path)]))
         problems = find_violations(index, s, stats)
         assert not problems, "\n".join(problems)
 
@@ -267,7 +267,7 @@ FIXED = Scenario(
 def _fixed(store, tmp_path) -> Index:
     directory_file(FIXED, tmp_path / "dir.json")
     load(store, FIXED)
-    return StubEmbeddingIndex(store, Directory([FileBackend(tmp_path / "dir.json")]))
+    return StubEmbeddingIndex(store, directory=Directory([FileBackend(tmp_path / "dir.json")]))
 
 
 @pytest.mark.parametrize("store_fixture", STORE_FIXTURES)
