@@ -161,7 +161,7 @@ class _QueryCache:
 class Index:
     """An opened index: ``search`` is the one public query entry point."""
 
-    def __init__(self, store, ranking: Ranking | None = None, config: dict | None = None, directory=None):
+    def __init__(self, store, directory=None, *, ranking: Ranking | None = None, config: dict | None = None):
         self.store = store
         self.ranking = ranking or Ranking.from_config(config)
         self.query_cache = _QueryCache(self.ranking.query_cache)

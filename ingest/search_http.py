@@ -23,12 +23,11 @@ logged above DEBUG.
 """
 from __future__ import annotations
 
-import hmac
 import logging
 from dataclasses import asdict
 from urllib.parse import parse_qs
 
-from .config import ConfigError, secret, section
+from .auth import bearer_token, load_tokens, match
 from .serve import json_response
 from .stores.filters import KEYS as FILTER_KEYS
 
@@ -39,33 +38,6 @@ PRINCIPAL_PARAMS = {"principal", "as", "user", "as_user", "on_behalf_of", "for",
 _LIST_FILTERS = set(FILTER_KEYS) - {"modified_after", "modified_before"}
 
 
-def _principal(value, where: str):
-    from acl.model import Principal
-
-    if isinstance(value, str) and value:
-        return value
-    if isinstance(value, dict):
-        unknown = set(value) - {"user", "groups"}
-        if unknown or "user" not in value:
-            raise ConfigError(f"config [serve.tokens] {where}: a principal table takes user and groups "
-                              f"(got {sorted(value)})")
-        return Principal(user=str(value["user"]), groups=tuple(str(g) for g in value.get("groups", ())))
-    raise ConfigError(f"config [serve.tokens] {where}: the principal must be a user name or a table")
-
-
-def load_tokens(cfg: dict) -> list[tuple[bytes, object, str]]:
-    """``[(token bytes, principal, label for the audit log)]``; secrets resolved now, never logged."""
-    out = []
-    for i, (spec, who) in enumerate(section(cfg, "serve.tokens").items(), 1):
-        where = f"entry {i}"
-        token = secret(spec)
-        if len(token) < 16:
-            raise ConfigError(f"config [serve.tokens] {where}: a token must have at least 16 characters")
-        p = _principal(who, where)
-        out.append((token.encode(), p, who if isinstance(who, str) else f"user:{who['user']}"))
-    return out
-
-
 class SearchApp:
     def __init__(self, index, tokens: list[tuple[bytes, object, str]]):
         self.index = index
@@ -74,16 +46,7 @@ class SearchApp:
             log.warning("search endpoint: no [serve.tokens] configured; every request will be refused")
 
     def _who(self, environ):
-        auth = environ.get("HTTP_AUTHORIZATION", "")
-        scheme, _, presented = auth.partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
-            return None
-        presented = presented.strip().encode()
-        found = None
-        for token, principal, label in self.tokens:  # compare with every token: no early exit
-            if hmac.compare_digest(token, presented):
-                found = (principal, label)
-        return found
+        return match(self.tokens, bearer_token(environ))
 
     def __call__(self, environ, start_response):
         method = environ.get("REQUEST_METHOD", "GET")

@@ -238,7 +238,7 @@ def test_schema_2_store_migrates_to_current_and_keeps_its_audit_chain(tmp_path):
     c.commit()
     c.close()
     store = sq.SQLiteStore(db)
-    assert store.schema_version() == sq.SCHEMA_VERSION == 7
+    assert store.schema_version() >= 4 and store.schema_version() == sq.SCHEMA_VERSION
     row = store.db.execute("SELECT source, embedded_at, labels FROM chunks WHERE chunk_id='c1'").fetchone()
     assert tuple(row) == ("folder:/r", 5.0, '["pii:email"]')
     assert store.get_doc_by_id("d1")["source_labels"] == "[]"

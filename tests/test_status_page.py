@@ -11,8 +11,8 @@ import pytest
 from conftest import run_events
 from obs_helpers import DAY, Server, degrade, get, write_docs
 
-TOKEN = "page-token-5b2d"
-CFG = {"serve": {"tokens": {TOKEN: "alice", "other-token-9": "mallory"}}}
+TOKEN = "page-token-5b2d-status"
+CFG = {"serve": {"tokens": {TOKEN: "alice", "other-token-9-mallory": "mallory"}}}
 ARTIFACT = Path(__file__).parent / "artifacts" / "status_page.png"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") \
     or "/usr/bin/chromedriver"
@@ -51,7 +51,7 @@ def test_status_page_needs_a_token_and_is_read_only(seeded):
         status, headers, body = get(s.url + "/")
         assert status == 401 and 'name=token' in body and seeded["fin"] not in body
         assert get(s.url + "/", "not-a-token")[0] == 401
-        assert get(s.url + "/", "other-token-9")[0] == 403  # not in [serve.status] principals
+        assert get(s.url + "/", "other-token-9-mallory")[0] == 403  # not in [serve.status] principals
         status, headers, body = get(s.url + "/", TOKEN)
         assert status == 200 and headers["Content-Type"].startswith("text/html")
         assert "default-src 'none'" in headers["Content-Security-Policy"]
