@@ -14,6 +14,10 @@ Fixture names are stable; other test modules rely on them:
 ``pg_store_url`` (function)
     A fresh, empty database on that server for one test (dropped afterwards), as a URL
     that ``ingest.stores.open_store`` accepts.
+``either_store`` (function, parametrized ``sqlite`` / ``postgres``)
+    A fresh store of each kind: SQLite in ``world_dir``, PostgreSQL in a fresh database. Has
+    ``.url_arg`` (what ``--store`` takes) and ``.reopen()`` (a second handle on the same store).
+    A module runs on both stores by defining ``store`` as ``either_store``.
 ``redis_server`` (one per test; defined in tests/servers_redis.py)
     A real ``redis-server`` on a free port with ``appendonly yes`` in a temp folder. Object with
     ``.url`` (``redis://127.0.0.1:<port>/0``), ``.stop()`` and ``.start()`` (same port and data,
@@ -198,3 +202,19 @@ def pg_store_url(postgres_server):
 
 
 from servers_redis import redis_server  # noqa: E402,F401  (one Redis fixture: see tests/servers_redis.py)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def either_store(request):
+    if request.param == "sqlite":
+        from ingest.stores.sqlite import SQLiteStore as make
+
+        url = str(request.getfixturevalue("world_dir") / "index.db")
+    else:
+        from ingest.stores.postgres import PostgresStore as make
+
+        url = request.getfixturevalue("pg_store_url")
+    s = make(url)
+    s.url_arg, s.reopen = url, lambda: make(url)
+    yield s
+    s.close()

@@ -27,6 +27,12 @@ def find(store, query, principal):
 
 
 @pytest.fixture
+def store(either_store):
+    """The connectors run against both stores (cursors, synced groups, moves, ACL changes)."""
+    return either_store
+
+
+@pytest.fixture
 def dav(world_dir):
     root = world_dir / "nc"
     (root / "Projects").mkdir(parents=True)
@@ -114,7 +120,6 @@ def test_webdav_cursor_survives_restart_without_recrawl(dav, pipeline, store, wo
     from pathlib import Path
 
     from ingest.pipeline import Pipeline
-    from ingest.stores.sqlite import SQLiteStore
 
     for i in range(5):
         write(Path(dav.root) / "Projects" / f"n{i}.txt", f"note number {i} about walrus {i}")
@@ -122,7 +127,7 @@ def test_webdav_cursor_survives_restart_without_recrawl(dav, pipeline, store, wo
     assert _sync(pipeline, dav.source_cfg()).poll().downloads == 5
     store.close()
     # a restart: new store handle, new pipeline, new connector
-    store2 = SQLiteStore(store.path)
+    store2 = store.reopen()
     p2 = Pipeline(store2, pipeline.embedder)
     gets = dav.requests["GET"]
     rep = _sync(p2, dav.source_cfg()).poll()
@@ -200,6 +205,10 @@ def moto_s3():
     import boto3
 
     url = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    # moto keeps its buckets in this process across server instances: every test starts from none
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
     client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="k",
                           aws_secret_access_key="s")
     yield url, client

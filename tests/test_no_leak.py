@@ -29,7 +29,7 @@ from acl.model import ACL, EVERYONE
 from ingest.search import Index
 from ingest.stores.base import ChunkRecord, DocRecord
 
-STORE_FIXTURES = ["sqlite_store"]  # + "pg_store" once the PostgreSQL store is merged
+STORE_FIXTURES = ["sqlite_store", "pg_store"]
 
 USERS = [f"u{i}" for i in range(5)]
 GROUPS = [f"g{i}" for i in range(5)]
@@ -49,8 +49,8 @@ def fake_vector(text: str) -> np.ndarray:
 class StubEmbeddingIndex(Index):
     """The real Index; only the query embedding is the stand-in."""
 
-    def _qvec(self, query: str):
-        return fake_vector(query)
+    def _qvec(self, *args):  # (query) or (model_id, query): the query is last
+        return fake_vector(args[-1])
 
 
 def doc_record(doc_id: str, acl: ACL, uri: str | None = None) -> DocRecord:
@@ -205,7 +205,26 @@ def _break_sqlite_deny(monkeypatch, store):
                         " EXCEPT SELECT doc_id FROM doc_acl WHERE 0 AND token IN ({t})")
 
 
-BREAK_DENY = {"sqlite_store": _break_sqlite_deny}  # store fixture -> how to drop its deny check
+@pytest.fixture(scope="module")
+def pg_store(postgres_server):
+    """One database for the module (the property reloads it per example), vectors of DIM."""
+    import uuid
+
+    from ingest.stores.postgres import PostgresStore
+
+    name = "noleak_" + uuid.uuid4().hex[:12]
+    s = PostgresStore(postgres_server.create_db(name), model_id="stub", dim=DIM)
+    yield s
+    s.close()
+    postgres_server.drop_db(name)
+
+
+def _break_pg_deny(monkeypatch, store):
+    # both retrievals (full text and vector) filter with _ACL: keep its allow half only
+    monkeypatch.setattr(type(store), "_ACL", "c.allow_tokens && %s::text[] AND (TRUE OR %s::text[] IS NULL)")
+
+
+BREAK_DENY = {"sqlite_store": _break_sqlite_deny, "pg_store": _break_pg_deny}  # fixture -> drop its deny check
 
 
 def run_property(store, tmp_path, max_examples: int, phases=tuple(Phase)) -> dict:
@@ -218,7 +237,7 @@ def run_property(store, tmp_path, max_examples: int, phases=tuple(Phase)) -> dic
         path = tmp_path / "directory.json"
         directory_file(s, path)
         load(store, s)
-        index = StubEmbeddingIndex(store, Directory([FileBackend(path)]))
+        index = StubEmbeddingIndex(store, directory=Directory([FileBackend(path)]))
         problems = find_violations(index, s, stats)
         assert not problems, "\n".join(problems)
 
@@ -248,7 +267,7 @@ FIXED = Scenario(
 def _fixed(store, tmp_path) -> Index:
     directory_file(FIXED, tmp_path / "dir.json")
     load(store, FIXED)
-    return StubEmbeddingIndex(store, Directory([FileBackend(tmp_path / "dir.json")]))
+    return StubEmbeddingIndex(store, directory=Directory([FileBackend(tmp_path / "dir.json")]))
 
 
 @pytest.mark.parametrize("store_fixture", STORE_FIXTURES)

@@ -6,8 +6,15 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import run_events
 from obs_helpers import DAY, degrade, samples, write_docs
+
+
+@pytest.fixture
+def store(either_store):
+    """Every test here runs on both stores: ingest/obs reaches the store only through its methods."""
+    return either_store
 
 
 def _outcomes(store):
@@ -44,13 +51,13 @@ def test_trace_has_stage_timings_versions_and_cause_and_status_doc_shows_the_tri
     text = render_trip(trip)
     assert text.count("upsert note-0.md") == 2 and "extract" in text and v1[:12] in text
 
-    assert main(["status", str(a), "--store", str(pipeline.store.path)]) == 0
+    assert main(["status", str(a), "--store", pipeline.store.url_arg]) == 0
     out = capsys.readouterr().out
     assert out.count("result   indexed") == 2 and trip["document"]["content_version"][:12] in out
-    assert main(["status", str(src / "blank.txt"), "--store", str(pipeline.store.path), "--json"]) == 0
+    assert main(["status", str(src / "blank.txt"), "--store", pipeline.store.url_arg, "--json"]) == 0
     j = json.loads(capsys.readouterr().out)
     assert j["document"]["error_code"] == "empty-file" and j["steps"][-1]["action"] == "error"
-    assert main(["status", str(src / "nope.md"), "--store", str(pipeline.store.path)]) == 2
+    assert main(["status", str(src / "nope.md"), "--store", pipeline.store.url_arg]) == 2
 
 
 def test_degraded_source_raises_an_alert_naming_it_and_the_measure_and_others_raise_nothing(
@@ -77,7 +84,7 @@ def test_degraded_source_raises_an_alert_naming_it_and_the_measure_and_others_ra
     since = quality.period_of(now - DAY)
     expected = f"share-empty for source {fsrc} rose from 0% to 100% since {since}"
     # `ingest status` (a real process, JSON logs) takes today's snapshot, raises the alert, prints it
-    r = subprocess.run([sys.executable, "-m", "ingest.cli", "--log-json", "status", "--store", str(store.path)],
+    r = subprocess.run([sys.executable, "-m", "ingest.cli", "--log-json", "status", "--store", store.url_arg],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert f"alert   {expected}" in r.stdout.splitlines()
@@ -108,8 +115,6 @@ def test_degraded_source_raises_an_alert_naming_it_and_the_measure_and_others_ra
     # thresholds come from [quality.alerts]; a disabled measure is not alerted on
     cfg = {"quality": {"alerts": {"share-empty": False, "share-quarantined": 2.0}}}
     assert quality.judge(store, cfg, now) == []
-    import pytest
-
     from ingest.config import ConfigError
     with pytest.raises(ConfigError, match="unknown key.*share-emtpy"):
         quality.rules({"quality": {"alerts": {"share-emtpy": 0.1}}})

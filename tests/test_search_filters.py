@@ -44,12 +44,23 @@ def _mtime_ns(year: int) -> int:
     return int(datetime(year, 6, 1, tzinfo=timezone.utc).timestamp()) * 1_000_000_000
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, embedder):
-    from ingest.stores.sqlite import SQLiteStore
-
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def corpus(request, tmp_path_factory, embedder):
+    """The same corpus in each store: the filter contract is the stores' (ingest.stores.filters)."""
     rnd = random.Random(7)
-    store = SQLiteStore(tmp_path_factory.mktemp("filters") / "index.db")
+    if request.param == "sqlite":
+        from ingest.stores.sqlite import SQLiteStore
+
+        store = SQLiteStore(tmp_path_factory.mktemp("filters") / "index.db")
+    else:
+        import uuid
+
+        from ingest.stores.postgres import PostgresStore
+
+        server = request.getfixturevalue("postgres_server")
+        name = "filters_" + uuid.uuid4().hex[:12]
+        store = PostgresStore(server.create_db(name))
+        request.addfinalizer(lambda: server.drop_db(name))
     docs = []
     for i in range(48):
         src = SOURCES[i % 3]
@@ -183,7 +194,7 @@ def test_filters_are_audited_and_neighbours_respect_acl_and_filters(corpus):
         assert len(h.context_before) == 1 and "Paragraph 0 " in h.context_before[0]
         assert len(h.context_after) == 1 and "Paragraph 2 " in h.context_after[0]
     row = store.db.execute("SELECT filters FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-    assert json.loads(row[0]) == {"doc_ids": sorted(d["doc_id"] for d in multi)}
+    assert json.loads(row["filters"]) == {"doc_ids": sorted(d["doc_id"] for d in multi)}
     # neighbours never come from a document the principal cannot read: bob's view of the
     # same query has no alice-only text, in hits or in their context
     for h in index.search("Paragraph 1 about the budget", principal=BOB, k=200, context=2, audit=False):
@@ -229,9 +240,12 @@ def test_bm25_skips_words_common_to_most_chunks(corpus):
     out of the BM25 query unless nothing would be left; the ACL still applies."""
     store, docs = corpus
     toks = ALICE.tokens()
-    n = store.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
-    df = {w: store.db.execute("SELECT COUNT(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (f'"{w}"',)).fetchone()[0]
-          for w in ("budget", "harbour")}
+    n = store.db.execute("SELECT COUNT(*) AS n FROM chunks").fetchone()["n"]
+    if hasattr(store, "path"):  # SQLite: the FTS5 index
+        sql = "SELECT COUNT(*) AS n FROM chunks_fts WHERE chunks_fts MATCH '\"' || ? || '\"'"
+    else:  # PostgreSQL: the tsvector column
+        sql = "SELECT COUNT(*) AS n FROM chunks WHERE tsv @@ plainto_tsquery('english', %s)"
+    df = {w: store.db.execute(sql, (w,)).fetchone()["n"] for w in ("budget", "harbour")}
     assert df["budget"] == n and df["harbour"] < 0.3 * n
     pruned = store.bm25("Budgets for the harbour", toks, 500, max_df=0.3)
     assert pruned == store.bm25("harbour", toks, 500) and pruned

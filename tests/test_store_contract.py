@@ -357,3 +357,223 @@ def test_full_text_with_common_and_rare_words_and_hostile_input(any_store):
     for q in ("it's a (test) & | ! \\ 'x' :*", "the of and", "ünïcödé naïve café", "!!!"):
         s.bm25(q, ALICE, 5)  # no syntax error from any input
     assert s.bm25("the of and", ALICE, 5) == []
+
+
+# -- DMS cursors and synced groups ------------------------------------------------------
+def test_dms_cursors_persist_per_source_and_can_be_forgotten(any_store):
+    s = any_store
+    assert s.get_cursor("dms:a") is None
+    s.set_cursor("dms:a", "token-1")
+    s.set_cursor("dms:b", "delta?x=1&y='2'")
+    s.set_cursor("dms:a", "token-2")  # overwritten, not duplicated
+    other = s.reopen()
+    assert (other.get_cursor("dms:a"), other.get_cursor("dms:b")) == ("token-2", "delta?x=1&y='2'")
+    other.set_cursor("dms:a", None)
+    assert s.get_cursor("dms:a") is None and s.get_cursor("dms:b") == "delta?x=1&y='2'"
+    other.close()
+
+
+def test_synced_groups_resolve_nested_membership_and_a_sync_replaces_a_source(any_store):
+    s = any_store
+    s.sync_groups("dms:x", [("eng", "alice", "user"), ("staff", "eng", "group"), ("all", "staff", "group"),
+                            ("all", "all", "group"),  # a cycle must not loop
+                            ("ops", "bob", "user"), ("eng", "alice", "user")])  # a duplicate edge is ignored
+    s.sync_groups("dms:y", [("eng", "alice", "user")])
+    assert s.groups_of("alice") == [("dms:x", "all"), ("dms:x", "eng"), ("dms:x", "staff"), ("dms:y", "eng")]
+    assert s.groups_of("bob") == [("dms:x", "ops")]
+    s.sync_groups("dms:x", [("ops", "alice", "user")])  # replaces every edge of dms:x, none of dms:y
+    assert s.groups_of("alice") == [("dms:x", "ops"), ("dms:y", "eng")]
+    assert s.groups_of("bob") == [] and s.groups_of("nobody") == []
+
+
+def test_get_doc_by_uri_prefers_the_top_level_document(any_store):
+    s = any_store
+    s.apply(doc("kid", "k.txt", parent="top"), chunks("kid", ["child text"]))
+    s.apply(doc("top", "t.txt"), chunks("top", ["top text"]))
+    s.db.execute("UPDATE documents SET uri='file:///r/t.txt' WHERE doc_id='kid'")
+    assert s.get_doc_by_uri("file:///r/t.txt")["doc_id"] == "top"
+    assert s.get_doc_by_uri("file:///r/none.txt") is None
+
+
+# -- labels and provenance ---------------------------------------------------------------
+def test_labels_travel_into_hits_and_provenance_into_lineage(any_store):
+    from ingest.search import Index
+
+    s = any_store
+    d = doc("d1", labels=["pii:email", "source:confidential"], source_labels=["confidential"],
+            redactions={"pii:credit_card": 2}, flags=["quality:low-chars"])
+    s.apply(d, chunks("d1", ["quarterly revenue by region", "contact sheet"]))
+    s.apply(doc("kid", "d1.txt!a.txt", parent="d1", source_labels=["internal"]), chunks("kid", ["attached"]))
+    hits = Index(s).search("quarterly revenue", principal="everyone", k=5, mode="bm25", audit=False)
+    assert hits[0].labels == ["pii:email", "source:confidential", "flag:quality:low-chars"]
+    assert json.loads(s.children_of("d1")["d1.txt!a.txt"]["source_labels"]) == ["internal"]
+    lin = s.lineage(hits[0].chunk_id)
+    assert lin["document"]["source_labels"] == ["confidential"]
+    assert lin["document"]["redactions"] == {"pii:credit_card": 2}
+    (ch,) = lin["chunks"]
+    assert ch["chunk_id"] == hits[0].chunk_id and ch["source"] == "folder:/r" and ch["vector_dim"] == DIM
+    assert ch["embedded_at"] >= ch["created_at"] > 0 and ch["doc_version"] == "v1" and ch["chunker"] == "c1"
+    assert [c["idx"] for c in s.lineage("file:///r/d1.txt")["chunks"]] == [0, 1]
+    assert s.lineage("no-such-thing") is None
+    s.record_failure(doc("d1", status="error", error_code="timeout", source_labels=["secret"]))
+    assert s.lineage("d1")["document"]["source_labels"] == ["secret"] and s.lineage("d1")["chunks"] == []
+
+
+# -- audit chain ---------------------------------------------------------------------------
+def _tamper(store, sql: str) -> None:
+    """Run ``sql`` on the audit table with its append-only triggers out of the way (an attacker
+    with direct database access); the chain, not the triggers, must reveal it."""
+    if store.kind == "postgres":
+        store.db.execute("ALTER TABLE audit DISABLE TRIGGER USER")
+        store.db.execute(sql)
+        store.db.execute("ALTER TABLE audit ENABLE TRIGGER USER")
+    else:
+        store.db.execute("DROP TRIGGER IF EXISTS audit_no_update")
+        store.db.execute("DROP TRIGGER IF EXISTS audit_no_delete")
+        store.db.execute(sql)
+
+
+def test_audit_chain_is_append_only_and_verifies(any_store):
+    s = any_store
+    ids = [s.audit("alice", "q1", {"labels": ["pii"]}, [("c1", "v1"), ("c2", None)]),
+           s.audit("bob", "q2", None, [("c3", "v1")]),
+           s.audit("alice", "q3 ünï", {}, [])]
+    assert ids == [1, 2, 3]
+    assert s.audit_verify() == {"ok": True, "records": 3, "first_broken": None, "reason": None}
+    for sql in ("UPDATE audit SET query='x' WHERE id=1", "DELETE FROM audit WHERE id=3"):
+        with pytest.raises(Exception, match="append-only"):
+            s.db.execute(sql)
+    recs = s.audit_records(principal="alice")
+    assert [r["query"] for r in recs] == ["q1", "q3 ünï"]
+    assert recs[0]["filters"] == {"labels": ["pii"]}
+    assert recs[0]["results"] == [{"chunk_id": "c1", "doc_version": "v1"}, {"chunk_id": "c2", "doc_version": None}]
+    assert [r["id"] for r in s.audit_records(chunk_ids=["c3", "c2"])] == [1, 2]
+    assert s.audit_records(chunk_ids=[]) == [] and [r["id"] for r in s.audit_records(limit=1)] == [3]
+    assert [r["id"] for r in s.audit_records(since=recs[1]["ts"])] == [3]
+
+
+def test_audit_tampering_is_found(any_store):
+    s = any_store
+    for i in range(4):
+        s.audit("alice", f"q{i}", None, [(f"c{i}", "v1")])
+    _tamper(s, "UPDATE audit SET query='innocent' WHERE id=2")
+    v = s.audit_verify()
+    assert (v["ok"], v["first_broken"]) == (False, 2) and "altered" in v["reason"]
+    _tamper(s, "DELETE FROM audit WHERE id=2")
+    v = s.audit_verify()
+    assert (v["ok"], v["first_broken"]) == (False, 3) and "prev_hash" in v["reason"]
+    other = s.reopen()  # a cut-off tail is seen too (the head marker)
+    _tamper(s, "DELETE FROM audit WHERE id>=2")
+    assert other.audit_verify()["ok"] is False and "removed from the end" in other.audit_verify()["reason"]
+    other.close()
+
+
+# -- embedding model switch ------------------------------------------------------------------
+def test_model_switch_is_all_or_nothing_and_old_model_chunks_are_refused(any_store):
+    from ingest.stores.base import ModelChanged
+
+    s = any_store
+    old = s.model_id
+    texts = ["alpha one", "bravo two", "charlie three"]
+    s.apply(doc("d1"), chunks("d1", texts[:2]))
+    s.apply(doc("d2"), chunks("d2", texts[2:]))
+    hashes = {t: hashlib.sha256(t.encode()).hexdigest() for t in texts}
+    dim = 8  # the new model's vectors have another size: a new vector column / blob size
+    new = {t: (np.eye(dim, dtype=np.float32)[i]) for i, t in enumerate(texts)}
+    s.set_reembed_target("new-model")
+    s.cache_vectors("new-model", [(hashes[t], new[t].tobytes()) for t in texts[:2]])
+    assert s.model_coverage("new-model") == (2, 3)
+    assert s.model_missing("new-model", 10) == [(hashes["charlie three"], "charlie three")]
+    assert s.switch_model("new-model") is None and s.model_id == old  # incomplete: nothing switched
+    assert readable_ids(s, ALICE, 1, "vector", qvec=unit("bravo two")) == ["d1"]
+    s.cache_vectors("new-model", [(hashes["charlie three"], new["charlie three"].tobytes())])
+    assert s.switch_model("new-model") == 3
+    assert s.model_id == "new-model" and s.model_missing("new-model", 10) == []
+    ranked = s.vector(new["charlie three"], ALICE, 3)
+    assert [h.doc_id for h in s.hits([(r, sc, None, None) for r, sc in ranked])][0] == "d2"
+    assert ranked[0][1] == pytest.approx(1.0, abs=1e-5)
+    lin = s.lineage("d1")
+    assert {c["model_id"] for c in lin["chunks"]} == {"new-model"} and lin["chunks"][0]["vector_dim"] == dim
+    assert [(m["from_model"], m["to_model"], m["chunks"]) for m in lin["model_history"]] == [(old, "new-model", 3)]
+    late = chunks("d3", ["late worker"])
+    for c in late:
+        c.model_id = old
+    with pytest.raises(ModelChanged, match="new-model"):
+        s.apply(doc("d3"), late)
+    assert s.get_doc_by_id("d3") is None
+
+
+# -- observability: quality over time, traces --------------------------------------------
+def test_quality_snapshots_and_alerts_per_source(any_store):
+    from ingest.obs import quality
+
+    s = any_store
+    day = quality.DAY
+    now = 1_700_000_000.0
+    for i in range(4):
+        s.apply(doc(f"d{i}", quality={"ocr_confidence": 90.0, "bad_char_ratio": 0.01}), chunks(f"d{i}", [f"t{i}"]))
+    for back in (3, 2, 1):
+        quality.snapshot(s, now - back * day)
+    g = quality.snapshot(s, now)["folder:/r"]
+    assert g == {"documents": 4, "share_empty": 0.0, "share_flagged": 0.0, "share_quarantined": 0.0,
+                 "ocr_confidence": 90.0, "garbage_ratio": pytest.approx(0.01)}
+    assert quality.evaluate(s, {}, now) == []
+    for i in range(2):  # half the source degrades today
+        s.apply(doc(f"d{i}", flags=["quality:garbage"], quality={"ocr_confidence": 30.0, "bad_char_ratio": 0.3}),
+                chunks(f"d{i}", [f"t{i}"]))
+    s.record_failure(doc("d9", status="quarantined", error_code="empty-file"))
+    alerts = quality.refresh(s, {}, now + 60)
+    assert {a["measure"] for a in alerts} == {"share-flagged", "ocr-confidence", "garbage-ratio",
+                                              "share-empty", "share-quarantined"}
+    hist = quality.history(s, "folder:/r")["folder:/r"]
+    assert len(hist) == 4 and hist[-1]["documents"] == 5 and hist[-1]["share_flagged"] == pytest.approx(0.4)
+    assert quality.evaluate(s, {}, now + 120) == alerts  # held alerts are kept, not raised again
+    for i in range(2):
+        s.apply(doc(f"d{i}", quality={"ocr_confidence": 90.0, "bad_char_ratio": 0.01}), chunks(f"d{i}", [f"t{i}"]))
+    s.delete("d9")
+    assert quality.refresh(s, {}, now + 180) == []  # all cleared
+
+
+def test_outcome_traces_and_document_counts(any_store):
+    from ingest.obs.trace import doc_trip
+
+    s = any_store
+    s.apply(doc("d1"), chunks("d1", ["one"]))
+    s.record_failure(doc("d2", status="error", error_code="timeout", error="timeout after 120 s"))
+    s.log_outcome(action="error", source="folder:/r", external_id="d1.txt", doc_id=None, detail="first try")
+    s.log_outcome(action="indexed", source="folder:/r", external_id="d1.txt", doc_id="d1", parsed=1, embedded=1,
+                  trace={"stages": {"extract": 0.25}, "changed_at": 5.0, "lane": "bulk"})
+    s.log_outcome(action="error", source="folder:/r", external_id="d2.txt", doc_id="d2", detail="timeout")
+    trip = doc_trip(s, "file:///r/d1.txt")
+    assert trip["document"]["doc_id"] == "d1"
+    assert [(st["action"], st.get("lane")) for st in trip["steps"]] == [("error", None), ("indexed", "bulk")]
+    assert trip["steps"][1]["stages"] == {"extract": 0.25}
+    rows = s.outcomes_after(0)
+    assert [r["action"] for r in rows] == ["error", "indexed", "error"]
+    assert s.outcomes_after(rows[1]["id"])[0]["action"] == "error"
+    (last,) = s.last_indexed_outcomes()
+    assert last["source"] == "folder:/r" and json.loads(last["trace"])["changed_at"] == 5.0
+    assert s.doc_counts() == [("folder:/r", "error", 1), ("folder:/r", "indexed", 1)]
+    assert [(r["uri"], r["error_code"]) for r in s.not_indexed()] == [("file:///r/d2.txt", "timeout")]
+
+
+# -- the queue: source versions and dead letters -----------------------------------------------
+def test_source_versions_never_go_back_and_dead_letters_requeue(any_store):
+    s = any_store
+    s.apply(doc("d1"), chunks("d1", ["one"]))
+    assert s.get_doc("folder:/r", "d1.txt")["source_seq"] is None
+    s.set_source_seq("d1", 20)
+    s.set_source_seq("d1", 10)  # a late task cannot lower it
+    s.apply(doc("d1", version="v2"), chunks("d1", ["two"]))  # a re-index keeps it
+    assert s.get_doc_by_id("d1")["source_seq"] == 20 and s.get_doc("folder:/r", "d1.txt")["source_seq"] == 20
+    a = s.add_dead_letter(task="ingest.change", lane="bulk", args=["s", "upsert"], kwargs={"version": 3},
+                          fault="permanent", reason="ValueError: bad", attempts=1)
+    b = s.add_dead_letter(task="ingest.change", lane=None, args=[], kwargs={}, fault="transient",
+                          reason="retries exhausted", attempts=5)
+    assert b > a
+    assert [(d["id"], d["args"], d["kwargs"], d["lane"]) for d in s.dead_letters()] == [
+        (a, ["s", "upsert"], {"version": 3}, "bulk"), (b, [], {}, None)]
+    assert [d["id"] for d in s.dead_letters([b])] == [b] and s.dead_letters([]) == []
+    s.mark_requeued(a)
+    assert [d["id"] for d in s.dead_letters()] == [b]
+    assert s.dead_letters([a], include_requeued=True)[0]["requeued_at"] > 0

@@ -67,9 +67,7 @@ class StoreCollector:
         self.embeddings = {"computed": 0, "cached": 0}
 
     def _consume(self) -> None:
-        rows = self.store.db.execute("SELECT id, ts, source, action, trace FROM outcomes WHERE id>? ORDER BY id",
-                                     (self._last_id,)).fetchall()
-        for r in rows:
+        for r in self.store.outcomes_after(self._last_id):
             self._last_id = r["id"]
             key = (r["source"] or "", r["action"])
             self.outcomes[key] = self.outcomes.get(key, 0) + 1
@@ -97,11 +95,9 @@ class StoreCollector:
             if now - self._last_refresh >= self.refresh_every:
                 quality.refresh(self.store, self.cfg)
                 self._last_refresh = now
-            db = self.store.db
-
             g = GaugeMetricFamily("ingest_documents", "Documents by source and status", labels=["source", "status"])
-            for r in db.execute("SELECT source, status, COUNT(*) FROM documents GROUP BY source, status"):
-                g.add_metric([r[0], r[1]], r[2])
+            for source, status, n in self.store.doc_counts():
+                g.add_metric([source, status], n)
             yield g
 
             depth = GaugeMetricFamily("ingest_lane_depth", "Messages waiting per lane", labels=["lane"])

@@ -66,13 +66,11 @@ def state(store, cfg: dict, broker_url: str | None, now: float | None = None) ->
 
     now = time.time() if now is None else now
     alerts = quality.refresh(store, cfg, now)
-    db = store.db
     by_status: dict[str, dict[str, int]] = {}
-    for r in db.execute("SELECT source, status, COUNT(*) FROM documents GROUP BY source, status"):
-        by_status.setdefault(r[0], {})[r[1]] = r[2]
+    for source, status, n in store.doc_counts():
+        by_status.setdefault(source, {})[status] = n
     fresh = {}
-    for r in db.execute("SELECT source, ts, trace FROM outcomes WHERE id IN"
-                        " (SELECT MAX(id) FROM outcomes WHERE action='indexed' GROUP BY source)"):
+    for r in store.last_indexed_outcomes():
         t = json.loads(r["trace"]) if r["trace"] else {}
         fresh[r["source"]] = {"last_indexed": r["ts"],
                               "lag": r["ts"] - t["changed_at"] if t.get("changed_at") else None}
@@ -83,9 +81,7 @@ def state(store, cfg: dict, broker_url: str | None, now: float | None = None) ->
         "sinks": sink_status() if sink_status is not None else None,
         "sources": {s: {"by_status": by_status.get(s, {}), "freshness": fresh.get(s),
                         "history": quality.history(store, s).get(s, [])} for s in sorted(by_status)},
-        "not_indexed": [dict(r) for r in db.execute(
-            "SELECT source, uri, status, error_code, error, updated_at FROM documents WHERE status<>'indexed'"
-            " ORDER BY updated_at DESC LIMIT 200")],
+        "not_indexed": store.not_indexed(200),
     }
 
 

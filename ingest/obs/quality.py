@@ -72,38 +72,22 @@ def rules(cfg: dict) -> tuple[dict[str, float], int, int]:
 
 def measure(store) -> dict[str, dict]:
     """Every source's quality gauges now: ``{source: {"documents": n, "share_empty": ...}}``."""
-    rows = store.db.execute(
-        "SELECT source, COUNT(*) AS documents,"
-        " 1.0 * SUM(COALESCE(error_code, '') IN ('empty-file', 'no-text')) / COUNT(*) AS share_empty,"
-        " 1.0 * SUM(EXISTS(SELECT 1 FROM json_each(documents.flags) j WHERE j.value LIKE 'quality:%'))"
-        "   / COUNT(*) AS share_flagged,"
-        " 1.0 * SUM(status = 'quarantined') / COUNT(*) AS share_quarantined,"
-        " AVG(json_extract(quality, '$.ocr_confidence')) AS ocr_confidence,"
-        " AVG(json_extract(quality, '$.bad_char_ratio')) AS garbage_ratio"
-        " FROM documents GROUP BY source").fetchall()
-    return {r["source"]: {k: r[k] for k in r.keys() if k != "source"} for r in rows}
+    return store.quality_gauges()
 
 
 def snapshot(store, now: float | None = None, period: str | None = None) -> dict[str, dict]:
     """Write (or rewrite) the snapshot of every source for ``period`` (default: today, UTC)."""
     now = time.time() if now is None else now
-    period = period or period_of(now)
     gauges = measure(store)
-    with store.tx() as db:
-        db.executemany(
-            "INSERT OR REPLACE INTO quality_snapshots(source, period, ts, documents, share_empty, share_flagged,"
-            " share_quarantined, ocr_confidence, garbage_ratio) VALUES(?,?,?,?,?,?,?,?,?)",
-            [(s, period, now, g["documents"], g["share_empty"], g["share_flagged"], g["share_quarantined"],
-              g["ocr_confidence"], g["garbage_ratio"]) for s, g in gauges.items()])
+    store.save_quality_snapshot(period or period_of(now), now, gauges)
     return gauges
 
 
 def history(store, source: str | None = None, limit: int = 60) -> dict[str, list[dict]]:
     """Snapshots per source, oldest first (the last ``limit`` periods of each)."""
-    q = "SELECT * FROM quality_snapshots" + (" WHERE source=?" if source else "") + " ORDER BY source, period"
     out: dict[str, list[dict]] = {}
-    for r in store.db.execute(q, (source,) if source else ()):
-        out.setdefault(r["source"], []).append(dict(r))
+    for r in store.quality_snapshots(source):
+        out.setdefault(r["source"], []).append(r)
     return {s: rows[-limit:] for s, rows in out.items()}
 
 
@@ -143,29 +127,17 @@ def evaluate(store, cfg: dict, now: float | None = None) -> list[dict]:
     the rest. Returns the open alerts."""
     now = time.time() if now is None else now
     found = {(a["source"], a["measure"]): a for a in judge(store, cfg, now)}
-    with store.tx() as db:
-        open_ = {(r["source"], r["measure"]): r["id"] for r in db.execute(
-            "SELECT id, source, measure FROM quality_alerts WHERE cleared_at IS NULL")}
-        for key, a in found.items():
-            if key in open_:
-                db.execute("UPDATE quality_alerts SET baseline=?, value=?, since=?, message=? WHERE id=?",
-                           (a["baseline"], a["value"], a["since"], a["message"], open_[key]))
-            else:
-                db.execute("INSERT INTO quality_alerts(source, measure, baseline, value, since, message, raised_at)"
-                           " VALUES(?,?,?,?,?,?,?)", (*key, a["baseline"], a["value"], a["since"], a["message"], now))
-                log.warning("quality alert: %s", a["message"],
-                            extra={"alert": {k: a[k] for k in ("source", "measure", "baseline", "value", "since")}})
-        for key, id_ in open_.items():
-            if key not in found:
-                db.execute("UPDATE quality_alerts SET cleared_at=? WHERE id=?", (now, id_))
-                log.warning("quality alert cleared: %s for source %s is back within its threshold", key[1], key[0])
+    raised, cleared = store.sync_quality_alerts(found, now)
+    for a in raised:
+        log.warning("quality alert: %s", a["message"],
+                    extra={"alert": {k: a[k] for k in ("source", "measure", "baseline", "value", "since")}})
+    for source, m in cleared:
+        log.warning("quality alert cleared: %s for source %s is back within its threshold", m, source)
     return open_alerts(store)
 
 
 def open_alerts(store) -> list[dict]:
-    return [dict(r) for r in store.db.execute(
-        "SELECT source, measure, baseline, value, since, message, raised_at FROM quality_alerts"
-        " WHERE cleared_at IS NULL ORDER BY raised_at, source, measure")]
+    return store.open_quality_alerts()
 
 
 def refresh(store, cfg: dict, now: float | None = None) -> list[dict]:

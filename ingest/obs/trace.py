@@ -48,10 +48,7 @@ def doc_trip(store, ref: str) -> dict:
     from ..access import find_doc
 
     doc = find_doc(store, ref)
-    rows = store.db.execute(
-        "SELECT id, ts, batch, action, parsed, embedded, detail, trace, external_id FROM outcomes"
-        " WHERE doc_id=? OR (doc_id IS NULL AND source=? AND external_id=?) ORDER BY id",
-        (doc["doc_id"], doc["source"], doc["external_id"])).fetchall()
+    rows = store.doc_outcomes(doc["doc_id"], doc["source"], doc["external_id"])
     steps = []
     for r in rows:
         step = {k: r[k] for k in ("id", "ts", "batch", "action", "parsed", "embedded", "detail", "external_id")}

@@ -3,7 +3,6 @@
 which both ``sqlite3.Row`` and psycopg's ``dict_row`` support."""
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -25,6 +24,13 @@ OUTBOX_DDL = [
     # how far each secondary store (sink) has come; position -1: registered, never synced
     """CREATE TABLE IF NOT EXISTS sink_cursors(name TEXT PRIMARY KEY, url TEXT, position BIGINT NOT NULL DEFAULT 0,
       synced_at {real}, last_error TEXT, error_at {real})""",
+]
+
+QUEUE_DDL = [  # {serial} / {real} / {bigint} per dialect
+    "ALTER TABLE documents ADD COLUMN source_seq {bigint}",
+    "CREATE TABLE IF NOT EXISTS dead_letters(id {serial}, ts {real} NOT NULL, task TEXT NOT NULL,"
+    " lane TEXT, args TEXT NOT NULL, kwargs TEXT NOT NULL, fault TEXT NOT NULL, reason TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0, requeued_at {real})",
 ]
 
 
@@ -72,6 +78,34 @@ def to_hits(rows: dict, scored: list[tuple[int, float, int | None, int | None]])
     return out
 
 
+def marked_spans(marked: str, text: str) -> list[tuple[int, int]]:
+    """(start, end) spans of a text whose matches are wrapped in \x02 ... \x03; none when the
+    unmarked text differs from ``text`` (a text holding the marker characters gets none)."""
+    spans, plain, start = [], [], 0
+    for ch in marked:
+        if ch == "\x02":
+            start = len(plain)
+        elif ch == "\x03":
+            spans.append((start, len(plain)))
+        else:
+            plain.append(ch)
+    return spans if "".join(plain) == text else []
+
+
+def context_runs(by_idx: dict[int, str], i: int, n: int) -> tuple[list[str], list[str]]:
+    """Texts of up to ``n`` chunks right before and after chunk ``i`` (a gap ends a run)."""
+    before, after = [], []
+    for j in range(i - 1, i - n - 1, -1):
+        if j not in by_idx:
+            break
+        before.insert(0, by_idx[j])
+    for j in range(i + 1, i + n + 1):
+        if j not in by_idx:
+            break
+        after.append(by_idx[j])
+    return before, after
+
+
 def flagged(rows) -> list[dict]:
     out = []
     for r in rows:
@@ -84,7 +118,7 @@ def flagged(rows) -> list[dict]:
 
 
 class OutboxMixin:
-    """SQL both stores run as is: outbox, sink cursors, the outcome log, the audit chain."""
+    """SQL both stores run as is: outbox, sink cursors, the outcome log, DMS cursors, synced groups."""
 
     _PH = "%s"  # the driver's placeholder
 
@@ -92,19 +126,7 @@ class OutboxMixin:
         return sql if self._PH == "%s" else sql.replace("%s", self._PH)
 
     def _audit_lock(self, db) -> None:
-        """Serialise the hash chain (SQLite's BEGIN IMMEDIATE already does)."""
-
-    def audit(self, principal: str, query: str, filters: dict | None, results: list[tuple[str, str | None]]) -> None:
-        with self.tx() as db:
-            self._audit_lock(db)
-            prev = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-            prev_hash = prev["hash"] if prev else ""
-            ts = time.time()
-            body = json.dumps([ts, principal, query, filters or {}, results], sort_keys=True)
-            h = hashlib.sha256((prev_hash + body).encode()).hexdigest()
-            db.execute(self._q("INSERT INTO audit(ts, principal, query, filters, results, prev_hash, hash)"
-                               " VALUES(%s,%s,%s,%s,%s,%s,%s)"),
-                       (ts, principal, query, json.dumps(filters or {}), json.dumps(results), prev_hash, h))
+        """Serialise the audit hash chain (SQLite's BEGIN IMMEDIATE already does)."""
 
     def _outbox(self, db, doc_ids, op: str) -> None:
         now = time.time()
@@ -167,6 +189,71 @@ class OutboxMixin:
         added later starts from a full snapshot)."""
         return self.db.execute("DELETE FROM outbox WHERE id <= COALESCE((SELECT MIN(position) FROM sink_cursors),"
                                " (SELECT MAX(id) FROM outbox))").rowcount
+
+    # -- DMS change cursors (ingest.sources.connector) ----------------------------------
+    def get_cursor(self, source: str) -> str | None:
+        r = self.db.execute(self._q("SELECT cursor FROM cursors WHERE source=%s"), (source,)).fetchone()
+        return r["cursor"] if r else None
+
+    def set_cursor(self, source: str, cursor: str | None) -> None:
+        """Persist (or with None, forget) a source's change cursor."""
+        if cursor is None:
+            self.db.execute(self._q("DELETE FROM cursors WHERE source=%s"), (source,))
+        else:
+            self.db.execute(self._q("INSERT INTO cursors(source, cursor, updated_at) VALUES(%s,%s,%s) ON CONFLICT(source)"
+                                    " DO UPDATE SET cursor=excluded.cursor, updated_at=excluded.updated_at"),
+                            (source, cursor, time.time()))
+
+    # -- the queue: source versions, dead letters (workers) ------------------------------
+    def set_source_seq(self, doc_id: str, seq: int) -> None:
+        """The source's version (e.g. ctime_ns, a DMS revision) of the state just indexed."""
+        self.db.execute(self._q("UPDATE documents SET source_seq=%s WHERE doc_id=%s AND (source_seq IS NULL"
+                                " OR source_seq<%s)"), (seq, doc_id, seq))
+
+    def add_dead_letter(self, *, task: str, lane: str | None, args: list, kwargs: dict, fault: str, reason: str,
+                        attempts: int) -> int:
+        return self.db.execute(self._q(
+            "INSERT INTO dead_letters(ts, task, lane, args, kwargs, fault, reason, attempts)"
+            " VALUES(%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id"),
+            (time.time(), task, lane, json.dumps(args), json.dumps(kwargs), fault, reason, attempts)).fetchone()["id"]
+
+    def dead_letters(self, ids: list[int] | None = None, *, include_requeued: bool = False) -> list[dict]:
+        sql, args = "SELECT * FROM dead_letters WHERE 1=1", []
+        if not include_requeued:
+            sql += " AND requeued_at IS NULL"
+        if ids is not None:
+            sql += f" AND id IN ({','.join(['%s'] * len(ids)) or 'NULL'})"
+            args = list(ids)
+        out = []
+        for r in self.db.execute(self._q(sql + " ORDER BY id"), args):
+            d = dict(r)
+            d["args"], d["kwargs"] = json.loads(d["args"]), json.loads(d["kwargs"])
+            out.append(d)
+        return out
+
+    def mark_requeued(self, dead_id: int) -> None:
+        self.db.execute(self._q("UPDATE dead_letters SET requeued_at=%s WHERE id=%s"), (time.time(), dead_id))
+
+    # -- synced groups (acl.directory.SyncBackend) ------------------------------------
+    def sync_groups(self, source: str, edges: list[tuple[str, str, str]]) -> None:
+        """Replace every (group, member, kind) of ``source`` in one transaction."""
+        with self.tx() as db:
+            db.execute(self._q("DELETE FROM dir_groups WHERE source=%s"), (source,))
+            db.cursor().executemany(self._q("INSERT INTO dir_groups(source, grp, member, kind) VALUES(%s,%s,%s,%s)"
+                                            " ON CONFLICT DO NOTHING"), [(source, *e) for e in edges])
+
+    def groups_of(self, user: str) -> list[tuple[str, str]]:
+        """(source, group) for every synced group that holds ``user``, directly or nested."""
+        return [(r["source"], r["grp"]) for r in self.db.execute(self._q(
+            "WITH RECURSIVE g(source, grp) AS (SELECT source, grp FROM dir_groups WHERE kind='user' AND member=%s"
+            " UNION SELECT d.source, d.grp FROM dir_groups d JOIN g ON d.kind='group' AND d.source=g.source"
+            " AND d.member=g.grp) SELECT source, grp FROM g ORDER BY source, grp"), (user,))]
+
+    def get_doc_by_uri(self, uri: str) -> dict | None:
+        """The document at ``uri`` (a top-level one before a child that shares it)."""
+        r = self.db.execute(self._q(f"SELECT {', '.join(DOC_COLS)}, source_labels, redactions FROM documents"
+                                    " WHERE uri=%s ORDER BY parent_id IS NOT NULL LIMIT 1"), (uri,)).fetchone()
+        return dict(r) if r else None
 
     def sink_lag(self) -> list[dict]:
         """Per sink: cursor, rows not yet applied, age of the oldest of them (seconds), last error."""

@@ -192,3 +192,53 @@ def sqlite_where(f: Filters) -> tuple[str, list]:
         conds.append("d.mtime_ns < ?")
         args.append(f.modified_before_ns)
     return (" AND ".join(conds) or "1"), args
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+# The same contract over ``chunks c`` (which carries the ACL arrays): document conditions go through
+# a sub-select of documents, so no column name is ambiguous; labels as in SQLite (own + "flag:").
+_PG_LABELS = ("(SELECT jsonb_array_elements_text(c.labels::jsonb) AS value UNION ALL"
+              " SELECT 'flag:' || f FROM documents fd, jsonb_array_elements_text(fd.flags::jsonb) f"
+              " WHERE fd.doc_id = c.doc_id)")
+
+
+def postgres_where(f: Filters) -> tuple[str, list]:
+    """``(condition, args)`` over ``chunks c`` with ``%s`` placeholders; ``("TRUE", [])`` for no
+    filter. The one place filters become PostgreSQL SQL; the ACL is ANDed in by the caller."""
+    doc, dargs, conds, args = [], [], [], []
+    if f.source:
+        doc.append("d.source = ANY(%s)")
+        dargs.append(list(f.source))
+    if f.doc_ids:
+        doc.append("d.doc_id = ANY(%s)")
+        dargs.append(list(f.doc_ids))
+    if f.uri_prefix:  # left(), not LIKE: no wildcard characters to escape, case-sensitive
+        doc.append("(" + " OR ".join("left(d.uri, %s) = %s" for _ in f.uri_prefix) + ")")
+        for p in f.uri_prefix:
+            dargs.extend([len(p), p])
+    if f.mime:
+        parts = ["d.mime = ANY(%s)"]
+        dargs.append([m for m in f.mime if not m.endswith("/*")])
+        for m in (m[:-1] for m in f.mime if m.endswith("/*")):  # "text/*" -> "text/"
+            parts.append("left(d.mime, %s) = %s")
+            dargs.extend([len(m), m])
+        doc.append("(" + " OR ".join(parts) + ")")
+    if f.modified_after_ns is not None:
+        doc.append("d.mtime_ns >= %s")
+        dargs.append(f.modified_after_ns)
+    if f.modified_before_ns is not None:
+        doc.append("d.mtime_ns < %s")
+        dargs.append(f.modified_before_ns)
+    if doc:
+        conds.append(f"c.doc_id IN (SELECT d.doc_id FROM documents d WHERE {' AND '.join(doc)})")
+        args.extend(dargs)
+    for label in f.labels:
+        conds.append(f"%s::text IN {_PG_LABELS}")
+        args.append(label)
+    if f.labels_any:
+        conds.append(f"EXISTS (SELECT 1 FROM {_PG_LABELS} l WHERE l.value = ANY(%s))")
+        args.append(list(f.labels_any))
+    if f.exclude_labels:
+        conds.append(f"NOT EXISTS (SELECT 1 FROM {_PG_LABELS} l WHERE l.value = ANY(%s))")
+        args.append(list(f.exclude_labels))
+    return (" AND ".join(conds) or "TRUE"), args

@@ -31,10 +31,12 @@ from contextlib import contextmanager
 from acl.model import ACL
 
 from .base import ChunkRecord, DocRecord, Hit
-from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, OutboxMixin, doc_values, flagged, redact, to_hits,
-                     upsert_doc_sql)
+from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, context_runs, doc_values,
+                     flagged, marked_spans, redact, to_hits, upsert_doc_sql)
+from .obs_sql import QUALITY_DDL, ObsMixin
+from .sqlite_lineage import LineageMixin
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 6
 _MIGRATE_LOCK = 0x1A6E57  # advisory lock key for schema changes
 _AUDIT_LOCK = 0x1A6E58  # serialises the audit hash chain
 _OUTBOX_LOCK = 0x1A6E59  # outbox ids commit in order
@@ -81,6 +83,40 @@ def _schema(dim: int) -> list[str]:
 # version -> statements that bring a store from the version before up to it (1 is the first schema)
 MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE outcomes ADD COLUMN IF NOT EXISTS trace text"],  # stage timings (ingest.obs.trace)
+    3: [  # DMS change cursors (ingest.dms) and groups synced from DMS sources (acl.directory.SyncBackend)
+        "CREATE TABLE IF NOT EXISTS cursors(source text PRIMARY KEY, cursor text NOT NULL, updated_at double precision)",
+        "CREATE TABLE IF NOT EXISTS dir_groups(source text NOT NULL, grp text NOT NULL, member text NOT NULL,"
+        " kind text NOT NULL, PRIMARY KEY(source, grp, kind, member))",
+        "CREATE INDEX IF NOT EXISTS dir_groups_member ON dir_groups(kind, member, source, grp)",
+        "CREATE INDEX IF NOT EXISTS documents_uri ON documents(uri)",
+    ],
+    4: [  # labels, provenance, audit format 1 and append-only audit, model history (SQLite's schema 4)
+        "ALTER TABLE documents ADD COLUMN IF NOT EXISTS source_labels text NOT NULL DEFAULT '[]'",
+        "ALTER TABLE documents ADD COLUMN IF NOT EXISTS redactions text NOT NULL DEFAULT '{}'",
+        "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS source text",
+        "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS embedded_at double precision",
+        "UPDATE chunks c SET source=d.source, embedded_at=c.created_at FROM documents d WHERE d.doc_id=c.doc_id",
+        "ALTER TABLE audit ADD COLUMN IF NOT EXISTS v integer",
+        "CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts)",
+        "CREATE INDEX IF NOT EXISTS audit_principal ON audit(principal, ts)",
+        "CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
+        "CREATE TRIGGER audit_no_update BEFORE UPDATE OR DELETE ON audit FOR EACH ROW"
+        " EXECUTE FUNCTION audit_append_only()",
+        "CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit FOR EACH STATEMENT"
+        " EXECUTE FUNCTION audit_append_only()",
+        "CREATE TABLE IF NOT EXISTS model_history(id bigserial PRIMARY KEY, ts double precision NOT NULL,"
+        " from_model text, to_model text NOT NULL, chunks integer NOT NULL)",
+        # the head of the chain so far, so that a record removed from its end is seen
+        "INSERT INTO meta(key, value) SELECT 'audit_head', json_build_array(id, hash)::text FROM audit"
+        " WHERE id=(SELECT MAX(id) FROM audit) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+    ],
+    5: [  # quality over time (ingest.obs.quality); outcomes by document (ingest status DOC)
+        "CREATE INDEX IF NOT EXISTS outcomes_doc ON outcomes(doc_id)",
+        *[stmt.format(serial="bigserial PRIMARY KEY", real="double precision") for stmt in QUALITY_DDL],
+    ],
+    # the queue: source version of the indexed state (stale tasks are dropped), dead letters (SQLite's 7)
+    6: [stmt.format(serial="bigserial PRIMARY KEY", real="double precision", bigint="bigint") for stmt in QUEUE_DDL],
 }
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -121,14 +157,29 @@ class _AdvisoryLock:
         return False
 
 
-class PostgresStore(OutboxMixin):
-    def __init__(self, url: str, model_id: str | None = None):
+class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
+    _VEC_DIM = "vector_dims(embedding)"
+
+    @staticmethod
+    def _json_num(col: str, key: str) -> str:
+        return f"({col}::jsonb ->> '{key}')::double precision"
+
+    @staticmethod
+    def _has_flag_like() -> str:
+        return "EXISTS(SELECT 1 FROM jsonb_array_elements_text(documents.flags::jsonb) j WHERE j LIKE %s)"
+
+    def __init__(self, url: str, model_id: str | None = None, dim: int | None = None):
+        """``model_id``/``dim``: the embedding model (and its vector size) of a new store; an
+        existing store keeps its own (``dim`` spares loading a model just to learn its size)."""
         from ingest.embed import DEFAULT_MODEL
 
         if not url.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"not a PostgreSQL URL: {redact(url)!r}")
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+            raise ValueError(f"dim must be a whole number >= 1, got {dim!r}")
         self.url = url
         self._model_id = model_id or DEFAULT_MODEL
+        self._dim = dim
         self._local = threading.local()
         self.migrate()
 
@@ -165,6 +216,22 @@ class PostgresStore(OutboxMixin):
         with db.transaction():
             yield db
 
+    @contextmanager
+    def read_snapshot(self):
+        """Every read inside sees one committed state (a REPEATABLE READ transaction)."""
+        from psycopg.pq import TransactionStatus
+
+        db = self.db
+        if db.info.transaction_status != TransactionStatus.IDLE:  # already inside one: nest
+            yield db
+            return
+        with db.transaction():
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield db
+
+    def _bump(self, db) -> None:
+        """Nothing to do: PostgreSQL keeps no in-process vector cache that a generation would invalidate."""
+
     # -- schema ---------------------------------------------------------------------
     def schema_version(self) -> int:
         row = self.db.execute("SELECT to_regclass('meta') IS NOT NULL AS t").fetchone()
@@ -185,7 +252,7 @@ class PostgresStore(OutboxMixin):
                 raise RuntimeError(f"{redact(self.url)}: store schema {current} is newer than this version of "
                                    f"ingest understands ({SCHEMA_VERSION}); upgrade ingest")
             if current < 1:
-                dim = _dim_for(self._model_id)
+                dim = self._dim or _dim_for(self._model_id)
                 for stmt in _schema(dim):
                     db.execute(stmt)
                 db.execute("INSERT INTO meta VALUES('model_id', %s), ('dim', %s)", (self._model_id, str(dim)))
@@ -213,13 +280,14 @@ class PostgresStore(OutboxMixin):
         return _AdvisoryLock(self, keys)
 
     # -- registry -------------------------------------------------------------------
-    _SEL_DOC = "SELECT " + ", ".join(DOC_COLS) + " FROM documents"
+    _SEL_DOC = "SELECT " + ", ".join(DOC_COLS) + " FROM documents"  # what replication copies
+    _SEL_ROW = "SELECT " + ", ".join(DOC_COLS) + ", source_labels, redactions, source_seq FROM documents"
 
     def get_doc(self, source: str, external_id: str) -> dict | None:
-        return self.db.execute(self._SEL_DOC + " WHERE source=%s AND external_id=%s", (source, external_id)).fetchone()
+        return self.db.execute(self._SEL_ROW + " WHERE source=%s AND external_id=%s", (source, external_id)).fetchone()
 
     def get_doc_by_id(self, doc_id: str) -> dict | None:
-        return self.db.execute(self._SEL_DOC + " WHERE doc_id=%s", (doc_id,)).fetchone()
+        return self.db.execute(self._SEL_ROW + " WHERE doc_id=%s", (doc_id,)).fetchone()
 
     def docs_for_source(self, source: str) -> dict[str, dict]:
         """Top-level documents of a source (child documents live and die with their parent)."""
@@ -229,8 +297,8 @@ class PostgresStore(OutboxMixin):
         return {r["external_id"]: r for r in rows}
 
     def children_of(self, doc_id: str) -> dict[str, dict]:
-        rows = self.db.execute("SELECT doc_id, external_id, content_version, acl_version, status FROM documents"
-                               " WHERE parent_id=%s", (doc_id,))
+        rows = self.db.execute("SELECT doc_id, external_id, content_version, acl_version, status, source_labels"
+                               " FROM documents WHERE parent_id=%s", (doc_id,))
         return {r["external_id"]: r for r in rows}
 
     @staticmethod
@@ -253,17 +321,20 @@ class PostgresStore(OutboxMixin):
             flags.append("acl-unknown")
         allow, deny = sorted(doc.acl.allow), sorted(doc.acl.deny)
         with self.tx() as db:
+            self._check_model(db, chunks)
             self._upsert_doc(db, doc, now, n_chunks=len(chunks), flags=flags, indexed=True)
             db.execute("DELETE FROM chunks WHERE doc_id=%s", (doc.doc_id,))
             labels = json.dumps(doc.labels)
             with db.cursor().copy(
                     "COPY chunks(chunk_id, doc_id, idx, text, text_hash, tokens, page, section, doc_version,"
                     " extractor, extractor_version, chunker, model_id, labels, created_at, embedding,"
-                    " allow_tokens, deny_tokens) FROM STDIN") as cp:
+                    " allow_tokens, deny_tokens, source, embedded_at) FROM STDIN") as cp:
                 for c in chunks:
                     cp.write_row((c.chunk_id, doc.doc_id, c.index, c.text, c.text_hash, c.tokens, c.page, c.section,
                                   doc.content_version, doc.extractor, doc.extractor_version, c.chunker, c.model_id,
-                                  labels, now, _vec_text(np.frombuffer(c.vector, dtype=np.float32)), allow, deny))
+                                  labels, now, _vec_text(np.frombuffer(c.vector, dtype=np.float32)), allow, deny,
+                                  doc.source, now))
+            self._provenance(db, doc)  # the document's labels; the chunks' provenance went in above
             self._outbox(db, [doc.doc_id], "apply")
 
     def _upsert_doc(self, db, doc: DocRecord, now: float, *, n_chunks: int, flags: list[str],
@@ -277,6 +348,7 @@ class PostgresStore(OutboxMixin):
         with self.tx() as db:
             db.execute("DELETE FROM chunks WHERE doc_id=%s", (doc.doc_id,))
             self._upsert_doc(db, doc, time.time(), n_chunks=0, flags=list(doc.flags), indexed=False)
+            self._provenance(db, doc)
             self._outbox(db, [doc.doc_id], "apply")
 
     def set_acl(self, doc_id: str, acl: ACL, *, size: int | None = None, mtime_ns: int | None = None) -> None:
@@ -418,7 +490,18 @@ class PostgresStore(OutboxMixin):
                 "sinks": self.sink_lag()}
 
     # -- search ---------------------------------------------------------------------
-    _ACL = "allow_tokens && %(t)s::text[] AND NOT (deny_tokens && %(t)s::text[])"
+    # deny wins; over ``chunks c`` (or ``documents c``); its two placeholders both take the tokens
+    _ACL = "c.allow_tokens && %s::text[] AND NOT (c.deny_tokens && %s::text[])"
+
+    def _where(self, tokens: frozenset[str], filters) -> tuple[str, list]:
+        """The ACL and the filters as one condition over ``chunks c`` (inside the query, before
+        ranking and limiting), and its arguments."""
+        from .filters import Filters, postgres_where
+
+        fsql, fargs = postgres_where(filters or Filters())
+        toks = sorted(tokens)
+        return f"{self._ACL} AND {fsql}", [toks, toks, *fargs]
+
 
     # Query lexemes in more than this share of chunks (ANALYZE's most-common-elements statistics of
     # the tsvector column) do not select candidates when a rarer lexeme is present; they still count
@@ -437,31 +520,50 @@ class PostgresStore(OutboxMixin):
         self._freqs = (time.monotonic(), freqs)
         return freqs
 
-    def bm25(self, query: str, tokens: frozenset[str], limit: int) -> list[tuple[int, float]]:
-        if not tokens or not ts_query(query):
+    def _lexemes(self, query: str) -> list[str]:
+        if not ts_query(query):
             return []
-        lex = [r["lexeme"] for r in self.db.execute("SELECT lexeme FROM unnest(to_tsvector('english', %s))",
-                                                     (query,))]
-        if not lex:  # only stop words
+        return [r["lexeme"] for r in self.db.execute("SELECT lexeme FROM unnest(to_tsvector('english', %s))", (query,))]
+
+    def _rare_exact(self, lex: list[str], max_df: float) -> list[str]:
+        """Lexemes in at most ``max_df`` of all chunks, counted; the two rarest if none is."""
+        n = self.db.execute("SELECT COUNT(*) AS n FROM chunks").fetchone()["n"]
+        df = {w: self.db.execute("SELECT COUNT(*) AS n FROM chunks WHERE tsv @@ to_tsquery('simple', %s)",
+                                 (_or([w]),)).fetchone()["n"] for w in lex}
+        keep = [w for w in lex if df[w] <= max_df * n]
+        return keep or sorted(lex, key=lambda w: df[w])[:2]
+
+    def bm25(self, query: str, tokens: frozenset[str], limit: int, filters=None,
+             max_df: float | None = None) -> list[tuple[int, float]]:
+        """``max_df``: words (as stemmed) in more than that share of chunks are left out of the
+        query, unless nothing would be left (then the two rarest stay); without it, the
+        common-terms candidate selection below."""
+        if not tokens:
             return []
-        freqs = self._term_freqs()
-        rare = [w for w in lex if freqs.get(w, 0.0) <= self.COMMON_TERM_FREQ] or lex
-        sql = ("SELECT rowid, ts_rank(tsv, q) AS s FROM chunks, to_tsquery('simple', %(q)s) q,"
-               f" to_tsquery('simple', %(m)s) m WHERE {self._ACL} AND tsv @@ m ORDER BY s DESC, rowid LIMIT %(n)s")
-        args = {"q": _or(lex), "m": _or(rare), "t": sorted(tokens), "n": limit}
-        rows = self.db.execute(sql, args).fetchall()
+        lex = self._lexemes(query)
+        if not lex:  # nothing but stop words or punctuation
+            return []
+        where, wargs = self._where(tokens, filters)
+        sql = ("SELECT rowid, ts_rank(tsv, q) AS s FROM chunks c, to_tsquery('simple', %s) q,"
+               f" to_tsquery('simple', %s) m WHERE {where} AND tsv @@ m ORDER BY s DESC, rowid LIMIT %s")
+        if max_df is not None and 0 < max_df < 1:
+            lex = rare = self._rare_exact(lex, max_df)
+        else:
+            freqs = self._term_freqs()
+            rare = [w for w in lex if freqs.get(w, 0.0) <= self.COMMON_TERM_FREQ] or lex
+        rows = self.db.execute(sql, [_or(lex), _or(rare), *wargs, limit]).fetchall()
         if len(rows) < limit and len(rare) < len(lex):  # fewer than asked: the common words may match more
-            rows = self.db.execute(sql, {**args, "m": args["q"]}).fetchall()
+            rows = self.db.execute(sql, [_or(lex), _or(lex), *wargs, limit]).fetchall()
         return [(r["rowid"], float(r["s"])) for r in rows]
 
-    def vector(self, qvec, tokens: frozenset[str], limit: int) -> list[tuple[int, float]]:
+    def vector(self, qvec, tokens: frozenset[str], limit: int, filters=None) -> list[tuple[int, float]]:
         import numpy as np
 
         if not tokens:
             return []
-        args = {"v": _vec_text(np.asarray(qvec, dtype=np.float32)), "t": sorted(tokens), "n": limit}
-        sql = (f"SELECT rowid, embedding <=> %(v)s::vector AS d FROM chunks WHERE {self._ACL}"
-               " ORDER BY d LIMIT %(n)s")
+        where, wargs = self._where(tokens, filters)
+        args = [_vec_text(np.asarray(qvec, dtype=np.float32)), *wargs, limit]
+        sql = f"SELECT rowid, embedding <=> %s::vector AS d FROM chunks c WHERE {where} ORDER BY d LIMIT %s"
         with self.tx() as db:
             db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             db.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(100, 2 * int(limit)))}")  # recall vs speed
@@ -469,8 +571,46 @@ class PostgresStore(OutboxMixin):
             if len(rows) < limit:  # a small readable set: the index scan gave up; exact scan instead
                 db.execute("SET LOCAL enable_indexscan = off")
                 rows = db.execute(sql, args).fetchall()
+                db.execute("SET LOCAL enable_indexscan = on")  # inside a read snapshot, later reads use indexes
         rows.sort(key=lambda r: (r["d"], r["rowid"]))  # relaxed order: re-sort the few rows we got
         return [(r["rowid"], 1.0 - float(r["d"])) for r in rows]
+
+    def doc_ids(self, rowids) -> dict[int, str]:
+        return {r["rowid"]: r["doc_id"] for r in self.db.execute(
+            "SELECT rowid, doc_id FROM chunks WHERE rowid = ANY(%s)", (list(rowids),))}
+
+    _MARK = "HighlightAll=true, StartSel=\x02, StopSel=\x03"
+
+    def highlights(self, query: str, rowids: list[int]) -> dict[str, list[tuple[int, int]]]:
+        """chunk_id -> (start, end) spans in its text of the terms full text matched (ts_headline
+        with the index's configuration, so stems match as they do in the search)."""
+        lex = self._lexemes(query)
+        if not lex or not rowids:
+            return {}
+        rows = self.db.execute(
+            "SELECT chunk_id, text, ts_headline('english', text, to_tsquery('simple', %s),"
+            " 'HighlightAll=true, StartSel=' || chr(2) || ', StopSel=' || chr(3)) AS marked"
+            " FROM chunks WHERE rowid = ANY(%s) AND tsv @@ to_tsquery('simple', %s)",
+            (_or(lex), list(rowids), _or(lex))).fetchall()
+        out = {}
+        for r in rows:
+            spans = marked_spans(r["marked"], r["text"])
+            if spans:
+                out[r["chunk_id"]] = spans
+        return out
+
+    def neighbours(self, hits: list[Hit], n: int, tokens: frozenset[str], filters=None) -> None:
+        """Fill hit.context_before / context_after with up to ``n`` adjacent chunks of the same
+        document, under the same ACL and filters (a gap ends the run)."""
+        where, wargs = self._where(tokens, filters)
+        for h in hits:
+            rows = self.db.execute(
+                "SELECT c.idx, c.text, h.idx AS hit_idx FROM chunks h JOIN chunks c ON c.doc_id=h.doc_id"
+                f" AND c.idx<>h.idx AND c.idx BETWEEN h.idx-%s AND h.idx+%s WHERE h.chunk_id=%s AND {where}"
+                " ORDER BY c.idx", [n, n, h.chunk_id, *wargs]).fetchall()
+            if rows:
+                h.context_before, h.context_after = context_runs({r["idx"]: r["text"] for r in rows},
+                                                                 rows[0]["hit_idx"], n)
 
     def hits(self, scored: list[tuple[int, float, int | None, int | None]]) -> list[Hit]:
         if not scored:
@@ -479,11 +619,46 @@ class PostgresStore(OutboxMixin):
                        scored)
 
     def readable_doc_count(self, tokens: frozenset[str]) -> int:
-        return self.db.execute(f"SELECT COUNT(*) AS n FROM documents WHERE {self._ACL}",
-                               {"t": sorted(tokens)}).fetchone()["n"]
+        toks = sorted(tokens)
+        return self.db.execute(f"SELECT COUNT(*) AS n FROM documents c WHERE {self._ACL}", (toks, toks)).fetchone()["n"]
 
     def _audit_lock(self, db) -> None:
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))  # one chain, many writers
+
+    # -- lineage: the dialect's parts (ingest.stores.sqlite_lineage) ------------------
+    def _audit_chunk_filter(self, chunk_ids: list[str]) -> tuple[str, list]:
+        return ("EXISTS (SELECT 1 FROM jsonb_array_elements(audit.results::jsonb) j WHERE j->>0 = ANY(%s))",
+                [chunk_ids])
+
+    def _swap_vectors(self, db, model_id: str, now: float) -> int:
+        """Vectors come from ``emb_cache`` (float32 bytes) through a temporary table. Same size:
+        one UPDATE. Another size: a new column beside the old one, filled, swapped in by rename,
+        and its HNSW index built, all in this transaction (searches wait on its lock, then see
+        the new model whole)."""
+        import numpy as np
+
+        rows = db.execute("SELECT e.text_hash, e.vec FROM emb_cache e WHERE e.model_id=%s AND e.text_hash IN"
+                          " (SELECT text_hash FROM chunks)", (model_id,)).fetchall()
+        old_dim = int(db.execute("SELECT value FROM meta WHERE key='dim'").fetchone()["value"])
+        dim = len(rows[0]["vec"]) // 4 if rows else old_dim
+        db.execute(f"CREATE TEMP TABLE model_swap(text_hash text PRIMARY KEY, v vector({dim})) ON COMMIT DROP")
+        with db.cursor().copy("COPY model_swap(text_hash, v) FROM STDIN") as cp:
+            for r in rows:
+                cp.write_row((r["text_hash"], _vec_text(np.frombuffer(bytes(r["vec"]), dtype=np.float32))))
+        target = "embedding"
+        if dim != old_dim:
+            db.execute("DROP INDEX IF EXISTS chunks_embedding")
+            db.execute(f"ALTER TABLE chunks ADD COLUMN embedding_new vector({dim})")
+            target = "embedding_new"
+        n = db.execute(f"UPDATE chunks c SET {target}=s.v, model_id=%s, embedded_at=%s FROM model_swap s"
+                       " WHERE s.text_hash=c.text_hash", (model_id, now)).rowcount
+        if dim != old_dim:
+            db.execute("ALTER TABLE chunks DROP COLUMN embedding")
+            db.execute("ALTER TABLE chunks RENAME COLUMN embedding_new TO embedding")
+            db.execute("ALTER TABLE chunks ALTER COLUMN embedding SET NOT NULL")
+            db.execute("CREATE INDEX chunks_embedding ON chunks USING hnsw(embedding vector_cosine_ops)")
+            db.execute("UPDATE meta SET value=%s WHERE key='dim'", (str(dim),))
+        return n
 
 
 def _or(lexemes: list[str]) -> str:

@@ -17,13 +17,15 @@ import re
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from acl.model import ACL
 
 from .base import ChunkRecord, DocRecord, Hit
-from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, OutboxMixin, doc_values, flagged, to_hits,
-                     upsert_doc_sql)
+from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, context_runs, doc_values,
+                     flagged, marked_spans, to_hits, upsert_doc_sql)
+from .obs_sql import QUALITY_DDL, ObsMixin
 from .sqlite_lineage import MIGRATION_4, LineageMixin
 from .filters import Filters, sqlite_where
 
@@ -43,20 +45,11 @@ MIGRATIONS: dict[int, list[str]] = {
     5: [  # observability (ingest.obs): stage timings and causing event per outcome; quality over time
         "ALTER TABLE outcomes ADD COLUMN trace TEXT",
         "CREATE INDEX IF NOT EXISTS outcomes_doc ON outcomes(doc_id)",
-        "CREATE TABLE IF NOT EXISTS quality_snapshots(source TEXT NOT NULL, period TEXT NOT NULL, ts REAL NOT NULL,"
-        " documents INTEGER NOT NULL, share_empty REAL, share_flagged REAL, share_quarantined REAL,"
-        " ocr_confidence REAL, garbage_ratio REAL, PRIMARY KEY(source, period))",
-        "CREATE TABLE IF NOT EXISTS quality_alerts(id INTEGER PRIMARY KEY, source TEXT NOT NULL,"
-        " measure TEXT NOT NULL, baseline REAL, value REAL, since TEXT, message TEXT NOT NULL,"
-        " raised_at REAL NOT NULL, cleared_at REAL)",
+        *[stmt.format(serial="INTEGER PRIMARY KEY", real="REAL") for stmt in QUALITY_DDL],
     ],
     6: [stmt.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL") for stmt in OUTBOX_DDL],  # outbox for secondary stores
-    7: [  # the queue: source version of the indexed state (stale tasks are dropped), dead letters
-        "ALTER TABLE documents ADD COLUMN source_seq INTEGER",
-        "CREATE TABLE IF NOT EXISTS dead_letters(id INTEGER PRIMARY KEY, ts REAL NOT NULL, task TEXT NOT NULL,"
-        " lane TEXT, args TEXT NOT NULL, kwargs TEXT NOT NULL, fault TEXT NOT NULL, reason TEXT NOT NULL,"
-        " attempts INTEGER NOT NULL DEFAULT 0, requeued_at REAL)",
-    ],
+    # the queue: source version of the indexed state (stale tasks are dropped), dead letters
+    7: [stmt.format(serial="INTEGER PRIMARY KEY", real="REAL", bigint="INTEGER") for stmt in QUEUE_DDL],
 }
 
 _SCHEMA = """
@@ -211,8 +204,16 @@ class _FileLock:
         return False
 
 
-class SQLiteStore(LineageMixin, OutboxMixin):
+class SQLiteStore(LineageMixin, ObsMixin, OutboxMixin):
     _PH = "?"
+
+    @staticmethod
+    def _json_num(col: str, key: str) -> str:
+        return f"json_extract({col}, '$.{key}')"
+
+    @staticmethod
+    def _has_flag_like() -> str:
+        return "EXISTS(SELECT 1 FROM json_each(documents.flags) j WHERE j.value LIKE ?)"
 
     def __init__(self, path: str | os.PathLike, model_id: str | None = None):
         from ingest.embed import DEFAULT_MODEL
@@ -259,6 +260,19 @@ class SQLiteStore(LineageMixin, OutboxMixin):
 
     def tx(self):
         return self._Tx(self.db)
+
+    @contextmanager
+    def read_snapshot(self):
+        """Every read inside sees one committed state (a WAL read transaction)."""
+        db = self.db
+        if db.in_transaction:  # already inside one: nest
+            yield db
+            return
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
 
     # -- schema ---------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -481,66 +495,6 @@ class SQLiteStore(LineageMixin, OutboxMixin):
                                (cur.lastrowid, c["text"], c["section"]))
             self._bump(db)
 
-    # -- synced groups (acl.directory.SyncBackend) ----------------------------------
-    def sync_groups(self, source: str, edges: list[tuple[str, str, str]]) -> None:
-        """Replace every (group, member, kind) of ``source`` in one transaction."""
-        with self.tx() as db:
-            db.execute("DELETE FROM dir_groups WHERE source=?", (source,))
-            db.executemany("INSERT OR IGNORE INTO dir_groups VALUES(?,?,?,?)", [(source, *e) for e in edges])
-
-    def groups_of(self, user: str) -> list[tuple[str, str]]:
-        """(source, group) for every synced group that holds ``user``, directly or nested."""
-        return [tuple(r) for r in self.db.execute(
-            "WITH RECURSIVE g(source, grp) AS (SELECT source, grp FROM dir_groups WHERE kind='user' AND member=?"
-            " UNION SELECT d.source, d.grp FROM dir_groups d JOIN g ON d.kind='group' AND d.source=g.source"
-            " AND d.member=g.grp) SELECT source, grp FROM g ORDER BY source, grp", (user,))]
-
-    def get_doc_by_uri(self, uri: str) -> dict | None:
-        r = self.db.execute("SELECT * FROM documents WHERE uri=? ORDER BY parent_id IS NOT NULL LIMIT 1",
-                            (uri,)).fetchone()
-        return dict(r) if r else None
-
-    # -- DMS change cursors -------------------------------------------------------
-    def get_cursor(self, source: str) -> str | None:
-        r = self.db.execute("SELECT cursor FROM cursors WHERE source=?", (source,)).fetchone()
-        return r[0] if r else None
-
-    def set_cursor(self, source: str, cursor: str | None) -> None:
-        """Persist (or with None, forget) a source's change cursor."""
-        if cursor is None:
-            self.db.execute("DELETE FROM cursors WHERE source=?", (source,))
-        else:
-            self.db.execute("INSERT OR REPLACE INTO cursors VALUES(?,?,?)", (source, cursor, time.time()))
-
-    def set_source_seq(self, doc_id: str, seq: int) -> None:
-        """The source's version (e.g. ctime_ns, a DMS revision) of the state just indexed."""
-        self.db.execute("UPDATE documents SET source_seq=? WHERE doc_id=? AND (source_seq IS NULL OR source_seq<?)",
-                        (seq, doc_id, seq))
-
-    # -- dead letters (tasks that will not succeed by retrying) ---------------------
-    def add_dead_letter(self, *, task: str, lane: str | None, args: list, kwargs: dict, fault: str, reason: str,
-                        attempts: int) -> int:
-        return self.db.execute("INSERT INTO dead_letters(ts, task, lane, args, kwargs, fault, reason, attempts)"
-                               " VALUES(?,?,?,?,?,?,?,?)", (time.time(), task, lane, json.dumps(args),
-                                                            json.dumps(kwargs), fault, reason, attempts)).lastrowid
-
-    def dead_letters(self, ids: list[int] | None = None, *, include_requeued: bool = False) -> list[dict]:
-        sql, args = "SELECT * FROM dead_letters WHERE 1=1", []
-        if not include_requeued:
-            sql += " AND requeued_at IS NULL"
-        if ids is not None:
-            sql += f" AND id IN ({','.join('?' * len(ids))})"
-            args = list(ids)
-        out = []
-        for r in self.db.execute(sql + " ORDER BY id", args):
-            d = dict(r)
-            d["args"], d["kwargs"] = json.loads(d["args"]), json.loads(d["kwargs"])
-            out.append(d)
-        return out
-
-    def mark_requeued(self, dead_id: int) -> None:
-        self.db.execute("UPDATE dead_letters SET requeued_at=? WHERE id=?", (time.time(), dead_id))
-
     # -- embedding cache ------------------------------------------------------------
     def cached_vectors(self, model_id: str, hashes: list[str]) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
@@ -752,15 +706,8 @@ class SQLiteStore(LineageMixin, OutboxMixin):
         for rowid, marked in db.execute("SELECT rowid, highlight(ingest_qt, 0, char(2), char(3)) FROM temp.ingest_qt"
                                         " WHERE ingest_qt MATCH ?", (fq,)).fetchall():
             chunk, text = by_rowid[rowid]
-            spans, plain, start = [], [], 0
-            for ch in marked:
-                if ch == "\x02":
-                    start = len(plain)
-                elif ch == "\x03":
-                    spans.append((start, len(plain)))
-                else:
-                    plain.append(ch)
-            if "".join(plain) == text:  # a text holding the marker characters gets none
+            spans = marked_spans(marked, text)
+            if spans:
                 out[chunk] = spans
         db.execute("DELETE FROM temp.ingest_qt")
         return out
@@ -779,23 +726,25 @@ class SQLiteStore(LineageMixin, OutboxMixin):
             by_idx = {r[0]: r[1] for r in rows}
             if not rows:
                 continue
-            i = rows[0][2]
-            before, after = [], []
-            for j in range(i - 1, i - n - 1, -1):
-                if j not in by_idx:
-                    break
-                before.insert(0, by_idx[j])
-            for j in range(i + 1, i + n + 1):
-                if j not in by_idx:
-                    break
-                after.append(by_idx[j])
-            h.context_before, h.context_after = before, after
+            h.context_before, h.context_after = context_runs(by_idx, rows[0][2], n)
 
     def hits(self, scored: list[tuple[int, float, int | None, int | None]]) -> list[Hit]:
         if not scored:
             return []
         q = ",".join("?" * len(scored))
         return to_hits({r["rowid"]: r for r in self.db.execute(HIT_SQL + f"IN ({q})", [x[0] for x in scored])}, scored)
+
+    # -- lineage: the dialect's parts (ingest.stores.sqlite_lineage) ------------------
+    def _audit_chunk_filter(self, chunk_ids: list[str]) -> tuple[str, list]:
+        q = ",".join("?" * len(chunk_ids)) or "NULL"
+        return ("EXISTS (SELECT 1 FROM json_each(audit.results) j"
+                f" WHERE json_extract(j.value, '$[0]') IN ({q}))", chunk_ids)
+
+    @staticmethod
+    def _swap_vectors(db, model_id: str, now: float) -> int:
+        return db.execute("UPDATE chunks SET vec=(SELECT vec FROM emb_cache e WHERE e.model_id=?"
+                          " AND e.text_hash=chunks.text_hash), model_id=?, embedded_at=?",
+                          (model_id, model_id, now)).rowcount
 
     def readable_doc_count(self, tokens: frozenset[str]) -> int:
         rsql, rargs = self._readable_sql(tokens)

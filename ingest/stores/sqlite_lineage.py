@@ -1,6 +1,9 @@
-"""Schema 3 of the SQLite store: labels, provenance, the tamper-evident audit log and
-the embedding-model switch, kept apart from the core store so other stores can mirror
-it method by method (``SQLiteStore`` inherits :class:`LineageMixin`).
+"""Labels, provenance, the tamper-evident audit log and the embedding-model switch, kept
+apart from the core stores. :class:`LineageMixin` is written once with ``%s`` placeholders
+(``self._q`` swaps them for the driver's) and read by column name; both stores inherit it and
+supply the few dialect-specific parts (``read_snapshot``, ``_audit_chunk_filter``,
+``_VEC_DIM``, ``_swap_vectors``). The PostgreSQL migration that mirrors this one is
+``ingest.stores.postgres.MIGRATIONS[3]``.
 
 Schema 4 adds (see :data:`MIGRATION_4`):
 
@@ -26,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from contextlib import contextmanager
 
 from .base import ModelChanged
 
@@ -80,55 +82,67 @@ def audit_hash(row: dict) -> str:
 
 
 class LineageMixin:
+    """Needs from the store: ``db``, ``tx()``, ``_q()``, ``_audit_lock(db)``, ``_bump(db)``, and:"""
+
+    _VEC_DIM = "length(vec) / 4"  # SQL: the dimension of a chunk's stored vector
+
+    def _audit_chunk_filter(self, chunk_ids: list[str]) -> tuple[str, list]:
+        """SQL (and its arguments) true for audit rows whose results hold one of ``chunk_ids``."""
+        raise NotImplementedError
+
+    def _swap_vectors(self, db, model_id: str, now: float) -> int:
+        """Inside the switch's transaction: give every chunk its ``model_id`` vector from
+        ``emb_cache``, set ``model_id`` and ``embedded_at``; returns the number of chunks."""
+        raise NotImplementedError
+
+    def _meta_set(self, db, key: str, value: str | None) -> None:
+        if value is None:
+            db.execute(self._q("DELETE FROM meta WHERE key=%s"), (key,))
+        else:
+            db.execute(self._q("INSERT INTO meta(key, value) VALUES(%s,%s) ON CONFLICT(key) DO UPDATE"
+                               " SET value=excluded.value"), (key, value))
+
+    def _meta_get(self, db, key: str) -> str | None:
+        r = db.execute(self._q("SELECT value FROM meta WHERE key=%s"), (key,)).fetchone()
+        return r["value"] if r else None
+
     # -- writing provenance (called inside apply / record_failure) ------------------------
     def _check_model(self, db, chunks) -> None:
         """Refuse chunks embedded with a model this store has switched away from (a worker
         that had not yet noticed the switch): they would mix models in one index."""
-        active = db.execute("SELECT value FROM meta WHERE key='model_id'").fetchone()[0]
+        active = self._meta_get(db, "model_id")
         others = {c.model_id for c in chunks} - {active}
         if not others:
             return
-        q = ",".join("?" * len(others))
-        wrong = {r[0] for r in db.execute(f"SELECT from_model FROM model_history WHERE from_model IN ({q})",
-                                          sorted(others))}
+        q = ",".join(["%s"] * len(others))
+        wrong = {r["from_model"] for r in db.execute(
+            self._q(f"SELECT from_model FROM model_history WHERE from_model IN ({q})"), sorted(others))}
         if wrong:
             raise ModelChanged(f"chunks embedded with {', '.join(sorted(wrong))} but the store's active model "
                                f"is {active}; embed again with the active model")
 
-    @staticmethod
-    def _provenance(db, doc, now: float | None = None) -> None:
-        db.execute("UPDATE documents SET source_labels=?, redactions=? WHERE doc_id=?",
+    def _provenance(self, db, doc, now: float | None = None) -> None:
+        db.execute(self._q("UPDATE documents SET source_labels=%s, redactions=%s WHERE doc_id=%s"),
                    (json.dumps(list(doc.source_labels)), json.dumps(doc.redactions or {}), doc.doc_id))
         if now is not None:
-            db.execute("UPDATE chunks SET source=?, embedded_at=? WHERE doc_id=?", (doc.source, now, doc.doc_id))
-
-    # -- consistent reads -------------------------------------------------------------------
-    @contextmanager
-    def read_snapshot(self):
-        """Every read inside sees one committed state (a WAL read transaction)."""
-        db = self.db
-        if db.in_transaction:  # already inside one: nest
-            yield db
-            return
-        db.execute("BEGIN")
-        try:
-            yield db
-        finally:
-            db.execute("COMMIT")
+            db.execute(self._q("UPDATE chunks SET source=%s, embedded_at=%s WHERE doc_id=%s"),
+                       (doc.source, now, doc.doc_id))
 
     # -- audit ------------------------------------------------------------------------------
     def audit(self, principal: str, query: str, filters: dict | None, results: list[tuple[str, str | None]]) -> int:
         """Append one search record to the hash chain; returns its id."""
         with self.tx() as db:
+            self._audit_lock(db)
             last = db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-            rid, prev = (last[0] + 1, last[1]) if last else (1, "")
+            rid, prev = (last["id"] + 1, last["hash"]) if last else (1, "")
             row = {"id": rid, "ts": time.time(), "principal": principal, "query": query,
                    "filters": canonical(filters or {}), "results": canonical([list(r) for r in results]),
                    "prev_hash": prev, "v": AUDIT_FORMAT}
             row["hash"] = audit_hash(row)
-            db.execute("INSERT INTO audit(id, ts, principal, query, filters, results, prev_hash, hash, v)"
-                       " VALUES(:id,:ts,:principal,:query,:filters,:results,:prev_hash,:hash,:v)", row)
-            db.execute("INSERT OR REPLACE INTO meta VALUES('audit_head', ?)", (json.dumps([rid, row["hash"]]),))
+            cols = ("id", "ts", "principal", "query", "filters", "results", "prev_hash", "hash", "v")
+            db.execute(self._q(f"INSERT INTO audit({', '.join(cols)}) VALUES({', '.join(['%s'] * len(cols))})"),
+                       [row[c] for c in cols])
+            self._meta_set(db, "audit_head", json.dumps([rid, row["hash"]]))
             return rid
 
     def audit_records(self, *, principal: str | None = None, since: float | None = None,
@@ -137,24 +151,23 @@ class LineageMixin:
         """Audit records, oldest first (the newest ``limit`` of those that match)."""
         where, args = [], []
         if principal is not None:
-            where.append("principal=?")
+            where.append("principal=%s")
             args.append(principal)
         if since is not None:
-            where.append("ts>=?")
+            where.append("ts>=%s")
             args.append(since)
         if until is not None:
-            where.append("ts<?")
+            where.append("ts<%s")
             args.append(until)
         if chunk_ids is not None:
-            q = ",".join("?" * len(chunk_ids)) or "NULL"
-            where.append("EXISTS (SELECT 1 FROM json_each(audit.results) j"
-                         f" WHERE json_extract(j.value, '$[0]') IN ({q}))")
-            args.extend(chunk_ids)
+            sql, more = self._audit_chunk_filter(list(chunk_ids))
+            where.append(sql)
+            args.extend(more)
         sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
         out = []
-        for r in reversed(self.db.execute(sql, args).fetchall()):
+        for r in reversed(self.db.execute(self._q(sql), args).fetchall()):
             d = dict(r)
             d["filters"] = json.loads(d["filters"]) if d["filters"] else {}
             d["results"] = [{"chunk_id": c, "doc_version": v} for c, v in json.loads(d["results"] or "[]")]
@@ -180,9 +193,9 @@ class LineageMixin:
                 return {"ok": False, "records": n, "first_broken": row["id"],
                         "reason": "its content does not match its hash: the record was altered"}
             expected_prev, last = row["hash"], row["id"]
-        head = self.db.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()
+        head = self._meta_get(self.db, "audit_head")
         if head is not None:
-            hid, hhash = json.loads(head[0])
+            hid, hhash = json.loads(head)
             if last is None or hid != last or hhash != expected_prev:
                 return {"ok": False, "records": n, "first_broken": hid if last is None or hid > last else last,
                         "reason": f"the newest record should be {hid} with hash {hhash[:12]}…; "
@@ -193,29 +206,29 @@ class LineageMixin:
     def lineage(self, ref: str, searches: int = 20) -> dict | None:
         """The chain behind a chunk id or a document URI: source -> document version ->
         extraction -> labels -> chunks (chunker, model, times) -> the searches that returned them."""
-        db = self.db
-        c = db.execute("SELECT doc_id FROM chunks WHERE chunk_id=?", (ref,)).fetchone()
+        db, q = self.db, self._q
+        c = db.execute(q("SELECT doc_id FROM chunks WHERE chunk_id=%s"), (ref,)).fetchone()
         if c is not None:
-            doc_id, only = c[0], ref
+            doc_id, only = c["doc_id"], ref
         else:
-            d = db.execute("SELECT doc_id FROM documents WHERE uri=? OR doc_id=?", (ref, ref)).fetchone()
+            d = db.execute(q("SELECT doc_id FROM documents WHERE uri=%s OR doc_id=%s"), (ref, ref)).fetchone()
             if d is None:
                 return None
-            doc_id, only = d[0], None
-        doc = dict(db.execute("SELECT doc_id, source, external_id, uri, parent_id, mime, size, content_version,"
-                              " acl_version, status, error_code, error, extractor, extractor_version, n_chunks,"
-                              " flags, labels, source_labels, redactions, quality, first_seen, updated_at,"
-                              " indexed_at FROM documents WHERE doc_id=?", (doc_id,)).fetchone())
+            doc_id, only = d["doc_id"], None
+        doc = dict(db.execute(q("SELECT doc_id, source, external_id, uri, parent_id, mime, size, content_version,"
+                                " acl_version, status, error_code, error, extractor, extractor_version, n_chunks,"
+                                " flags, labels, source_labels, redactions, quality, first_seen, updated_at,"
+                                " indexed_at FROM documents WHERE doc_id=%s"), (doc_id,)).fetchone())
         for k in ("flags", "labels", "source_labels", "redactions", "quality"):
             doc[k] = json.loads(doc[k]) if doc[k] else None
         sql = ("SELECT chunk_id, idx, page, section, tokens, text_hash, doc_version, source, extractor,"
-               " extractor_version, chunker, model_id, labels, created_at, embedded_at, length(vec) AS vec_bytes"
-               " FROM chunks WHERE doc_id=?" + (" AND chunk_id=?" if only else "") + " ORDER BY idx")
+               f" extractor_version, chunker, model_id, labels, created_at, embedded_at, {self._VEC_DIM} AS vector_dim"
+               " FROM chunks WHERE doc_id=%s" + (" AND chunk_id=%s" if only else "") + " ORDER BY idx")
         chunks = []
-        for r in db.execute(sql, (doc_id, only) if only else (doc_id,)):
+        for r in db.execute(q(sql), (doc_id, only) if only else (doc_id,)):
             ch = dict(r)
             ch["labels"] = json.loads(ch["labels"])
-            ch["vector_dim"] = ch.pop("vec_bytes") // 4
+            ch["vector_dim"] = int(ch["vector_dim"])
             chunks.append(ch)
         ids = {ch["chunk_id"] for ch in chunks}
         seen = [{"audit_id": rec["id"], "ts": rec["ts"], "principal": rec["principal"],
@@ -225,40 +238,36 @@ class LineageMixin:
         return {"document": doc, "chunks": chunks, "searches": seen, "model_history": models}
 
     # -- model switch -----------------------------------------------------------------------------
+    _MISSING = " FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM emb_cache e WHERE e.model_id=%s AND e.text_hash=c.text_hash)"
+
     def model_missing(self, model_id: str, limit: int) -> list[tuple[str, str]]:
         """(text hash, text) of chunks that have no vector for ``model_id`` yet."""
-        return [(r[0], r[1]) for r in self.db.execute(
-            "SELECT c.text_hash, MIN(c.text) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM emb_cache e"
-            " WHERE e.model_id=? AND e.text_hash=c.text_hash) GROUP BY c.text_hash LIMIT ?", (model_id, limit))]
+        return [(r["h"], r["t"]) for r in self.db.execute(
+            self._q("SELECT c.text_hash AS h, MIN(c.text) AS t" + self._MISSING + " GROUP BY c.text_hash LIMIT %s"),
+            (model_id, limit))]
 
     def model_coverage(self, model_id: str) -> tuple[int, int]:
-        r = self.db.execute(
-            "SELECT COUNT(*), SUM(EXISTS (SELECT 1 FROM emb_cache e WHERE e.model_id=? AND e.text_hash=c.text_hash))"
-            " FROM chunks c", (model_id,)).fetchone()
-        return (r[1] or 0), r[0]
+        """(chunks that have a ``model_id`` vector, all chunks)."""
+        r = self.db.execute(self._q("SELECT COUNT(*) AS n, (SELECT COUNT(*)" + self._MISSING + ") AS missing"
+                                    " FROM chunks"), (model_id,)).fetchone()
+        return int(r["n"]) - int(r["missing"]), int(r["n"])
 
     def set_reembed_target(self, model_id: str | None) -> None:
-        if model_id is None:
-            self.db.execute("DELETE FROM meta WHERE key='reembed_target'")
-        else:
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES('reembed_target', ?)", (model_id,))
+        with self.tx() as db:
+            self._meta_set(db, "reembed_target", model_id)
 
     def switch_model(self, model_id: str) -> int | None:
         """Make ``model_id`` the active model in one transaction, if every chunk has its
         vector; returns the number of chunks switched, or None when some still lack one."""
         with self.tx() as db:
-            missing = db.execute("SELECT COUNT(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM emb_cache e"
-                                 " WHERE e.model_id=? AND e.text_hash=c.text_hash)", (model_id,)).fetchone()[0]
-            if missing:
+            if db.execute(self._q("SELECT EXISTS(SELECT 1" + self._MISSING + ") AS m"), (model_id,)).fetchone()["m"]:
                 return None
-            old = db.execute("SELECT value FROM meta WHERE key='model_id'").fetchone()[0]
+            old = self._meta_get(db, "model_id")
             now = time.time()
-            n = db.execute("UPDATE chunks SET vec=(SELECT vec FROM emb_cache e WHERE e.model_id=?"
-                           " AND e.text_hash=chunks.text_hash), model_id=?, embedded_at=?",
-                           (model_id, model_id, now)).rowcount
-            db.execute("UPDATE meta SET value=? WHERE key='model_id'", (model_id,))
-            db.execute("DELETE FROM meta WHERE key='reembed_target'")
-            db.execute("INSERT INTO model_history(ts, from_model, to_model, chunks) VALUES(?,?,?,?)",
+            n = self._swap_vectors(db, model_id, now)
+            self._meta_set(db, "model_id", model_id)
+            self._meta_set(db, "reembed_target", None)
+            db.execute(self._q("INSERT INTO model_history(ts, from_model, to_model, chunks) VALUES(%s,%s,%s,%s)"),
                        (now, old, model_id, n))
             self._bump(db)
             return n

@@ -1,0 +1,121 @@
+"""What observability (ingest.obs) reads and writes, as store methods: written once with ``%s``
+placeholders (``self._q`` swaps them for the driver's), read by column name. ingest/obs
+speaks no SQL; each store supplies two dialect parts: :meth:`ObsMixin._json_num` (a number
+inside a JSON text column) and :meth:`ObsMixin._has_flag_like` (a flag in the JSON list of
+``documents.flags`` matching a LIKE pattern). Literals travel as parameters."""
+from __future__ import annotations
+
+# quality over time (SQLite schema 5, PostgreSQL schema 5); {serial} / {real} per dialect
+QUALITY_DDL = [
+    "CREATE TABLE IF NOT EXISTS quality_snapshots(source TEXT NOT NULL, period TEXT NOT NULL, ts {real} NOT NULL,"
+    " documents INTEGER NOT NULL, share_empty {real}, share_flagged {real}, share_quarantined {real},"
+    " ocr_confidence {real}, garbage_ratio {real}, PRIMARY KEY(source, period))",
+    "CREATE TABLE IF NOT EXISTS quality_alerts(id {serial}, source TEXT NOT NULL,"
+    " measure TEXT NOT NULL, baseline {real}, value {real}, since TEXT, message TEXT NOT NULL,"
+    " raised_at {real} NOT NULL, cleared_at {real})",
+]
+
+GAUGES = ("share_empty", "share_flagged", "share_quarantined", "ocr_confidence", "garbage_ratio")
+_ALERT_COLS = "source, measure, baseline, value, since, message, raised_at"
+
+
+class ObsMixin:
+    """Needs from the store: ``db``, ``tx()``, ``_q()``."""
+
+    @staticmethod
+    def _json_num(col: str, key: str) -> str:
+        """SQL: the number at ``key`` of the JSON object in ``col`` (NULL when absent)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _has_flag_like() -> str:
+        """SQL: true when ``documents.flags`` holds a flag LIKE the pattern given as its one parameter."""
+        raise NotImplementedError
+
+    # -- quality (ingest.obs.quality) ------------------------------------------------
+    def quality_gauges(self) -> dict[str, dict]:
+        """Every source's gauges over its documents now: ``{source: {"documents": n, "share_empty": ...}}``."""
+        def share(cond: str) -> str:
+            return f"CAST(SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS DOUBLE PRECISION) / COUNT(*)"
+
+        rows = self.db.execute(self._q(
+            "SELECT source, COUNT(*) AS documents,"
+            f" {share('COALESCE(error_code, %s) IN (%s, %s)')} AS share_empty,"
+            f" {share(self._has_flag_like())} AS share_flagged,"
+            f" {share('status = %s')} AS share_quarantined,"
+            f" AVG({self._json_num('quality', 'ocr_confidence')}) AS ocr_confidence,"
+            f" AVG({self._json_num('quality', 'bad_char_ratio')}) AS garbage_ratio"
+            " FROM documents GROUP BY source"), ("", "empty-file", "no-text", "quality:%", "quarantined")).fetchall()
+        return {r["source"]: {k: (float(r[k]) if r[k] is not None and k != "documents" else r[k])
+                              for k in ("documents", *GAUGES)} for r in rows}
+
+    def save_quality_snapshot(self, period: str, ts: float, gauges: dict[str, dict]) -> None:
+        """Write (or rewrite) the snapshot of every source in ``gauges`` for ``period``."""
+        cols = ("source", "period", "ts", "documents", *GAUGES)
+        with self.tx() as db:
+            db.cursor().executemany(self._q(
+                f"INSERT INTO quality_snapshots({', '.join(cols)}) VALUES({', '.join(['%s'] * len(cols))})"
+                " ON CONFLICT(source, period) DO UPDATE SET "
+                + ", ".join(f"{c}=excluded.{c}" for c in cols[2:])),
+                [(s, period, ts, g["documents"], *[g[k] for k in GAUGES]) for s, g in gauges.items()])
+
+    def quality_snapshots(self, source: str | None = None) -> list[dict]:
+        """Snapshots (of one source or all), by source then period."""
+        q = "SELECT * FROM quality_snapshots" + (" WHERE source=%s" if source else "") + " ORDER BY source, period"
+        return [dict(r) for r in self.db.execute(self._q(q), (source,) if source else ())]
+
+    def sync_quality_alerts(self, found: dict[tuple[str, str], dict], now: float) -> tuple[list[dict], list[tuple]]:
+        """Make the open alerts exactly ``found`` ((source, measure) -> alert) in one transaction:
+        update those still open, raise the new ones, clear the rest. Returns (raised, cleared keys)."""
+        raised, cleared = [], []
+        with self.tx() as db:
+            open_ = {(r["source"], r["measure"]): r["id"] for r in db.execute(
+                "SELECT id, source, measure FROM quality_alerts WHERE cleared_at IS NULL")}
+            for key, a in found.items():
+                if key in open_:
+                    db.execute(self._q("UPDATE quality_alerts SET baseline=%s, value=%s, since=%s, message=%s"
+                                       " WHERE id=%s"), (a["baseline"], a["value"], a["since"], a["message"], open_[key]))
+                else:
+                    db.execute(self._q(f"INSERT INTO quality_alerts({_ALERT_COLS}) VALUES(%s,%s,%s,%s,%s,%s,%s)"),
+                               (*key, a["baseline"], a["value"], a["since"], a["message"], now))
+                    raised.append(a)
+            for key, id_ in open_.items():
+                if key not in found:
+                    db.execute(self._q("UPDATE quality_alerts SET cleared_at=%s WHERE id=%s"), (now, id_))
+                    cleared.append(key)
+        return raised, cleared
+
+    def open_quality_alerts(self) -> list[dict]:
+        return [dict(r) for r in self.db.execute(
+            f"SELECT {_ALERT_COLS} FROM quality_alerts WHERE cleared_at IS NULL ORDER BY raised_at, source, measure")]
+
+    # -- outcomes with traces (ingest.obs.trace, metrics, page) -----------------------
+    def doc_outcomes(self, doc_id: str, source: str, external_id: str) -> list[dict]:
+        """Every outcome of one document (also those logged before it had an id), oldest first."""
+        return [dict(r) for r in self.db.execute(self._q(
+            "SELECT id, ts, batch, action, parsed, embedded, detail, trace, external_id FROM outcomes"
+            " WHERE doc_id=%s OR (doc_id IS NULL AND source=%s AND external_id=%s) ORDER BY id"),
+            (doc_id, source, external_id))]
+
+    def outcomes_after(self, last_id: int) -> list[dict]:
+        """Outcomes (id, ts, source, action, trace) newer than ``last_id``, oldest first."""
+        return [dict(r) for r in self.db.execute(self._q(
+            "SELECT id, ts, source, action, trace FROM outcomes WHERE id>%s ORDER BY id"), (last_id,))]
+
+    def last_indexed_outcomes(self) -> list[dict]:
+        """Per source, its newest ``indexed`` outcome (source, ts, trace)."""
+        return [dict(r) for r in self.db.execute(
+            "SELECT source, ts, trace FROM outcomes WHERE id IN"
+            " (SELECT MAX(id) FROM outcomes WHERE action='indexed' GROUP BY source)")]
+
+    # -- documents ------------------------------------------------------------------
+    def doc_counts(self) -> list[tuple[str, str, int]]:
+        """(source, status, documents) for every pair that has documents."""
+        return [(r["source"], r["status"], int(r["n"])) for r in self.db.execute(
+            "SELECT source, status, COUNT(*) AS n FROM documents GROUP BY source, status ORDER BY source, status")]
+
+    def not_indexed(self, limit: int = 200) -> list[dict]:
+        """Documents that are not indexed (errors, quarantined), newest first."""
+        return [dict(r) for r in self.db.execute(self._q(
+            "SELECT source, uri, status, error_code, error, updated_at FROM documents WHERE status<>'indexed'"
+            " ORDER BY updated_at DESC LIMIT %s"), (limit,))]
