@@ -169,3 +169,30 @@ def test_log_json_option_and_environment(monkeypatch):
     rec = logging.LogRecord("ingest.x", logging.WARNING, __file__, 1, "hello %s", ("there",), None)
     d = json.loads(logs.JSONFormatter().format(rec))
     assert d["message"] == "hello there" and d["level"] == "WARNING" and re.match(r"\d{4}-\d\d-\d\dT", d["ts"])
+
+
+def test_sink_lag_reaches_metrics_and_the_status_page(store, world_dir):
+    """A secondary store that has not applied the latest outbox rows shows as lag, by name,
+    in /metrics and on the status page; once its cursor catches up the lag is zero."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from acl.model import ACL
+    from ingest.obs.metrics import StoreCollector
+    from ingest.obs.page import render, state
+    from ingest.stores.base import DocRecord
+
+    store.set_sink_cursor("replica-pg", "postgresql://user:secret@db/ingest", store.outbox_head())
+    for i in range(3):  # three changes the sink has not seen
+        store.record_failure(DocRecord(doc_id=f"d{i}", source="s", external_id=f"e{i}", uri=f"file:///e{i}",
+                                       mime=None, size=1, mtime_ns=1, content_version="v", acl=ACL(frozenset({"everyone"})),
+                                       status="error", error_code="corrupt", error="bad"))
+    reg = CollectorRegistry()
+    reg.register(StoreCollector(store, {}, None, refresh_every=0))
+    text = generate_latest(reg).decode()
+    assert re.search(r'ingest_sink_pending\{sink="replica-pg"\} 3\.0', text), text
+    assert re.search(r'ingest_sink_lag_seconds\{sink="replica-pg"\} [0-9.e+-]+', text)
+    page = render(state(store, {}, None), "ops")
+    assert "replica-pg" in page and "No secondary sinks" not in page and "secret" not in page
+    store.set_sink_cursor("replica-pg", "postgresql://user:secret@db/ingest", store.outbox_head())
+    text = generate_latest(reg).decode()
+    assert re.search(r'ingest_sink_pending\{sink="replica-pg"\} 0\.0', text), text

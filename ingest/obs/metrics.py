@@ -137,16 +137,15 @@ class StoreCollector:
             yield fl
             yield last
 
-            sink_status = getattr(self.store, "sink_status", None)  # stores with an outbox to secondary sinks
-            if sink_status is not None:
-                lag = GaugeMetricFamily("ingest_sink_lag_seconds", "Age of the oldest undelivered outbox entry",
-                                        labels=["sink"])
-                pend = GaugeMetricFamily("ingest_sink_pending", "Outbox entries not yet delivered", labels=["sink"])
-                for s in sink_status():
-                    lag.add_metric([s["sink"]], s.get("lag") or 0.0)
-                    pend.add_metric([s["sink"]], s.get("pending") or 0)
-                yield lag
-                yield pend
+            lag = GaugeMetricFamily("ingest_sink_lag_seconds", "Age of the oldest outbox entry a secondary "
+                                    "store has not applied yet", labels=["sink"])
+            pend = GaugeMetricFamily("ingest_sink_pending", "Outbox entries a secondary store has not applied yet",
+                                     labels=["sink"])
+            for s in self.store.sink_lag():
+                lag.add_metric([s["name"]], s["lag_seconds"])
+                pend.add_metric([s["name"]], s["lag_rows"])
+            yield lag
+            yield pend
 
             share = GaugeMetricFamily("ingest_quality_share", "Share of a source's documents that are empty, "
                                       "flagged or quarantined", labels=["source", "measure"])

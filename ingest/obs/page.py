@@ -14,6 +14,8 @@ import json
 import time
 import urllib.parse
 
+from ..stores.common import redact
+
 COOKIE = "ingest_token"
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
@@ -74,11 +76,10 @@ def state(store, cfg: dict, broker_url: str | None, now: float | None = None) ->
         t = json.loads(r["trace"]) if r["trace"] else {}
         fresh[r["source"]] = {"last_indexed": r["ts"],
                               "lag": r["ts"] - t["changed_at"] if t.get("changed_at") else None}
-    sink_status = getattr(store, "sink_status", None)
     return {
-        "store": str(getattr(store, "path", "")), "now": now, "alerts": alerts,
+        "store": str(getattr(store, "path", None) or redact(getattr(store, "url", ""))), "now": now, "alerts": alerts,
         "lanes": lane_stats(broker_url, now) if broker_url else {},
-        "sinks": sink_status() if sink_status is not None else None,
+        "sinks": [{"sink": r["name"], "pending": r["lag_rows"], "lag": r["lag_seconds"]} for r in store.sink_lag()],
         "sources": {s: {"by_status": by_status.get(s, {}), "freshness": fresh.get(s),
                         "history": quality.history(store, s).get(s, [])} for s in sorted(by_status)},
         "not_indexed": store.not_indexed(200),
