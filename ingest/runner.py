@@ -109,7 +109,8 @@ def bulk_group(n_events: int, concurrency: int | None) -> int:
     """Documents per bulk task: enough to fill embedding batches, few enough that every
     worker process gets several tasks (balance, and progress that moves)."""
     procs = concurrency or default_concurrency()
-    return max(1, min(BULK_GROUP_MAX, n_events // (procs * 4)))
+    # ceil: about procs * 4 equal tasks, so no process idles while another finishes a last group
+    return max(1, min(BULK_GROUP_MAX, -(-n_events // (procs * 4))))
 
 
 def default_concurrency() -> int:
