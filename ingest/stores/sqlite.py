@@ -7,7 +7,8 @@ many readers (WAL); writers from several processes serialise on SQLite's lock.
 
 Vector search needs no SQLite extension: vectors are float32 blobs, scored exactly
 with numpy over the chunks the caller may read (the ACL is applied to the candidate
-set before scoring and limiting, so ``k`` results are ``k`` readable results).
+set before scoring and limiting, so ``k`` results are ``k`` readable results). Both
+retrievals live in ``ingest.stores.sqlite_search`` (fast paths at 100k+ chunks).
 """
 from __future__ import annotations
 

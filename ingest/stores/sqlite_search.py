@@ -70,8 +70,9 @@ class _RowMap:
         import numpy as np
 
         pos = np.searchsorted(self.rowids, rowids)
-        ok = (pos < len(self.rowids)) & (self.rowids[np.minimum(pos, max(len(self.rowids) - 1, 0))] == rowids)
-        return pos, ok
+        if not len(self.rowids):
+            return pos, np.zeros(len(pos), dtype=bool)
+        return pos, (pos < len(self.rowids)) & (self.rowids[np.minimum(pos, len(self.rowids) - 1)] == rowids)
 
 
 def _doc_index(doc_ids) -> tuple:
@@ -116,8 +117,7 @@ class SQLiteSearchMixin:
                             mat16 = torch.from_numpy(mat).to(torch.bfloat16)
                     m = _RowMap(gen, rowids, dix, doc_pos, mat, mat16)
                 else:  # rowid and doc_id only: read from the (doc_id, idx) index, not the large rows
-                    rows = db.execute("SELECT rowid, doc_id FROM chunks").fetchall()
-                    rows.sort()
+                    rows = sorted(tuple(r) for r in db.execute("SELECT rowid, doc_id FROM chunks"))
                     rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
                     dix, doc_pos = _doc_index([r[1] for r in rows])
                     m = _RowMap(gen, rowids, dix, doc_pos)
@@ -200,7 +200,7 @@ class SQLiteSearchMixin:
         if max_df is not None and 0 < max_df < 1:
             query = self._common_terms_dropped(query, max_df)
         words = query_words(query)
-        if not words or not tokens:
+        if not words or not tokens or limit < 1:
             return []
         m = self._rowmap()
         _, mask = self._candidates(m, frozenset(tokens), filters or Filters())
