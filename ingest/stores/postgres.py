@@ -593,7 +593,7 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
             rows = self.db.execute(sql, [_or(lex), _or(lex), *wargs, limit]).fetchall()
         return [(r["rowid"], float(r["s"])) for r in rows]
 
-    EF_SEARCH_MIN = 100  # HNSW candidate list (pgvector's hnsw.ef_search) at least this: recall vs speed
+    EF_SEARCH_MIN = 200  # HNSW candidate list (pgvector's hnsw.ef_search) at least this: recall vs speed
 
     def vector(self, qvec, tokens: frozenset[str], limit: int, filters=None) -> list[tuple[int, float]]:
         import numpy as np
