@@ -171,6 +171,7 @@ def main(argv=None) -> int:
             import sys
 
             sys.path.insert(0, str(REPO))
+            sys.path.insert(0, str(REPO / "tests"))  # tests/servers.py imports its siblings (servers_redis)
             from tests.servers import PostgresServer, postgres_bindir
 
             server = PostgresServer(postgres_bindir(), work).start()

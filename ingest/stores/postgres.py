@@ -564,9 +564,29 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
                                 (_or([w]),)).fetchone()["n"]
         return n, {w: dfs[w] for w in lex}
 
+    STATS_MIN_ROWS = 20_000  # from this many chunks, ANALYZE's statistics decide the clear-cut lexemes
+
     def _rare_exact(self, lex: list[str], max_df: float) -> list[str]:
-        """Lexemes in at most ``max_df`` of all chunks, counted; the two rarest if none is."""
-        n, df = self._doc_freqs(lex)
+        """Lexemes in at most ``max_df`` of all chunks; the two rarest if none is.
+
+        Counted exactly, except in a store of ``STATS_MIN_ROWS`` chunks or more with statistics:
+        there a lexeme whose most-common-elements frequency is under half or over twice ``max_df``
+        (or that is not in that list, when the list reaches below half of ``max_df``) is decided
+        by the statistics, and only those near the cut-off are counted (counting a new common
+        lexeme costs several ms at 100k chunks; statistics lag writes until autovacuum's ANALYZE)."""
+        n, _ = self._doc_freqs([])
+        df: dict[str, float] = {}
+        freqs = self._term_freqs() if n >= self.STATS_MIN_ROWS else {}
+        if freqs:
+            floor = min(freqs.values())
+            for w in lex:
+                f = freqs.get(w)
+                if f is None and floor < max_df / 2:
+                    df[w] = 0
+                elif f is not None and not max_df / 2 <= f <= 2 * max_df:
+                    df[w] = f * n
+        n, exact = self._doc_freqs([w for w in lex if w not in df])
+        df.update(exact)
         keep = [w for w in lex if df[w] <= max_df * n]
         return keep or sorted(lex, key=lambda w: df[w])[:2]
 
