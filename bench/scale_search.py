@@ -206,7 +206,7 @@ def main(argv=None) -> int:
             # "before", measured side by side on the same server and data: the store as it was
             # (document frequencies counted on every query, hnsw.ef_search floor 100)
             old = PostgresStore(url)
-            old._DF_TTL, old.EF_SEARCH_MIN = -1.0, 100
+            old._DF_TTL, old.EF_SEARCH_MIN, old.STATS_MIN_ROWS = -1.0, 100, 1 << 62
             index, before = Index(store), Index(old)
             max_df = index.ranking.bm25_max_df
             results, split = {}, {}
