@@ -151,6 +151,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--url", default=None, help="an existing PostgreSQL database (default: a temporary server)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--ef-search", type=int, default=None,
+                    help="hnsw.ef_search floor for the measured store (default: PostgresStore.EF_SEARCH_MIN)")
     a = ap.parse_args(argv)
     if a.texts is None:
         a.texts = "scifact" if (SCIFACT / "corpus.jsonl").exists() else "generated"
@@ -169,6 +171,7 @@ def main(argv=None) -> int:
             import sys
 
             sys.path.insert(0, str(REPO))
+            sys.path.insert(0, str(REPO / "tests"))  # tests/servers.py imports its siblings (servers_redis)
             from tests.servers import PostgresServer, postgres_bindir
 
             server = PostgresServer(postgres_bindir(), work).start()
@@ -198,40 +201,60 @@ def main(argv=None) -> int:
 
             per = a.warmup + a.queries  # distinct queries per principal (Index caches query vectors)
             allq = query_texts(2 * per, a.texts, a.base)  # not in the data
-            index = Index(store)
+            if a.ef_search is not None:
+                store.EF_SEARCH_MIN = a.ef_search
+            # "before", measured side by side on the same server and data: the store as it was
+            # (document frequencies counted on every query, hnsw.ef_search floor 100)
+            old = PostgresStore(url)
+            old._DF_TTL, old.EF_SEARCH_MIN, old.STATS_MIN_ROWS = -1.0, 100, 1 << 62
+            index, before = Index(store), Index(old)
+            max_df = index.ranking.bm25_max_df
             results, split = {}, {}
             for j, (name, p) in enumerate(principals.items()):
                 toks, qtexts = p.tokens(), allq[j * per:(j + 1) * per]
                 for q in qtexts[:a.warmup]:
                     index.search(q, principal=p, k=a.k)
-                lat, e_ms, b_ms, v_ms, bad, counts = [], [], [], [], 0, []
-                for q in qtexts[a.warmup:]:
-                    t0 = time.perf_counter()
-                    hits = index.search(q, principal=p, k=a.k)
-                    lat.append((time.perf_counter() - t0) * 1000)
-                    counts.append(len(hits))
-                    bad += sum(1 for h in hits if not (set(h.acl["allow"]) & toks) or set(h.acl["deny"]) & toks)
+                    before.search(q, principal=p, k=a.k)
+                lat, lat0, e_ms, b_ms, b0_ms, v_ms, bad, counts, same = [], [], [], [], [], [], 0, [], 0
+                for i, q in enumerate(qtexts[a.warmup:]):
+                    sides = [(index, lat), (before, lat0)]
+                    for ix, acc in (sides if i % 2 == 0 else sides[::-1]):  # alternate which goes first
+                        t0 = time.perf_counter()
+                        hits = ix.search(q, principal=p, k=a.k)
+                        acc.append((time.perf_counter() - t0) * 1000)
+                        counts.append(len(hits))
+                        bad += sum(1 for h in hits if not (set(h.acl["allow"]) & toks) or set(h.acl["deny"]) & toks)
                     t0 = time.perf_counter()
                     qv = emb.encode([q])[0]
                     t1 = time.perf_counter()
-                    store.bm25(q, toks, max(50, a.k * 4))
+                    new_b = store.bm25(q, toks, max(50, a.k * 4), max_df=max_df)
                     t2 = time.perf_counter()
                     store.vector(qv, toks, max(50, a.k * 4))
                     t3 = time.perf_counter()
+                    old_b = old.bm25(q, toks, max(50, a.k * 4), max_df=max_df)
+                    t4 = time.perf_counter()
+                    same += new_b == old_b
                     e_ms.append((t1 - t0) * 1000)
                     b_ms.append((t2 - t1) * 1000)
                     v_ms.append((t3 - t2) * 1000)
-                results[name] = {"hybrid_ms": summary(lat), "readable_chunks": readable[name],
-                                 "unreadable_hits": bad, "min_hits": min(counts)}
-                split[name] = {"embed_ms": summary(e_ms), "fulltext_ms": summary(b_ms), "vector_ms": summary(v_ms)}
+                    b0_ms.append((t4 - t3) * 1000)
+                results[name] = {"hybrid_ms": summary(lat), "before_hybrid_ms": summary(lat0),
+                                 "readable_chunks": readable[name], "unreadable_hits": bad, "min_hits": min(counts),
+                                 "fulltext_top50_identical_to_before": f"{same}/{len(lat)}"}
+                split[name] = {"embed_ms": summary(e_ms), "fulltext_ms": summary(b_ms),
+                               "before_fulltext_ms": summary(b0_ms), "vector_ms": summary(v_ms)}
+            old.close()
 
             # filtered HNSW recall@k against an exact scan of the readable chunks
             recall = {}
             for j, (name, p) in enumerate(principals.items()):
-                toks, rs = p.tokens(), []
+                toks, rs, rs0 = p.tokens(), [], []
                 for q in allq[j * per + a.warmup:j * per + a.warmup + a.recall_queries]:
                     qv = emb.encode([q])[0]
                     got = {r for r, _ in store.vector(qv, toks, a.k)}
+                    store.EF_SEARCH_MIN, ef = 100, store.EF_SEARCH_MIN
+                    got0 = {r for r, _ in store.vector(qv, toks, a.k)}
+                    store.EF_SEARCH_MIN = ef
                     with store.tx() as db:
                         db.execute("SET LOCAL enable_indexscan = off")
                         exact = {r["rowid"] for r in db.execute(
@@ -239,7 +262,9 @@ def main(argv=None) -> int:
                             " %(t)s::text[]) ORDER BY embedding <=> %(v)s::vector LIMIT %(k)s",
                             {"t": sorted(toks), "v": "[" + ",".join(map(repr, qv.tolist())) + "]", "k": a.k})}
                     rs.append(len(got & exact) / max(1, len(exact)))
+                    rs0.append(len(got0 & exact) / max(1, len(exact)))
                 recall[name] = round(float(np.mean(rs)), 4)
+                recall[name + "_ef_search_100"] = round(float(np.mean(rs0)), 4)
             version = store.db.execute("SELECT extversion FROM pg_extension WHERE extname='vector'").fetchone()
             server_version = store.db.execute("SHOW server_version").fetchone()["server_version"]
             store.close()
@@ -250,11 +275,15 @@ def main(argv=None) -> int:
     rows = []
     for name in principals:
         h, s = results[name]["hybrid_ms"], split[name]
+        h0 = results[name]["before_hybrid_ms"]
         rows.append((name, readable[name], f"{h['p50']:.1f}", f"{h['p95']:.1f}", f"{h['max']:.1f}",
-                     f"{s['embed_ms']['p50']:.1f}", f"{s['fulltext_ms']['p50']:.1f}", f"{s['vector_ms']['p50']:.1f}",
-                     recall[name], results[name]["unreadable_hits"]))
-    print(table(rows, ("principal", "readable chunks", "p50 ms", "p95 ms", "max ms", "embed p50", "fulltext p50",
-                       "vector p50", f"recall@{a.k}", "unreadable hits")))
+                     f"{h0['p50']:.1f}", f"{h0['p95']:.1f}",
+                     f"{s['embed_ms']['p50']:.1f}", f"{s['fulltext_ms']['p50']:.1f}",
+                     f"{s['before_fulltext_ms']['p50']:.1f}", f"{s['vector_ms']['p50']:.1f}",
+                     recall[name], recall[name + "_ef_search_100"], results[name]["unreadable_hits"]))
+    print(table(rows, ("principal", "readable chunks", "p50 ms", "p95 ms", "max ms", "before p50", "before p95",
+                       "embed p50", "fulltext p50", "before fulltext p50", "vector p50", f"recall@{a.k}",
+                       "recall (ef 100)", "unreadable hits")))
     p50 = results["team"]["hybrid_ms"]["p50"]
     ok = p50 <= TARGET_P50_MS and all(r["unreadable_hits"] == 0 for r in results.values())
     print(f"{verdict(ok)}: hybrid p50 {p50:.1f} ms at {a.chunks} chunks with an ACL filter (target <= "

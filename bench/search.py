@@ -97,12 +97,53 @@ def build(n_chunks: int, sents: list[str], base_texts: list[str], base_vecs, noi
     return path
 
 
+class Legacy:
+    """The retrievals as they were before ingest/stores/sqlite_search.py (measured side by side):
+    BM25 as one FTS5 OR query joined to ``chunks`` for the ACL, vectors scored exactly in float32."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def bm25(self, query, tokens, limit, filters=None, max_df=None):
+        from ingest.stores.filters import Filters, sqlite_where
+        from ingest.stores.sqlite import fts_query
+
+        s = self.store
+        if max_df is not None and 0 < max_df < 1:
+            query = s._common_terms_dropped(query, max_df)
+        fq = fts_query(query)
+        if not fq or not tokens:
+            return []
+        rsql, rargs = s._readable_sql(tokens)
+        fsql, fargs = sqlite_where(filters or Filters())
+        join = "" if fsql == "1" else " JOIN documents d ON d.doc_id=c.doc_id"
+        rows = s.db.execute(
+            "SELECT f.rowid, bm25(chunks_fts, 1.0, 0.5) AS s FROM chunks_fts f JOIN chunks c ON c.rowid=f.rowid"
+            f"{join} WHERE chunks_fts MATCH ? AND c.doc_id IN ({rsql}) AND {fsql} ORDER BY s LIMIT ?",
+            (fq, *rargs, *fargs, limit)).fetchall()
+        return [(r[0], -r[1]) for r in rows]
+
+    def vector(self, qvec, tokens, limit, filters=None):
+        m = self.store._vectors()
+        mat16, m.mat16 = m.mat16, None  # without the bfloat16 copy: the exact float32 path
+        try:
+            return self.store.vector(qvec, tokens, limit, filters)
+        finally:
+            m.mat16 = mat16
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
 def measure(db: Path, queries: list[str], principals: dict, k: int) -> dict:
-    from ingest.search import Index
+    """New queries, timed before (Legacy) and after (the store as it is) alternately, query by
+    query, each side with its own query-embedding cache (so both embed every new query)."""
+    from ingest.search import Index, Ranking
     from ingest.stores.sqlite import SQLiteStore
 
     store = SQLiteStore(db)
     index = Index(store)
+    before = Index(Legacy(store))
     out = {"chunks": store.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]}
     for name, p in principals.items():
         readable = store.db.execute(
@@ -113,24 +154,71 @@ def measure(db: Path, queries: list[str], principals: dict, k: int) -> dict:
     t = time.perf_counter()
     index.search("warm up the store", principal=principals["broad"], k=k)
     out["first_search_ms"] = round((time.perf_counter() - t) * 1000, 1)
+    before.search("warm up the store", principal=principals["broad"], k=k)
+    depth = max(Ranking().depth, 4 * k)
     half = len(queries) // 2
     for i, (name, p) in enumerate(principals.items()):
         qs = queries[:half] if i == 0 else queries[half:]  # new query texts for each principal
-        new, rep = [], []
-        for q in qs:
-            t = time.perf_counter()
-            hits = index.search(q, principal=p, k=k)
-            new.append((time.perf_counter() - t) * 1000)
-            assert len(hits) == k, (q, len(hits))
+        new, old, rep, same_bm25, vec_overlap, same_hits = [], [], [], 0, [], 0
+        toks = p.tokens()
+        for j, q in enumerate(qs):
+            sides = [(index, new), (before, old)]
+            for ix, acc in (sides if j % 2 == 0 else sides[::-1]):  # alternate which side goes first
+                t = time.perf_counter()
+                hits = ix.search(q, principal=p, k=k)
+                acc.append((time.perf_counter() - t) * 1000)
+                assert len(hits) == k, (q, len(hits))
+                if ix is index:
+                    ids_new = [h.chunk_id for h in hits]
+                else:
+                    ids_old = [h.chunk_id for h in hits]
+            same_hits += ids_new == ids_old
+            same_bm25 += (store.bm25(q, toks, depth, max_df=index.ranking.bm25_max_df)
+                          == Legacy(store).bm25(q, toks, depth, max_df=index.ranking.bm25_max_df))
+            qv = index._qvec(q)
+            exact = {r for r, _ in Legacy(store).vector(qv, toks, depth)}
+            vec_overlap.append(len(exact & {r for r, _ in store.vector(qv, toks, depth)}) / len(exact))
         for q in qs:
             t = time.perf_counter()
             index.search(q, principal=p, k=k)
             rep.append((time.perf_counter() - t) * 1000)
+        # the parts alone, per query: BM25 with no word's postings cached (cold) and cached (warm),
+        # the vector side, the query embedding; the same parts before
+        parts = {key: [] for key in ("embed", "bm25_cold", "bm25_warm", "vector", "before_bm25", "before_vector")}
+        legacy, mdf = Legacy(store), index.ranking.bm25_max_df
+        from ingest.embed import get_embedder
+
+        emb = get_embedder(store.model_id)
+        for q in qs:
+            t0 = time.perf_counter()
+            qv = emb.encode([q])[0]
+            t1 = time.perf_counter()
+            store._search_state()["post"].clear()
+            store._search_state()["post_n"] = 0
+            store.bm25(q, toks, depth, max_df=mdf)
+            t2 = time.perf_counter()
+            store.bm25(q, toks, depth, max_df=mdf)
+            t3 = time.perf_counter()
+            store.vector(qv, toks, depth)
+            t4 = time.perf_counter()
+            legacy.bm25(q, toks, depth, max_df=mdf)
+            t5 = time.perf_counter()
+            legacy.vector(qv, toks, depth)
+            t6 = time.perf_counter()
+            for key, a, b in (("embed", t0, t1), ("bm25_cold", t1, t2), ("bm25_warm", t2, t3), ("vector", t3, t4),
+                              ("before_bm25", t4, t5), ("before_vector", t5, t6)):
+                parts[key].append((b - a) * 1000)
+
+        def stats(xs):
+            return {"p50": round(percentile(xs, 50), 2), "p95": round(percentile(xs, 95), 2),
+                    "max": round(max(xs), 2), "n": len(xs)}
+
         out[name] = {
-            "new_queries_ms": {"p50": round(percentile(new, 50), 2), "p95": round(percentile(new, 95), 2),
-                               "max": round(max(new), 2), "n": len(new)},
-            "repeated_queries_ms": {"p50": round(percentile(rep, 50), 2), "p95": round(percentile(rep, 95), 2),
-                                    "max": round(max(rep), 2), "n": len(rep)},
+            "new_queries_ms": stats(new), "before_new_queries_ms": stats(old), "repeated_queries_ms": stats(rep),
+            "bm25_top%d_identical_to_before" % depth: f"{same_bm25}/{len(qs)}",
+            "vector_top%d_overlap_with_exact" % depth: round(sum(vec_overlap) / len(vec_overlap), 4),
+            "top%d_hits_identical_to_before" % k: f"{same_hits}/{len(qs)}",
+            "parts_p50_ms": {key: round(percentile(v, 50), 2) for key, v in parts.items()},
         }
     store.close()
     return out
@@ -172,8 +260,12 @@ def main(argv=None) -> int:
         for p in principals:
             m = r[p]
             print(f"  {p:<7} reads {r[f'readable_chunks_{p}']:>6} chunks: new queries p50 "
-                  f"{m['new_queries_ms']['p50']:.1f} ms p95 {m['new_queries_ms']['p95']:.1f} ms; repeated p50 "
-                  f"{m['repeated_queries_ms']['p50']:.1f} ms p95 {m['repeated_queries_ms']['p95']:.1f} ms", flush=True)
+                  f"{m['new_queries_ms']['p50']:.1f} ms p95 {m['new_queries_ms']['p95']:.1f} ms (before: p50 "
+                  f"{m['before_new_queries_ms']['p50']:.1f} ms p95 {m['before_new_queries_ms']['p95']:.1f} ms); "
+                  f"repeated p50 {m['repeated_queries_ms']['p50']:.1f} ms p95 {m['repeated_queries_ms']['p95']:.1f} ms;"
+                  f" " + "; ".join(f"{key} {v}" for key, v in m.items() if "identical" in key or "overlap" in key)
+                  + f"; parts p50 ms {m['parts_p50_ms']}",
+                  flush=True)
         print(f"  first search after open (loads vectors): {r['first_search_ms']} ms")
     big = results.get("100000")
     ok = None

@@ -36,7 +36,7 @@ from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, Outbo
 from .obs_sql import QUALITY_DDL, ObsMixin
 from .sqlite_lineage import LineageMixin
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 _MIGRATE_LOCK = 0x1A6E57  # advisory lock key for schema changes
 _AUDIT_LOCK = 0x1A6E58  # serialises the audit hash chain
 _OUTBOX_LOCK = 0x1A6E59  # outbox ids commit in order
@@ -117,6 +117,16 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     # the queue: source version of the indexed state (stale tasks are dropped), dead letters (SQLite's 7)
     6: [stmt.format(serial="bigserial PRIMARY KEY", real="double precision", bigint="bigint") for stmt in QUEUE_DDL],
+    # a change counter of the chunks' text (any writer, COPY too): keys the full-text document-frequency cache
+    7: [
+        "CREATE SEQUENCE IF NOT EXISTS chunks_gen",
+        "CREATE OR REPLACE FUNCTION chunks_gen_bump() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN PERFORM nextval('chunks_gen'); RETURN NULL; END $$",
+        "DROP TRIGGER IF EXISTS chunks_gen_bump ON chunks",
+        "CREATE TRIGGER chunks_gen_bump AFTER INSERT OR DELETE OR UPDATE OF text, section ON chunks"
+        " FOR EACH STATEMENT EXECUTE FUNCTION chunks_gen_bump()",
+        "CREATE TRIGGER chunks_gen_truncate AFTER TRUNCATE ON chunks FOR EACH STATEMENT EXECUTE FUNCTION chunks_gen_bump()",
+    ],
 }
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -181,6 +191,7 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
         self._model_id = model_id or DEFAULT_MODEL
         self._dim = dim
         self._local = threading.local()
+        self._df_lock = threading.Lock()
         self.migrate()
 
     def __repr__(self) -> str:
@@ -525,11 +536,57 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
             return []
         return [r["lexeme"] for r in self.db.execute("SELECT lexeme FROM unnest(to_tsvector('english', %s))", (query,))]
 
+    _DF_TTL = 60.0  # a backstop: the counter moves before its writer commits (see _doc_freqs)
+    _DF_MAX = 50_000
+
+    def _doc_freqs(self, lex: list[str]) -> tuple[int, dict[str, int]]:
+        """(chunks, {lexeme: chunks holding it}), counted exactly and kept per value of the
+        ``chunks_gen`` counter (a trigger moves it on every write of chunk text), for at most
+        ``_DF_TTL`` seconds: a count taken while a writer had moved the counter but not yet
+        committed is dropped by then. Counting a common lexeme at 100k chunks costs ms."""
+        db = self.db
+        gen = db.execute("SELECT last_value, is_called FROM chunks_gen").fetchone()
+        key = (gen["last_value"], gen["is_called"])
+        with self._df_lock:
+            cache = self.__dict__.get("_df")
+            if cache is None or cache[0] != key or time.monotonic() - cache[1] > self._DF_TTL \
+                    or len(cache[3]) > self._DF_MAX:
+                cache = None
+            else:
+                n, dfs = cache[2], cache[3]
+                todo = [w for w in lex if w not in dfs]
+        if cache is None:
+            n, dfs, todo = db.execute("SELECT COUNT(*) AS n FROM chunks").fetchone()["n"], {}, lex
+            with self._df_lock:
+                self._df = cache = (key, time.monotonic(), n, dfs)
+        for w in dict.fromkeys(todo):
+            dfs[w] = db.execute("SELECT COUNT(*) AS n FROM chunks WHERE tsv @@ to_tsquery('simple', %s)",
+                                (_or([w]),)).fetchone()["n"]
+        return n, {w: dfs[w] for w in lex}
+
+    STATS_MIN_ROWS = 20_000  # from this many chunks, ANALYZE's statistics decide the clear-cut lexemes
+
     def _rare_exact(self, lex: list[str], max_df: float) -> list[str]:
-        """Lexemes in at most ``max_df`` of all chunks, counted; the two rarest if none is."""
-        n = self.db.execute("SELECT COUNT(*) AS n FROM chunks").fetchone()["n"]
-        df = {w: self.db.execute("SELECT COUNT(*) AS n FROM chunks WHERE tsv @@ to_tsquery('simple', %s)",
-                                 (_or([w]),)).fetchone()["n"] for w in lex}
+        """Lexemes in at most ``max_df`` of all chunks; the two rarest if none is.
+
+        Counted exactly, except in a store of ``STATS_MIN_ROWS`` chunks or more with statistics:
+        there a lexeme whose most-common-elements frequency is under half or over twice ``max_df``
+        (or that is not in that list, when the list reaches below half of ``max_df``) is decided
+        by the statistics, and only those near the cut-off are counted (counting a new common
+        lexeme costs several ms at 100k chunks; statistics lag writes until autovacuum's ANALYZE)."""
+        n, _ = self._doc_freqs([])
+        df: dict[str, float] = {}
+        freqs = self._term_freqs() if n >= self.STATS_MIN_ROWS else {}
+        if freqs:
+            floor = min(freqs.values())
+            for w in lex:
+                f = freqs.get(w)
+                if f is None and floor < max_df / 2:
+                    df[w] = 0
+                elif f is not None and not max_df / 2 <= f <= 2 * max_df:
+                    df[w] = f * n
+        n, exact = self._doc_freqs([w for w in lex if w not in df])
+        df.update(exact)
         keep = [w for w in lex if df[w] <= max_df * n]
         return keep or sorted(lex, key=lambda w: df[w])[:2]
 
@@ -556,6 +613,8 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
             rows = self.db.execute(sql, [_or(lex), _or(lex), *wargs, limit]).fetchall()
         return [(r["rowid"], float(r["s"])) for r in rows]
 
+    EF_SEARCH_MIN = 200  # HNSW candidate list (pgvector's hnsw.ef_search) at least this: recall vs speed
+
     def vector(self, qvec, tokens: frozenset[str], limit: int, filters=None) -> list[tuple[int, float]]:
         import numpy as np
 
@@ -566,7 +625,7 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
         sql = f"SELECT rowid, embedding <=> %s::vector AS d FROM chunks c WHERE {where} ORDER BY d LIMIT %s"
         with self.tx() as db:
             db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            db.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(100, 2 * int(limit)))}")  # recall vs speed
+            db.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(self.EF_SEARCH_MIN, 2 * int(limit)))}")
             rows = db.execute(sql, args).fetchall()
             if len(rows) < limit:  # a small readable set: the index scan gave up; exact scan instead
                 db.execute("SET LOCAL enable_indexscan = off")

@@ -7,7 +7,8 @@ many readers (WAL); writers from several processes serialise on SQLite's lock.
 
 Vector search needs no SQLite extension: vectors are float32 blobs, scored exactly
 with numpy over the chunks the caller may read (the ACL is applied to the candidate
-set before scoring and limiting, so ``k`` results are ``k`` readable results).
+set before scoring and limiting, so ``k`` results are ``k`` readable results). Both
+retrievals live in ``ingest.stores.sqlite_search`` (fast paths at 100k+ chunks).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, Outbo
 from .obs_sql import QUALITY_DDL, ObsMixin
 from .sqlite_lineage import MIGRATION_4, LineageMixin
 from .filters import Filters, sqlite_where
+from .sqlite_search import SQLiteSearchMixin
 
 SCHEMA_VERSION = 7
 
@@ -160,18 +162,6 @@ def fts_query(text: str) -> str | None:
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in seen)
 
 
-def _matvec(mat, q):
-    """mat @ q. With torch loaded (it is, wherever queries are embedded) torch's kernel runs on
-    the intra-op threads the process configured (INGEST_TORCH_THREADS); numpy's BLAS would
-    start its own pool per call, which on a busy machine costs more than the product."""
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return mat @ q
-    return torch.mv(torch.from_numpy(mat), torch.from_numpy(q.copy())).numpy()
-
-
 class _FileLock:
     """Striped fcntl locks: the kernel releases them if the holder dies."""
 
@@ -204,7 +194,7 @@ class _FileLock:
         return False
 
 
-class SQLiteStore(LineageMixin, ObsMixin, OutboxMixin):
+class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, OutboxMixin):
     _PH = "?"
 
     @staticmethod
@@ -222,8 +212,6 @@ class SQLiteStore(LineageMixin, ObsMixin, OutboxMixin):
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._vec_cache = None  # (gen, rowids, doc_index, doc_ids, matrix)
-        self._vec_lock = threading.Lock()
         self.migrate()
 
     # -- connections ----------------------------------------------------------------
@@ -586,99 +574,6 @@ class SQLiteStore(LineageMixin, ObsMixin, OutboxMixin):
         if not keep:
             keep = [words[i] for i in sorted(df_of_word, key=df_of_word.get)[:2]]
         return " ".join(keep)
-
-    def bm25(self, query: str, tokens: frozenset[str], limit: int, filters=None,
-             max_df: float | None = None) -> list[tuple[int, float]]:
-        if max_df is not None and 0 < max_df < 1:
-            query = self._common_terms_dropped(query, max_df)
-        fq = fts_query(query)
-        if not fq or not tokens:
-            return []
-        rsql, rargs = self._readable_sql(tokens)
-        fsql, fargs = sqlite_where(filters or Filters())
-        join = "" if fsql == "1" else " JOIN documents d ON d.doc_id=c.doc_id"
-        rows = self.db.execute(
-            "SELECT f.rowid, bm25(chunks_fts, 1.0, 0.5) AS s FROM chunks_fts f JOIN chunks c ON c.rowid=f.rowid"
-            f"{join} WHERE chunks_fts MATCH ? AND c.doc_id IN ({rsql}) AND {fsql} ORDER BY s LIMIT ?",
-            (fq, *rargs, *fargs, limit)).fetchall()
-        return [(r[0], -r[1]) for r in rows]
-
-    def _vectors(self):
-        import numpy as np
-
-        gen = self.generation()
-        with self._vec_lock:
-            vc = self._vec_cache
-            if vc is not None and vc[0] == gen:
-                return vc
-            rows = self.db.execute("SELECT rowid, doc_id, vec FROM chunks ORDER BY rowid").fetchall()
-            doc_ids: list[str] = []
-            doc_pos: dict[str, int] = {}
-            rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            dix = np.empty(len(rows), dtype=np.int64)
-            mat = None
-            if rows:
-                mat = np.frombuffer(bytearray(b"".join(r[2] for r in rows)), dtype=np.float32).reshape(len(rows), -1)
-            for i, r in enumerate(rows):
-                p = doc_pos.get(r[1])
-                if p is None:
-                    p = doc_pos[r[1]] = len(doc_ids)
-                    doc_ids.append(r[1])
-                dix[i] = p
-            self._vec_cache = (gen, rowids, dix, doc_pos, mat)
-            return self._vec_cache
-
-    def _candidates(self, vc, tokens: frozenset[str], f: Filters):
-        """Row positions in the vector matrix the principal may read and the filters admit,
-        from SQL (the ACL and the filters are one query); cached per (store generation,
-        tokens, filters), so repeated searches by one principal skip the SQL."""
-        import numpy as np
-
-        gen, rowids, dix, doc_pos, _ = vc
-        key = (gen, tokens, f)
-        with self._vec_lock:
-            cache = self.__dict__.setdefault("_cand_cache", {})
-            hit = cache.get(key)
-        if hit is not None:
-            return hit
-        rsql, rargs = self._readable_sql(tokens)
-        fsql, fargs = sqlite_where(f)
-        if f.chunk_level:  # labels live on chunks: select the rows themselves
-            found = np.fromiter((r[0] for r in self.db.execute(
-                f"SELECT c.rowid FROM chunks c JOIN documents d ON d.doc_id=c.doc_id"
-                f" WHERE c.doc_id IN ({rsql}) AND {fsql}", (*rargs, *fargs))), dtype=np.int64)
-            pos = np.searchsorted(rowids, found)
-            ok = (pos < len(rowids)) & (rowids[np.minimum(pos, len(rowids) - 1)] == found)
-            idx = np.sort(pos[ok])
-        else:
-            sql = rsql if fsql == "1" else f"SELECT d.doc_id FROM documents d WHERE d.doc_id IN ({rsql}) AND {fsql}"
-            docs = [doc_pos[r[0]] for r in self.db.execute(sql, (*rargs, *fargs)) if r[0] in doc_pos]
-            idx = np.flatnonzero(np.isin(dix, np.asarray(docs, dtype=np.int64))) if docs else np.zeros(0, np.int64)
-        with self._vec_lock:
-            if len(cache) >= 64 or any(k[0] != gen for k in cache):
-                cache.clear()
-            cache[key] = idx
-        return idx
-
-    def vector(self, qvec, tokens: frozenset[str], limit: int, filters=None) -> list[tuple[int, float]]:
-        import numpy as np
-
-        if not tokens:
-            return []
-        vc = self._vectors()
-        _, rowids, _, _, mat = vc
-        if mat is None:
-            return []
-        idx = self._candidates(vc, frozenset(tokens), filters or Filters())
-        if not len(idx):
-            return []
-        q = np.asarray(qvec, dtype=np.float32)
-        # most rows readable: score all (no copy of the matrix), then pick; few: gather first
-        scores = _matvec(mat, q)[idx] if len(idx) * 2 > len(rowids) else mat[idx] @ q
-        n = min(limit, len(idx))
-        top = np.argpartition(-scores, n - 1)[:n]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(int(rowids[idx[t]]), float(scores[t])) for t in top]
 
     def doc_ids(self, rowids) -> dict[int, str]:
         rowids = list(rowids)
