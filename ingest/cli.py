@@ -299,7 +299,7 @@ def cmd_status(a) -> int:
     url = store_url(a.store)
     st["queue"] = Queue(url, broker_for(url, a.broker)).depth() if a.broker or not is_postgres(url) else {}
     st["alerts"] = quality.refresh(store, config.load(a.config))
-    st["dead_letters"] = store.dead_letters() if hasattr(store, "dead_letters") else []
+    st["dead_letters"] = store.dead_letters()
     if a.json:
         print(json.dumps(st, indent=2))
         return 0

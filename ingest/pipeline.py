@@ -336,7 +336,7 @@ class Pipeline:
                 return Outcome("missing")
             out = self._upsert_stat(source, root, rel, path, row, st, defer)
             doc_id = out.doc.doc_id if isinstance(out, Pending) else out.doc_id
-            if doc_id is not None and hasattr(self.store, "set_source_seq"):
+            if doc_id is not None:
                 self.store.set_source_seq(doc_id, st.st_ctime_ns)  # the state read is at least this new
             return out
 

@@ -10,7 +10,6 @@ the ``[search]`` table of the configuration (see :class:`Ranking`).
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -202,8 +201,7 @@ class Index:
         tokens = self.directory.resolve(principal)
         r = self.ranking
         depth = max(r.depth, k * (8 if group_by_doc else 4))
-        snapshot = getattr(self.store, "read_snapshot", None) or nullcontext
-        with snapshot():  # one committed state: the active model and its vectors, never a mix
+        with self.store.read_snapshot():  # one committed state: the active model and its vectors, never a mix
             lists, weights = [], []
             if mode == "hybrid":  # BM25 (SQLite) beside query embedding + vector scoring (torch/numpy):
                 # both release the GIL, so on two cores the search costs the slower of the two

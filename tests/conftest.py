@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ci import missing
 
 pytest_plugins = ["tests.servers"]  # real servers: postgres_server, postgres_url, pg_store_url, redis_server
 
@@ -23,9 +24,7 @@ CORPORA = SHARED / "corpora"
 
 def need_corpora() -> Path:
     if not CORPORA.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CORPORA} is missing: CI must have ../shared/corpora beside the checkout")
-        pytest.skip(f"{CORPORA} not present (outside CI): real-document tests skipped")
+        missing(f"{CORPORA} is missing: real-document tests need ../shared/corpora beside the checkout")
     return CORPORA
 
 
@@ -80,9 +79,7 @@ TEST_GROUPS = ("ingt_team", "ingt_other")
 def os_users():
     """Real OS users and groups: alice and bob in ingt_team, carol in ingt_other."""
     if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("permission tests need root (to create test users) in CI")
-        pytest.skip("permission tests need root to create OS test users")
+        missing("permission tests need root to create OS test users")
     created = []
     for g in TEST_GROUPS:
         try:

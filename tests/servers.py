@@ -50,11 +50,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def missing(what: str):
-    """Skip outside CI, fail in CI: a missing server is a broken CI machine."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{what} (CI=true: the server must be installed)")
-    pytest.skip(what)
+from ci import missing  # noqa: E402  (skip outside CI, fail in CI)
 
 
 def _wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:

@@ -13,11 +13,12 @@ import subprocess
 import sys
 
 import pytest
+from ci import in_ci
 
 from acl.directory import resolve
 from acl.posix import Entries, acl_for_path, clear_caches, parse_acl_xattr, read_entries
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/setfacl") and not os.environ.get("CI"),
+pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/setfacl") and not in_ci(),
                                 reason="setfacl (Debian package acl) is not installed")
 
 DAVE = "ingt_dave"

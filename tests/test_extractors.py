@@ -77,9 +77,9 @@ def no_network(monkeypatch):
 def corpus(relative: str) -> Path:
     """A file from the shared corpora; skip locally if they are absent, fail in CI."""
     if not CORPORA.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"shared corpora missing at {CORPORA}; CI must provide them")
-        pytest.skip(f"shared corpora not found at {CORPORA} (set up ../shared/corpora to run)")
+        from ci import missing
+
+        missing(f"shared corpora not found at {CORPORA} (set up ../shared/corpora to run)")
     path = CORPORA / relative
     assert path.is_file(), f"corpus file missing: {path}"
     return path

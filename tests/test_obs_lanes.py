@@ -1,5 +1,4 @@
 """Lane depth and oldest-item age from a real Redis broker (redis-server on a loopback port)."""
-import os
 import shutil
 import subprocess
 import time
@@ -14,9 +13,9 @@ from obs_helpers import free_port
 def redis_url(tmp_path):
     exe = shutil.which("redis-server")
     if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is missing (Debian package redis-server)")
-        pytest.skip("redis-server not installed")
+        from ci import missing
+
+        missing("redis-server is not installed (Debian package redis-server)")
     port = free_port()
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -9,7 +9,6 @@ LibreOffice conversions cost ~1 s each, so only a handful of files are converted
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import struct
@@ -400,7 +399,7 @@ def test_conversion_uses_workdir_and_cleans_up(tmp_path):
 @pytest.fixture(autouse=True, scope="module")
 def _tools_present():
     if not shutil.which("tesseract") or not shutil.which("soffice"):
-        if os.environ.get("CI"):
-            pytest.fail("tesseract-ocr and LibreOffice must be installed in CI (.ci/apt-packages)")
-        pytest.skip("tesseract or LibreOffice not installed (apt-get install tesseract-ocr "
-                    "libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui)")
+        from ci import missing
+
+        missing("tesseract or LibreOffice not installed (apt-get install tesseract-ocr "
+                "libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui)")

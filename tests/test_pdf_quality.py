@@ -6,7 +6,6 @@ byte by byte here so that each hostile construct is exactly what the test says.
 """
 from __future__ import annotations
 
-import os
 import struct
 import time
 import zlib
@@ -237,9 +236,9 @@ def test_the_router_and_the_pdf_extractor_announce_their_stages(tmp_path):
     from extractors import ocr
 
     if not ocr.available():
-        if os.environ.get("CI"):
-            pytest.fail("tesseract missing in CI (.ci/apt-packages)")
-        pytest.skip("tesseract not installed")
+        from ci import missing
+
+        missing("tesseract not installed (.ci/apt-packages)")
     path = corpus("unstructured-example-docs/pdf/loremipsum-flat.pdf")
     warm = sandbox.run(extractors.extract, str(need_corpora() / "pypdf-resources/crazyones.pdf"),
                        timeout=60, label="pdf")  # imports done before the timed parse
