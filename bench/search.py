@@ -214,7 +214,8 @@ def measure(db: Path, queries: list[str], principals: dict, k: int) -> dict:
                     "max": round(max(xs), 2), "n": len(xs)}
 
         out[name] = {
-            "new_queries_ms": stats(new), "before_new_queries_ms": stats(old), "repeated_queries_ms": stats(rep),
+            "new_queries_ms": stats(new), "before_new_queries_ms": stats(old),
+            "new_queries_ms_by_turn": {"first": stats(new[0::2]), "second": stats(new[1::2])}, "repeated_queries_ms": stats(rep),
             "bm25_top%d_identical_to_before" % depth: f"{same_bm25}/{len(qs)}",
             "vector_top%d_overlap_with_exact" % depth: round(sum(vec_overlap) / len(vec_overlap), 4),
             "top%d_hits_identical_to_before" % k: f"{same_hits}/{len(qs)}",

@@ -540,6 +540,8 @@ class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, OutboxMixin):
             db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.ingest_qt USING fts5(t, tokenize='porter unicode61')")
             db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.ingest_qt_v USING fts5vocab(temp, ingest_qt, instance)")
             db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.ingest_vocab USING fts5vocab(main, chunks_fts, row)")
+            db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.ingest_inst"
+                       " USING fts5vocab(main, chunks_fts, instance)")
             self._local.qt = db
         return db
 

@@ -7,11 +7,15 @@ and cached in the process:
 
 * **BM25.** An FTS5 ``OR`` query's ``bm25()`` is the sum, phrase by phrase, of each phrase's
   own ``bm25()`` (its idf depends only on that phrase; the row length and average length are
-  the same), so each query word is scored on its own (``SELECT rowid, bm25(...) ... MATCH
-  '"word"'``, no join to the large ``chunks`` rows) and its scored postings are kept per
-  store generation (a write invalidates them). A query adds its words' postings in query
-  order (the order FTS5 adds them, so the sums are the same doubles), drops the rows the
-  mask rejects, and ranks the rest (ties: lower rowid first).
+  the same), so each query word is scored on its own and its scored postings are kept per
+  store generation (a write invalidates them). A word's scores are computed in numpy from
+  the index's own data, with FTS5's formula and constants in FTS5's order of operations (the
+  same doubles): the rows and per-column counts from the ``fts5vocab`` instance table (one
+  aggregate row per word), row lengths from ``chunks_fts_docsize`` and the totals from the
+  averages record, loaded once per generation. ``bm25()`` itself costs a docsize lookup and
+  a Python tuple per matching row: three times slower. A query adds its words' postings in
+  query order (the order FTS5 adds them, so the sums are the same doubles), drops the rows
+  the mask rejects, and ranks the rest (ties: lower rowid first).
 * **Vectors.** Exact float32 scoring as before, except at ``PREFILTER_MIN`` rows and more,
   where a bfloat16 copy of the matrix (half the bytes to stream) scores every readable row
   first and the best ``max(4 x limit, limit + 256)`` of them are re-scored exactly in float32
@@ -23,6 +27,7 @@ Needs from the store: ``db``, ``read_snapshot()``, ``generation()``, ``_readable
 """
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections import OrderedDict
@@ -33,6 +38,27 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 PREFILTER_MIN = 20_000  # rows from which the vector side pre-scores in bfloat16
 POSTINGS_BUDGET = 4_000_000  # scored postings kept (12 bytes each: ~48 MB)
+COL_WEIGHTS = (1.0, 0.5)  # bm25(chunks_fts, 1.0, 0.5): the text column, the section column
+_K1, _B = 1.2, 0.75  # FTS5's bm25() constants
+
+
+def varints(blob: bytes) -> list[int]:
+    """SQLite's varints (FTS5 docsize and averages records): big-endian 7-bit groups, high bit
+    set on every byte but the last; a 9th byte carries 8 bits."""
+    out, i, n = [], 0, len(blob)
+    while i < n:
+        v = 0
+        for j in range(9):
+            c = blob[i]
+            i += 1
+            if j == 8:
+                v = (v << 8) | c
+                break
+            v = (v << 7) | (c & 0x7F)
+            if c < 0x80:
+                break
+        out.append(v)
+    return out
 
 
 def query_words(text: str) -> list[str]:
@@ -56,14 +82,38 @@ def _matvec(mat, q):
     return torch.mv(torch.from_numpy(mat), torch.from_numpy(q.copy())).numpy()
 
 
+_MV_POOL: list = []  # [(pid, executor)]: a forked child makes its own
+
+
+def _halves_mv(mat, q):
+    """mat @ q with the two halves of the rows on two threads (torch releases the GIL): the
+    product streams the whole matrix, so on two cores it takes half the time, whatever the
+    process's intra-op thread count (one per worker process by default)."""
+    import os
+
+    import torch
+
+    if len(mat) < 2 * PREFILTER_MIN // 2:
+        return torch.mv(mat, q)
+    if not _MV_POOL or _MV_POOL[0][0] != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+
+        _MV_POOL[:] = [(os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-mv"))]
+    half = len(mat) // 2
+    other = _MV_POOL[0][1].submit(torch.mv, mat[half:], q)
+    first = torch.mv(mat[:half], q)
+    return torch.cat((first, other.result()))
+
+
 class _RowMap:
     """Per generation: chunk rowids (sorted), each row's document index, document -> index;
     with vectors loaded also the float32 matrix (and its bfloat16 copy at scale)."""
 
-    __slots__ = ("gen", "rowids", "dix", "doc_pos", "mat", "mat16")
+    __slots__ = ("gen", "rowids", "dix", "doc_pos", "mat", "mat16", "bm25")
 
     def __init__(self, gen, rowids, dix, doc_pos, mat=None, mat16=None):
         self.gen, self.rowids, self.dix, self.doc_pos, self.mat, self.mat16 = gen, rowids, dix, doc_pos, mat, mat16
+        self.bm25 = None  # (row lengths, row count, average length): FTS5's BM25 inputs, loaded on use
 
     def positions(self, rowids):
         """Positions of ``rowids`` in this map, and which of them it holds."""
@@ -164,34 +214,123 @@ class SQLiteSearchMixin:
         return idx, mask
 
     # -- BM25 ---------------------------------------------------------------------------
-    def _postings(self, m: _RowMap, word: str):
-        """(positions in ``m``, negated bm25) of the rows matching one word, as FTS5 scores it
-        alone; cached per generation within ``POSTINGS_BUDGET``."""
+    def _bm25_stats(self, db, m: _RowMap) -> None:
+        """FTS5's own BM25 inputs for ``m``'s generation: each row's token count (all columns,
+        from ``chunks_fts_docsize``) aligned with ``m.rowids``, the row count and the average
+        row length (from the averages record, as ``xRowCount``/``xColumnTotalSize(-1)``)."""
         import numpy as np
 
+        cur = db.cursor()
+        cur.row_factory = None
+        rows = cur.execute("SELECT id, sz FROM chunks_fts_docsize").fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        sizes = [r[1] for r in rows]
+        raw = np.frombuffer(b"".join(sizes), dtype=np.uint8)
+        lens = np.fromiter(map(len, sizes), dtype=np.int64, count=len(sizes))
+        if len(raw) and (raw < 0x80).all() and (lens > 0).all():  # every column size one byte (< 128)
+            totals = np.add.reduceat(raw.astype(np.int64), np.concatenate(([0], np.cumsum(lens)[:-1])))
+        else:
+            totals = np.fromiter((sum(varints(b)) for b in sizes), dtype=np.int64, count=len(sizes))
+        dlen = np.zeros(len(m.rowids), dtype=np.float64)
+        pos, ok = m.positions(ids)
+        dlen[pos[ok]] = totals[ok]
+        avg = cur.execute("SELECT block FROM chunks_fts_data WHERE id=1").fetchone()
+        counts = varints(avg[0]) if avg and avg[0] else [0]
+        nrow, ntok = counts[0], sum(counts[1:])
+        m.bm25 = (dlen, nrow, (float(ntok) / float(nrow)) if nrow else 1.0)
+
+    def _scored(self, db, m: _RowMap, words: list[str]) -> list:
+        """Each word's (positions in ``m``, negated bm25) as ``bm25(chunks_fts, 1.0, 0.5)``
+        scores a one-phrase query for it, computed from the index's instance list (one
+        aggregate row per word: no per-row Python objects, no per-row docsize lookup).
+
+        Same doubles as FTS5 (fts5_aux.c ``fts5Bm25Function``): k1 = 1.2, b = 0.75, idf =
+        log((N - n + 0.5) / (n + 0.5)) floored at 1e-6, f = weighted count of the row's
+        instances, D = the row's tokens in all columns, the operations in FTS5's order. A word
+        the tokenizer does not turn into exactly one term is scored by FTS5 itself."""
+        import numpy as np
+
+        db = self._temp_fts()
+        cur = db.cursor()
+        cur.row_factory = None
+        cur.execute("DELETE FROM temp.ingest_qt")
+        cur.executemany("INSERT INTO temp.ingest_qt(rowid, t) VALUES(?,?)", list(enumerate(words)))
+        terms: dict[int, list[str]] = {}
+        for i, term in cur.execute("SELECT doc, term FROM temp.ingest_qt_v ORDER BY doc, offset"):
+            terms.setdefault(i, []).append(term)
+        if m.bm25 is None:
+            self._bm25_stats(db, m)
+        dlen, nrow, avgdl = m.bm25
+        out = []
+        for i, word in enumerate(words):
+            if len(terms.get(i, ())) != 1:
+                out.append(self._match_scores(cur, m, word))
+                continue
+            docs, secs = cur.execute("SELECT group_concat(doc), group_concat(iif(col = 'section', '1', '0'), '')"
+                                     " FROM temp.ingest_inst WHERE term=?", (terms[i][0],)).fetchone()
+            if not docs:
+                out.append((np.zeros(0, np.int64), np.zeros(0, np.float64)))
+                continue
+            inst_rows = np.fromstring(docs, dtype=np.int64, sep=",")  # text mode: C parsing, not deprecated
+            weight = np.where(np.frombuffer(secs.encode(), dtype=np.uint8) == ord("1"), COL_WEIGHTS[1], COL_WEIGHTS[0])
+            if len(weight) != len(inst_rows):
+                raise RuntimeError(f"fts5vocab instance rows for {word!r}: {len(inst_rows)} rows, {len(weight)} columns")
+            rowids, inv = np.unique(inst_rows, return_inverse=True)
+            f = np.bincount(inv, weights=weight)  # sums of 1.0 and 0.5: exact in any order
+            n = len(rowids)
+            idf = math.log((nrow - n + 0.5) / (n + 0.5))
+            if idf <= 0.0:
+                idf = 1e-6
+            pos, ok = m.positions(rowids)
+            pos, f = pos[ok], f[ok]  # a row the map lacks (written since) is left out: fail closed
+            d = dlen[pos]
+            score = idf * ((f * (_K1 + 1.0)) / (f + _K1 * ((1 - _B) + _B * d / avgdl)))
+            out.append((pos, -1.0 * (0.0 + score)))
+        return out
+
+    def _postings_many(self, m: _RowMap, words: list[str]) -> list:
+        """Each word's (positions in ``m``, negated bm25) of the rows matching it, as FTS5
+        scores it alone; cached per generation within ``POSTINGS_BUDGET``."""
         st = self._search_state()
+        found: dict[str, tuple] = {}
         with st["lock"]:
-            hit = st["post"].get(word) if st["post_gen"] == m.gen else None
-            if hit is not None:
-                st["post"].move_to_end(word)
-                return hit
-        with self.read_snapshot() as db:
-            gen = int(db.execute("SELECT value FROM meta WHERE key='gen'").fetchone()[0])
-            rows = db.execute("SELECT rowid, bm25(chunks_fts, 1.0, 0.5) FROM chunks_fts WHERE chunks_fts MATCH ?",
-                              (phrase(word),)).fetchall()
+            if st["post_gen"] == m.gen:
+                for w in words:
+                    hit = st["post"].get(w)
+                    if hit is not None:
+                        st["post"].move_to_end(w)
+                        found[w] = hit
+        missing = [w for w in words if w not in found]
+        if missing:
+            with self.read_snapshot() as db:
+                gen = int(db.execute("SELECT value FROM meta WHERE key='gen'").fetchone()[0])
+                if gen == m.gen:
+                    parts = self._scored(db, m, missing)
+                else:  # written since the map was read: score on FTS5's own, cache nothing
+                    parts = [self._match_scores(db, m, w) for w in missing]
+            found.update(zip(missing, parts))
+            if gen == m.gen:
+                with st["lock"]:
+                    if st["post_gen"] == m.gen:
+                        for w, out in zip(missing, parts):
+                            if w not in st["post"]:
+                                st["post"][w] = out
+                                st["post_n"] += len(out[0])
+                        while st["post_n"] > POSTINGS_BUDGET and len(st["post"]) > 1:
+                            _, (p, _) = st["post"].popitem(last=False)
+                            st["post_n"] -= len(p)
+        return [found[w] for w in words]
+
+    @staticmethod
+    def _match_scores(db, m: _RowMap, word: str):
+        import numpy as np
+
+        rows = db.execute("SELECT rowid, bm25(chunks_fts, 1.0, 0.5) FROM chunks_fts WHERE chunks_fts MATCH ?",
+                          (phrase(word),)).fetchall()
         rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         scores = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
         pos, ok = m.positions(rowids)
-        out = (pos[ok], scores[ok])  # a row the map lacks (written since) is left out: fail closed
-        if gen == m.gen:
-            with st["lock"]:
-                if st["post_gen"] == m.gen and word not in st["post"]:
-                    st["post"][word] = out
-                    st["post_n"] += len(rows)
-                    while st["post_n"] > POSTINGS_BUDGET and len(st["post"]) > 1:
-                        _, (p, _) = st["post"].popitem(last=False)
-                        st["post_n"] -= len(p)
-        return out
+        return pos[ok], scores[ok]  # a row the map lacks (written since) is left out: fail closed
 
     def bm25(self, query: str, tokens: frozenset[str], limit: int, filters=None,
              max_df: float | None = None) -> list[tuple[int, float]]:
@@ -204,7 +343,7 @@ class SQLiteSearchMixin:
             return []
         m = self._rowmap()
         _, mask = self._candidates(m, frozenset(tokens), filters or Filters())
-        parts = [self._postings(m, w) for w in words]
+        parts = self._postings_many(m, words)
         pos = np.concatenate([p[0] for p in parts])
         if not len(pos):
             return []
@@ -239,13 +378,13 @@ class SQLiteSearchMixin:
         if m.mat16 is not None and len(idx) > wide:
             import torch
 
-            approx = torch.mv(m.mat16, torch.from_numpy(q.copy()).to(torch.bfloat16)).float().numpy()
+            approx = _halves_mv(m.mat16, torch.from_numpy(q.copy()).to(torch.bfloat16)).float().numpy()
             approx = approx[idx]
             near = idx[np.argpartition(-approx, wide - 1)[:wide]]
-            scores, idx = m.mat[near] @ q, near
+            scores, idx = _matvec(m.mat[near], q), near
         else:
             # most rows readable: score all (no copy of the matrix), then pick; few: gather first
-            scores = _matvec(m.mat, q)[idx] if len(idx) * 2 > len(m.rowids) else m.mat[idx] @ q
+            scores = _matvec(m.mat, q)[idx] if len(idx) * 2 > len(m.rowids) else _matvec(m.mat[idx], q)
         n = min(limit, len(idx))
         top = np.argpartition(-scores, n - 1)[:n]
         top = top[np.argsort(-scores[top], kind="stable")]
