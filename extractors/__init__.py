@@ -235,7 +235,7 @@ _EXTRACTORS: dict[str, tuple[str, str]] = {
     "pdf": ("pdf", "extract"),
     "docx": ("docx", "extract"),
     "pptx": ("unstructured_family", "extract"),
-    "xlsx": ("unstructured_family", "extract"),
+    "xlsx": ("spreadsheet", "extract"),
     "md": ("unstructured_family", "extract"),
     "html": ("unstructured_family", "extract"),
     "csv": ("unstructured_family", "extract"),

@@ -1,0 +1,328 @@
+"""Spreadsheets, streamed row by row: XLSX/XLSM/XLTX/XLTM (openpyxl, read-only mode).
+
+The workbook is opened with ``load_workbook(read_only=True, data_only=True)`` and each
+worksheet is read with ``iter_rows(values_only=True)``: one row at a time, so memory
+stays bounded by the shared-strings table and the output, not by the sheet (a
+200,000-row sheet costs tens of MiB, where the old path through
+``unstructured``/pandas built the whole workbook as data frames and HTML). Formulas
+give their cached values (``data_only``); a formula the writing program never
+calculated has no value and reads as empty.
+
+Output per sheet (``page`` = the sheet's 1-based index in the workbook, as before):
+
+* a ``heading`` (level 1) with the sheet name, so every sheet is a section of its own
+  and chunks never mix two sheets;
+* rows before the header (a title such as "Quarterly revenue" above the table) as a
+  ``paragraph``;
+* the rows as ``table`` elements of at most ``BATCH_ROWS`` rows / ``BATCH_CHARS``
+  characters. Every batch repeats the sheet name and the header row on its first
+  line (``Sheet: <name> — <header cells>``, see ``extractors._tables``), so a chunk
+  cut from row 90,000 still names its sheet and its columns. ``meta["sheet"]`` is the
+  sheet name, ``meta["header"]`` the header cells, ``meta["rows"]`` the first and last
+  sheet row number of the batch. (No ``meta["cells"]`` copy of every row, unlike the
+  small tables of other formats: it would triple the memory a large sheet needs.)
+
+The header row is the first non-empty row with two or more filled cells among the
+first ``HEADER_SCAN`` non-empty rows (else the first non-empty row). Empty rows and
+empty sheets are skipped; trailing empty cells are dropped; leading empty columns
+(a table starting in column C) are dropped when they are empty in the header.
+
+Values: text with whitespace collapsed; whole numbers without ".0"; other floats with
+15 significant digits (what Excel shows, no binary noise like 0.30000000000000004);
+dates as ``2024-03-31`` (with `` 14:30:00`` when there is a time of day); booleans as
+``TRUE``/``FALSE``; error values (``#DIV/0!``) as they are.
+
+Bounds (``ExtractContext.limits``): a sheet with more than ``max_sheet_cells``
+non-empty cells is cut there and the next sheet is read; once the output passes
+``max_sheet_chars`` characters the workbook is cut. Either cut is a warning starting
+with ``truncated:`` that names the sheet and row, and the quality report flags the
+document (``quality:truncated``). Rows wider than ``MAX_COLUMNS`` cells are cut to
+that width. ``xl/sharedStrings.xml`` (held in memory by openpyxl) over
+``max_member_bytes``, or over 10 MiB at a compression ratio above ``max_ratio``,
+is a ``zip-bomb``.
+
+Errors: not a ZIP package, or a package without a readable workbook part, is
+``corrupt`` with what failed.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import zipfile
+from pathlib import Path
+
+from ._tables import render_table
+from .base import Element, ExtractContext, Extraction, ExtractionError
+
+OUR_VERSION = 1
+BATCH_ROWS = 200  # rows per table element
+BATCH_CHARS = 16_000  # characters per table element (a batch ends at whichever comes first)
+HEADER_SCAN = 10  # non-empty rows looked at to find the header row
+MAX_COLUMNS = 2000  # widest row kept
+MAX_CELL_CHARS = 32_767  # Excel's own limit for one cell
+
+
+def cell_text(value) -> str:
+    """One cell value as text a person reads (see module doc)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        text = " ".join(value.split())
+        return text[:MAX_CELL_CHARS]
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return str(value)
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return f"{value:.15g}"
+    if isinstance(value, _dt.datetime):
+        if (value.hour, value.minute, value.second, value.microsecond) == (0, 0, 0, 0):
+            return value.date().isoformat()
+        return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, (_dt.date, _dt.time)):
+        return value.isoformat()
+    return " ".join(str(value).split())[:MAX_CELL_CHARS]
+
+
+class SheetWriter:
+    """Turns the rows of one sheet, as they stream in, into bounded elements.
+
+    Shared by every streamed table format: call :meth:`row` for each row (already
+    text), then :meth:`close`. ``budget`` is shared by the sheets of one document.
+    """
+
+    def __init__(self, name: str, page: int | None, out: list[Element], budget: "Budget"):
+        self.name = name
+        self.page = page
+        self.out = out
+        self.budget = budget
+        self.context = f"Sheet: {name}" if name else None
+        self.scan: list[tuple[int, list[str]]] = []  # rows seen before the header is known
+        self.header: list[str] | None = None
+        self.lead = 0  # leading empty columns dropped
+        self.batch: list[list[str]] = []
+        self.batch_rows: list[int] = []
+        self.batch_chars = 0
+        self.cells = 0
+        self.started = False  # the sheet's heading is out
+        self.emitted_table = False
+        self.stopped = False  # this sheet's budget is spent
+
+    # -- input ---------------------------------------------------------------------
+    def row(self, number: int, cells: list[str]) -> bool:
+        """Add sheet row ``number``; False once this sheet (or the document) is cut."""
+        if self.stopped:
+            return False
+        while cells and not cells[-1]:
+            cells.pop()
+        if not cells:
+            return True
+        if len(cells) > MAX_COLUMNS:
+            cells = cells[:MAX_COLUMNS]
+            self.budget.wide_rows += 1
+        filled = sum(1 for c in cells if c)
+        if self.cells + filled > self.budget.max_sheet_cells:
+            self._cut(number, f"more than {self.budget.max_sheet_cells} non-empty cells "
+                              "(limit max_sheet_cells)")
+            return False
+        chars = sum(len(c) for c in cells) + 3 * len(cells)
+        if self.budget.chars + chars > self.budget.max_chars:
+            self.budget.spent = True
+            self._cut(number, f"output passed {self.budget.max_chars} characters "
+                              "(limit max_sheet_chars); later sheets not read")
+            return False
+        self.cells += filled
+        self.budget.chars += chars
+        if self.header is None:
+            self.scan.append((number, cells))
+            if filled >= 2 or len(self.scan) >= HEADER_SCAN:
+                self._choose_header()
+            return True
+        self._add(number, cells, chars)
+        return True
+
+    def close(self) -> None:
+        if self.header is None and self.scan:
+            self._choose_header()
+        self._flush()
+        if self.header is not None and not self.batch_rows and not self.emitted_table:
+            # a sheet that is only a header row: the header line alone
+            self._start()
+            self.out.append(Element("table", render_table([self.header], context=self.context),
+                                    page=self.page, meta=self._meta([])))
+
+    # -- internals -----------------------------------------------------------------
+    def _start(self) -> None:
+        if not self.started:
+            self.started = True
+            if self.name:
+                self.out.append(Element("heading", self.name, page=self.page, level=1,
+                                        meta={"sheet": self.name}))
+
+    def _choose_header(self) -> None:
+        index = next((i for i, (_, cells) in enumerate(self.scan)
+                      if sum(1 for c in cells if c) >= 2), 0)
+        before, (_, header), after = self.scan[:index], self.scan[index], self.scan[index + 1:]
+        self.scan = []
+        self._start()
+        if before:
+            text = "\n".join(" | ".join(c for c in cells if c) for _, cells in before)
+            self.out.append(Element("paragraph", text, page=self.page,
+                                    meta={"sheet": self.name} if self.name else {}))
+        self.lead = next((i for i, c in enumerate(header) if c), 0)
+        self.header = header[self.lead:]
+        for number, cells in after:
+            self._add(number, cells, sum(len(c) for c in cells) + 3 * len(cells))
+
+    def _add(self, number: int, cells: list[str], chars: int) -> None:
+        if self.lead and not any(cells[:self.lead]):
+            cells = cells[self.lead:]
+        if self.batch and (len(self.batch) >= BATCH_ROWS or self.batch_chars + chars > BATCH_CHARS):
+            self._flush()
+        self.batch.append(cells)
+        self.batch_rows.append(number)
+        self.batch_chars += chars
+
+    def _meta(self, rows: list[int]) -> dict:
+        meta: dict = {"header": self.header}
+        if self.name:
+            meta["sheet"] = self.name
+        if rows:
+            meta["rows"] = [rows[0], rows[-1]]
+        return meta
+
+    def _flush(self) -> None:
+        if not self.batch:
+            return
+        cells = [self.header, *self.batch]
+        self.out.append(Element("table", render_table(cells, context=self.context),
+                                page=self.page, meta=self._meta(self.batch_rows)))
+        self.emitted_table = True
+        self.batch, self.batch_rows, self.batch_chars = [], [], 0
+
+    def _cut(self, number: int, why: str) -> None:
+        self.stopped = True
+        where = f"sheet '{self.name}'" if self.name else "table"
+        self.budget.warnings.append(f"truncated: {where} cut before row {number}: {why}")
+
+
+class Budget:
+    """What the sheets of one document may produce together."""
+
+    def __init__(self, ctx: ExtractContext):
+        limits = ctx.limits
+        self.max_sheet_cells = limits.max_sheet_cells
+        self.max_chars = limits.max_sheet_chars
+        self.chars = 0
+        self.spent = False
+        self.wide_rows = 0
+        self.warnings: list[str] = []
+
+    def notes(self) -> list[str]:
+        notes = list(self.warnings)
+        if self.wide_rows:
+            notes.append(f"{self.wide_rows} row(s) wider than {MAX_COLUMNS} cells cut to "
+                         f"{MAX_COLUMNS}")
+        return notes
+
+
+# ----------------------------------------------------------------------------- XLSX
+
+
+def _check_package(path: Path, fmt: str, ctx: ExtractContext) -> None:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = {i.filename: i for i in zf.infolist()}
+    except zipfile.BadZipFile as exc:
+        raise ExtractionError("corrupt", f"{fmt}: not a readable ZIP package: {exc}") from exc
+    if "xl/workbook.xml" not in infos:
+        raise ExtractionError("corrupt", f"{fmt}: no workbook part (xl/workbook.xml) in the package")
+    limits = ctx.limits
+    info = infos.get("xl/sharedStrings.xml")
+    if info is not None:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > limits.max_member_bytes or (
+                info.file_size > 10 * 1024 * 1024 and ratio > limits.max_ratio):
+            raise ExtractionError(
+                "zip-bomb", f"{fmt}: xl/sharedStrings.xml expands to {info.file_size} bytes "
+                f"(ratio 1:{ratio:.0f}; limits {limits.max_member_bytes} bytes, 1:{limits.max_ratio:.0f})")
+
+
+def _open_workbook(path: Path, fmt: str):
+    import warnings as _warnings
+
+    from openpyxl import load_workbook
+
+    try:
+        with _warnings.catch_warnings():
+            # "Data Validation extension is not supported", "invalid specification": noise
+            _warnings.simplefilter("ignore")
+            return load_workbook(str(path), read_only=True, data_only=True, keep_links=False)
+    except zipfile.BadZipFile as exc:
+        raise ExtractionError("corrupt", f"{fmt}: not a readable ZIP package: {exc}") from exc
+    except KeyError as exc:
+        raise ExtractionError("corrupt", f"{fmt}: package part missing: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds on bad XML
+        raise ExtractionError(
+            "corrupt", f"{fmt}: workbook unreadable ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
+
+
+def _xlsx(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element], int, list[str]]:
+    _check_package(path, fmt, ctx)
+    wb = _open_workbook(path, fmt)
+    out: list[Element] = []
+    budget = Budget(ctx)
+    last_page = 0
+    try:
+        for page, ws in enumerate(wb.worksheets, start=1):
+            if budget.spent:
+                break
+            if not hasattr(ws, "iter_rows"):
+                continue
+            # Trust the rows in the file, not the declared <dimension> (often wrong, and a
+            # declared A1:XFD1048576 would pad every row to 16,384 cells).
+            ws.reset_dimensions()
+            writer = SheetWriter(ws.title, page, out, budget)
+            try:
+                for number, row in enumerate(ws.iter_rows(values_only=True), start=1):
+                    if row and not writer.row(number, [cell_text(v) for v in row[:MAX_COLUMNS + 1]]):
+                        break
+            except ExtractionError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one damaged sheet fails the file, named
+                raise ExtractionError(
+                    "corrupt", f"{fmt}: sheet '{ws.title}' unreadable "
+                    f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+            writer.close()
+            if writer.started:
+                last_page = page
+    finally:
+        wb.close()
+    return out, last_page, budget.notes()
+
+
+# ----------------------------------------------------------------------------- entry
+
+
+def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
+    """Router entry point (see ``extractors._EXTRACTORS``): XLSX and its variants."""
+    import openpyxl
+
+    from . import _FAMILY
+
+    fmt = _FAMILY[mime]
+    elements, pages, warnings = _xlsx(path, fmt, ctx)
+    if not elements:
+        warnings.append("no text")
+    return Extraction(
+        elements=elements,
+        extractor=f"{fmt}/openpyxl",
+        extractor_version=f"openpyxl-{openpyxl.__version__}+{OUR_VERSION}",
+        mime=mime,
+        pages=pages,
+        warnings=warnings,
+    )
