@@ -10,8 +10,6 @@ calculated has no value and reads as empty.
 
 Output per sheet (``page`` = the sheet's 1-based index in the workbook, as before):
 
-* a ``heading`` (level 1) with the sheet name, so every sheet is a section of its own
-  and chunks never mix two sheets;
 * rows before the header (a title such as "Quarterly revenue" above the table) as a
   ``paragraph``;
 * the rows as ``table`` elements of at most ``BATCH_ROWS`` rows / ``BATCH_CHARS``
@@ -107,7 +105,7 @@ class SheetWriter:
         self.batch_rows: list[int] = []
         self.batch_chars = 0
         self.cells = 0
-        self.started = False  # the sheet's heading is out
+        self.started = False  # the sheet has content
         self.emitted_table = False
         self.stopped = False  # this sheet's budget is spent
 
@@ -156,11 +154,10 @@ class SheetWriter:
 
     # -- internals -----------------------------------------------------------------
     def _start(self) -> None:
-        if not self.started:
-            self.started = True
-            if self.name:
-                self.out.append(Element("heading", self.name, page=self.page, level=1,
-                                        meta={"sheet": self.name}))
+        # No "heading" element per sheet: the chunker would make the heading a chunk of
+        # its own whenever the first table part fills a chunk (always, on large sheets);
+        # the sheet name travels on every table line 1 and in meta["sheet"] instead.
+        self.started = True
 
     def _choose_header(self) -> None:
         index = next((i for i, (_, cells) in enumerate(self.scan)

@@ -620,7 +620,7 @@ def test_pptx(tmp_path):
 
 def test_xlsx(tmp_path):
     result = extract(make_xlsx(tmp_path / "book.xlsx"))
-    assert result.extractor == "xlsx/unstructured"
+    assert result.extractor == "xlsx/openpyxl"  # extractors.spreadsheet since issue 3
     assert result.mime == XLSX_MIME
     assert result.pages == 2
     tables = [e for e in result.elements if e.kind == "table"]
@@ -699,7 +699,7 @@ def test_spacy_shim_missing_package(monkeypatch, tmp_path):
         ("unstructured-example-docs/fake-power-point.pptx", "pptx/unstructured", "Bullet Slide"),
         (
             "unstructured-example-docs/2023-half-year-analyses-by-segment.xlsx",
-            "xlsx/unstructured",
+            "xlsx/openpyxl",
             "Zone NA",
         ),
         ("unstructured-example-docs/fake-email.eml", "eml/email", "Violets are blue"),
