@@ -23,7 +23,8 @@ Output per sheet (``page`` = the sheet's 1-based index in the workbook, as befor
 The header row is the first non-empty row with two or more filled cells among the
 first ``HEADER_SCAN`` non-empty rows (else the first non-empty row). Empty rows and
 empty sheets are skipped; trailing empty cells are dropped; leading empty columns
-(a table starting in column C) are dropped when they are empty in the header.
+(a table starting in column C) are dropped when they are empty in the header and the
+first row under it.
 
 Values: text with whitespace collapsed; whole numbers without ".0"; other floats with
 15 significant digits (what Excel shows, no binary noise like 0.30000000000000004);
@@ -92,7 +93,9 @@ class SheetWriter:
     text), then :meth:`close`. ``budget`` is shared by the sheets of one document.
     """
 
-    def __init__(self, name: str, page: int | None, out: list[Element], budget: "Budget"):
+    def __init__(self, name: str, page: int | None, out: list[Element], budget: "Budget",
+                 header_scan: int = HEADER_SCAN):
+        self.header_scan = header_scan
         self.name = name
         self.page = page
         self.out = out
@@ -136,7 +139,7 @@ class SheetWriter:
         self.budget.chars += chars
         if self.header is None:
             self.scan.append((number, cells))
-            if filled >= 2 or len(self.scan) >= HEADER_SCAN:
+            if filled >= 2 or len(self.scan) >= self.header_scan:
                 self._choose_header()
             return True
         self._add(number, cells, chars)
@@ -169,12 +172,18 @@ class SheetWriter:
             text = "\n".join(" | ".join(c for c in cells if c) for _, cells in before)
             self.out.append(Element("paragraph", text, page=self.page,
                                     meta={"sheet": self.name} if self.name else {}))
+        self.header_raw = header
         self.lead = next((i for i, c in enumerate(header) if c), 0)
+        self.lead_fixed = False
         self.header = header[self.lead:]
         for number, cells in after:
             self._add(number, cells, sum(len(c) for c in cells) + 3 * len(cells))
 
     def _add(self, number: int, cells: list[str], chars: int) -> None:
+        if not self.lead_fixed:  # empty leading columns: empty in the header and first row
+            self.lead_fixed = True
+            self.lead = min(self.lead, next((i for i, c in enumerate(cells) if c), 0))
+            self.header = self.header_raw[self.lead:]
         if self.lead and not any(cells[:self.lead]):
             cells = cells[self.lead:]
         if self.batch and (len(self.batch) >= BATCH_ROWS or self.batch_chars + chars > BATCH_CHARS):
@@ -302,24 +311,105 @@ def _xlsx(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element], int
     return out, last_page, budget.notes()
 
 
+# ----------------------------------------------------------------------------- CSV / TSV
+
+SMALL_TEXT_BYTES = 16 * 1024 * 1024  # up to this size a delimited file is decoded whole
+SAMPLE_BYTES = 1024 * 1024  # larger ones: the encoding is decided on this much
+
+
+def _sample_encoding(path: Path) -> tuple[str, list[str]]:
+    """Encoding of a large text file, decided on its first ``SAMPLE_BYTES`` with the
+    same rules as ``text.decode_bytes`` (BOM, UTF-16 without BOM, UTF-8, code pages)."""
+    from . import _bomless_utf16
+    from .text import _BOMS, decode_bytes
+
+    with open(path, "rb") as fh:
+        sample = fh.read(SAMPLE_BYTES)
+    if any(sample.startswith(bom) for bom, _ in _BOMS) or _bomless_utf16(sample[:8192]):
+        sample = sample[: len(sample) // 4 * 4]  # whole code units
+    elif b"\n" in sample:
+        sample = sample[: sample.rindex(b"\n") + 1]  # no character cut in two
+    _, encoding, notes = decode_bytes(sample)
+    if encoding not in ("utf-8", "utf-8-sig"):
+        notes = [*notes, f"encoding: decided on the first {len(sample)} bytes"]
+    return encoding, notes
+
+
+def _sniff_delimiter(head: str, default: str) -> str:
+    import csv
+
+    lines = [ln for ln in head.splitlines()[:50] if ln.strip()]
+    if not lines:
+        return default
+    try:
+        return csv.Sniffer().sniff("\n".join(lines), delimiters=",;\t|").delimiter
+    except csv.Error:
+        return default
+
+
+def _delimited(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element], list[str]]:
+    """CSV/TSV rows, streamed through the same writer as sheets (no sheet name)."""
+    import csv
+    import io
+
+    from .text import decode_bytes
+
+    size = path.stat().st_size
+    if size <= SMALL_TEXT_BYTES:
+        text, encoding, notes = decode_bytes(path.read_bytes())
+        stream = io.StringIO(text.replace("\r\n", "\n"))
+        head = text[:65536]
+    else:
+        encoding, notes = _sample_encoding(path)
+        stream = open(path, encoding=encoding, errors="replace", newline="")
+        head = stream.read(65536)
+        stream.seek(0)
+    delimiter = "\t" if fmt == "tsv" else _sniff_delimiter(head, ",")
+    if fmt == "csv" and delimiter != ",":
+        notes.append(f"delimiter: {delimiter!r} (detected)")
+    out: list[Element] = []
+    budget = Budget(ctx)
+    writer = SheetWriter("", None, out, budget, header_scan=1)
+    replaced = 0
+    number = 0
+    try:
+        with stream:
+            for number, row in enumerate(csv.reader(stream, delimiter=delimiter), start=1):
+                cells = [" ".join(c.split())[:MAX_CELL_CHARS] for c in row[:MAX_COLUMNS + 1]]
+                if size > SMALL_TEXT_BYTES:
+                    replaced += sum(c.count("\ufffd") for c in cells)
+                if not writer.row(number, cells):
+                    break
+    except csv.Error as exc:
+        raise ExtractionError("corrupt", f"{fmt}: record {number + 1}: {exc}") from exc
+    writer.close()
+    if replaced:
+        notes.append(f"encoding: {replaced} undecodable byte(s) replaced after the sample")
+    return out, notes + budget.notes()
+
+
 # ----------------------------------------------------------------------------- entry
 
 
 def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
-    """Router entry point (see ``extractors._EXTRACTORS``): XLSX and its variants."""
-    import openpyxl
-
+    """Router entry point (see ``extractors._EXTRACTORS``): XLSX and its variants, CSV, TSV."""
     from . import _FAMILY
 
     fmt = _FAMILY[mime]
-    elements, pages, warnings = _xlsx(path, fmt, ctx)
+    pages = None
+    if fmt in ("csv", "tsv"):
+        from .text import charset_normalizer_version
+
+        elements, warnings = _delimited(path, fmt, ctx)
+        extractor = f"{fmt}/csv"
+        version = f"charset-normalizer-{charset_normalizer_version()}+{OUR_VERSION}"
+    else:
+        import openpyxl
+
+        elements, pages, warnings = _xlsx(path, fmt, ctx)
+        extractor = f"{fmt}/openpyxl"
+        version = f"openpyxl-{openpyxl.__version__}+{OUR_VERSION}"
     if not elements:
         warnings.append("no text")
-    return Extraction(
-        elements=elements,
-        extractor=f"{fmt}/openpyxl",
-        extractor_version=f"openpyxl-{openpyxl.__version__}+{OUR_VERSION}",
-        mime=mime,
-        pages=pages,
-        warnings=warnings,
-    )
+    return Extraction(elements=elements, extractor=extractor, extractor_version=version,
+                      mime=mime, pages=pages, warnings=warnings)

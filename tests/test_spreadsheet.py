@@ -392,3 +392,73 @@ def test_corpus_workbooks_agree_with_the_unstructured_path():
         assert norm >= 0.95, path
         compared += 1
     assert compared >= 8
+
+
+# ----------------------------------------------------------------------------- CSV / TSV
+
+_WORDS = ["Zürich", "Genève", "München", "Malmö", "Señora", "Straße", "café", "Ærø", "Ångström",
+          "Façade"]
+
+
+def test_large_csv_is_streamed_with_the_same_charset_detection(tmp_path, monkeypatch, embedder):
+    from extractors import spreadsheet
+    from extractors.text import decode_bytes
+    from ingest.chunking import Chunker
+
+    # Make "large" small, so the streaming path runs on a file a test can afford.
+    monkeypatch.setattr(spreadsheet, "SMALL_TEXT_BYTES", 200_000)
+    monkeypatch.setattr(spreadsheet, "SAMPLE_BYTES", 50_000)
+    rows = ["id;city;note"] + [f"{i};{_WORDS[i % 10]};Grüße aus {_WORDS[(i * 7) % 10]}"
+                               for i in range(1, 20_001)]
+    data = ("\r\n".join(rows) + "\r\n").encode("cp1252")
+    path = tmp_path / "export.csv"
+    path.write_bytes(data)
+    assert len(data) > 2 * spreadsheet.SMALL_TEXT_BYTES
+    whole_encoding = decode_bytes(data)[1]
+
+    result = extract(path)
+    assert result.extractor == "csv/csv"
+    assert f"encoding: {whole_encoding} (detected)" in result.warnings  # cp1252, as decoded whole
+    assert "encoding: decided on the first 49" in " ".join(result.warnings)  # cut at a line end
+    assert "delimiter: ';' (detected)" in result.warnings
+    tables = result.elements
+    assert len(tables) == 100 and all(t.page is None for t in tables)
+    assert all(t.text.startswith("id | city | note\n--- | --- | ---\n") for t in tables)
+    assert tables[-1].meta["rows"] == [19_802, 20_001]
+    assert "20000 | Zürich | Grüße aus Zürich" in tables[-1].text
+
+    chunks = Chunker(embedder.count_tokens, embedder.max_tokens).chunk(tables)
+    assert all(c.text.startswith("id | city | note\n") for c in chunks)
+    assert "20000 | Zürich | Grüße aus Zürich" in chunks[-1].text
+
+
+def test_large_utf8_csv_with_a_bad_byte_after_the_sample(tmp_path, monkeypatch):
+    from extractors import spreadsheet
+
+    monkeypatch.setattr(spreadsheet, "SMALL_TEXT_BYTES", 10_000)
+    monkeypatch.setattr(spreadsheet, "SAMPLE_BYTES", 5_000)
+    body = "".join(f"{i},Zürich\n" for i in range(3000)).encode()
+    path = tmp_path / "u.csv"
+    path.write_bytes(b"n,city\n" + body + b"3000,Z\xfcrich\n")  # one Latin-1 byte at the end
+    result = extract(path)
+    assert not any("detected" in w for w in result.warnings)  # UTF-8, from the sample
+    assert "encoding: 1 undecodable byte(s) replaced after the sample" in result.warnings
+    assert "3000 | Z\ufffdrich" in result.text
+
+
+def test_corpus_delimited_files_agree_with_the_old_paths():
+    from extractors import text as text_module
+    from extractors.unstructured_family import extract_unstructured
+
+    root = need_corpora()
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".csv", ".tsv")
+                   and "ir" not in p.relative_to(root).parts[:1] and p.name != "MANIFEST.tsv")
+    assert len(files) >= 10
+    for path in files:
+        new = extract(path)
+        assert new.extractor == f"{path.suffix[1:].lower()}/csv"
+        old = (extract_unstructured(path, "csv", new.mime) if path.suffix.lower() == ".csv"
+               else text_module.extract(path, new.mime, ExtractContext()))
+        recall = _recall(old.text, new.text)
+        print(f"{path.relative_to(root)}: recall {recall:.3f} vs {old.extractor}")
+        assert recall >= 0.95, path
