@@ -246,7 +246,7 @@ _EXTRACTORS: dict[str, tuple[str, str]] = {
     "ndjson": ("structured", "extract"),
     "xml": ("structured", "extract"),
     "odt": ("odf", "extract"),
-    "ods": ("odf", "extract"),
+    "ods": ("spreadsheet", "extract"),
     "odp": ("odf", "extract"),
     "epub": ("epub", "extract"),
     "doc": ("legacy_office", "extract"),

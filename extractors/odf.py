@@ -216,25 +216,32 @@ def _rows(table):
             yield from _rows(child)
 
 
+def row_cells(row, walker: _Walker) -> list[str]:
+    """The cell texts of one ``table:table-row`` (repeated cells expanded, trailing empty
+    ones dropped, at most ``MAX_COLUMNS``)."""
+    cells: list[str] = []
+    pending_empty = 0
+    for cell in row:
+        q = _q(cell)
+        if q not in ("table:table-cell", "table:covered-table-cell"):
+            continue
+        repeat = _int_attr(cell, "table", "number-columns-repeated", 1) or 1
+        text = _cell_text(cell, walker) if q == "table:table-cell" else ""
+        if not text:
+            pending_empty += repeat
+            continue
+        if len(cells) + pending_empty >= MAX_COLUMNS:
+            break
+        cells.extend([""] * pending_empty)
+        pending_empty = 0
+        cells.extend([text] * min(repeat, MAX_REPEAT, MAX_COLUMNS - len(cells)))
+    return cells
+
+
 def table_cells(table, walker: _Walker) -> list[list[str]]:
     rows: list[list[str]] = []
     for row in _rows(table):
-        cells: list[str] = []
-        pending_empty = 0
-        for cell in row:
-            q = _q(cell)
-            if q not in ("table:table-cell", "table:covered-table-cell"):
-                continue
-            repeat = _int_attr(cell, "table", "number-columns-repeated", 1) or 1
-            text = _cell_text(cell, walker) if q == "table:table-cell" else ""
-            if not text:
-                pending_empty += repeat
-                continue
-            if len(cells) + pending_empty >= MAX_COLUMNS:
-                break
-            cells.extend([""] * pending_empty)
-            pending_empty = 0
-            cells.extend([text] * min(repeat, MAX_REPEAT, MAX_COLUMNS - len(cells)))
+        cells = row_cells(row, walker)
         if not any(cells):
             continue
         repeat = _int_attr(row, "table", "number-rows-repeated", 1) or 1

@@ -22,9 +22,9 @@ Output per sheet (``page`` = the sheet's 1-based index in the workbook, as befor
 
 The header row is the first non-empty row with two or more filled cells among the
 first ``HEADER_SCAN`` non-empty rows (else the first non-empty row). Empty rows and
-empty sheets are skipped; trailing empty cells are dropped; leading empty columns
-(a table starting in column C) are dropped when they are empty in the header and the
-first row under it.
+empty sheets are skipped; trailing empty cells are dropped; columns empty in the header
+and in every row of a batch are dropped from that batch (a table starting in column C
+does not begin every line with " |  | ").
 
 Values: text with whitespace collapsed; whole numbers without ".0"; other floats with
 15 significant digits (what Excel shows, no binary noise like 0.30000000000000004);
@@ -172,28 +172,19 @@ class SheetWriter:
             text = "\n".join(" | ".join(c for c in cells if c) for _, cells in before)
             self.out.append(Element("paragraph", text, page=self.page,
                                     meta={"sheet": self.name} if self.name else {}))
-        self.header_raw = header
-        self.lead = next((i for i, c in enumerate(header) if c), 0)
-        self.lead_fixed = False
-        self.header = header[self.lead:]
+        self.header = header
         for number, cells in after:
             self._add(number, cells, sum(len(c) for c in cells) + 3 * len(cells))
 
     def _add(self, number: int, cells: list[str], chars: int) -> None:
-        if not self.lead_fixed:  # empty leading columns: empty in the header and first row
-            self.lead_fixed = True
-            self.lead = min(self.lead, next((i for i, c in enumerate(cells) if c), 0))
-            self.header = self.header_raw[self.lead:]
-        if self.lead and not any(cells[:self.lead]):
-            cells = cells[self.lead:]
         if self.batch and (len(self.batch) >= BATCH_ROWS or self.batch_chars + chars > BATCH_CHARS):
             self._flush()
         self.batch.append(cells)
         self.batch_rows.append(number)
         self.batch_chars += chars
 
-    def _meta(self, rows: list[int]) -> dict:
-        meta: dict = {"header": self.header}
+    def _meta(self, rows: list[int], header: list[str] | None = None) -> dict:
+        meta: dict = {"header": self.header if header is None else header}
         if self.name:
             meta["sheet"] = self.name
         if rows:
@@ -204,8 +195,13 @@ class SheetWriter:
         if not self.batch:
             return
         cells = [self.header, *self.batch]
+        width = max(len(row) for row in cells)
+        keep = [c for c in range(width) if any(c < len(row) and row[c] for row in cells)]
+        if len(keep) < width:  # columns empty in the header and every row of this batch
+            cells = [[row[c] if c < len(row) else "" for c in keep] for row in cells]
+            cells = [_trim(row) for row in cells]
         self.out.append(Element("table", render_table(cells, context=self.context),
-                                page=self.page, meta=self._meta(self.batch_rows)))
+                                page=self.page, meta=self._meta(self.batch_rows, cells[0])))
         self.emitted_table = True
         self.batch, self.batch_rows, self.batch_chars = [], [], 0
 
@@ -213,6 +209,13 @@ class SheetWriter:
         self.stopped = True
         where = f"sheet '{self.name}'" if self.name else "table"
         self.budget.warnings.append(f"truncated: {where} cut before row {number}: {why}")
+
+
+def _trim(row: list[str]) -> list[str]:
+    end = len(row)
+    while end and not row[end - 1]:
+        end -= 1
+    return row[:end]
 
 
 class Budget:
@@ -311,6 +314,107 @@ def _xlsx(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element], int
     return out, last_page, budget.notes()
 
 
+# ----------------------------------------------------------------------------- ODS
+
+_ODS_TABLE_NS = ("urn:oasis:names:tc:opendocument:xmlns:table:1.0",
+                 "http://openoffice.org/2000/table")  # ODF, and OpenOffice.org 1.x (SXC)
+
+
+def _ods_source(path: Path, fmt: str, ctx: ExtractContext):
+    """content.xml as a stream (decrypted into memory when the file is encrypted)."""
+    import io
+
+    from . import odf
+
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise ExtractionError("corrupt", f"{fmt}: not a readable ZIP package: {exc}") from exc
+    if "content.xml" not in zf.namelist():
+        zf.close()
+        raise ExtractionError("corrupt", f"{fmt}: no content.xml in the package")
+    if odf._encryption(zf, ctx) is not None:
+        with zf:
+            data, _ = odf._content(zf, path, ctx, fmt)
+        return None, io.BytesIO(data), True
+    info = zf.getinfo("content.xml")
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > 10 * 1024 * 1024 and ratio > ctx.limits.max_ratio:
+        zf.close()
+        raise ExtractionError("zip-bomb", f"{fmt}: content.xml ratio 1:{ratio:.0f} "
+                              f"(limit 1:{ctx.limits.max_ratio:.0f})")
+    return zf, zf.open(info), False
+
+
+def _ods(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element], int, list[str]]:
+    """ODS/OTS/SXC sheets, streamed from content.xml with lxml's iterparse: each row is
+    turned into cells when it ends and then freed (``odf.row_cells`` reads it, so cell
+    text is what the ODF extractor reads: a cell's paragraphs, else its value)."""
+    from lxml import etree
+
+    from . import odf
+
+    zf, source, decrypted = _ods_source(path, fmt, ctx)
+    tags = [f"{{{ns}}}{local}" for ns in _ODS_TABLE_NS for local in ("table", "table-row")]
+    out: list[Element] = []
+    budget = Budget(ctx)
+    warnings: list[str] = ["decrypted with a configured password"] if decrypted else []
+    depth = number = last_page = row_number = 0
+    writer: SheetWriter | None = None
+    stopped = False
+    try:
+        events = etree.iterparse(source, events=("start", "end"), tag=tags,
+                                 resolve_entities=False, no_network=True, load_dtd=False,
+                                 huge_tree=False, remove_comments=True, remove_pis=True)
+        for event, el in events:
+            table = el.tag.endswith("}table")
+            if event == "start":
+                if table:
+                    depth += 1
+                    if depth == 1:  # a sheet (tables nested in cells belong to their cell)
+                        number += 1
+                        name = odf._attr(el, "table", "name") or f"Sheet{number}"
+                        writer = SheetWriter(name, number, out, budget)
+                        row_number, stopped = 0, budget.spent
+                continue
+            if table:
+                depth -= 1
+                if depth == 0 and writer is not None:
+                    writer.close()
+                    last_page = number if writer.started else last_page
+                    writer = None
+                    _free(el)
+                continue
+            if depth != 1 or writer is None:
+                continue
+            repeat = odf._int_attr(el, "table", "number-rows-repeated", 1) or 1
+            if not stopped:
+                cells = odf.row_cells(el, odf._Walker(number))
+                if any(cells):
+                    for copy in range(min(repeat, odf.MAX_REPEAT)):
+                        if not writer.row(row_number + copy + 1, list(cells)):
+                            stopped = True
+                            break
+            row_number += repeat
+            _free(el)
+    except etree.XMLSyntaxError as exc:
+        raise ExtractionError("corrupt", f"{fmt}: content.xml: {exc}") from exc
+    finally:
+        source.close()
+        if zf is not None:
+            zf.close()
+    return out, last_page, warnings + budget.notes()
+
+
+def _free(el) -> None:
+    """Drop a finished element and the siblings before it (iterparse keeps the tree)."""
+    el.clear(keep_tail=True)
+    parent = el.getparent()
+    if parent is not None:
+        while el.getprevious() is not None:
+            del parent[0]
+
+
 # ----------------------------------------------------------------------------- CSV / TSV
 
 SMALL_TEXT_BYTES = 16 * 1024 * 1024  # up to this size a delimited file is decoded whole
@@ -392,7 +496,7 @@ def _delimited(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element]
 
 
 def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
-    """Router entry point (see ``extractors._EXTRACTORS``): XLSX and its variants, CSV, TSV."""
+    """Router entry point (see ``extractors._EXTRACTORS``): XLSX and its variants, ODS, CSV, TSV."""
     from . import _FAMILY
 
     fmt = _FAMILY[mime]
@@ -403,6 +507,12 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
         elements, warnings = _delimited(path, fmt, ctx)
         extractor = f"{fmt}/csv"
         version = f"charset-normalizer-{charset_normalizer_version()}+{OUR_VERSION}"
+    elif fmt == "ods":
+        from lxml import etree
+
+        elements, pages, warnings = _ods(path, fmt, ctx)
+        extractor = f"{fmt}/lxml"
+        version = f"lxml-{etree.__version__}+{OUR_VERSION}"
     else:
         import openpyxl
 
