@@ -18,7 +18,9 @@ Text documents (ODT), in document order:
 * tables of contents and other generated indexes, tracked deletions, comments and
   forms are skipped (they repeat or are not the document's text).
 
-Spreadsheets (ODS): each sheet is one ``table`` element, ``page`` = sheet number,
+Spreadsheets (ODS; the router sends them to ``extractors.spreadsheet``, which streams
+content.xml row by row with ``row_cells`` below; this whole-tree path remains for direct
+callers): each sheet is one ``table`` element, ``page`` = sheet number,
 ``meta["sheet"]`` = its name, whose first line is "Sheet: <name> — <header row>"
 (the chunker repeats a table's first line in every part, so every chunk of a sheet
 carries the sheet name and the header). Empty rows and columns are dropped;
