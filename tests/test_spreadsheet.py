@@ -548,3 +548,12 @@ def test_corrupt_ods_gives_a_specific_error(tmp_path):
         extract(path)
     assert info.value.code == "corrupt"
     assert info.value.message.startswith("ods: content.xml:")
+
+
+def test_corpus_password_protected_xlsx_opens_with_a_configured_password(tmp_path):
+    path = need_corpora() / "tika-test-documents/microsoft/testEXCEL_protected_passtika.xlsx"
+    result = extract(path, ctx=ExtractContext(workdir=tmp_path, passwords=[("*", "tika")]))
+    assert result.extractor == "xlsx/openpyxl"
+    assert "decrypted with a configured password" in result.warnings
+    assert result.elements[0].text == f"Sheet: Sheet1{DASH}This is an Encrypted Excel spreadsheet."
+    assert list(tmp_path.iterdir()) == []  # the decrypted copy is gone
