@@ -29,7 +29,9 @@ So a PDF saved as ``report.docx`` is parsed as PDF, and a ``.doc`` that is reall
 ``.docx`` is parsed as DOCX.
 
 Routing: ``_FAMILY`` maps a MIME type to a format family, ``_EXTRACTORS`` maps a family
-to ``(module, function)`` in this package; the module is imported only when a file of
+to ``(module, function)`` in this package (spreadsheets and delimited text, i.e.
+XLSX/XLSM/XLTX/XLTM, ODS/OTS/SXC, CSV and TSV, go to ``spreadsheet``, which streams
+them row by row with the sheet name and header row on every batch); the module is imported only when a file of
 that family is extracted (this module stays cheap to import), so a missing or broken
 module fails only its own family, with ``extractor-crash``.
 
@@ -235,18 +237,18 @@ _EXTRACTORS: dict[str, tuple[str, str]] = {
     "pdf": ("pdf", "extract"),
     "docx": ("docx", "extract"),
     "pptx": ("unstructured_family", "extract"),
-    "xlsx": ("unstructured_family", "extract"),
+    "xlsx": ("spreadsheet", "extract"),
     "md": ("unstructured_family", "extract"),
     "html": ("unstructured_family", "extract"),
-    "csv": ("unstructured_family", "extract"),
+    "csv": ("spreadsheet", "extract"),
     "txt": ("text", "extract"),
-    "tsv": ("text", "extract"),
+    "tsv": ("spreadsheet", "extract"),
     "rtf": ("rtf", "extract"),
     "json": ("structured", "extract"),
     "ndjson": ("structured", "extract"),
     "xml": ("structured", "extract"),
     "odt": ("odf", "extract"),
-    "ods": ("odf", "extract"),
+    "ods": ("spreadsheet", "extract"),
     "odp": ("odf", "extract"),
     "epub": ("epub", "extract"),
     "doc": ("legacy_office", "extract"),

@@ -58,6 +58,9 @@ class Limits:
     # PDF: decoded size a stream may declare before it is decoded (extractors._pdfbudget)
     max_stream_bytes: int = 256 * 1024 * 1024  # one stream
     max_decoded_bytes: int = 1024 * 1024 * 1024  # all the streams of one document
+    # Spreadsheets and delimited text (extractors.spreadsheet): cut with a "truncated:" warning
+    max_sheet_cells: int = 10_000_000  # non-empty cells read from one sheet
+    max_sheet_chars: int = 50_000_000  # characters of output from all sheets of one document
 
 
 @dataclass

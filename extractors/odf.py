@@ -18,7 +18,9 @@ Text documents (ODT), in document order:
 * tables of contents and other generated indexes, tracked deletions, comments and
   forms are skipped (they repeat or are not the document's text).
 
-Spreadsheets (ODS): each sheet is one ``table`` element, ``page`` = sheet number,
+Spreadsheets (ODS; the router sends them to ``extractors.spreadsheet``, which streams
+content.xml row by row with ``row_cells`` below; this whole-tree path remains for direct
+callers): each sheet is one ``table`` element, ``page`` = sheet number,
 ``meta["sheet"]`` = its name, whose first line is "Sheet: <name> — <header row>"
 (the chunker repeats a table's first line in every part, so every chunk of a sheet
 carries the sheet name and the header). Empty rows and columns are dropped;
@@ -216,25 +218,32 @@ def _rows(table):
             yield from _rows(child)
 
 
+def row_cells(row, walker: _Walker) -> list[str]:
+    """The cell texts of one ``table:table-row`` (repeated cells expanded, trailing empty
+    ones dropped, at most ``MAX_COLUMNS``)."""
+    cells: list[str] = []
+    pending_empty = 0
+    for cell in row:
+        q = _q(cell)
+        if q not in ("table:table-cell", "table:covered-table-cell"):
+            continue
+        repeat = _int_attr(cell, "table", "number-columns-repeated", 1) or 1
+        text = _cell_text(cell, walker) if q == "table:table-cell" else ""
+        if not text:
+            pending_empty += repeat
+            continue
+        if len(cells) + pending_empty >= MAX_COLUMNS:
+            break
+        cells.extend([""] * pending_empty)
+        pending_empty = 0
+        cells.extend([text] * min(repeat, MAX_REPEAT, MAX_COLUMNS - len(cells)))
+    return cells
+
+
 def table_cells(table, walker: _Walker) -> list[list[str]]:
     rows: list[list[str]] = []
     for row in _rows(table):
-        cells: list[str] = []
-        pending_empty = 0
-        for cell in row:
-            q = _q(cell)
-            if q not in ("table:table-cell", "table:covered-table-cell"):
-                continue
-            repeat = _int_attr(cell, "table", "number-columns-repeated", 1) or 1
-            text = _cell_text(cell, walker) if q == "table:table-cell" else ""
-            if not text:
-                pending_empty += repeat
-                continue
-            if len(cells) + pending_empty >= MAX_COLUMNS:
-                break
-            cells.extend([""] * pending_empty)
-            pending_empty = 0
-            cells.extend([text] * min(repeat, MAX_REPEAT, MAX_COLUMNS - len(cells)))
+        cells = row_cells(row, walker)
         if not any(cells):
             continue
         repeat = _int_attr(row, "table", "number-rows-repeated", 1) or 1

@@ -34,7 +34,8 @@ chunks) in the wrong places. Rules:
   "2) ") is a run of ``list_item`` elements;
 * everything else is a ``paragraph``.
 
-TSV: decoded as above, split on tabs (``csv`` module, tab dialect), empty rows
+TSV (for direct callers; the router sends TSV to ``extractors.spreadsheet``, which
+streams it with the same decoding): decoded as above, split on tabs (``csv`` module, tab dialect), empty rows
 dropped; one ``table`` element whose first line is the header row (the chunker repeats
 the first line in every part of a split table) with ``meta["cells"]``.
 """

@@ -1,5 +1,7 @@
-"""Markdown, HTML, CSV, PPTX and XLSX through ``unstructured`` (plain text and EML too,
-for callers that ask; the router sends those to ``text`` and ``email_family``).
+"""Markdown, HTML and PPTX through ``unstructured`` (CSV, XLSX, plain text and EML too,
+for callers that ask; the router sends those to ``spreadsheet``, ``text`` and
+``email_family``: CSV and XLSX are streamed there since issue 3, and the partitioners
+here remain the reference the streaming extractor's tests compare against).
 
 Each format uses its own partitioner (``unstructured.partition.md.partition_md`` and
 so on), never ``partition.auto``, so only the machinery that format needs is

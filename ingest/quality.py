@@ -106,6 +106,9 @@ def assess(extraction, policy: QualityPolicy | None = None) -> QualityReport:
             q.append(f"ocr-confidence: mean {report.ocr_confidence:.0f} below {policy.quarantine_ocr_confidence:.0f}")
         elif report.ocr_confidence < policy.flag_ocr_confidence:
             f.append(f"low-ocr-confidence: mean {report.ocr_confidence:.0f} over {len(ocr)} page(s)")
+    cut = [w for w in getattr(extraction, "warnings", []) if w.startswith("truncated:")]
+    if cut:  # an extractor stopped at a limit (e.g. extractors.spreadsheet): never silent
+        f.append(cut[0] + (f" (and {len(cut) - 1} more cut)" if len(cut) > 1 else ""))
     if n >= policy.min_chars and report.chars_per_page is not None and report.chars_per_page < policy.flag_chars_per_page:
         f.append(f"sparse-text: {report.chars_per_page:.0f} characters per page")
     if q:

@@ -588,10 +588,10 @@ def test_csv(tmp_path):
     path = tmp_path / "staff.csv"
     path.write_text("name,city,badge\nAda,London,7731\nGrace,Arlington,4471\n")
     result = extract(path)
-    assert result.extractor == "csv/unstructured"
+    assert result.extractor == "csv/csv"  # streamed by extractors.spreadsheet since issue 3
     (table,) = result.elements
     assert table.kind == "table"
-    assert table.meta["cells"][0] == ["name", "city", "badge"]
+    assert table.meta["header"] == ["name", "city", "badge"]
     assert "Grace | Arlington | 4471" in table.text.splitlines()
 
 
@@ -620,7 +620,7 @@ def test_pptx(tmp_path):
 
 def test_xlsx(tmp_path):
     result = extract(make_xlsx(tmp_path / "book.xlsx"))
-    assert result.extractor == "xlsx/unstructured"
+    assert result.extractor == "xlsx/openpyxl"  # extractors.spreadsheet since issue 3
     assert result.mime == XLSX_MIME
     assert result.pages == 2
     tables = [e for e in result.elements if e.kind == "table"]
@@ -699,7 +699,7 @@ def test_spacy_shim_missing_package(monkeypatch, tmp_path):
         ("unstructured-example-docs/fake-power-point.pptx", "pptx/unstructured", "Bullet Slide"),
         (
             "unstructured-example-docs/2023-half-year-analyses-by-segment.xlsx",
-            "xlsx/unstructured",
+            "xlsx/openpyxl",
             "Zone NA",
         ),
         ("unstructured-example-docs/fake-email.eml", "eml/email", "Violets are blue"),
