@@ -193,6 +193,7 @@ class Chunker:
         contexts: dict[str, tuple[str, int]] = {"": ("", 0)}
 
         def context(p: str) -> tuple[str, int]:
+            """(context text, tokens reserved for it) for a path, once per path."""
             c = contexts.get(p)
             if c is None:
                 c = contexts[p] = section_context(p, self.count, self._offsets)

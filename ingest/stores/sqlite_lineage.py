@@ -23,7 +23,8 @@ Model switch: vectors for the new model are built into ``emb_cache`` (keyed by m
 chunk's ``embed_hash``, the hash of what the model embeds: section context and text, as the
 pipeline embeds it; see ``ingest.stores.embed_inputs``) while searches keep using the vectors in
 ``chunks``; when every chunk has a vector for the new model, one transaction copies them into
-``chunks``, sets the active model and bumps the generation. A search reads in one snapshot, so it sees all old or all new.
+``chunks``, sets the active model and bumps the generation. A search reads in one snapshot, so it
+sees all old or all new.
 """
 from __future__ import annotations
 
