@@ -107,8 +107,8 @@ def load(store, texts, vecs, a) -> dict:
                 cp.write_row((f"doc{d:06d}", "bench", f"f{d}.txt", f"file:///bench/f{d}.txt", "text/plain", 1, 1,
                               f"v{d}", acl.version, acl.to_json(), "indexed", a.per_doc, now, now, now,
                               sorted(allow), sorted(deny)))
-        with tx.cursor().copy("COPY chunks(chunk_id, doc_id, idx, text, text_hash, tokens, section, doc_version,"
-                              " chunker, model_id, created_at, embedding, allow_tokens, deny_tokens)"
+        with tx.cursor().copy("COPY chunks(chunk_id, doc_id, idx, text, text_hash, embed_hash, tokens, section,"
+                              " doc_version, chunker, model_id, created_at, embedding, allow_tokens, deny_tokens)"
                               " FROM STDIN") as cp:
             for c in range(n_docs * a.per_doc):
                 d, i = divmod(c, a.per_doc)
@@ -116,7 +116,7 @@ def load(store, texts, vecs, a) -> dict:
                 v = vecs[b] + a.noise * _unit(rng.standard_normal(vecs.shape[1]))
                 v = (v / np.linalg.norm(v)).astype(np.float32)
                 acl = acls[d]
-                cp.write_row((f"c{c:07d}", f"doc{d:06d}", i, f"{texts[b]} Reference ref{c}.", f"h{c}", 60, "Body",
+                cp.write_row((f"c{c:07d}", f"doc{d:06d}", i, f"{texts[b]} Reference ref{c}.", f"h{c}", f"h{c}", 60, "Body",
                               f"v{d}", "bench", model_id, now, "[" + ",".join(map(repr, v.tolist())) + "]",
                               sorted(acl.allow), sorted(acl.deny)))
     t_copy = time.perf_counter() - t0

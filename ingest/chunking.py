@@ -64,6 +64,17 @@ def embed_text(text: str, context: str) -> str:
     return " > ".join(parts) + "\n\n" + text if parts else text
 
 
+def section_context(path: str, count, offsets) -> tuple[str, int]:
+    """(context text, its tokens) for a section path: the path, cut after
+    CONTEXT_MAX_TOKENS word pieces. ``count(text)`` counts word pieces, ``offsets(text)``
+    gives their (start, end) character spans."""
+    n = count(path)
+    if n <= CONTEXT_MAX_TOKENS:
+        return path, n
+    cut = path[:offsets(path)[CONTEXT_MAX_TOKENS - 1][1]]
+    return cut, count(cut)
+
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -182,17 +193,10 @@ class Chunker:
         contexts: dict[str, tuple[str, int]] = {"": ("", 0)}
 
         def context(p: str) -> tuple[str, int]:
-            """(context text, tokens reserved for it incl. the blank line) for a path."""
+            """(context text, tokens reserved for it) for a path, once per path."""
             c = contexts.get(p)
             if c is None:
-                n = self.count(p)
-                if n > CONTEXT_MAX_TOKENS:
-                    offs = self._offsets(p)
-                    p_cut = p[:offs[CONTEXT_MAX_TOKENS - 1][1]]
-                    c = (p_cut, self.count(p_cut))
-                else:
-                    c = (p, n)
-                contexts[p] = c
+                c = contexts[p] = section_context(p, self.count, self._offsets)
             return c
 
         for el in elements:

@@ -473,7 +473,8 @@ class Pipeline:
         for attempt in range(3):
             model_id, settings = self.embedder.model_id, self.chunker.settings
             records = [ChunkRecord(chunk_id(doc.doc_id, c.index, c.text_hash), c.index, c.text, c.text_hash,
-                                   c.tokens, c.page, c.section, vectors[c.embed_hash], settings, model_id)
+                                   c.tokens, c.page, c.section, vectors[c.embed_hash], settings, model_id,
+                                   c.context)
                        for c in chunks]
             try:
                 with self._stage("store"):

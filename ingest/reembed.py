@@ -16,7 +16,10 @@ log = logging.getLogger("ingest.reembed")
 
 
 def reembed(store, model_id: str, *, batch: int = 64, max_rounds: int = 1000, progress=None) -> dict:
-    """Embed every chunk's text with ``model_id`` (through the embedding cache) and switch.
+    """Embed every chunk with ``model_id`` (through the embedding cache) and switch. What is
+    embedded, and the key it is cached under, is what the pipeline embeds: the chunk's section
+    context and text (``store.model_missing`` gives (embed hash, embed text) pairs), so workers
+    that index with the new model afterwards find these vectors in the cache.
 
     ``progress(done, total)`` is called after each batch. Returns a summary dict."""
     from .embed import get_embedder

@@ -503,6 +503,45 @@ def test_model_switch_is_all_or_nothing_and_old_model_chunks_are_refused(any_sto
     assert s.get_doc_by_id("d3") is None
 
 
+def test_model_switch_embeds_and_looks_up_what_the_model_embeds(any_store, tmp_path):
+    """Chunks keep their section context and embed hash; the model switch asks for (embed hash,
+    embed text) pairs, the pipeline's embedding input and cache key, and swaps by embed hash."""
+    from ingest.chunking import embed_text
+    from ingest.stores.sqlite import SQLiteStore
+
+    s = any_store
+    texts, ctx = ["Book trains for short trips.", "Receipts are filed monthly."], "Staff handbook > Travel"
+    recs = chunks("d1", texts)
+    for c in recs:
+        c.context = ctx
+    s.apply(doc("d1"), recs)
+    s.apply(doc("d2"), chunks("d2", ["no heading here"]))  # no context: embeds its bare text
+    inputs = {t: embed_text(t, ctx) for t in texts} | {"no heading here": "no heading here"}
+    key = {t: hashlib.sha256(e.encode()).hexdigest() for t, e in inputs.items()}
+    assert inputs[texts[0]] == f"{ctx}\n\n{texts[0]}"
+    got = {c["text"]: (c["context"], c["embed_hash"]) for c in s.export_docs(["d1", "d2"])["d1"]["chunks"]}
+    assert got == {t: (ctx, key[t]) for t in texts}
+    assert sorted(s.model_missing("m2", 10)) == sorted((key[t], e) for t, e in inputs.items())
+    # a vector cached under a bare text's hash is not that chunk's vector
+    bare = {t: hashlib.sha256(t.encode()).hexdigest() for t in texts}
+    s.cache_vectors("m2", [(bare[t], unit("decoy " + t).tobytes()) for t in texts])
+    assert s.model_coverage("m2") == (0, 3) and s.switch_model("m2") is None
+    s.cache_vectors("m2", [(key[t], unit("m2 " + e).tobytes()) for t, e in inputs.items()])
+    assert s.model_missing("m2", 10) == [] and s.switch_model("m2") == 3
+    for t, e in inputs.items():
+        ranked = s.vector(unit("m2 " + e), ALICE, 1)
+        assert s.hits([(r, sc, None, None) for r, sc in ranked])[0].text == t
+        assert ranked[0][1] == pytest.approx(1.0, abs=1e-5)
+    sink = SQLiteStore(tmp_path / "sink.db")  # replication carries them
+    sink.replicate(s.export_docs(["d1"]))
+    assert [(c["context"], c["embed_hash"]) for c in sink.export_docs(["d1"])["d1"]["chunks"]] == \
+        [(ctx, key[t]) for t in texts]
+    # a row whose key is not the hash of its context and text (not written by apply) is refused by name
+    s.db.execute("UPDATE chunks SET embed_hash='bogus' WHERE text='no heading here'")
+    with pytest.raises(ValueError, match="embed_hash 'bogus' is not the hash of its section context and text"):
+        s.model_missing("m3", 10)
+
+
 # -- observability: quality over time, traces --------------------------------------------
 def test_quality_snapshots_and_alerts_per_source(any_store):
     from ingest.obs import quality

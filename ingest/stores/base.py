@@ -47,6 +47,14 @@ class ChunkRecord:
     vector: bytes  # float32, L2-normalised
     chunker: str
     model_id: str
+    context: str = ""  # the section path the model embeds in front of the text (ingest.chunking.Chunk.context)
+
+    @property
+    def embed_hash(self) -> str:
+        """The embedding cache key: the hash of exactly what the model embeds (text and context)."""
+        from ingest.chunking import embed_text, text_hash
+
+        return text_hash(embed_text(self.text, self.context))
 
 
 @dataclass

@@ -14,7 +14,7 @@ DOC_COLS = ("doc_id", "source", "external_id", "uri", "mime", "size", "mtime_ns"
             "acl", "status", "error_code", "error", "extractor", "extractor_version", "n_chunks", "flags", "labels",
             "first_seen", "updated_at", "indexed_at", "parent_id", "quality")
 CHUNK_COLS = ("chunk_id", "idx", "text", "text_hash", "tokens", "page", "section", "doc_version", "extractor",
-              "extractor_version", "chunker", "model_id", "labels", "created_at")
+              "extractor_version", "chunker", "model_id", "labels", "created_at", "context", "embed_hash")
 
 OUTBOX_DDL = [
     # every change of a document in a primary store, written in the change's own transaction; ids never

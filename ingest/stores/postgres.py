@@ -33,10 +33,11 @@ from acl.model import ACL
 from .base import ChunkRecord, DocRecord, Hit
 from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, context_runs, doc_values,
                      flagged, marked_spans, redact, to_hits, upsert_doc_sql)
+from .embed_inputs import POSTGRES_EMBED_INPUTS, run_migration
 from .obs_sql import QUALITY_DDL, ObsMixin
 from .sqlite_lineage import LineageMixin
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 _MIGRATE_LOCK = 0x1A6E57  # advisory lock key for schema changes
 _AUDIT_LOCK = 0x1A6E58  # serialises the audit hash chain
 _OUTBOX_LOCK = 0x1A6E59  # outbox ids commit in order
@@ -139,6 +140,8 @@ MIGRATIONS: dict[int, list[str]] = {
         "SELECT gin_clean_pending_list('chunks_allow'::regclass)",
         "SELECT gin_clean_pending_list('documents_allow'::regclass)",
     ],
+    # what the model embeds per chunk: section context and embed hash (backfill: ingest.stores.embed_inputs)
+    9: POSTGRES_EMBED_INPUTS,
 }
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -281,8 +284,7 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
                 db.execute("INSERT INTO meta VALUES('model_id', %s), ('dim', %s)", (self._model_id, str(dim)))
                 current = 1
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for stmt in MIGRATIONS[version]:
-                    db.execute(stmt)
+                run_migration(db, MIGRATIONS[version])
             db.execute("INSERT INTO meta VALUES('schema_version', %s) ON CONFLICT(key) DO UPDATE SET"
                        " value=excluded.value", (str(SCHEMA_VERSION),))
         self.close()  # reconnect: the vector type may be new to this connection
@@ -351,12 +353,12 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
             with db.cursor().copy(
                     "COPY chunks(chunk_id, doc_id, idx, text, text_hash, tokens, page, section, doc_version,"
                     " extractor, extractor_version, chunker, model_id, labels, created_at, embedding,"
-                    " allow_tokens, deny_tokens, source, embedded_at) FROM STDIN") as cp:
+                    " allow_tokens, deny_tokens, source, embedded_at, context, embed_hash) FROM STDIN") as cp:
                 for c in chunks:
                     cp.write_row((c.chunk_id, doc.doc_id, c.index, c.text, c.text_hash, c.tokens, c.page, c.section,
                                   doc.content_version, doc.extractor, doc.extractor_version, c.chunker, c.model_id,
                                   labels, now, _vec_text(np.frombuffer(c.vector, dtype=np.float32)), allow, deny,
-                                  doc.source, now))
+                                  doc.source, now, c.context, c.embed_hash))
             self._provenance(db, doc)  # the document's labels; the chunks' provenance went in above
             self._outbox(db, [doc.doc_id], "apply")
 
@@ -709,7 +711,7 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
         import numpy as np
 
         rows = db.execute("SELECT e.text_hash, e.vec FROM emb_cache e WHERE e.model_id=%s AND e.text_hash IN"
-                          " (SELECT text_hash FROM chunks)", (model_id,)).fetchall()
+                          " (SELECT embed_hash FROM chunks)", (model_id,)).fetchall()
         old_dim = int(db.execute("SELECT value FROM meta WHERE key='dim'").fetchone()["value"])
         dim = len(rows[0]["vec"]) // 4 if rows else old_dim
         db.execute(f"CREATE TEMP TABLE model_swap(text_hash text PRIMARY KEY, v vector({dim})) ON COMMIT DROP")
@@ -722,7 +724,7 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
             db.execute(f"ALTER TABLE chunks ADD COLUMN embedding_new vector({dim})")
             target = "embedding_new"
         n = db.execute(f"UPDATE chunks c SET {target}=s.v, model_id=%s, embedded_at=%s FROM model_swap s"
-                       " WHERE s.text_hash=c.text_hash", (model_id, now)).rowcount
+                       " WHERE s.text_hash=c.embed_hash", (model_id, now)).rowcount
         if dim != old_dim:
             db.execute("ALTER TABLE chunks DROP COLUMN embedding")
             db.execute("ALTER TABLE chunks RENAME COLUMN embedding_new TO embedding")

@@ -27,11 +27,12 @@ from .base import ChunkRecord, DocRecord, Hit
 from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, context_runs, doc_values,
                      flagged, marked_spans, to_hits, upsert_doc_sql)
 from .obs_sql import QUALITY_DDL, ObsMixin
+from .embed_inputs import SQLITE_EMBED_INPUTS, run_migration
 from .sqlite_lineage import MIGRATION_4, LineageMixin
 from .filters import Filters, sqlite_where
 from .sqlite_search import SQLiteSearchMixin
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # version -> statements that bring a store from the version before up to it
 MIGRATIONS: dict[int, list[str]] = {
@@ -52,6 +53,8 @@ MIGRATIONS: dict[int, list[str]] = {
     6: [stmt.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL") for stmt in OUTBOX_DDL],  # outbox for secondary stores
     # the queue: source version of the indexed state (stale tasks are dropped), dead letters
     7: [stmt.format(serial="INTEGER PRIMARY KEY", real="REAL", bigint="INTEGER") for stmt in QUEUE_DDL],
+    # what the model embeds per chunk: section context and embed hash (backfill: ingest.stores.embed_inputs)
+    8: SQLITE_EMBED_INPUTS,
 }
 
 _SCHEMA = """
@@ -285,8 +288,7 @@ class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, OutboxMixin):
                 db.execute("INSERT OR IGNORE INTO meta VALUES('model_id', ?)", (self._model_id,))
                 current = 1
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for stmt in MIGRATIONS[version]:
-                    db.execute(stmt)
+                run_migration(db, MIGRATIONS[version])
             for stmt in _DIR_GROUPS.split(";"):
                 db.execute(stmt)
             db.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -363,11 +365,11 @@ class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, OutboxMixin):
             for c in chunks:
                 cur = db.execute(
                     "INSERT INTO chunks(chunk_id, doc_id, idx, text, text_hash, tokens, page, section,"
-                    " doc_version, extractor, extractor_version, chunker, model_id, labels, created_at, vec)"
-                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " doc_version, extractor, extractor_version, chunker, model_id, labels, created_at, vec,"
+                    " context, embed_hash) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (c.chunk_id, doc.doc_id, c.index, c.text, c.text_hash, c.tokens, c.page, c.section,
                      doc.content_version, doc.extractor, doc.extractor_version, c.chunker, c.model_id,
-                     labels, now, c.vector))
+                     labels, now, c.vector, c.context, c.embed_hash))
                 db.execute("INSERT INTO chunks_fts(rowid, text, section) VALUES(?,?,?)",
                            (cur.lastrowid, c.text, c.section))
             self._provenance(db, doc, now)
@@ -640,7 +642,7 @@ class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, OutboxMixin):
     @staticmethod
     def _swap_vectors(db, model_id: str, now: float) -> int:
         return db.execute("UPDATE chunks SET vec=(SELECT vec FROM emb_cache e WHERE e.model_id=?"
-                          " AND e.text_hash=chunks.text_hash), model_id=?, embedded_at=?",
+                          " AND e.text_hash=chunks.embed_hash), model_id=?, embedded_at=?",
                           (model_id, model_id, now)).rowcount
 
     def readable_doc_count(self, tokens: frozenset[str]) -> int:

@@ -19,10 +19,12 @@ Audit hash chain, format 1: ``hash = sha256(prev_hash + canonical_json(record))`
 is ``{"v", "id", "ts", "principal", "query", "filters", "results", "prev"}`` and canonical JSON has
 sorted keys, no spaces and UTF-8. Records of format 0 (schema 2) are checked with their own rule.
 
-Model switch: vectors for the new model are built into ``emb_cache`` (keyed by model and chunk
-text hash, the side table) while searches keep using the vectors in ``chunks``; when every chunk's
-text has a vector for the new model, one transaction copies them into ``chunks``, sets the active
-model and bumps the generation. A search reads in one snapshot, so it sees all old or all new.
+Model switch: vectors for the new model are built into ``emb_cache`` (keyed by model and the
+chunk's ``embed_hash``, the hash of what the model embeds: section context and text, as the
+pipeline embeds it; see ``ingest.stores.embed_inputs``) while searches keep using the vectors in
+``chunks``; when every chunk has a vector for the new model, one transaction copies them into
+``chunks``, sets the active model and bumps the generation. A search reads in one snapshot, so it
+sees all old or all new.
 """
 from __future__ import annotations
 
@@ -238,13 +240,25 @@ class LineageMixin:
         return {"document": doc, "chunks": chunks, "searches": seen, "model_history": models}
 
     # -- model switch -----------------------------------------------------------------------------
-    _MISSING = " FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM emb_cache e WHERE e.model_id=%s AND e.text_hash=c.text_hash)"
+    _MISSING = " FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM emb_cache e WHERE e.model_id=%s AND e.text_hash=c.embed_hash)"
 
     def model_missing(self, model_id: str, limit: int) -> list[tuple[str, str]]:
-        """(text hash, text) of chunks that have no vector for ``model_id`` yet."""
-        return [(r["h"], r["t"]) for r in self.db.execute(
-            self._q("SELECT c.text_hash AS h, MIN(c.text) AS t" + self._MISSING + " GROUP BY c.text_hash LIMIT %s"),
-            (model_id, limit))]
+        """(embed hash, embed text) of chunks that have no vector for ``model_id`` yet: what the
+        pipeline embeds (``ingest.chunking.embed_text(text, context)``) and the key it caches it by."""
+        from ingest.chunking import embed_text, text_hash
+
+        rows = self.db.execute(self._q(
+            "SELECT chunk_id, embed_hash, text, context FROM chunks WHERE rowid IN (SELECT MIN(c.rowid)"
+            + self._MISSING + " GROUP BY c.embed_hash LIMIT %s)"), (model_id, limit)).fetchall()
+        out = []
+        for r in rows:
+            t = embed_text(r["text"], r["context"])
+            if text_hash(t) != r["embed_hash"]:
+                raise ValueError(f"chunk {r['chunk_id']}: its embed_hash {r['embed_hash']!r} is not the hash of its "
+                                 "section context and text; the row was not written by a store's apply (re-index "
+                                 "its document)")
+            out.append((r["embed_hash"], t))
+        return out
 
     def model_coverage(self, model_id: str) -> tuple[int, int]:
         """(chunks that have a ``model_id`` vector, all chunks)."""
