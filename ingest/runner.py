@@ -69,7 +69,8 @@ class Queue:
         self.producer = Producer(store_url, broker_url)
         self.app = self.producer.app
 
-    def send(self, events: list[ChangeEvent], lane: str, batch: str | None = None, group: int = 1) -> int:
+    def send(self, events: list[ChangeEvent], lane: str, batch: str | None = None,
+             group: "int | list[int]" = 1) -> int:
         """Queue events on a lane (see workers.lanes.Producer.send; ``group``: upserts per task)."""
         return self.producer.send(events, lane, batch, group)
 
@@ -105,12 +106,22 @@ def worker_command(store_url: str, broker_url: str, queues: str, concurrency: in
             "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel]
 
 
-def bulk_group(n_events: int, concurrency: int | None) -> int:
-    """Documents per bulk task: enough to fill embedding batches, few enough that every
-    worker process gets several tasks (balance, and progress that moves)."""
+BULK_GROUP_MIN = 2  # the smallest group at the end of a backfill
+
+
+def bulk_group(n_events: int, concurrency: int | None) -> list[int]:
+    """Documents per bulk task, task by task: a shrinking ("guided") schedule. Each task takes
+    1/(2 x processes) of the documents left, between ``BULK_GROUP_MIN`` and ``BULK_GROUP_MAX``:
+    large groups first (one embedding call fills its batches), small ones at the end, so that
+    no worker process sits idle while another finishes a large last group. 60 documents on
+    two processes: 15, 12, 9, 6, 5, 4, 3, 2, 2, 2."""
     procs = concurrency or default_concurrency()
-    # ceil: about procs * 4 equal tasks, so no process idles while another finishes a last group
-    return max(1, min(BULK_GROUP_MAX, -(-n_events // (procs * 4))))
+    sizes, left = [], n_events
+    while left > 0:
+        size = min(left, max(BULK_GROUP_MIN, min(BULK_GROUP_MAX, -(-left // (2 * procs)))))
+        sizes.append(size)
+        left -= size
+    return sizes or [1]
 
 
 def default_concurrency() -> int:

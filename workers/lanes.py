@@ -166,11 +166,12 @@ class Producer:
         return d
 
     # -- send -------------------------------------------------------------------------
-    def send(self, events, lane: str, batch: str | None = None, group: int = 1) -> int:
+    def send(self, events, lane: str, batch: str | None = None, group: "int | list[int]" = 1) -> int:
         """Queue one task per event (minus coalesced duplicates); returns how many events were sent.
 
         ``group`` > 1 packs up to that many upserts into one ``ingest.changes`` task whose
-        documents share one embedding call (bulk work; interactive changes go one by one)."""
+        documents share one embedding call (bulk work; interactive changes go one by one);
+        a list gives the size task by task (its last size repeats)."""
         from ingest.obs.lanes import queued_header
         from ingest.sources.base import UPSERT
 
@@ -178,15 +179,20 @@ class Producer:
             raise ValueError(f"unknown lane {lane!r}; lanes are {', '.join(LANES)}")
         route = lane if lanes_enabled() else "bulk"
         sent, est, bound = 0, None, self.max_depth[route]
+        sizes = list(group) if isinstance(group, (list, tuple)) else [group]
+        if not sizes or any(not isinstance(n, int) or n < 1 for n in sizes):
+            raise ValueError(f"group sizes must be integers of at least 1, got {group!r}")
         packed: list[list] = []
+        tasks = 0  # ingest.changes tasks sent: the next one takes sizes[tasks] (the last size repeats)
         with self.app.producer_or_acquire() as producer:
             def flush():
-                nonlocal est
+                nonlocal est, tasks
                 if packed:
                     self.app.send_task("ingest.changes", args=[self.store_url, list(packed), batch], queue=route,
                                        producer=producer, headers=queued_header())
                     packed.clear()
                     est += 1
+                    tasks += 1
 
             for i, ev in enumerate(events):
                 if est is None or est >= bound or i % CHECK_EVERY == 0:  # est: depth now, at most
@@ -199,9 +205,10 @@ class Producer:
                         continue  # a task for this change is already waiting: it will see this one too
                     kwargs["pending"] = key
                 sent += 1
-                if group > 1 and ev.kind == UPSERT:
+                size = sizes[min(tasks, len(sizes) - 1)]
+                if size > 1 and ev.kind == UPSERT:
                     packed.append([ev.kind, ev.root, ev.path, ev.dest_path, kwargs["version"], kwargs.get("pending")])
-                    if len(packed) >= group:
+                    if len(packed) >= size:
                         flush()
                     continue
                 self.app.send_task("ingest.change", args=[self.store_url, ev.kind, ev.root, ev.path, ev.dest_path,
