@@ -115,3 +115,44 @@ def test_non_upsert_events_in_a_group_still_apply(world_dir, embedder):
     assert [o.action for o in outs] == ["deleted", "skipped"]
     assert store.get_doc(f"folder:{root}", "note0.md") is None
     store.close()
+
+
+@pytest.mark.parametrize("n,procs", [(1, 2), (2, 2), (5, 2), (60, 2), (61, 1), (200, 2), (5183, 2), (40, 8)])
+def test_bulk_groups_shrink_to_small_last_tasks(n, procs):
+    """The bulk schedule covers every document once, never grows, keeps each task within
+    [BULK_GROUP_MIN, BULK_GROUP_MAX] (but for a remainder), and ends with small tasks."""
+    from ingest.runner import BULK_GROUP_MAX, BULK_GROUP_MIN, bulk_group
+
+    sizes = bulk_group(n, procs)
+    assert sum(sizes) == n
+    assert all(a >= b for a, b in zip(sizes, sizes[1:])), sizes
+    assert max(sizes) <= BULK_GROUP_MAX
+    assert all(s >= BULK_GROUP_MIN for s in sizes[:-1])
+    if n >= 4 * procs * BULK_GROUP_MIN:
+        assert sizes[-1] <= BULK_GROUP_MIN + 1 and sizes[0] > sizes[-1]
+
+
+def test_producer_packs_groups_by_the_schedule(tmp_path):
+    """Producer.send with a list of sizes sends ingest.changes tasks of exactly those sizes, on
+    the embedded broker (kombu's SQLite transport, no server)."""
+    from ingest.runner import broker_for
+    from workers.lanes import Producer
+
+    store = tmp_path / "index.db"
+    SQLiteStore(store).close()
+    broker = broker_for(str(store), None)
+    prod = Producer(str(store), broker)
+    evs = [ChangeEvent(UPSERT, str(tmp_path), f"f{i}.txt") for i in range(11)]
+    sent_sizes = []
+    orig = prod.app.send_task
+
+    def record(name, args=None, **kw):
+        if name == "ingest.changes":
+            sent_sizes.append(len(args[1]))
+        return orig(name, args=args, **kw)
+
+    prod.app.send_task = record
+    assert prod.send(evs, "bulk", group=[5, 3, 2]) == 11
+    assert sent_sizes == [5, 3, 2, 1]  # the last size repeats; the rest goes in a last task
+    with pytest.raises(ValueError, match="at least 1"):
+        prod.send(evs, "bulk", group=[4, 0])
