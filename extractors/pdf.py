@@ -50,7 +50,7 @@ from .base import ExtractContext, Element, Extraction, ExtractionError
 
 EXTRACTOR = "pdf/pypdf"
 EXTRACTOR_OCR = "pdf/pypdf+tesseract"
-OUR_VERSION = 2
+OUR_VERSION = 3
 MIME = "application/pdf"
 
 OCR_MIN_CHARS = 20  # a page with fewer visible characters in its text layer is "empty"
@@ -98,6 +98,9 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
     _pdfbudget.check(pages, ctx.limits)  # before any engine decodes a stream
     stage("pdf/text")
     document = _open_pdfium(path, password, warnings)
+    from . import _pdfminer
+
+    third = _pdfminer.Reader(path, password)
     by_page: dict[int, list[Element]] = {}
     sparse: list[int] = []  # pages whose text layer is (near) empty
     failed: list[int] = []
@@ -105,13 +108,13 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
     try:
         for index in range(page_count):
             number = index + 1
-            text, engine = _page_text(pages, document, index, warnings)
+            text, engine = _page_text(pages, document, index, warnings, third)
             if text is None:
                 failed.append(number)
                 sparse.append(number)
                 continue
             engines.add(engine)
-            meta = {"engine": "pdfium"} if engine == "pdfium" else {}
+            meta = {"engine": engine} if engine != "pypdf" else {}
             blocks = split_blocks(text)
             by_page[number] = [Element(kind="paragraph", text=b, page=number, meta=dict(meta))
                                for b in blocks]
@@ -129,6 +132,7 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
             ocr_version = _ocr_sparse_pages(document, sparse, by_page, ocr_pages, ctx,
                                             warnings, has_text)
     finally:
+        third.close()
         if document is not None:
             document.close()
 
@@ -141,11 +145,16 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
         warnings.append("no pages")
     if not elements:
         warnings.append("no text layer")
+    if third.not_read:
+        warnings.append(f"page(s) {_ranges(third.not_read)} may be garbled and were not "
+                        f"re-read with pdfminer: {third.why_not}")
     if sparse and document is None:
         warnings.append(f"page(s) {_ranges(sparse)} not checked for scanned images: "
                         "pypdfium2 could not open the file")
     extractor = EXTRACTOR
     engines_part = f"pypdf-{pypdf.__version__}+pypdfium2-{_pdfium_version()}"
+    if "pdfminer" in engines:
+        engines_part += f"+pdfminer-{_pdfminer.version()}"
     version = f"{engines_part}+{OUR_VERSION}"
     if ocr_version:  # OCR ran on at least one page
         extractor = EXTRACTOR_OCR
@@ -186,9 +195,13 @@ def _open_pdfium(path: Path, password: str | None, warnings: list[str]):
         return None
 
 
-def _page_text(pages, document, index: int, warnings: list[str]) -> tuple[str | None, str]:
+def _page_text(pages, document, index: int, warnings: list[str],
+               third=None) -> tuple[str | None, str]:
     """(text, engine) of one page: pypdf's text layer unless PDFium's is clearly better
-    (``extractors._pdftext.choose``); (None, "") if neither engine can read the page."""
+    (``extractors._pdftext.choose``); (None, "") if neither engine can read the page.
+    Where that text looks garbled or incomplete and the page has a font pdfminer can
+    map (``extractors._pdfminer``), ``third`` (a ``_pdfminer.Reader``) reads it too,
+    and its text is taken if clearly better, by the same rules."""
     from . import _pdftext
 
     number = index + 1
@@ -220,6 +233,16 @@ def _page_text(pages, document, index: int, warnings: list[str]) -> tuple[str | 
             text = _pdftext.clean(_pdfium_page_text(document, index, respace=True))
         except Exception:  # noqa: BLE001 - the plain PDFium text stands
             pass
+    if third is not None and _pdftext.doubtful(ours, theirs, text):
+        from . import _pdfminer
+        from .sandbox import stage
+
+        if _pdfminer.can_map(pages[index]):
+            stage("pdf/text/pdfminer")
+            candidate = third.page_text(index)
+            stage("pdf/text")
+            if candidate is not None and _pdftext.choose(text, candidate)[0] == "pdfium":
+                return candidate, "pdfminer"  # choose's second candidate won
     return text, engine
 
 
