@@ -102,9 +102,10 @@ class Reader:
     the budget is spent or when pdfminer cannot be used (``unavailable`` says why)."""
 
     def __init__(self, path, password: str | None = None,
-                 max_pages: int = MAX_PAGES, budget_s: float = BUDGET_S):
+                 max_pages: int | None = None, budget_s: float | None = None):
         self.path, self.password = path, password or ""
-        self.max_pages, self.budget_s = max_pages, budget_s
+        self.max_pages = MAX_PAGES if max_pages is None else max_pages
+        self.budget_s = BUDGET_S if budget_s is None else budget_s
         self.unavailable: str | None = None
         self.pages_read = 0
         self.spent_s = 0.0
