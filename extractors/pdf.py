@@ -4,6 +4,15 @@ One ``Element(kind="paragraph", page=N)`` per block of a page's text, blocks bei
 separated by blank lines (pypdf's layout of the text layer; a page without blank
 lines is one block). Pages are 1-based.
 
+Each page is read by pypdf and pypdfium2, and PDFium's text replaces pypdf's where
+pypdf's is clearly worse (``extractors._pdftext``; such elements carry
+``meta={"engine": "pdfium"}``). Where the text so chosen still looks garbled or
+incomplete and the page uses a composite font without a Unicode map that pdfminer.six
+can map (``extractors._pdfminer``: Adobe-Japan1/GB1/CNS1/Korea1 CID fonts, embedded
+TrueType CID fonts), pdfminer.six reads the page too (at most 50 pages / 10 s per
+document; pages past that are named in a warning), and its text is taken where it
+is clearly better (``meta={"engine": "pdfminer"}``, ``+pdfminer-V`` in the version).
+
 Scanned pages: a page whose text layer has fewer than ``OCR_MIN_CHARS`` visible
 (non-space) characters and whose images cover at least ``OCR_MIN_IMAGE_AREA`` of the
 page is rendered with pypdfium2 at ``OCR_DPI`` (scaled down so the bitmap stays under
