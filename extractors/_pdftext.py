@@ -161,17 +161,19 @@ def choose(pypdf_text: str | None, pdfium_text: str | None) -> tuple[str, str]:
 
 
 JUNK_DOUBT = 0.2  # a page text with this junk share may be read better by a third engine
+NON_ASCII_DOUBT = 0.05  # ... looked at only where this share of its characters is not ASCII
 
 
 def doubtful(pypdf_text: str | None, pdfium_text: str | None, chosen: str) -> bool:
     """Whether the text ``chosen`` for a page (from :func:`choose`) looks garbled or
     incomplete: its junk share is ``JUNK_DOUBT`` or more, or the other engine saw
     clearly more characters (``SHORT``) that were junk (glyphs it could not map,
-    which the chosen engine left out). Pages whose texts are all ASCII are not
-    doubted (decided without scoring: the glyph-id garbage of unmapped composite
-    fonts, which a third engine can map, is not ASCII)."""
+    which the chosen engine left out). Pages whose texts are (nearly) all ASCII,
+    under ``NON_ASCII_DOUBT``, are not doubted, without scoring: the glyph-id garbage
+    of unmapped composite fonts, which a third engine can map, is not ASCII, and
+    scoring every page of a long document would cost more than reading it."""
     texts = [t for t in (pypdf_text, pdfium_text) if t]
-    if all(t.isascii() for t in texts):
+    if all(len(t) - len(t.encode("ascii", "ignore")) < NON_ASCII_DOUBT * len(t) for t in texts):
         return False
     n = visible(chosen)
     if n >= MIN_VISIBLE and junk_share(chosen) >= JUNK_DOUBT:
