@@ -160,6 +160,33 @@ def choose(pypdf_text: str | None, pdfium_text: str | None) -> tuple[str, str]:
     return "pypdf", pypdf_text
 
 
+JUNK_DOUBT = 0.2  # a page text with this junk share may be read better by a third engine
+NON_ASCII_DOUBT = 0.05  # ... looked at only where this share of its characters is not ASCII
+
+
+def doubtful(pypdf_text: str | None, pdfium_text: str | None, chosen: str) -> bool:
+    """Whether the text ``chosen`` for a page (from :func:`choose`) looks garbled or
+    incomplete: its junk share is ``JUNK_DOUBT`` or more, or the other engine saw
+    clearly more characters (``SHORT``) that were junk (glyphs it could not map,
+    which the chosen engine left out). Pages whose texts are (nearly) all ASCII,
+    under ``NON_ASCII_DOUBT``, are not doubted, without scoring: the glyph-id garbage
+    of unmapped composite fonts, which a third engine can map, is not ASCII, and
+    scoring every page of a long document would cost more than reading it."""
+    texts = [t for t in (pypdf_text, pdfium_text) if t]
+    if all(len(t) - len(t.encode("ascii", "ignore")) < NON_ASCII_DOUBT * len(t) for t in texts):
+        return False
+    n = visible(chosen)
+    if n >= MIN_VISIBLE and junk_share(chosen) >= JUNK_DOUBT:
+        return True
+    for other in texts:
+        if other is chosen:
+            continue
+        n_other = visible(other)
+        if n_other >= MIN_VISIBLE and n < SHORT * n_other and junk_share(other) >= JUNK_DOUBT:
+            return True
+    return False
+
+
 def glued(tokens: list[str], other: list[str]) -> int:
     """How many of ``tokens`` are 2-4 consecutive tokens of ``other`` run together
     ("(M)Range" against "(M) Range"), each part at least 2 characters long (so that a

@@ -4,6 +4,15 @@ One ``Element(kind="paragraph", page=N)`` per block of a page's text, blocks bei
 separated by blank lines (pypdf's layout of the text layer; a page without blank
 lines is one block). Pages are 1-based.
 
+Each page is read by pypdf and pypdfium2, and PDFium's text replaces pypdf's where
+pypdf's is clearly worse (``extractors._pdftext``; such elements carry
+``meta={"engine": "pdfium"}``). Where the text so chosen still looks garbled or
+incomplete and the page uses a composite font without a Unicode map that pdfminer.six
+can map (``extractors._pdfminer``: Adobe-Japan1/GB1/CNS1/Korea1 CID fonts, embedded
+TrueType CID fonts), pdfminer.six reads the page too (at most 50 pages / 10 s per
+document; pages past that are named in a warning), and its text is taken where it
+is clearly better (``meta={"engine": "pdfminer"}``, ``+pdfminer-V`` in the version).
+
 Scanned pages: a page whose text layer has fewer than ``OCR_MIN_CHARS`` visible
 (non-space) characters and whose images cover at least ``OCR_MIN_IMAGE_AREA`` of the
 page is rendered with pypdfium2 at ``OCR_DPI`` (scaled down so the bitmap stays under
@@ -50,7 +59,7 @@ from .base import ExtractContext, Element, Extraction, ExtractionError
 
 EXTRACTOR = "pdf/pypdf"
 EXTRACTOR_OCR = "pdf/pypdf+tesseract"
-OUR_VERSION = 2
+OUR_VERSION = 3
 MIME = "application/pdf"
 
 OCR_MIN_CHARS = 20  # a page with fewer visible characters in its text layer is "empty"
@@ -98,6 +107,9 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
     _pdfbudget.check(pages, ctx.limits)  # before any engine decodes a stream
     stage("pdf/text")
     document = _open_pdfium(path, password, warnings)
+    from . import _pdfminer
+
+    third = _pdfminer.Reader(path, password)
     by_page: dict[int, list[Element]] = {}
     sparse: list[int] = []  # pages whose text layer is (near) empty
     failed: list[int] = []
@@ -105,13 +117,13 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
     try:
         for index in range(page_count):
             number = index + 1
-            text, engine = _page_text(pages, document, index, warnings)
+            text, engine = _page_text(pages, document, index, warnings, third)
             if text is None:
                 failed.append(number)
                 sparse.append(number)
                 continue
             engines.add(engine)
-            meta = {"engine": "pdfium"} if engine == "pdfium" else {}
+            meta = {"engine": engine} if engine != "pypdf" else {}
             blocks = split_blocks(text)
             by_page[number] = [Element(kind="paragraph", text=b, page=number, meta=dict(meta))
                                for b in blocks]
@@ -129,6 +141,7 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
             ocr_version = _ocr_sparse_pages(document, sparse, by_page, ocr_pages, ctx,
                                             warnings, has_text)
     finally:
+        third.close()
         if document is not None:
             document.close()
 
@@ -141,11 +154,16 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
         warnings.append("no pages")
     if not elements:
         warnings.append("no text layer")
+    if third.not_read:
+        warnings.append(f"page(s) {_ranges(third.not_read)} may be garbled and were not "
+                        f"re-read with pdfminer: {third.why_not}")
     if sparse and document is None:
         warnings.append(f"page(s) {_ranges(sparse)} not checked for scanned images: "
                         "pypdfium2 could not open the file")
     extractor = EXTRACTOR
     engines_part = f"pypdf-{pypdf.__version__}+pypdfium2-{_pdfium_version()}"
+    if "pdfminer" in engines:
+        engines_part += f"+pdfminer-{_pdfminer.version()}"
     version = f"{engines_part}+{OUR_VERSION}"
     if ocr_version:  # OCR ran on at least one page
         extractor = EXTRACTOR_OCR
@@ -186,9 +204,13 @@ def _open_pdfium(path: Path, password: str | None, warnings: list[str]):
         return None
 
 
-def _page_text(pages, document, index: int, warnings: list[str]) -> tuple[str | None, str]:
+def _page_text(pages, document, index: int, warnings: list[str],
+               third=None) -> tuple[str | None, str]:
     """(text, engine) of one page: pypdf's text layer unless PDFium's is clearly better
-    (``extractors._pdftext.choose``); (None, "") if neither engine can read the page."""
+    (``extractors._pdftext.choose``); (None, "") if neither engine can read the page.
+    Where that text looks garbled or incomplete and the page has a font pdfminer can
+    map (``extractors._pdfminer``), ``third`` (a ``_pdfminer.Reader``) reads it too,
+    and its text is taken if clearly better, by the same rules."""
     from . import _pdftext
 
     number = index + 1
@@ -220,6 +242,16 @@ def _page_text(pages, document, index: int, warnings: list[str]) -> tuple[str | 
             text = _pdftext.clean(_pdfium_page_text(document, index, respace=True))
         except Exception:  # noqa: BLE001 - the plain PDFium text stands
             pass
+    if third is not None and _pdftext.doubtful(ours, theirs, text):
+        from . import _pdfminer
+        from .sandbox import stage
+
+        if _pdfminer.can_map(pages[index]):
+            stage("pdf/text/pdfminer")
+            candidate = third.page_text(index)
+            stage("pdf/text")
+            if candidate is not None and _pdftext.choose(text, candidate)[0] == "pdfium":
+                return candidate, "pdfminer"  # choose's second candidate won
     return text, engine
 
 

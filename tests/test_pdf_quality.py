@@ -6,6 +6,7 @@ byte by byte here so that each hostile construct is exactly what the test says.
 """
 from __future__ import annotations
 
+import re
 import struct
 import time
 import zlib
@@ -41,6 +42,11 @@ def raw_pdf(path: Path, content: bytes, stream_dict: str = "") -> Path:
         + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
+    return pdf_of_objects(path, objects)
+
+
+def pdf_of_objects(path: Path, objects: list[bytes]) -> Path:
+    """A PDF of ``objects`` (numbered from 1; 1 is the catalog), xref offsets computed."""
     out = bytearray(b"%PDF-1.7\n")
     offsets = []
     for number, body in enumerate(objects, start=1):
@@ -145,6 +151,105 @@ def test_choose_prefers_pypdf_unless_pdfium_is_clearly_better():
     # PDFium splitting a word into letters is not "pypdf glued it"
     assert _pdftext.choose("Pepsi Paris Marseille France sales by quarter",
                            "P epsi P aris M arseille France sales by quarter")[0] == "pypdf"
+
+
+# --------------------------------------------------------------------------- third engine (pdfminer)
+
+# "日本語の文書です" as Adobe-Japan1 CIDs (the collection's own numbering, not Unicode)
+JAPAN1_CIDS = [3284, 3722, 1952, 887, 3592, 2427, 880, 866]
+
+
+def japan1_pdf(path: Path, encoding: str, repeat: int = 4, pages: int = 1) -> Path:
+    """``pages`` pages of "日本語の文書です" x ``repeat`` in a CID font of the Adobe-Japan1
+    collection, not embedded and without /ToUnicode (as jo.pdf): the text is CIDs only."""
+    hexs = "".join(f"{c:04X}" for c in JAPAN1_CIDS * repeat).encode()
+    content = b"BT /F1 24 Tf 72 700 Td <" + hexs + b"> Tj ET"
+    kids = " ".join(f"{8 + i} 0 R" for i in range(pages)).encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % pages,
+        b"<< /Font << /F1 5 0 R >> >>",
+        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type0 /BaseFont /Ryumin-Light /Encoding /" + encoding.encode()
+        + b" /DescendantFonts [6 0 R] >>",
+        b"<< /Type /Font /Subtype /CIDFontType0 /BaseFont /Ryumin-Light /CIDSystemInfo "
+        b"<< /Registry (Adobe) /Ordering (Japan1) /Supplement 2 >> /FontDescriptor 7 0 R /DW 1000 >>",
+        b"<< /Type /FontDescriptor /FontName /Ryumin-Light /Flags 6 /FontBBox [0 -141 1000 859] "
+        b"/ItalicAngle 0 /Ascent 859 /Descent -141 /CapHeight 709 /StemV 69 >>",
+    ] + [b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources 3 0 R >>"
+         ] * pages
+    return pdf_of_objects(path, objects)
+
+
+def test_vertical_cid_font_pypdf_garbles_and_pdfium_drops_is_read_with_pdfminer(tmp_path):
+    path = japan1_pdf(tmp_path / "vertical.pdf", "Identity-V")
+    result = extractors.extract(path, ctx=ExtractContext(ocr=False))
+    assert result.text.count("日本語の文書です") == 4
+    assert {e.meta.get("engine") for e in result.elements} == {"pdfminer"}
+    assert "+pdfminer-" in result.extractor_version and result.warnings == []
+
+
+def test_horizontal_cid_font_pdfium_maps_is_not_read_a_third_time(tmp_path):
+    path = japan1_pdf(tmp_path / "horizontal.pdf", "Identity-H")
+    result = extractors.extract(path, ctx=ExtractContext(ocr=False))
+    assert result.text.count("日本語の文書です") == 4
+    assert {e.meta.get("engine") for e in result.elements} == {"pdfium"}
+    assert "pdfminer" not in result.extractor_version
+
+
+def test_pdfminer_pages_are_bounded_per_document(tmp_path, monkeypatch):
+    from extractors import _pdfminer
+
+    monkeypatch.setattr(_pdfminer, "MAX_PAGES", 2)
+    path = japan1_pdf(tmp_path / "three.pdf", "Identity-V", pages=3)
+    result = extractors.extract(path, ctx=ExtractContext(ocr=False))
+    assert [e.meta.get("engine") for e in result.elements] == ["pdfminer", "pdfminer", None]
+    assert result.text.count("日本語の文書です") == 8  # page 3 keeps pypdf's (garbled) text
+    assert any(w.startswith("page(s) 3 may be garbled") and "limit of 2 pages" in w
+               for w in result.warnings), result.warnings
+
+
+def test_corpus_vertical_japanese_is_read_whole():
+    # pypdf garbles every glyph of this Adobe-Japan1 font, PDFium maps about a third
+    result = extractors.extract(corpus("pdfminer-samples/jo.pdf"), ctx=ExtractContext(ocr=False))
+    text = "".join(result.text.split())
+    for line in ("わたくしといふ現象は", "假定された有機交流電燈の", "大正十三年一月廿日", "宮澤賢治"):
+        assert line in text
+    assert _pdftext.junk_share(result.text) == 0
+
+
+def test_corpus_embedded_truetype_cid_font_is_mapped_through_its_cmap():
+    # Identity-H TrueType CID fonts without /ToUnicode: pypdf and PDFium emit glyph ids
+    result = extractors.extract(corpus("pdfjs-test-pdfs/ThuluthFeatures.pdf"), ctx=ExtractContext(ocr=False))
+    assert {e.meta.get("engine") for e in result.elements} == {"pdfminer"}
+    words = set(re.findall(r"\w+", result.text))
+    assert {"Contextual", "Ligatures", "Diacritics", "Forms"} <= words
+    assert "(cid:" not in result.text and _pdftext.junk_share(result.text) < 0.05
+
+
+def test_glyph_name_pages_do_not_cost_a_pdfminer_pass():
+    # TAMReview's glyph-named Type1 fonts: pdfminer cannot map them either
+    result = extractors.extract(corpus("pdfjs-test-pdfs/TAMReview.pdf"), ctx=ExtractContext(ocr=False))
+    assert "pdfminer" not in {e.meta.get("engine") for e in result.elements}
+    assert "pdfminer" not in result.extractor_version
+
+
+def test_doubtful_and_can_map(tmp_path):
+    import pypdf
+
+    from extractors import _pdfminer
+
+    clean = "The quick brown fox jumps over the lazy dog."
+    mojibake = "\u0cd4ຊޠͷจॻͰ͢ " * 5
+    assert not _pdftext.doubtful(clean, clean, clean)
+    assert not _pdftext.doubtful("/g18/g152/g135 " * 9, clean, clean)  # ASCII: no third engine
+    assert _pdftext.doubtful(mojibake, None, mojibake)
+    assert _pdftext.doubtful(mojibake, "日本語", "日本語")  # the chosen text is short, the other junk
+    assert not _pdftext.doubtful("日本語の文書です" * 5, "日本語の文書です" * 5, "日本語の文書です" * 5)
+    page = pypdf.PdfReader(japan1_pdf(tmp_path / "j.pdf", "Identity-H")).pages[0]
+    assert _pdfminer.can_map(page)
+    helvetica = pypdf.PdfReader(raw_pdf(tmp_path / "h.pdf", b"BT /F1 9 Tf (x) Tj ET")).pages[0]
+    assert not _pdfminer.can_map(helvetica)
 
 
 # --------------------------------------------------------------------------- decompression budget
