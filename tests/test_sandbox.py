@@ -31,10 +31,11 @@ def _bug():
     return {}["missing"]
 
 
-def _spawn_and_hang():
+def _spawn_and_hang(marker, started):
     import subprocess
 
-    subprocess.Popen(["sleep", "300"])
+    subprocess.Popen(["sleep", marker])
+    open(started, "w").close()
     time.sleep(300)
 
 
@@ -51,13 +52,17 @@ def test_timeout_kills_only_the_child():
     assert time.monotonic() - t < 5
 
 
-def test_timeout_also_kills_tools_the_parser_started():
-    with pytest.raises(ExtractionError):
-        sandbox.run(_spawn_and_hang, timeout=1)
-    time.sleep(0.3)
+def test_timeout_also_kills_tools_the_parser_started(tmp_path):
+    import random
     import subprocess
 
-    assert subprocess.run(["pgrep", "-f", "^sleep 300$"], capture_output=True).stdout == b""
+    marker = f"{300 + random.random():.9f}"  # this run's tool only: not another run's leftover `sleep 300`
+    started = tmp_path / "started"
+    with pytest.raises(ExtractionError):
+        sandbox.run(_spawn_and_hang, marker, str(started), timeout=2)
+    assert started.exists()  # the tool was running when the parse timed out
+    time.sleep(0.3)
+    assert subprocess.run(["pgrep", "-f", f"^sleep {marker}$"], capture_output=True).stdout == b""
 
 
 def test_memory_limit():
