@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from acl.model import Principal
 
 from .stores.base import Hit
+from .stores.common import process_executor
 from .stores.filters import normalise, to_dict
 
 RRF_K = 60
@@ -84,23 +85,6 @@ class Ranking:
         if unknown:
             raise ValueError(f"config [search]: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         return cls(**s)
-
-
-_POOL = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool():
-    """A small thread pool for the BM25 side, one per process (a forked child makes its own)."""
-    global _POOL
-    import os
-
-    with _POOL_LOCK:
-        if _POOL is None or _POOL[0] != os.getpid():
-            from concurrent.futures import ThreadPoolExecutor
-
-            _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest-bm25"))
-        return _POOL[1]
 
 
 def fuse(lists, weights, rrf_k: int, k: int, doc_of=None) -> list[tuple]:
@@ -205,7 +189,7 @@ class Index:
             lists, weights = [], []
             if mode == "hybrid":  # BM25 (SQLite) beside query embedding + vector scoring (torch/numpy):
                 # both release the GIL, so on two cores the search costs the slower of the two
-                pending = _pool().submit(self.store.bm25, query, tokens, depth, filters=f, max_df=r.bm25_max_df)
+                pending = process_executor("bm25", 4).submit(self.store.bm25, query, tokens, depth, filters=f, max_df=r.bm25_max_df)
                 vec = self.store.vector(self._qvec(query), tokens, depth, filters=f)
                 lists, weights = [pending.result(), vec], [r.bm25_weight, r.vector_weight]
             elif mode == "bm25":

@@ -4,12 +4,31 @@ which both ``sqlite3.Row`` and psycopg's ``dict_row`` support."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
 import time
 
 from .base import Hit
 
 # Same columns, same order as the SQLite store's documents table: registry rows compare equal.
+_EXECUTORS: dict = {}
+_EXECUTORS_LOCK = threading.Lock()
+
+
+def process_executor(name: str, workers: int):
+    """A thread pool by name, one per process (a forked child makes its own: threads do not
+    survive a fork)."""
+    with _EXECUTORS_LOCK:
+        pid, ex = _EXECUTORS.get(name, (None, None))
+        if pid != os.getpid():
+            from concurrent.futures import ThreadPoolExecutor
+
+            ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"ingest-{name}")
+            _EXECUTORS[name] = (os.getpid(), ex)
+        return ex
+
+
 DOC_COLS = ("doc_id", "source", "external_id", "uri", "mime", "size", "mtime_ns", "content_version", "acl_version",
             "acl", "status", "error_code", "error", "extractor", "extractor_version", "n_chunks", "flags", "labels",
             "first_seen", "updated_at", "indexed_at", "parent_id", "quality")

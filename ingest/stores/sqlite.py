@@ -547,6 +547,27 @@ class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, OutboxMixin):
             self._local.qt = db
         return db
 
+    _TERMS_MAX = 100_000  # words whose index terms are kept (the tokenizer never changes)
+
+    def _terms(self, words: list[str]) -> list[list[str]]:
+        """Each word's terms as ``chunks_fts`` indexes it (porter stems, unicode61 splits), in
+        order; through the scratch FTS table once per word and process."""
+        db = self._temp_fts()  # this thread's connection with its scratch tables, cached words or not
+        cache = self.__dict__.setdefault("_terms_cache", {})
+        out = {w: cache[w] for w in words if w in cache}
+        todo = [w for w in dict.fromkeys(words) if w not in out]
+        if todo:
+            db.execute("DELETE FROM temp.ingest_qt")
+            db.executemany("INSERT INTO temp.ingest_qt(rowid, t) VALUES(?,?)", list(enumerate(todo)))
+            found: dict[int, list[str]] = {}
+            for i, term in db.execute("SELECT doc, term FROM temp.ingest_qt_v ORDER BY doc, offset"):
+                found.setdefault(i, []).append(term)
+            out.update((w, found.get(i, [])) for i, w in enumerate(todo))
+            if len(cache) + len(todo) > self._TERMS_MAX:
+                cache.clear()
+            cache.update((w, out[w]) for w in todo)
+        return [out[w] for w in words]
+
     def _common_terms_dropped(self, query: str, max_df: float) -> str:
         """The query without words whose stem is in more than ``max_df`` of all chunks (as the
         FTS index stems them: porter), unless nothing would be left (then the two rarest stay).
@@ -557,10 +578,8 @@ class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, OutboxMixin):
         words = list(dict.fromkeys(_WORD.findall(query.lower())))
         if len(words) < 2:
             return query
-        db = self._temp_fts()
-        db.execute("DELETE FROM temp.ingest_qt")
-        db.executemany("INSERT INTO temp.ingest_qt(rowid, t) VALUES(?,?)", list(enumerate(words)))
-        stems = db.execute("SELECT doc, term FROM temp.ingest_qt_v").fetchall()
+        stems = [(i, term) for i, terms in enumerate(self._terms(words)) for term in terms]
+        db = self._temp_fts()  # this thread's connection, with the vocabulary table
         gen = self.generation()
         cache = self.__dict__.get("_df_cache")
         if cache is None or cache[0] != gen:

@@ -23,7 +23,8 @@ and cached in the process:
   element) moves it from the exact top ``limit`` to below that wider cut.
 
 Needs from the store: ``db``, ``read_snapshot()``, ``generation()``, ``_readable_sql(tokens)``,
-``_common_terms_dropped(query, max_df)``.
+``_common_terms_dropped(query, max_df)``, ``_terms(words)`` (each word's index terms; it also makes
+the connection's scratch tables, ``temp.ingest_inst`` among them).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ import re
 import threading
 from collections import OrderedDict
 
+from .common import process_executor
 from .filters import Filters, sqlite_where
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -82,25 +84,16 @@ def _matvec(mat, q):
     return torch.mv(torch.from_numpy(mat), torch.from_numpy(q.copy())).numpy()
 
 
-_MV_POOL: list = []  # [(pid, executor)]: a forked child makes its own
-
-
 def _halves_mv(mat, q):
     """mat @ q with the two halves of the rows on two threads (torch releases the GIL): the
     product streams the whole matrix, so on two cores it takes half the time, whatever the
     process's intra-op thread count (one per worker process by default)."""
-    import os
-
     import torch
 
-    if len(mat) < 2 * PREFILTER_MIN // 2:
+    if len(mat) < PREFILTER_MIN:
         return torch.mv(mat, q)
-    if not _MV_POOL or _MV_POOL[0][0] != os.getpid():
-        from concurrent.futures import ThreadPoolExecutor
-
-        _MV_POOL[:] = [(os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-mv"))]
     half = len(mat) // 2
-    other = _MV_POOL[0][1].submit(torch.mv, mat[half:], q)
+    other = process_executor("mv", 1).submit(torch.mv, mat[half:], q)
     first = torch.mv(mat[:half], q)
     return torch.cat((first, other.result()))
 
@@ -250,20 +243,15 @@ class SQLiteSearchMixin:
         the tokenizer does not turn into exactly one term is scored by FTS5 itself."""
         import numpy as np
 
-        db = self._temp_fts()
+        terms = self._terms(words)  # also makes this connection's scratch and vocabulary tables
         cur = db.cursor()
         cur.row_factory = None
-        cur.execute("DELETE FROM temp.ingest_qt")
-        cur.executemany("INSERT INTO temp.ingest_qt(rowid, t) VALUES(?,?)", list(enumerate(words)))
-        terms: dict[int, list[str]] = {}
-        for i, term in cur.execute("SELECT doc, term FROM temp.ingest_qt_v ORDER BY doc, offset"):
-            terms.setdefault(i, []).append(term)
         if m.bm25 is None:
             self._bm25_stats(db, m)
         dlen, nrow, avgdl = m.bm25
         out = []
         for i, word in enumerate(words):
-            if len(terms.get(i, ())) != 1:
+            if len(terms[i]) != 1:
                 out.append(self._match_scores(cur, m, word))
                 continue
             docs, secs = cur.execute("SELECT group_concat(doc), group_concat(iif(col = 'section', '1', '0'), '')"
