@@ -44,7 +44,6 @@ import os
 import pwd
 import struct
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from .model import ACL, EVERYONE, group_token, user_token
@@ -61,8 +60,39 @@ _TAGS = {ACL_USER_OBJ: "user_obj", ACL_USER: "user", ACL_GROUP_OBJ: "group_obj",
          ACL_MASK: "mask", ACL_OTHER: "other"}
 
 
-@lru_cache(maxsize=4096)
+# Group membership from the OS database, cached only while /etc/group and /etc/passwd
+# are unchanged: every lookup compares their (inode, size, mtime) with what the cache
+# was filled from, so ``gpasswd -d`` is seen by the next ACL computed in this process.
+GROUP_FILES = ("/etc/group", "/etc/passwd")
+_members_cache: dict[int, frozenset[int]] = {}
+_members_stamp: tuple | None = None
+
+
+def group_db_stamp() -> tuple:
+    """Identity of the OS user/group database files (changes when either is rewritten)."""
+    out = []
+    for f in GROUP_FILES:
+        try:
+            st = os.stat(f)
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
 def _group_members(gid: int) -> frozenset[int]:
+    global _members_stamp
+    stamp = group_db_stamp()
+    if stamp != _members_stamp:
+        _members_cache.clear()
+        _members_stamp = stamp
+    got = _members_cache.get(gid)
+    if got is None:
+        got = _members_cache[gid] = _read_group_members(gid)
+    return got
+
+
+def _read_group_members(gid: int) -> frozenset[int]:
     uids: set[int] = set()
     try:
         g = grp.getgrgid(gid)
@@ -80,8 +110,11 @@ def _group_members(gid: int) -> frozenset[int]:
 
 
 def clear_caches() -> None:
-    """Forget OS group memberships (tests that add users call this)."""
-    _group_members.cache_clear()
+    """Forget OS group memberships (they are also forgotten whenever /etc/group or
+    /etc/passwd changes)."""
+    global _members_stamp
+    _members_cache.clear()
+    _members_stamp = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +186,24 @@ def read_entries(path: str | os.PathLike, st: os.stat_result | None = None) -> E
     return parse_acl_xattr(data, st)
 
 
+def fd_path(fd: int) -> str:
+    """A name for the inode behind ``fd`` (also an ``O_PATH`` one) that the kernel resolves
+    to that very inode, whatever happens to the file's names meanwhile."""
+    return f"/proc/self/fd/{fd}"
+
+
+def read_entries_fd(fd: int, st: os.stat_result | None = None) -> Entries:
+    """The access ACL of the inode behind ``fd`` (an ``O_PATH`` descriptor will do)."""
+    st = st if st is not None else os.fstat(fd)
+    try:
+        data = os.getxattr(fd_path(fd), XATTR_ACCESS)
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return Entries.from_mode(st)
+        raise
+    return parse_acl_xattr(data, st)
+
+
 def _component(e: Entries, bit: int) -> tuple[set[str] | None, set[str]]:
     """Who has ``bit`` on this inode, as (allow or everyone, deny) -- see the module doc."""
     masked = (lambda p: bool(p & bit)) if e.mask is None else (lambda p: bool(p & e.mask & bit))
@@ -215,26 +266,43 @@ def _intersect(a: set[str] | None, b: set[str] | None) -> set[str] | None:
 
 def acl_for_path(path: str | os.PathLike, *, stat_cache: dict[str, Entries] | None = None,
                  file_stat: os.stat_result | None = None) -> ACL:
-    """The ACL that says who may open ``path`` for reading (see module doc).
-    ``stat_cache`` (any dict, reused across calls) remembers the directories' ACLs."""
+    """The ACL that says who may open ``path`` for reading (see module doc), by name.
+    The directories are those of the resolved real path (a symlinked directory above
+    the file does not stand in for the directory it points to); ``path`` itself is not
+    followed. ``stat_cache`` (any dict, reused across calls) remembers the directories'
+    ACLs. The indexer takes a file's ACL from its descriptor instead (:func:`acl_for_fd`)."""
     p = Path(os.path.abspath(path))
+    p = Path(os.path.realpath(p.parent)) / p.name
     cache = stat_cache if stat_cache is not None else {}
     where = p
     try:
-        allow, deny = _component(read_entries(p, file_stat), READ)
+        file_entries = read_entries(p, file_stat)
+        dirs = []
         for d in p.parents:
             where = d
             key = str(d)
             entries = cache.get(key)
             if entries is None:
                 entries = cache[key] = read_entries(d)
-            a2, d2 = _component(entries, EXECUTE)
-            allow = _intersect(allow, a2)
-            deny |= d2
+            dirs.append(entries)
     except OSError as e:
         return ACL.unknown(f"cannot read permissions of {where}: {e.strerror}")
     except ValueError as e:
         return ACL.unknown(f"{where}: {e}")
+    return acl_from_entries(file_entries, dirs)
+
+
+def acl_from_entries(file_entries: Entries, dirs: "list[Entries]") -> ACL:
+    """The ACL of a file from its own entries (read) and those of every directory above it
+    up to ``/`` (search), in any order."""
+    try:
+        allow, deny = _component(file_entries, READ)
+        for entries in dirs:
+            a2, d2 = _component(entries, EXECUTE)
+            allow = _intersect(allow, a2)
+            deny |= d2
+    except ValueError as e:
+        return ACL.unknown(str(e))
     if allow is _UNIVERSE:
         allow = {EVERYONE}
     return ACL(frozenset(allow), frozenset(deny))

@@ -32,6 +32,7 @@ import json
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field, replace
 
 EMAIL, PHONE, CARD, IBAN, SSN, IP = ("pii:email", "pii:phone", "pii:payment_card", "pii:iban", "pii:ssn",
@@ -311,17 +312,20 @@ def classify(elements: list, source_labels: list[str], policy: LabelPolicy) -> C
 
 
 # -- source labels ------------------------------------------------------------------------
-def normalise_labels(values, origin: str) -> list[str]:
-    """Strip, drop empties and duplicates; a label with odd characters is an error naming its origin."""
+def normalise_labels(values, origin: str, *, quote: bool = True) -> list[str]:
+    """Strip, drop empties and duplicates; a label with odd characters is an error naming its origin.
+    ``quote=False`` (labels from files and xattrs): the error names the label by its position,
+    never by its text (a sidecar may be a secret someone linked there)."""
     out = []
-    for v in values:
+    for i, v in enumerate(values, 1):
+        what = repr(v) if quote else f"#{i}"
         if not isinstance(v, str):
-            raise ValueError(f"{origin}: label {v!r} is not a string")
+            raise ValueError(f"{origin}: label {what} is not a string")
         v = v.strip()
         if not v:
             continue
         if not _LABEL_OK.match(v):
-            raise ValueError(f"{origin}: label {v!r} has characters other than letters, digits, ' ', '_', '.', "
+            raise ValueError(f"{origin}: label {what} has characters other than letters, digits, ' ', '_', '.', "
                              "':', '/', '-' (or is over 100 characters)")
         out.append(v)
     return list(dict.fromkeys(out))
@@ -333,13 +337,13 @@ def _parse_label_text(text: str, origin: str) -> list[str]:
         try:
             data = json.loads(s)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{origin}: not valid JSON: {e}") from None
+            raise ValueError(f"{origin}: not valid JSON (line {e.lineno} column {e.colno})") from None
         if isinstance(data, dict):
             data = data.get("labels", [])
         if not isinstance(data, list):
             raise ValueError(f"{origin}: expected a JSON list of labels or {{\"labels\": [...]}}")
-        return normalise_labels(data, origin)
-    return normalise_labels(re.split(r"[,\n]", s), origin)
+        return normalise_labels(data, origin, quote=False)
+    return normalise_labels(re.split(r"[,\n]", s), origin, quote=False)
 
 
 def is_sidecar(name: str) -> bool:
@@ -347,22 +351,55 @@ def is_sidecar(name: str) -> bool:
 
 
 def source_labels_for_path(path: str | os.PathLike) -> list[str]:
-    """Labels a local file carries: its sidecar file(s) and its ``user.ingest.labels`` xattr."""
+    """Labels a local file carries: its sidecar file(s) and its ``user.ingest.labels`` xattr.
+    Neither the file nor its sidecars are followed if they are symlinks (see
+    :func:`source_labels_at`, what the indexer uses on the descriptors it holds)."""
+    from .sources.safefs import O_PATH
+
     path = os.fspath(path)
+    parent, name = os.path.split(os.path.abspath(path))
+    dfd = os.open(parent, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            ffd = os.open(name, O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        except FileNotFoundError:
+            ffd = None
+        try:
+            return source_labels_at(dfd, name, ffd, origin=path)
+        finally:
+            if ffd is not None:
+                os.close(ffd)
+    finally:
+        os.close(dfd)
+
+
+def source_labels_at(dir_fd: int, name: str, file_fd: int | None, origin: str | None = None) -> list[str]:
+    """Labels of the file ``name`` in the directory ``dir_fd``: its sidecars (opened beside it
+    without following links, bounded: :func:`ingest.sources.safefs.read_sidecar`) and the
+    ``user.ingest.labels`` xattr of the inode ``file_fd``. Errors name the file, never its content."""
+    from acl.posix import fd_path
+
+    from .sources.safefs import read_sidecar
+
+    origin = origin or name
     labels: list[str] = []
     for suffix in SIDECAR_SUFFIXES:
-        side = path + suffix
+        data = read_sidecar(dir_fd, name + suffix)
+        if data is None:
+            continue
         try:
-            with open(side, encoding="utf-8") as f:
-                labels += _parse_label_text(f.read(), side)
-        except (FileNotFoundError, NotADirectoryError):
-            pass
-    try:
-        raw = os.getxattr(path, XATTR)
-    except OSError:  # no such attribute, or a file system without user xattrs
-        raw = None
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{origin}{suffix}: not UTF-8 text") from None
+        labels += _parse_label_text(text, origin + suffix)
+    raw = None
+    if file_fd is not None and stat.S_ISREG(os.fstat(file_fd).st_mode):
+        try:
+            raw = os.getxattr(fd_path(file_fd), XATTR)
+        except OSError:  # no such attribute, or a file system without user xattrs
+            raw = None
     if raw:
-        labels += _parse_label_text(raw.decode("utf-8", "replace"), f"{path} [{XATTR}]")
+        labels += _parse_label_text(raw.decode("utf-8", "replace"), f"{origin} [{XATTR}]")
     return list(dict.fromkeys(labels))
 
 

@@ -15,14 +15,13 @@ import json
 import logging
 import os
 import shutil
-import stat as stat_mod
 import tempfile
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from acl.posix import acl_for_path
+from acl.model import ACL
 
 from .obs import trace
 from .obs.clock import Clock, merged
@@ -36,6 +35,18 @@ MAX_FILE_BYTES = 200 * 1024 * 1024
 
 def folder_source(root: str | os.PathLike) -> str:
     return "folder:" + os.path.abspath(root)
+
+
+def store_rel(rel: str) -> str:
+    """A relative path as the store keeps it: itself, or, for a name with bytes that are
+    not UTF-8 (``os.fsdecode`` turned them into lone surrogates), those bytes written as
+    ``\\xNN``, so the store, its lock and its outcome log can hold it. (A file really
+    named with a backslash escape would share that key; both are still read safely.)"""
+    try:
+        rel.encode("utf-8")
+        return rel
+    except UnicodeEncodeError:
+        return os.fsencode(rel).decode("utf-8", "backslashreplace")
 
 
 def file_uri(root: str, rel: str) -> str:
@@ -61,15 +72,27 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+class PasswordsFileError(ValueError):
+    """``INGEST_PASSWORDS_FILE`` is set but cannot be read or parsed."""
+
+
 def load_passwords() -> list[tuple[str, str]]:
     """Passwords for encrypted documents, by path glob, from the JSON file named by
     ``INGEST_PASSWORDS_FILE``: ``[{"pattern": "/share/legal/*.pdf", "password": "..."}]``.
-    They are never logged."""
+    They are never logged. A file that is missing or malformed is a
+    :class:`PasswordsFileError` (the pipeline records it per document, it never stops a worker)."""
     f = os.environ.get("INGEST_PASSWORDS_FILE")
     if not f:
         return []
-    with open(f) as fh:
-        return [(e["pattern"], e["password"]) for e in json.load(fh)]
+    try:
+        with open(f) as fh:
+            data = json.load(fh)
+        return [(e["pattern"], e["password"]) for e in data]
+    except OSError as e:
+        raise PasswordsFileError(f"INGEST_PASSWORDS_FILE {f}: {e.strerror}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise PasswordsFileError(f"INGEST_PASSWORDS_FILE {f}: expected a JSON list of "
+                                 f"{{\"pattern\", \"password\"}} objects ({type(e).__name__})") from None
 
 
 @dataclass
@@ -97,7 +120,7 @@ class Pending:
     embedded: int  # by its child documents
     root: str
     rel: str
-    stat: tuple[int, int]  # (size, mtime_ns) when it was read
+    stat: tuple  # (size, mtime_ns, dev, ino) when it was read
     row: tuple | None  # the registry row's versions when it was read
     fresh: set = field(default_factory=set)  # chunk text hashes not in the embedding cache
     elements: list | None = None  # what was chunked (to chunk again if the model is switched meanwhile)
@@ -111,7 +134,13 @@ class Pipeline:
         self._embedder = embedder
         self._chunker = None
         self.sandbox = sandbox  # parse in a child process under time and memory limits
-        self.passwords = passwords if passwords is not None else load_passwords()
+        self.passwords_error: str | None = None
+        if passwords is None:
+            try:
+                passwords = load_passwords()
+            except PasswordsFileError as e:  # each document that is parsed fails with it
+                passwords, self.passwords_error = [], str(e)
+        self.passwords = passwords
         self._policy = policy  # ingest.classify.LabelPolicy; default: [labels] of the config
         self._clocks: list[Clock] = []  # per-document stage timings; a child document gets its own
 
@@ -250,12 +279,12 @@ class Pipeline:
         return outs
 
     def _apply_pending(self, p: Pending, vectors: dict[str, bytes], counted: set[str]) -> Outcome:
-        source = folder_source(p.root)
-        with self.store.lock(f"{source}\0{p.rel}"):
-            row = self.store.get_doc(source, p.rel)
+        source, key = folder_source(p.root), store_rel(p.rel)
+        with self.store.lock(f"{source}\0{key}"):
+            row = self.store.get_doc(source, key)
             try:
                 st = os.stat(os.path.join(p.root, p.rel), follow_symlinks=False)
-                same_file = (st.st_size, st.st_mtime_ns) == p.stat
+                same_file = (st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino) == p.stat
             except FileNotFoundError:
                 same_file = False
             if same_file and _row_versions(row) == p.row:
@@ -270,8 +299,8 @@ class Pipeline:
     def _log(self, ev: ChangeEvent, out: list[Outcome], batch: str | None, ctx: dict | None = None,
              started: float | None = None) -> None:
         source = folder_source(ev.root)
-        rels = [ev.path, ev.dest_path] if ev.kind == MOVE else [ev.path]
-        event = {"kind": ev.kind, "path": ev.path, "dest": ev.dest_path}
+        rels = [store_rel(ev.path), store_rel(ev.dest_path)] if ev.kind == MOVE else [store_rel(ev.path)]
+        event = {"kind": ev.kind, "path": rels[0], "dest": rels[1] if ev.kind == MOVE else None}
         for i, (o, rel) in enumerate(zip(out, rels)):
             # a move logs two outcomes; only the last one counts for batch progress
             trace.record(self.store, o, source=source, external_id=rel, batch=batch if i == len(out) - 1 else None,
@@ -279,29 +308,31 @@ class Pipeline:
 
     # -- operations -----------------------------------------------------------------
     def delete(self, root: str, rel: str) -> Outcome:
-        source = folder_source(root)
-        with self.store.lock(f"{source}\0{rel}"):
-            row = self.store.get_doc(source, rel)
+        from .sources.safefs import is_regular_file
+
+        source, key = folder_source(root), store_rel(rel)
+        with self.store.lock(f"{source}\0{key}"):
+            row = self.store.get_doc(source, key)
             if row is None:
                 return Outcome("missing")
-            if os.path.lexists(os.path.join(root, rel)):  # came back before we ran
+            if is_regular_file(os.path.join(root, rel)):  # came back before we ran (a link or FIFO is no file)
                 return Outcome("skipped", row["doc_id"], detail="file exists again")
             self.store.delete(row["doc_id"])
             return Outcome("deleted", row["doc_id"])
 
     def move(self, root: str, old: str, new: str) -> Outcome:
-        source = folder_source(root)
-        with self.store.lock(f"{source}\0{old}", f"{source}\0{new}"):
-            row = self.store.get_doc(source, old)
+        source, ko, kn = folder_source(root), store_rel(old), store_rel(new)
+        with self.store.lock(f"{source}\0{ko}", f"{source}\0{kn}"):
+            row = self.store.get_doc(source, ko)
             if row is None:
-                return Outcome("missing", detail=f"{old} not indexed; treated as new")
+                return Outcome("missing", detail=f"{ko} not indexed; treated as new")
             if os.path.lexists(os.path.join(root, old)):
                 return Outcome("skipped", row["doc_id"], detail="source path still exists")
-            target = self.store.get_doc(source, new)
+            target = self.store.get_doc(source, kn)
             if target is not None and target["doc_id"] != row["doc_id"]:
                 self.store.delete(target["doc_id"])  # the move replaced another document
-            self.store.move(row["doc_id"], new, file_uri(root, new))
-            return Outcome("moved", row["doc_id"], detail=f"{old} -> {new}")
+            self.store.move(row["doc_id"], kn, file_uri(root, new))
+            return Outcome("moved", row["doc_id"], detail=f"{ko} -> {kn}")
 
     def upsert(self, root: str, rel: str, *, defer: bool = False, version: int | None = None) -> "Outcome | Pending":
         """``defer``: stop before embedding and return a :class:`Pending` for ``handle_many``.
@@ -319,36 +350,44 @@ class Pipeline:
         return out
 
     def _upsert(self, root: str, rel: str, defer: bool, version: int | None) -> "Outcome | Pending":
-        source = folder_source(root)
+        from .sources.safefs import NotRegular, open_source
+
+        source, key = folder_source(root), store_rel(rel)
         path = os.path.join(root, rel)
-        with self.store.lock(f"{source}\0{rel}"):
+        with self.store.lock(f"{source}\0{key}"):
             self._lap(None)  # waiting for the lock is no stage
-            row = self.store.get_doc(source, rel)
+            row = self.store.get_doc(source, key)
             seq = row.get("source_seq") if row is not None else None
             if version is not None and seq is not None and version < seq:
                 return Outcome("stale", row["doc_id"], detail=f"version {version} is older than the indexed {seq}")
             try:
-                st = os.stat(path, follow_symlinks=False)
-            except FileNotFoundError:
+                sf = open_source(root, rel)  # the one descriptor everything below is read from
+            except (FileNotFoundError, NotRegular) as e:
+                # gone, or replaced by a symlink/FIFO/directory: whatever was indexed goes
+                what = "not a regular file" if isinstance(e, NotRegular) else None
                 if row is not None:
                     self.store.delete(row["doc_id"])
-                    return Outcome("deleted", row["doc_id"])
-                return Outcome("missing")
-            out = self._upsert_stat(source, root, rel, path, row, st, defer)
+                    return Outcome("deleted", row["doc_id"], detail=what and f"{what}: {e}")
+                return Outcome("ignored", detail=f"{what}: {e}") if what else Outcome("missing")
+            except (OSError, ValueError) as e:
+                doc_id = row["doc_id"] if row else new_doc_id(self.store, source, key)
+                base = DocRecord(doc_id=doc_id, source=source, external_id=key, uri=file_uri(root, rel), mime=None,
+                                 size=None, mtime_ns=None, content_version=None,
+                                 acl=ACL.unknown(f"cannot open {key}: {getattr(e, 'strerror', None) or e}"))
+                return self._fail(base, "unreadable", f"cannot open file: {getattr(e, 'strerror', None) or e}")
+            with sf:
+                out = self._upsert_stat(source, root, rel, key, path, row, sf, defer)
             doc_id = out.doc.doc_id if isinstance(out, Pending) else out.doc_id
             if doc_id is not None:
-                self.store.set_source_seq(doc_id, st.st_ctime_ns)  # the state read is at least this new
+                self.store.set_source_seq(doc_id, sf.st.st_ctime_ns)  # the state read is at least this new
             return out
 
-    def _upsert_stat(self, source: str, root: str, rel: str, path: str, row: dict | None, st,
+    def _upsert_stat(self, source: str, root: str, rel: str, key: str, path: str, row: dict | None, sf,
                      defer: bool) -> "Outcome | Pending":
-        from .classify import source_labels_for_path
-
-        if not stat_mod.S_ISREG(st.st_mode):
-            return Outcome("ignored", row and row["doc_id"], detail="not a regular file")
-        acl = acl_for_path(path, file_stat=st)
+        st = sf.st
+        acl = sf.acl()
         try:
-            labels, label_error = source_labels_for_path(path), None
+            labels, label_error = sf.labels(), None
         except (ValueError, OSError) as e:
             labels, label_error = [], str(e)
         relabel = row is not None and json.loads(row.get("source_labels") or "[]") != labels
@@ -357,8 +396,8 @@ class Pipeline:
                 return Outcome("skipped", row["doc_id"])
             self.store.set_acl(row["doc_id"], acl)
             return Outcome("acl", row["doc_id"])
-        doc_id = row["doc_id"] if row else new_doc_id(self.store, source, rel)
-        base = DocRecord(doc_id=doc_id, source=source, external_id=rel, uri=file_uri(root, rel), mime=None,
+        doc_id = row["doc_id"] if row else new_doc_id(self.store, source, key)
+        base = DocRecord(doc_id=doc_id, source=source, external_id=key, uri=file_uri(root, rel), mime=None,
                          size=st.st_size, mtime_ns=st.st_mtime_ns, content_version=None, acl=acl,
                          source_labels=labels)
         if label_error:
@@ -367,7 +406,9 @@ class Pipeline:
             return self._fail(base, "too-large", f"{st.st_size} bytes is over the {MAX_FILE_BYTES} byte limit",
                               status="quarantined")
         try:
-            version = sha256_file(path)
+            version = sf.sha256(MAX_FILE_BYTES)
+        except ValueError as e:  # grew past the limit, or was swapped while being opened
+            return self._fail(base, "unreadable", f"cannot read file: {e}")
         except OSError as e:
             return self._fail(base, "unreadable", f"cannot read file: {e.strerror}")
         base.content_version = version
@@ -379,10 +420,11 @@ class Pipeline:
             self.store.touch(doc_id, st.st_size, st.st_mtime_ns)
             return Outcome("touched", doc_id)
         if not defer:
-            return self._index(base, path)
-        out = self._index(base, path, defer=True)
+            return self._index(base, path, src=sf)
+        out = self._index(base, path, defer=True, src=sf)
         if isinstance(out, Pending):
-            out.root, out.rel, out.stat, out.row = root, rel, (st.st_size, st.st_mtime_ns), _row_versions(row)
+            out.root, out.rel, out.row = root, rel, _row_versions(row)
+            out.stat = (st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
         return out
 
     # -- the content path -------------------------------------------------------------
@@ -393,10 +435,23 @@ class Pipeline:
             self.store.record_failure(doc)
         return Outcome("error", doc.doc_id, parsed=parsed, detail=f"{code}: {message}")
 
-    def _index(self, doc: DocRecord, path: str, depth: int = 0, *, defer: bool = False) -> "Outcome | Pending":
+    def _index(self, doc: DocRecord, path: str, depth: int = 0, *, defer: bool = False,
+               src=None) -> "Outcome | Pending":
+        """``src``: the :class:`~ingest.sources.safefs.SourceFile` ``path`` was opened as; the
+        parser then reads a private copy of that descriptor's content, never ``path``."""
         workdir = tempfile.mkdtemp(prefix="ingest-parse-")  # child documents' bytes, private
         try:
-            out = self._index_in(doc, path, depth, Path(workdir))
+            parse_path = path
+            if src is not None:
+                os.mkdir(os.path.join(workdir, "source"), 0o700)
+                parse_path = os.path.join(workdir, "source", os.path.basename(path))
+                try:
+                    doc.content_version = src.copy_to(parse_path, MAX_FILE_BYTES)  # what is parsed is what is versioned
+                except ValueError as e:
+                    return self._fail(doc, "unreadable", f"cannot read file: {e}")
+                except OSError as e:
+                    return self._fail(doc, "unreadable", f"cannot read file: {e.strerror}")
+            out = self._index_in(doc, parse_path, depth, Path(workdir), source_path=path)
             if isinstance(out, Pending) and not defer:
                 with self._stage("embed"):
                     vecs, _ = self.vectors([c.embed_text for c in out.chunks],
@@ -418,19 +473,24 @@ class Pipeline:
         label = os.path.splitext(path)[1].lstrip(".").lower() or "parser"  # for limit messages only
         return sandbox.run(extract, path, max_bytes=MAX_FILE_BYTES, ctx=ctx, label=label)
 
-    def _index_in(self, doc: DocRecord, path: str, depth: int, workdir: Path) -> "Outcome | Pending":
+    def _index_in(self, doc: DocRecord, path: str, depth: int, workdir: Path,
+                  source_path: str | None = None) -> "Outcome | Pending":
         """Extract, index the children, assess quality and chunk; embedding and the store
         write come after (:meth:`_apply_chunks`), so several documents can share one
-        embedding call."""
+        embedding call. ``path``: what the parser reads; ``source_path``: where it came
+        from (the passwords' globs are matched against it)."""
         from extractors.base import ExtractContext, ExtractionError
 
         from .quality import QUARANTINED, assess
 
-        ctx = ExtractContext(workdir=workdir, depth=depth, passwords=self.passwords, source_path=path)
+        ctx = ExtractContext(workdir=workdir, depth=depth, passwords=self.passwords,
+                             source_path=source_path or path)
         try:
             with self._stage("extract"):
                 ex = self._extract(path, ctx)
         except ExtractionError as e:
+            if e.code == "encrypted" and self.passwords_error:  # it may have held this one's password
+                return self._fail(doc, "passwords-file", self.passwords_error, parsed=1)
             return self._fail(doc, e.code, e.message, parsed=1, status="quarantined")
         doc.mime, doc.extractor, doc.extractor_version = ex.mime, ex.extractor, ex.extractor_version
         # children first: the parent's version is recorded only once they are all done
