@@ -34,7 +34,7 @@ MAX_FILE_BYTES = 200 * 1024 * 1024
 
 
 def folder_source(root: str | os.PathLike) -> str:
-    return "folder:" + os.path.abspath(root)
+    return store_rel("folder:" + os.path.abspath(root))
 
 
 def store_rel(rel: str) -> str:
@@ -302,6 +302,7 @@ class Pipeline:
         rels = [store_rel(ev.path), store_rel(ev.dest_path)] if ev.kind == MOVE else [store_rel(ev.path)]
         event = {"kind": ev.kind, "path": rels[0], "dest": rels[1] if ev.kind == MOVE else None}
         for i, (o, rel) in enumerate(zip(out, rels)):
+            o.detail = store_rel(o.detail) if o.detail else o.detail
             # a move logs two outcomes; only the last one counts for batch progress
             trace.record(self.store, o, source=source, external_id=rel, batch=batch if i == len(out) - 1 else None,
                          event=event, ctx=ctx, started=started)
@@ -430,6 +431,7 @@ class Pipeline:
     # -- the content path -------------------------------------------------------------
     def _fail(self, doc: DocRecord, code: str, message: str, *, parsed: int = 0,
               status: str = "error") -> Outcome:
+        message = store_rel(message)  # a parser's message may name a file that is not UTF-8
         doc.status, doc.error_code, doc.error = status, code, message
         with self._stage("store"):
             self.store.record_failure(doc)

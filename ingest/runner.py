@@ -202,7 +202,9 @@ class Runner:
                  loglevel: str = "WARNING", sinks: list | None = None):
         from .stores import open_store, store_url as canonical
 
-        self.roots = [os.path.abspath(os.path.expanduser(r)) for r in roots]
+        from .sources.safefs import resolve_root
+
+        self.roots = [resolve_root(r) for r in roots]  # resolved once: a symlinked root is its target
         for r in self.roots:
             if os.path.exists(r) and not os.path.isdir(r):
                 raise NotADirectoryError(f"ingest run watches folders; {r} is not one")
@@ -257,7 +259,12 @@ class Runner:
             if ready is not None:
                 ready.set()
             last_scan = time.monotonic()
+            from .sources.permwatch import PermissionWatch
+
+            perms = PermissionWatch(self.roots)  # what inotify on the roots cannot see
             while not self._stop.wait(0.5):
+                for root in perms.changed():
+                    self.queue.send(scan_events(self.store, [root]), "interactive")
                 if self.worker is not None and self.worker.poll() is not None:
                     log.error("worker exited with %s; restarting it", self.worker.returncode)
                     self.worker = start_worker(self.store_url, self.broker_url, concurrency=self.concurrency,
@@ -297,8 +304,10 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
     store_url = canonical(store_url)
     store = open_store(store_url)
     events: list[ChangeEvent] = []
+    from .sources.safefs import resolve_root
+
     for p in paths:
-        p = os.path.abspath(os.path.expanduser(p))
+        p = resolve_root(p)  # resolved once: a symlinked root is its target
         if os.path.isdir(p):
             events.extend(reconcile(store, p))
         elif os.path.isfile(p):
@@ -321,9 +330,16 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
             from tqdm import tqdm
 
             bar = tqdm(total=total, unit="doc", desc="ingest add", file=sys.stderr)
-        done, t0 = 0, time.monotonic()
+        done, t0, polls = 0, time.monotonic(), 0
         while done < total:
             time.sleep(0.05)
+            polls += 1
+            if broker_url is None and own_worker is None and polls % 10 == 0 and lock.try_acquire():
+                # the `ingest add`/`run` whose worker we relied on has finished: take over with a
+                # worker of our own and send what it may have taken but not done (idempotent)
+                purge_delivered(broker)
+                own_worker = start_worker(store_url, broker, concurrency=concurrency, loglevel=loglevel)
+                queue.send(events, "bulk", batch=batch, group=bulk_group(len(events), concurrency))
             n = store.batch_progress(batch)
             if bar is not None:
                 bar.update(n - done)

@@ -71,7 +71,7 @@ def max_depths(cfg: dict | None = None) -> dict[str, int]:
 
 
 def pending_key(store_url: str, lane: str, kind: str, root: str, path: str, dest: str | None) -> str:
-    h = hashlib.sha1("\0".join([store_url, lane, kind, root, path, dest or ""]).encode()).hexdigest()
+    h = hashlib.sha1("\0".join([store_url, lane, kind, root, path, dest or ""]).encode("utf-8", "surrogateescape")).hexdigest()
     return PENDING_PREFIX + h
 
 

@@ -72,22 +72,42 @@ def _give_up(task, store_url: str, fault: str, exc: BaseException, evs, batch: s
     """Record a dead letter (and an outcome per document, so `ingest add` counts them as done)."""
     from celery.exceptions import Reject
 
+    from ingest.faults import is_transient as _transient
+    from ingest.pipeline import store_rel
+
     req = task.request
-    reason = f"{type(exc).__name__}: {exc}"
+    reason = store_rel(f"{type(exc).__name__}: {exc}")  # a name that is not UTF-8 must not stop the record
     if fault == "transient":
         reason = f"gave up after {req.retries + 1} attempts: {reason}"
     log.error("%s %s: %s fault: %s", task.name, ", ".join(f"{ev.kind} {ev.path}" for ev in evs), fault, reason)
     try:
         store = pipeline_for(store_url).store
         store.add_dead_letter(task=task.name, lane=(req.delivery_info or {}).get("routing_key"),
-                              args=list(req.args or []), kwargs=dict(req.kwargs or {}), fault=fault,
-                              reason=reason, attempts=req.retries + 1)
+                              args=_printable(list(req.args or [])), kwargs=_printable(dict(req.kwargs or {})),
+                              fault=fault, reason=reason, attempts=req.retries + 1)
         for ev in evs:
-            store.log_outcome(action="error", source=f"folder:{ev.root}", external_id=ev.path, doc_id=None,
-                              batch=batch, detail=f"{fault}: {reason}")
+            store.log_outcome(action="error", source=store_rel(f"folder:{ev.root}"), external_id=store_rel(ev.path),
+                              doc_id=None, batch=batch, detail=f"{fault}: {reason}")
     except Exception as e2:
-        raise Reject(f"cannot record the failure: {e2}", requeue=True) from exc
+        if _transient(e2):  # the store is unreachable: the broker delivers it again later
+            raise Reject(f"cannot record the failure: {e2}", requeue=True) from exc
+        # a message the store cannot even record is dropped once, loudly; requeueing it would loop
+        log.error("%s: dropped without a dead-letter record (%s: %s)", task.name, type(e2).__name__, e2)
+        return ["dropped"]
     return ["dead-letter"]
+
+
+def _printable(v):
+    """Task arguments as the store can hold them (names that are not UTF-8 escaped)."""
+    from ingest.pipeline import store_rel
+
+    if isinstance(v, str):
+        return store_rel(v)
+    if isinstance(v, list):
+        return [_printable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _printable(x) for k, x in v.items()}
+    return v
 
 
 def _run(task, store_url: str, evs, batch: str | None, pendings, work):

@@ -371,7 +371,7 @@ class FolderWatcher:
         debounce: float = 0.25,
         max_delay: float | None = None,
     ) -> None:
-        self.root = os.path.abspath(os.fspath(root))
+        self.root = os.path.realpath(os.path.abspath(os.fspath(root)))  # resolved once
         self._emit = emit
         self.debounce = debounce
         self._co = Coalescer(debounce, max_delay if max_delay is not None else max(30.0, 4 * debounce))

@@ -25,7 +25,7 @@ class FolderConnector:
         if not cfg.get("path"):
             raise ValueError(f"source {name}: folder needs path")
         self.name = name
-        self.root = os.path.abspath(os.path.expanduser(cfg["path"]))
+        self.root = os.path.realpath(os.path.abspath(os.path.expanduser(cfg["path"])))  # resolved once
         self.source = "folder:" + self.root
 
     def _scan(self) -> dict[str, list]:

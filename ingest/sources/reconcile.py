@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections import defaultdict
 
 from acl.posix import acl_for_path
@@ -26,19 +27,25 @@ def _under(rel: str, subtree: str) -> bool:
     return not subtree or subtree in (".", "") or rel == subtree or rel.startswith(subtree.rstrip("/") + "/")
 
 
-def _gone(path: str) -> bool:
+def _gone(root: str, rel: str) -> bool:
+    """No regular file at ``root/rel`` any more, reached without following a link: a
+    symlink, FIFO or directory there (or a link on the way) is no document."""
+    from .safefs import NotRegular, open_source
+
     try:
-        os.lstat(path)
+        open_source(root, rel).close()
         return False
-    except FileNotFoundError:
+    except (FileNotFoundError, NotRegular, ValueError):
         return True
     except OSError as e:
-        log.warning("cannot examine %s (%s); not pruning it", path, e.strerror)
+        log.warning("cannot examine %s under %s (%s); not pruning it", rel, root, e.strerror)
         return False
 
 
 def reconcile(store, root: str, subtree: str = "") -> list[ChangeEvent]:
-    from ingest.pipeline import folder_source, sha256_file
+    from ingest.pipeline import folder_source, store_rel
+
+    from .safefs import open_source
 
     root = os.path.abspath(root)
     source = folder_source(root)
@@ -46,7 +53,7 @@ def reconcile(store, root: str, subtree: str = "") -> list[ChangeEvent]:
     start = os.path.join(root, subtree) if subtree and subtree != "." else root
     seen: dict[str, os.stat_result] = {}
     failed: list[str] = []  # directories we could not list: nothing under them is pruned
-    if os.path.isdir(start):
+    if os.path.isdir(start) and not os.path.islink(start):
         prefix = os.path.relpath(start, root)
         errors: list[str] = []
         try:
@@ -56,8 +63,13 @@ def reconcile(store, root: str, subtree: str = "") -> list[ChangeEvent]:
         except (FileNotFoundError, NotADirectoryError):  # vanished since isdir(): all below is gone
             seen.clear()
         failed = [e if prefix == "." else f"{prefix}/{e}" for e in errors]
-    elif os.path.isfile(start) and not is_ignored(subtree):
-        seen[subtree] = os.stat(start)
+    elif os.path.lexists(start) and not is_ignored(subtree):
+        st = os.lstat(start)
+        if stat.S_ISREG(st.st_mode):  # a link to a file is not that file
+            seen[subtree] = st
+    # the store keys a name that is not UTF-8 by its escaped form (ingest.pipeline.store_rel)
+    names = {store_rel(rel): rel for rel in seen}
+    seen = {store_rel(rel): st for rel, st in seen.items()}
 
     events: list[ChangeEvent] = []
     stat_cache: dict[str, os.stat_result] = {}
@@ -67,12 +79,13 @@ def reconcile(store, root: str, subtree: str = "") -> list[ChangeEvent]:
         if row is None:
             new_files.append(rel)
         elif row["size"] != st.st_size or row["mtime_ns"] != st.st_mtime_ns:
-            events.append(ChangeEvent(UPSERT, root, rel))
-        elif acl_for_path(os.path.join(root, rel), stat_cache=stat_cache, file_stat=st).version != row["acl_version"]:
-            events.append(ChangeEvent(UPSERT, root, rel))
+            events.append(ChangeEvent(UPSERT, root, names[rel]))
+        elif acl_for_path(os.path.join(root, names[rel]), stat_cache=stat_cache,
+                          file_stat=st).version != row["acl_version"]:
+            events.append(ChangeEvent(UPSERT, root, names[rel]))
 
     missing = {rel: row for rel, row in known.items()
-               if rel not in seen and not any(_under(rel, f) for f in failed) and _gone(os.path.join(root, rel))}
+               if rel not in seen and not any(_under(rel, f) for f in failed) and _gone(root, rel)}
     by_size: dict[int, list[str]] = defaultdict(list)
     for rel, row in missing.items():
         if row["status"] == "indexed" and row["size"] is not None:
@@ -82,15 +95,16 @@ def reconcile(store, root: str, subtree: str = "") -> list[ChangeEvent]:
         match = None
         if cands:
             try:
-                h = sha256_file(os.path.join(root, rel))
+                with open_source(root, names[rel]) as sf:
+                    h = sf.sha256()
                 match = next((c for c in cands if missing[c]["content_version"] == h), None)
-            except OSError:
+            except (OSError, ValueError):
                 match = None
         if match is not None:
             cands.remove(match)
             del missing[match]
-            events.append(ChangeEvent(MOVE, root, match, rel))
+            events.append(ChangeEvent(MOVE, root, match, names[rel]))
         else:
-            events.append(ChangeEvent(UPSERT, root, rel))
+            events.append(ChangeEvent(UPSERT, root, names[rel]))
     events.extend(ChangeEvent(DELETE, root, rel) for rel in sorted(missing))
     return events
