@@ -1,7 +1,8 @@
 """Webhook receivers served by the real `ingest serve` server (cheroot), enqueueing into a real Celery
 broker (the embedded SQLite one); each scheme: signed request accepted and exactly one poll enqueued,
 tampered body / wrong secret / stale timestamp -> 401 and nothing enqueued, replay -> nothing enqueued.
-Then a webhook-triggered poll carries WebDAV and S3 changes into search."""
+Then a webhook-triggered poll carries WebDAV (notified by Nextcloud's webhook_listeners) and S3 (generic
+hmac) changes into search."""
 from __future__ import annotations
 
 import base64
@@ -261,9 +262,10 @@ endpoint_url = "{s3url}"
 access_key = "k"
 secret_key = "s"
 [webhooks.nc]
-scheme = "hmac"
+scheme = "nextcloud"
 source = "nc"
 secret = "env:HOOK_SECRET"
+header = "X-Nextcloud-Webhook-Secret"
 [webhooks.bk]
 scheme = "hmac"
 source = "bk"
@@ -282,8 +284,15 @@ secret = "env:HOOK_SECRET"
 
     def notify(name):
         n[0] += 1
-        body = json.dumps({"EventName": "changed"}).encode()
-        assert post(f"http://127.0.0.1:{port}/hooks/{name}", body, sign("hmac", body, delivery=str(n[0])))[0] == 200
+        if name == "nc":  # Nextcloud's webhook_listeners: a header secret, its NodeWrittenEvent body
+            body = json.dumps({"event": {"class": "OCP\\Files\\Events\\Node\\NodeWrittenEvent",
+                                         "node": {"id": n[0], "path": "/crawler/files/r.txt"}},
+                               "user": {"uid": "crawler", "displayName": "Crawler"}, "time": n[0]}).encode()
+            hdrs = {"X-Nextcloud-Webhook-Secret": SECRET}
+        else:
+            body = json.dumps({"EventName": "changed"}).encode()
+            hdrs = sign("hmac", body, delivery=str(n[0]))
+        assert post(f"http://127.0.0.1:{port}/hooks/{name}", body, hdrs)[0] == 200
 
     def seen(query, user, ns, *groups):
         idx = Index(open_store(store))
