@@ -27,7 +27,10 @@ def add_parsers(sub, store_arg) -> None:
     p.add_argument("--chunk", default=None, metavar="CHUNK_ID", help="only searches that returned this chunk")
     p.add_argument("--limit", type=int, default=100, help="newest N matching records (0: all; default 100)")
     p.add_argument("--verify", action="store_true",
-                   help="check the hash chain; exit 1 and name the first broken record if it was altered")
+                   help="check the hash chain (and the anchor outside the store, when configured); exit 1 and "
+                        "name the first broken record if it was altered")
+    p.add_argument("--checkpoint", action="store_true",
+                   help="append the newest record to the audit anchor ($INGEST_AUDIT_ANCHOR or [audit] anchor)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("reembed", help="switch the embedding model: build the new vectors beside the old, "
@@ -112,12 +115,21 @@ def cmd_audit(a) -> int:
     from .stores import open_store
 
     store = open_store(a.store)
+    if a.checkpoint:
+        c = store.audit_checkpoint()
+        print(json.dumps(c) if a.json else f"anchored record {c['id']} in {c['anchor']}")
+        if not a.verify:
+            return 0
     if a.verify:
         v = store.audit_verify()
         if a.json:
             print(json.dumps(v, indent=2))
         elif v["ok"]:
-            print(f"audit log OK: {v['records']} records, hash chain intact")
+            where = (f"; anchored at record {v['anchored']} in {v['anchor']}" if v.get("anchored") else
+                     f"; anchor {v['anchor']} holds nothing yet" if v.get("anchor") else
+                     "; no anchor configured (deleting every record, or the tail with the head moved, or a "
+                     "rewrite re-chained with the public hash would not be seen)")
+            print(f"audit log OK: {v['records']} records, hash chain intact{where}")
         else:
             print(f"audit log BROKEN at record {v['first_broken']}: {v['reason']}")
         return 0 if v["ok"] else 1

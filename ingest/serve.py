@@ -3,13 +3,19 @@
 Each feature contributes one mount in :data:`MOUNTS` (prefix -> "module:factory"); the
 factory takes ``(store_url, cfg)`` and returns a WSGI app that sees the path below its
 prefix in ``PATH_INFO``. Factories import lazily, so an unused feature costs nothing.
-Served by cheroot (threaded, pure Python).
+Served by waitress: one I/O thread buffers every request, headers and body, before a worker
+thread sees it, so a slow or trickling client holds a socket, never a worker; a request that
+takes longer than ``request_timeout`` to arrive is dropped, as is a connection idle for
+``channel_timeout``. ``[serve]`` keys: ``host``, ``port``, ``threads`` (16), ``request_timeout`` (30 s),
+``channel_timeout`` (60 s), ``connection_limit`` (1000), ``max_body`` (1 MiB).
 """
 from __future__ import annotations
 
 import importlib
 import json
 import logging
+import threading
+import time
 
 log = logging.getLogger("ingest.serve")
 
@@ -48,11 +54,87 @@ class Dispatcher:
         return json_response(start_response, "404 Not Found", {"error": f"no endpoint at {path}"})
 
 
-def make_server(store_url: str | None, cfg: dict, host: str = "127.0.0.1", port: int = 8765,
-                mounts: dict[str, str] | None = None):
-    from cheroot import wsgi
+SERVER_DEFAULTS = {"threads": 16, "request_timeout": 30.0, "channel_timeout": 60.0, "connection_limit": 1000,
+                   "max_body": 1 << 20}
 
-    return wsgi.Server((host, port), Dispatcher(store_url, cfg, mounts), numthreads=8)
+
+class Server:
+    """A waitress server with a bound on the time one request may take to arrive."""
+
+    def __init__(self, app, host: str, port: int, *, threads: int, request_timeout: float, channel_timeout: float,
+                 connection_limit: int, max_body: int):
+        from waitress.channel import HTTPChannel
+        from waitress.server import TcpWSGIServer
+
+        class Channel(HTTPChannel):
+            started = None  # when the request being received began to arrive
+
+            def received(self, data):
+                if self.request is None and data and self.started is None:
+                    self.started = time.monotonic()
+                out = super().received(data)
+                if self.request is None:  # complete (handed to a worker) or nothing pending
+                    self.started = None
+                return out
+
+        class Tcp(TcpWSGIServer):
+            channel_class = Channel
+
+            def maintenance(self, now):
+                super().maintenance(now)
+                cutoff = time.monotonic() - request_timeout
+                for ch in list(self.active_channels.values()):
+                    if ch.started is not None and ch.started < cutoff and not ch.requests:
+                        log.warning("serve: dropping a client whose request took over %ss to arrive",
+                                    request_timeout)
+                        ch.will_close = True
+                        ch.started = None
+
+        self._map: dict = {}
+        self._server = Tcp(app, map=self._map, host=host, port=port, threads=threads, channel_timeout=channel_timeout,
+                           cleanup_interval=max(1, min(int(request_timeout // 3) or 1, 10)),
+                           connection_limit=connection_limit, max_request_body_size=max_body,
+                           asyncore_use_poll=True, ident="ingest", expose_tracebacks=False)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def bind_addr(self):
+        return self._server.effective_host, self._server.effective_port
+
+    def prepare(self) -> None:
+        """Bound and listening already (kept for callers written for cheroot)."""
+
+    def serve(self) -> None:
+        self._server.run()
+
+    def start(self) -> None:  # blocks, like cheroot's
+        self.serve()
+
+    def start_background(self) -> "Server":
+        self._thread = threading.Thread(target=self.serve, name="ingest-serve", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        srv = self._server
+        for d in list(self._map.values()):
+            try:
+                d.close()
+            except Exception:  # a channel closing under us
+                pass
+        self._map.clear()
+        srv.task_dispatcher.shutdown(timeout=5)
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+def make_server(store_url: str | None, cfg: dict, host: str = "127.0.0.1", port: int = 8765,
+                mounts: dict[str, str] | None = None) -> Server:
+    from .config import section
+
+    s = section(cfg, "serve")
+    opts = {k: type(v)(s.get(k, v)) for k, v in SERVER_DEFAULTS.items()}
+    return Server(Dispatcher(store_url, cfg, mounts), host, port, **opts)
 
 
 def serve(store_url: str | None, cfg: dict, host: str | None = None, port: int | None = None) -> None:

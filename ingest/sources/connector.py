@@ -125,6 +125,13 @@ class Http:
 
     def __init__(self, base: str, *, token: str | None = None, basic: tuple[str, str] | None = None,
                  timeout: float = 30.0, what: str = "source"):
+        u = urllib.parse.urlsplit(base)
+        if "@" in u.netloc:  # user:password@ in the URL: a credential, never part of the URL we print or send
+            userinfo, _, hostport = u.netloc.rpartition("@")
+            user, _, password = userinfo.partition(":")
+            base = urllib.parse.urlunsplit(u._replace(netloc=hostport))
+            if not token and not basic:
+                basic = (urllib.parse.unquote(user), urllib.parse.unquote(password))
         self.base = base.rstrip("/")
         self.timeout = timeout
         self.what = what
@@ -145,7 +152,7 @@ class Http:
         url = self.url(path_or_url, params)
         req = urllib.request.Request(url, data=body, method=method, headers={**self.headers, **(headers or {})})
         try:
-            resp = urllib.request.urlopen(req, timeout=self.timeout)
+            resp = _opener().open(req, timeout=self.timeout)
         except urllib.error.HTTPError as e:
             data = e.read()
             raise HTTPError(e.code, f"{self.what}: {method} {_redact(url)} -> HTTP {e.code}", data) from None
@@ -170,8 +177,55 @@ class Http:
 
 
 def _redact(url: str) -> str:
-    """Drop the query (cursors, tokens) from a URL before it goes into a message."""
-    return url.split("?", 1)[0]
+    """Drop the query (cursors, tokens), the fragment and any ``user:password@`` from a URL before it
+    goes into a message."""
+    base = url.split("?", 1)[0].split("#", 1)[0]
+    scheme, sep, rest = base.partition("://")
+    if not sep:
+        return base
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
+
+
+_CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-authorization")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    u = urllib.parse.urlsplit(url)
+    try:
+        port = u.port or {"http": 80, "https": 443}.get(u.scheme)
+    except ValueError:
+        port = None
+    return u.scheme.lower(), (u.hostname or "").lower(), port
+
+
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect to another origin (pre-signed download URLs: Graph, Box) without the
+    credentials; refuse a redirect from https to plain http."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is None:
+            return None
+        old_origin, new_origin = _origin(req.full_url), _origin(new.full_url)
+        if old_origin[0] == "https" and new_origin[0] != "https":
+            raise urllib.error.HTTPError(new.full_url, code, f"refusing a redirect from https to "
+                                         f"{_redact(new.full_url)}", headers, fp)
+        if new_origin != old_origin:
+            for h in _CREDENTIAL_HEADERS:
+                new.headers.pop(h, None)
+                new.unredirected_hdrs.pop(h, None)
+            log.debug("redirect to another origin %s: credentials dropped", _redact(new.full_url))
+        return new
+
+
+_OPENER: list = []
+
+
+def _opener():
+    if not _OPENER:
+        _OPENER.append(urllib.request.build_opener(_RedirectHandler))
+    return _OPENER[0]
 
 
 def iso_ns(stamp: str | None) -> int | None:

@@ -19,6 +19,14 @@ Audit hash chain, format 1: ``hash = sha256(prev_hash + canonical_json(record))`
 is ``{"v", "id", "ts", "principal", "query", "filters", "results", "prev"}`` and canonical JSON has
 sorted keys, no spaces and UTF-8. Records of format 0 (schema 2) are checked with their own rule.
 
+Anchor (outside the store): with ``$INGEST_AUDIT_ANCHOR`` or ``[audit] anchor`` set to a file path,
+every audit record appends ``{"id", "hash"}`` to that file (opened ``O_APPEND | O_NOFOLLOW``, 0600),
+once its transaction committed. ``audit_verify`` then also requires the newest anchored record to be in
+the store with the anchored hash, so deleting every record, cutting the tail (and moving
+``audit_head``), or rewriting a record and re-chaining everything after it are found: whoever can
+write the store cannot rewrite the anchor, if the anchor is kept where they cannot write (another
+user's file, ``chattr +a``, a log shipped off the host).
+
 Model switch: vectors for the new model are built into ``emb_cache`` (keyed by model and the
 chunk's ``embed_hash``, the hash of what the model embeds: section context and text, as the
 pipeline embeds it; see ``ingest.stores.embed_inputs``) while searches keep using the vectors in
@@ -30,6 +38,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import time
 
 from .base import ModelChanged
@@ -56,6 +66,64 @@ MIGRATION_4: list[str] = [
 ]
 
 AUDIT_FORMAT = 1
+ANCHOR_ENV = "INGEST_AUDIT_ANCHOR"
+ANCHOR_TAIL = 1 << 16  # bytes read from the end of the anchor file (appenders may interleave a little)
+
+log = logging.getLogger("ingest.audit")
+
+
+def anchor_path() -> str | None:
+    """The audit anchor file: ``$INGEST_AUDIT_ANCHOR``, else ``[audit] anchor`` in the configuration."""
+    if os.environ.get(ANCHOR_ENV):
+        return os.environ[ANCHOR_ENV]
+    from ingest import config
+
+    try:
+        v = config.section(config.load(), "audit").get("anchor")
+    except config.ConfigError:
+        return None
+    return os.path.expanduser(v) if v else None
+
+
+def anchor_append(path: str, rid: int, digest: str) -> None:
+    """One line ``{"id": .., "hash": ..}``, written in one ``write`` to a file opened for appending."""
+    line = (json.dumps({"id": rid, "hash": digest}, separators=(",", ":")) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def anchor_newest(path: str) -> tuple[int, str] | None:
+    """The (id, hash) with the highest id among the last lines of the anchor file; None when it has none.
+    Raises ValueError when the file is not an anchor (a link, not a regular file, unreadable lines)."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"audit anchor {path} is not a regular file")
+        start = max(0, st.st_size - ANCHOR_TAIL)
+        data = os.pread(fd, st.st_size - start, start)
+    finally:
+        os.close(fd)
+    lines = data.split(b"\n")
+    if start:
+        lines = lines[1:]  # the first may be cut
+    best = None
+    for raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+            rid, digest = int(rec["id"]), str(rec["hash"])
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"audit anchor {path}: a line is not an anchor record") from None
+        if best is None or rid > best[0]:
+            best = (rid, digest)
+    return best
 
 
 def _jsonable(v):
@@ -145,7 +213,34 @@ class LineageMixin:
             db.execute(self._q(f"INSERT INTO audit({', '.join(cols)}) VALUES({', '.join(['%s'] * len(cols))})"),
                        [row[c] for c in cols])
             self._meta_set(db, "audit_head", json.dumps([rid, row["hash"]]))
-            return rid
+        self._anchor(rid, row["hash"])
+        return rid
+
+    _anchor_file: str | None | bool = False  # False: not resolved yet
+
+    def audit_anchor(self) -> str | None:
+        if self._anchor_file is False:
+            self._anchor_file = anchor_path()
+        return self._anchor_file
+
+    def _anchor(self, rid: int, digest: str) -> None:
+        path = self.audit_anchor()
+        if path:
+            try:
+                anchor_append(path, rid, digest)
+            except OSError as e:  # the record is committed; verify still holds up to the last anchored one
+                log.error("audit: could not append record %d to the anchor %s: %s", rid, path, e.strerror or e)
+
+    def audit_checkpoint(self) -> dict:
+        """Append the current head to the anchor (e.g. when the anchor is first configured)."""
+        path = self.audit_anchor()
+        if not path:
+            raise ValueError(f"no audit anchor configured: set ${ANCHOR_ENV} or [audit] anchor")
+        last = self.db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+        if last is None:
+            return {"anchor": path, "id": None}
+        anchor_append(path, int(last["id"]), last["hash"])
+        return {"anchor": path, "id": int(last["id"])}
 
     def audit_records(self, *, principal: str | None = None, since: float | None = None,
                       until: float | None = None, chunk_ids: list[str] | None = None,
@@ -202,7 +297,36 @@ class LineageMixin:
                 return {"ok": False, "records": n, "first_broken": hid if last is None or hid > last else last,
                         "reason": f"the newest record should be {hid} with hash {hhash[:12]}…; "
                                   f"records were removed from the end of the log"}
-        return {"ok": True, "records": n, "first_broken": None, "reason": None}
+        return self._verify_anchor(n, last)
+
+    def _verify_anchor(self, n: int, last: int | None) -> dict:
+        ok = {"ok": True, "records": n, "first_broken": None, "reason": None}
+        path = self.audit_anchor()
+        if not path:
+            return ok
+        try:
+            newest = anchor_newest(path)
+        except FileNotFoundError:
+            newest = None
+        except (OSError, ValueError) as e:
+            return {**ok, "ok": False, "anchor": path, "reason": f"the audit anchor cannot be read: {e}"}
+        if newest is None:
+            if last is None:
+                return {**ok, "anchor": path}
+            return {**ok, "ok": False, "anchor": path, "first_broken": 1,
+                    "reason": f"the anchor {path} holds no record but the log has {n}: the anchor was lost, or "
+                              f"was configured after these records (then run `ingest audit --checkpoint`)"}
+        aid, ahash = newest
+        r = self.db.execute(self._q("SELECT hash FROM audit WHERE id=%s"), (aid,)).fetchone()
+        if r is None:
+            return {**ok, "ok": False, "anchor": path, "first_broken": (last or 0) + 1,
+                    "reason": f"record {aid} is anchored outside the store but missing from it: records were "
+                              f"deleted (the log now ends at {last or 'nothing'})"}
+        if r["hash"] != ahash:
+            return {**ok, "ok": False, "anchor": path, "first_broken": aid,
+                    "reason": f"record {aid}'s hash differs from the anchored one ({ahash[:12]}…): the log was "
+                              f"rewritten and re-chained up to it"}
+        return {**ok, "anchor": path, "anchored": aid}
 
     # -- lineage ------------------------------------------------------------------------------
     def lineage(self, ref: str, searches: int = 20) -> dict | None:
