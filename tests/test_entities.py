@@ -190,3 +190,78 @@ def test_postgres_entities_facets_and_metadata_filters(folder, embedder, pg_stor
             if key.startswith("ORG:"):
                 want[key] = want.get(key, 0) + n
     assert {f["key"]: f["count"] for f in idx.facets("ORG", principal="everyone", k=1000)} == want
+
+
+def test_facets_over_http_and_cli_follow_the_principal(world_dir, embedder, monkeypatch):
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+    from urllib.parse import urlencode
+
+    from ingest.serve import MOUNTS, make_server
+    from ingest.stores.sqlite import SQLiteStore
+
+    for folder, mode, text in (("public", 0o644, "The Microsoft Corporation signed a contract with Initech in Boston last week. " * 3),
+                               ("private", 0o600, "Microsoft Corporation and the Ford Motor Company met in Denver secretly last week. " * 3)):
+        d = world_dir / folder
+        d.mkdir(mode=0o755)
+        _write(d / "n.txt", text, mode)
+    store = SQLiteStore(world_dir / "index.db")
+    p = _pipeline(store, embedder)
+    for rel in ("public/n.txt", "private/n.txt"):
+        assert p.upsert(str(world_dir), rel).action == "indexed"
+    store.close()
+    tok = "pub-" + "x" * 30
+    monkeypatch.setenv("INGEST_TEST_TOKEN_H18", tok)
+    cfg = {"serve": {"tokens": {"env:INGEST_TEST_TOKEN_H18": "everyone", "root-" + "y" * 30: {"user": "0",
+                                                                                              "groups": ["0"]}}}}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = make_server(str(world_dir / "index.db"), cfg, "127.0.0.1", port, mounts={"/facets": MOUNTS["/facets"]})
+    srv.prepare()
+    threading.Thread(target=srv.serve, daemon=True).start()
+
+    def get(query, token):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/facets?{query}")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    try:
+        q = urlencode({"type": "ORG", "k": 10})
+        assert get(q, None)[0] == 401
+        status, body = get(q, tok)
+        names = {f["name"]: f["docs"] for f in body["facets"]}
+        assert status == 200 and names.get("ORG:Microsoft Corporation") == 1 and "ORG:Ford Motor Company" not in names
+        status, body = get(q, "root-" + "y" * 30)
+        names = {f["name"]: f["docs"] for f in body["facets"]}
+        assert status == 200 and names["ORG:Microsoft Corporation"] == 2
+        status, body = get(urlencode({"type": "ORG", "path_prefix": str(world_dir / "public")}), "root-" + "y" * 30)
+        assert status == 200 and {f["docs"] for f in body["facets"]} == {1}
+        assert get(urlencode({"type": "ORG", "as": "root"}), tok)[0] == 400
+        status, body = get("k=5", tok)
+        assert status == 400 and "'type'" in body["error"]
+    finally:
+        srv.stop()
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    out = subprocess.run([sys.executable, "-m", "ingest.cli", "facets", "ORG", "--store", str(world_dir / "index.db"),
+                          "--as", "everyone", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r["docs"] for r in json.loads(out.stdout)}
+    assert rows.get("ORG:Microsoft Corporation") == 1 and "ORG:Ford Motor Company" not in rows
+    out = subprocess.run([sys.executable, "-m", "ingest.cli", "search", "signed", "--store", str(world_dir / "index.db"),
+                          "--as", "root", "--json", "--entity", "ORG:ford motor company"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert {Path(h["uri"]).parent.name for h in json.loads(out.stdout)} == {"private"}
