@@ -25,7 +25,13 @@ Phases, in this order (machines are noisy: everything is compared inside one run
 
 Ratio = phase A chunks/s / max(R1, R2) chunks/s; target >= 0.7.
 
-    python bench/efficiency.py [--docs 60] [--paragraphs 16] [--no-cold]
+  E   (--entities) named entities on vs off, same run: phase A's path (warm worker, ``ingest
+      add``) twice more into fresh stores, the worker configured with ``[nlp] entities = false``
+      and then ``true`` (``INGEST_CONFIG``), in the order off, on, off, on (noise evens out);
+      cost = 1 - (entities-on chunks/s) / (entities-off chunks/s), target <= 0.15.
+      ``--entities-only`` runs just this phase (and writes ``entities_cost`` into the results).
+
+    python bench/efficiency.py [--docs 60] [--paragraphs 16] [--no-cold] [--entities | --entities-only]
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ from _common import (REPO, child_env, cores, ingest_cmd, parse_json_summary, tab
                      work_dir, write_results)
 
 TARGET_RATIO = 0.7
+TARGET_ENTITY_COST = 0.15
 WARM_FORMATS = ("docx", "pdf", "md", "txt", "html")
 
 
@@ -211,12 +218,12 @@ def run_add(paths: list[Path], db: Path, broker: str | None) -> tuple[dict, floa
 class Worker:
     """`ingest worker` for a store, started and stopped by us (warm across `ingest add` calls)."""
 
-    def __init__(self, db: Path, broker: str, concurrency: int | None = None):
+    def __init__(self, db: Path, broker: str, concurrency: int | None = None, env: dict | None = None):
         self.log = open(str(db) + ".worker.log", "ab")
         extra = ["--concurrency", str(concurrency)] if concurrency else []
         self.proc = subprocess.Popen(ingest_cmd("worker", "--store", str(db), "--broker", broker, *extra),
                                      stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, env=child_env(), cwd=str(REPO))
+                                     start_new_session=True, env={**child_env(), **(env or {})}, cwd=str(REPO))
 
     def stop(self):
         if self.proc.poll() is None:
@@ -227,6 +234,44 @@ class Worker:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.log.close()
+
+
+def entities_compare(corpus: Path, warm: Path, work: Path, concurrency: int | None, rounds: int = 2) -> dict:
+    """Phase E: the warm-worker ``ingest add`` path with entities off and on, alternating."""
+    from workers.app import embedded_broker
+
+    from ingest.pipeline import folder_source
+
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    for r in range(rounds):
+        for mode in ("off", "on"):
+            cfg = work / f"nlp-{mode}.toml"
+            cfg.write_text(f"[nlp]\nentities = {'true' if mode == 'on' else 'false'}\n")
+            db = work / f"entities-{mode}-{r}.db"
+            broker = embedded_broker(db)
+            worker = Worker(db, broker, concurrency, env={"INGEST_CONFIG": str(cfg)})
+            try:
+                run_add([warm], db, broker)
+                summary, wall, _ = run_add([corpus], db, broker)
+            finally:
+                worker.stop()
+            with sqlite3.connect(db) as c:
+                chunks, with_ents = c.execute(
+                    "SELECT COUNT(*), SUM(c.entities<>'{}') FROM chunks c JOIN documents d ON d.doc_id=c.doc_id"
+                    " WHERE d.source=?", (folder_source(corpus),)).fetchone()
+            if summary["outcomes"].get("indexed") != len(list(corpus.iterdir())):
+                raise RuntimeError(f"phase E ({mode}) did not index every document: {summary}")
+            runs[mode].append({"wall_s": wall, "chunks": chunks, "chunks_with_entities": with_ents or 0,
+                               "chunks_per_s": chunks / wall})
+            print(f"E   entities {mode:3} round {r + 1}: {chunks} chunks in {wall:.2f}s -> {chunks / wall:.1f} "
+                  f"chunks/s ({with_ents or 0} chunks with entities)", flush=True)
+    off = sum(x["chunks"] for x in runs["off"]) / sum(x["wall_s"] for x in runs["off"])
+    on = sum(x["chunks"] for x in runs["on"]) / sum(x["wall_s"] for x in runs["on"])
+    cost = 1 - on / off
+    return {"runs": runs, "chunks_per_s_off": off, "chunks_per_s_on": on, "cost": cost,
+            "target_cost_max": TARGET_ENTITY_COST, "pass": cost <= TARGET_ENTITY_COST,
+            "method": "pooled chunks/s of the warm-worker `ingest add` path (phase A), entities off vs on, "
+                      "alternating off/on per round, fresh store each run"}
 
 
 # ------------------------------------------------------------------------------ main
@@ -243,6 +288,9 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", type=int, default=None,
                     help="worker processes in phase A (default: not given, i.e. the pipeline's own default)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--entities", action="store_true", help="also phase E: named entities on vs off")
+    ap.add_argument("--entities-only", action="store_true", help="only phase E")
+    ap.add_argument("--entity-rounds", type=int, default=2)
     a = ap.parse_args(argv)
 
     from corpora.generate import generate_bench_corpus
@@ -262,6 +310,9 @@ def main(argv=None) -> int:
         generate_bench_corpus(warm, n_warm, seed=a.seed + 100000, paragraphs=4, formats=WARM_FORMATS)
         chmod_tree(work)
         print(f"efficiency: {a.docs} documents, paragraphs={a.paragraphs}")
+        if a.entities_only:
+            ent = entities_compare(corpus, warm, work, a.concurrency, a.entity_rounds)
+            return _entities_report(ent, res)
 
         # B0 + R1 -------------------------------------------------------------------
         groups = None
@@ -346,6 +397,8 @@ def main(argv=None) -> int:
             print(f"    {wall_c:.2f}s wall ({chunks_c / wall_c:.1f} chunks/s incl. start-up); steady state "
                   f"{ss_c['chunks_per_s']:.1f} chunks/s", flush=True)
 
+        ent = entities_compare(corpus, warm, work, a.concurrency, a.entity_rounds) if a.entities else None
+
     raw_best = max(r1["chunks_per_s"], r2["chunks_per_s"])
     ratio = pipe_cps / raw_best
     passed = ratio >= TARGET_RATIO
@@ -405,9 +458,29 @@ def main(argv=None) -> int:
         res["pipeline_wall_minus_in_process_loop_s"] = q_over
     print(f"\nratio pipeline/raw = {pipe_cps:.1f} / {raw_best:.1f} = {ratio:.2f}; target >= {TARGET_RATIO}: "
           f"{verdict(passed)}")
+    if ent is not None:
+        res["entities_cost"] = ent
+        print(f"entities cost = 1 - {ent['chunks_per_s_on']:.1f} / {ent['chunks_per_s_off']:.1f} = {ent['cost']:.1%}; "
+              f"target <= {TARGET_ENTITY_COST:.0%}: {verdict(ent['pass'])}")
     out = write_results("efficiency", res)
     print(f"wrote {out}")
     return 0 if passed else 1
+
+
+def _entities_report(ent: dict, res: dict) -> int:
+    """--entities-only: keep the last full run's figures in the results file, replace entities_cost."""
+    import json
+
+    from _common import RESULTS
+
+    path = RESULTS / "efficiency.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old.pop("benchmark", None)
+    old["entities_cost"] = {**ent, "parameters": res["parameters"]}
+    print(f"entities cost = 1 - {ent['chunks_per_s_on']:.1f} / {ent['chunks_per_s_off']:.1f} = {ent['cost']:.1%}; "
+          f"target <= {TARGET_ENTITY_COST:.0%}: {verdict(ent['pass'])}")
+    print(f"wrote {write_results('efficiency', old)}")
+    return 0 if ent["pass"] else 1
 
 
 if __name__ == "__main__":

@@ -969,7 +969,7 @@ def _run(p: Path, mime: str, ctx: ExtractContext) -> Extraction:
 
     stage(fmt)  # named in a timeout/crash message ("timeout after 120 s in pdf")
     try:
-        return fn(p, mime, ctx)
+        return _with_metadata(fn(p, mime, ctx), p, fmt)
     except ExtractionError:
         raise
     except ImportError as exc:
@@ -982,6 +982,18 @@ def _run(p: Path, mime: str, ctx: ExtractContext) -> Extraction:
         raise ExtractionError("memory", f"{fmt}: out of memory while parsing") from exc
     except Exception as exc:  # noqa: BLE001 - the contract: nothing else escapes
         raise ExtractionError("corrupt", f"{fmt}: {_describe(exc)}") from exc
+
+
+def _with_metadata(result: Extraction, p: Path, fmt: str) -> Extraction:
+    """The document's own metadata (title, authors, dates ...: ``extractors.metadata``); a part
+    that cannot be read is a warning, never a failure."""
+    from .metadata import read
+
+    md, warning = read(p, fmt, result)
+    result.metadata = {**md, **(result.metadata or {})}
+    if warning:
+        result.warnings.append(warning)
+    return result
 
 
 def warm_up() -> None:

@@ -91,6 +91,8 @@ class Extraction:
     children: list[Child] = field(default_factory=list)
     # OCR: confidence 0-100 per OCR'd page (1-based page -> mean word confidence)
     ocr_pages: dict[int, float] = field(default_factory=dict)
+    # title, authors, created, modified, subject, keywords, language, pages, mail headers, members
+    metadata: dict = field(default_factory=dict)  # (extractors.metadata)
 
     @property
     def text(self) -> str:

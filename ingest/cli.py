@@ -73,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _search_filter_args(p)
 
+    p = sub.add_parser("facets", help="most mentioned entities of a type (ORG, PERSON, GPE ...) in what a user "
+                       "may read")
+    p.add_argument("type", metavar="TYPE", help="entity type: PERSON, ORG, GPE, LOC, DATE, MONEY, PRODUCT, LAW, EVENT")
+    _store_arg(p)
+    p.add_argument("--as", dest="principal", default=None, metavar="USER",
+                   help="user name or uid (default: the current user); 'everyone' for anonymous")
+    p.add_argument("-k", type=int, default=20, help="number of entities")
+    p.add_argument("--json", action="store_true")
+    _search_filter_args(p, results=False)
+
     p = sub.add_parser("access", help="may a user read a document? prints allow/deny and the deciding tokens")
     p.add_argument("doc", metavar="DOC", help="document path, URI or doc id")
     _store_arg(p)
@@ -125,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _search_filter_args(p: argparse.ArgumentParser) -> None:
+def _search_filter_args(p: argparse.ArgumentParser, results: bool = True) -> None:
     """Filters and result shaping for `ingest search` (see ingest.stores.filters); repeatable
     options take several values (any of them matches)."""
     g = p.add_argument_group("filters (all given must hold; the ACL always applies)")
@@ -139,6 +149,14 @@ def _search_filter_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--modified-after", metavar="ISO-DATE", help="document modified at or after")
     g.add_argument("--modified-before", metavar="ISO-DATE", help="document modified before")
     g.add_argument("--doc-id", action="append", dest="doc_ids", metavar="ID", help="document id")
+    g.add_argument("--entity", action="append", dest="entities_any", metavar="TYPE:NAME",
+                   help="mentions this entity, e.g. ORG:Globex (any of those given)")
+    g.add_argument("--author", action="append", help="an author contains this (case-insensitive)")
+    g.add_argument("--title-contains", metavar="TEXT", help="the document title contains this (case-insensitive)")
+    g.add_argument("--created-after", metavar="ISO-DATE", help="document created at or after (its own metadata)")
+    g.add_argument("--created-before", metavar="ISO-DATE", help="document created before")
+    if not results:
+        return
     g = p.add_argument_group("results")
     g.add_argument("--per-doc", action="store_true", help="one hit per document (its best chunk)")
     g.add_argument("--context", type=int, default=0, metavar="N", help="show N neighbouring chunks around each hit")
@@ -146,7 +164,8 @@ def _search_filter_args(p: argparse.ArgumentParser) -> None:
 
 def _search_filters(a) -> dict:
     keys = ("source", "path_prefix", "uri_prefix", "mime", "labels", "labels_any", "exclude_labels",
-            "modified_after", "modified_before", "doc_ids")
+            "modified_after", "modified_before", "doc_ids", "entities_any", "author", "title_contains",
+            "created_after", "created_before")
     return {k: getattr(a, k) for k in keys if getattr(a, k) is not None}
 
 
@@ -215,6 +234,21 @@ def cmd_search(a) -> int:
             print("    labels: " + ", ".join(h.labels))
         for t in h.context_after:
             print("    … " + " ".join(t.split())[:160])
+    return 0
+
+
+def cmd_facets(a) -> int:
+    from .search import open_index
+
+    principal = a.principal if a.principal is not None else _current_user()
+    rows = open_index(a.store).facets(a.type, principal=principal, filters=_search_filters(a) or None, k=a.k)
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no entities")
+    for r in rows:
+        print(f"{r['count']:6d}  {r['name']}  ({r['docs']} document(s), {r['chunks']} chunk(s))")
     return 0
 
 
@@ -393,7 +427,7 @@ def cmd_poll(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     _setup_logging(a.verbose, a.log_json)
-    fn = {"run": cmd_run, "add": cmd_add, "search": cmd_search, "status": cmd_status, "retry": cmd_retry,
+    fn = {"run": cmd_run, "add": cmd_add, "search": cmd_search, "facets": cmd_facets, "status": cmd_status, "retry": cmd_retry,
           "worker": cmd_worker,
           "serve": cmd_serve, "access": cmd_access, "poll": cmd_poll, "sync": cmd_sync}.get(a.cmd)
     if fn is None:

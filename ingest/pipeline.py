@@ -105,6 +105,7 @@ class Outcome:
     detail: str | None = None
     cached: int = 0  # of its own chunks, how many vectors came from the embedding cache
     timings: dict = field(default_factory=dict)  # stage -> seconds (ingest.obs.clock)
+    notes: list = field(default_factory=list)  # e.g. "nlp:unsupported-language" (in the trace)
 
 
 def _row_versions(row) -> tuple | None:
@@ -129,8 +130,11 @@ class Pending:
 
 class Pipeline:
     def __init__(self, store, embedder=None, *, sandbox: bool = True, passwords: list | None = None,
-                 policy=None):
+                 policy=None, nlp=None):
+        """``nlp``: an ``ingest.nlp.EntityExtractor``, ``False`` for no entities; default: ``[nlp]``
+        of the config (entities on with en_core_web_sm)."""
         self.store = store
+        self._nlp = nlp
         self._embedder = embedder
         self._chunker = None
         self.sandbox = sandbox  # parse in a child process under time and memory limits
@@ -152,6 +156,34 @@ class Pipeline:
 
             self._policy = LabelPolicy.from_config(config.load())
         return self._policy
+
+    @property
+    def nlp(self):
+        """The entity extractor, or None when entities are off."""
+        if self._nlp is None:
+            from . import config
+            from .nlp import get_extractor
+
+            self._nlp = get_extractor(config.load()) or False
+        return self._nlp or None
+
+    def entities(self, chunks, language: str | None) -> tuple[dict[str, dict], list[str]]:
+        """{chunk text hash: its entities of the configured types} from the entity cache, the
+        model run (batched) only on the texts the cache lacks; and notes for the trace."""
+        ex = self.nlp
+        if ex is None or not chunks:
+            return {}, []
+        if not ex.supports(language):
+            return {}, ["nlp:unsupported-language"]
+        model_id = ex.model_id
+        texts = {c.text_hash: c.text for c in chunks}
+        have = self.store.cached_entities(model_id, list(texts))
+        todo = [h for h in texts if h not in have]
+        if todo:
+            new = list(zip(todo, ex.run([texts[h] for h in todo])))
+            self.store.cache_entities(model_id, new)
+            have.update(new)
+        return {h: ex.keep(have[h]) for h in texts}, []
 
     def _follow_active_model(self) -> None:
         """After ``ingest reembed`` switched the store's model, embed (and chunk) with the new one."""
@@ -495,11 +527,14 @@ class Pipeline:
                 return self._fail(doc, "passwords-file", self.passwords_error, parsed=1)
             return self._fail(doc, e.code, e.message, parsed=1, status="quarantined")
         doc.mime, doc.extractor, doc.extractor_version = ex.mime, ex.extractor, ex.extractor_version
+        doc.metadata = dict(getattr(ex, "metadata", None) or {})
         # children first: the parent's version is recorded only once they are all done
         kid_parsed, kid_embedded = self._children(doc, ex.children, depth)
         with self._stage("quality"):
             report = assess(ex)
         doc.quality = report.to_dict()
+        if report.language and "language" not in doc.metadata:
+            doc.metadata["language"] = report.language  # detected, where the file does not say
         if report.verdict == QUARANTINED:
             code = {"empty": "no-text"}.get(report.reasons[0].split(":")[0], report.reasons[0].split(":")[0])
             out = self._fail(doc, code, "; ".join(report.reasons), parsed=1, status="quarantined")
@@ -532,11 +567,14 @@ class Pipeline:
         meanwhile, chunk and embed once more with the new one (at most twice)."""
         from .chunking import chunk_id
 
+        notes: list[str] = []
         for attempt in range(3):
             model_id, settings = self.embedder.model_id, self.chunker.settings
+            with self._stage("entities"):
+                ents, notes = self.entities(chunks, (doc.quality or {}).get("language"))
             records = [ChunkRecord(chunk_id(doc.doc_id, c.index, c.text_hash), c.index, c.text, c.text_hash,
                                    c.tokens, c.page, c.section, vectors[c.embed_hash], settings, model_id,
-                                   c.context)
+                                   c.context, ents.get(c.text_hash, {}))
                        for c in chunks]
             try:
                 with self._stage("store"):
@@ -549,7 +587,7 @@ class Pipeline:
                 chunks = self.chunker.chunk(elements)
                 vecs, computed = self.vectors([c.embed_text for c in chunks], [c.embed_hash for c in chunks])
                 vectors, embedded = dict(zip((c.embed_hash for c in chunks), vecs)), embedded + computed
-        return Outcome("indexed", doc.doc_id, parsed=parsed, embedded=embedded, chunks=len(chunks))
+        return Outcome("indexed", doc.doc_id, parsed=parsed, embedded=embedded, chunks=len(chunks), notes=notes)
 
     def _children(self, parent: DocRecord, children, depth: int) -> tuple[int, int]:
         """Index a container's members as documents ``<parent>!<member>`` that inherit its

@@ -213,6 +213,21 @@ class Index:
             self.store.audit(str(who), query, to_dict(f) or None, [(h.chunk_id, h.doc_version) for h in hits])
         return hits
 
+    def facets(self, entity_type: str, principal: "str | Principal | None" = None, filters: dict | None = None,
+               k: int = 20, audit: bool = True) -> list[dict]:
+        """The ``k`` most mentioned entities of one type (``ORG``, ``PERSON``, ``GPE`` ...) in the
+        chunks ``principal`` may read that match ``filters``, most first:
+        ``[{"name": "ORG:Globex", "key": "ORG:globex", "count": mentions, "chunks": n, "docs": n}]``.
+        Counted inside the store's SQL over readable chunks only (like ``search``), so a count
+        never reveals that a hidden document mentions a name."""
+        f = normalise(filters)
+        tokens = self.directory.resolve(principal)
+        out = self.store.facets(entity_type, tokens, k=k, filters=f)
+        if audit:
+            who = principal if isinstance(principal, str) or principal is None else repr(principal)
+            self.store.audit(str(who), f"facets:{entity_type.strip().upper()}", to_dict(f) or None, [])
+        return out
+
     def status(self) -> dict:
         return self.store.status()
 

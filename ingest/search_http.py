@@ -18,7 +18,13 @@ neighbouring chunks), and the filters of ``ingest.stores.filters`` by name (``so
 ``path_prefix``, ``uri_prefix``, ``mime``, ``labels``, ``labels_any``, ``exclude_labels``,
 ``modified_after``, ``modified_before``, ``doc_ids``; repeat a parameter for several
 values). The answer is ``{"hits": [...]}``: each hit as ``Index.search`` returns it, less
-its ACL. Queries are audited by the index under the token's principal; they are not
+its ACL.
+
+    GET /facets?type=ORG&k=20&path_prefix=/srv/legal   Authorization: Bearer <token>
+
+answers ``{"facets": [{"name": "ORG:Globex", "key": "ORG:globex", "count": 12, "chunks": 9,
+"docs": 4}, ...]}`` (``Index.facets``: counted over the chunks the token's principal may read),
+with the same authentication and filters. Queries are audited by the index under the token's principal; they are not
 logged above DEBUG.
 """
 from __future__ import annotations
@@ -35,7 +41,8 @@ log = logging.getLogger("ingest.search_http")
 
 MAX_K = 100
 PRINCIPAL_PARAMS = {"principal", "as", "user", "as_user", "on_behalf_of", "for", "uid", "groups", "tokens"}
-_LIST_FILTERS = set(FILTER_KEYS) - {"modified_after", "modified_before"}
+_LIST_FILTERS = set(FILTER_KEYS) - {"modified_after", "modified_before", "title_contains", "created_after",
+                                     "created_before"}
 
 
 class SearchApp:
@@ -72,20 +79,23 @@ class SearchApp:
         except ValueError as e:
             return json_response(start_response, "400 Bad Request", {"error": str(e)})
         try:
-            hits = self.index.search(principal=principal, **kw)
+            body = self._answer(principal, kw)
         except ValueError as e:
             return json_response(start_response, "400 Bad Request", {"error": str(e)})
         except LookupError as e:  # a principal in the config the OS does not know
             log.error("search endpoint: principal %s cannot be resolved: %s", label, e)
             return json_response(start_response, "500 Internal Server Error",
                                  {"error": "the token's principal cannot be resolved; see the server log"})
-        log.debug("search by %s: %d hits", label, len(hits))
+        log.debug("%s by %s", type(self).__name__, label)
+        return json_response(start_response, "200 OK", body)
+
+    def _answer(self, principal, kw: dict) -> dict:
         out = []
-        for h in hits:
+        for h in self.index.search(principal=principal, **kw):
             d = asdict(h)
             d.pop("acl")
             out.append(d)
-        return json_response(start_response, "200 OK", {"hits": out})
+        return {"hits": out}
 
     @staticmethod
     def _arguments(params: dict[str, list[str]]) -> dict:
@@ -131,3 +141,33 @@ def make_app(store_url: str | None, cfg: dict):
     from .search import open_index
 
     return SearchApp(open_index(store_url, cfg), load_tokens(cfg))
+
+
+class FacetsApp(SearchApp):
+    """``GET /facets?type=ORG&k=20&<filters>``: ``Index.facets`` for the token's principal (the
+    same authentication, refusals and filters as ``/search``); ``{"facets": [...]}``."""
+
+    def _answer(self, principal, kw: dict) -> dict:
+        return {"facets": self.index.facets(principal=principal, **kw)}
+
+    @staticmethod
+    def _arguments(params: dict[str, list[str]]) -> dict:
+        rest = {k: v for k, v in params.items() if k not in ("type", "k")}
+        kw = SearchApp._arguments({**rest, "q": ["-"]})
+        for name in ("type", "k"):
+            if len(params.get(name, [])) > 1:
+                raise ValueError(f"parameter {name!r} given {len(params[name])} times; it takes one value")
+        etype = params.get("type", [""])[0]
+        if not etype.strip():
+            raise ValueError("parameter 'type' (an entity type such as ORG or PERSON) is required")
+        k = params.get("k", ["20"])[0]
+        if not k.isdigit() or not 1 <= int(k) <= 1000:
+            raise ValueError(f"parameter 'k' must be an integer from 1 to 1000, got {k!r}")
+        return {"entity_type": etype, "k": int(k), "filters": kw["filters"]}
+
+
+def make_facets_app(store_url: str | None, cfg: dict):
+    """``ingest serve`` factory for ``/facets``."""
+    from .search import open_index
+
+    return FacetsApp(open_index(store_url, cfg), load_tokens(cfg))

@@ -24,6 +24,7 @@ MOUNTS: dict[str, str] = {
     "/hooks": "ingest.sources.webhooks:app",
     "/metrics": "ingest.obs.metrics:app",
     "/search": "ingest.search_http:make_app",
+    "/facets": "ingest.search_http:make_facets_app",
     "/": "ingest.obs.page:app",
 }
 

@@ -9,6 +9,11 @@ searches (principal, words, k, mode). The store and search code are the real one
 stand-in, since the property is about the filter. Fixed seed (``derandomize``) and a
 CI-sized budget (``NO_LEAK_EXAMPLES``, default 150).
 
+Facets too: every chunk carries entities derived from its words (:data:`ENTITY_OF`), and for
+every principal of a scenario ``Index.facets`` must give exactly the counts (mentions, chunks,
+documents) computed in plain Python from the chunks that principal may read, so a count never
+reveals that a hidden document mentions a name.
+
 Stores: one list, :data:`STORE_FIXTURES` -- add the PostgreSQL store's fixture name there (and, for
 the broken-filter test, how to drop that store's deny check in :data:`BREAK_DENY`).
 """
@@ -37,6 +42,10 @@ WORDS = ["alpha", "bravo", "delta", "echo", "kilo", "lima"]
 TOKENS = ([f"user:file:{u}" for u in USERS] + [f"group:file:{g}" for g in GROUPS]
           + [EVERYONE, "user:posix:4242", "group:dms:g0"])  # the last two: tokens nobody here holds
 DIM = 16
+# word -> the entity it stands for in a chunk (two words share one entity: counts must add up)
+ENTITY_OF = {"alpha": ("ORG", "Alpha Corp"), "bravo": ("ORG", "Bravo"), "echo": ("ORG", "Alpha Corp"),
+             "delta": ("PERSON", "Delta Jones"), "kilo": ("PERSON", "Kilo"), "lima": ("GPE", "Lima")}
+FACET_TYPES = ("ORG", "PERSON", "GPE")
 EXAMPLES = int(os.environ.get("NO_LEAK_EXAMPLES", "150"))
 
 
@@ -59,9 +68,37 @@ def doc_record(doc_id: str, acl: ACL, uri: str | None = None) -> DocRecord:
                      flags=[] if acl.known else ["acl-unknown"])
 
 
+def text_entities(text: str) -> dict[str, list]:
+    """A chunk's stored entities as ingest.nlp writes them: {"TYPE:key": [display, count]}."""
+    out: dict[str, list] = {}
+    for w in text.split():
+        if w in ENTITY_OF:
+            label, name = ENTITY_OF[w]
+            e = out.setdefault(f"{label}:{name.casefold()}", [name, 0])
+            e[1] += 1
+    return out
+
+
 def chunk_records(doc_id: str, texts: list[str]) -> list[ChunkRecord]:
     return [ChunkRecord(f"{doc_id}-{i}", i, t, hashlib.sha1(t.encode()).hexdigest(), len(t.split()), None, "",
-                        fake_vector(t).tobytes(), "test", "stub") for i, t in enumerate(texts)]
+                        fake_vector(t).tobytes(), "test", "stub", entities=text_entities(t))
+            for i, t in enumerate(texts)]
+
+
+def reference_facets(s: Scenario, tokens: frozenset[str], label: str) -> dict[str, tuple[int, int, int]]:
+    """key -> (mentions, chunks, documents) over the chunks ``tokens`` may read."""
+    out: dict[str, list] = {}
+    for d in s.docs:
+        if d.deleted or not reference_readable(d.final_acl, tokens):
+            continue
+        for t in d.texts:
+            for key, (_, n) in text_entities(t).items():
+                if key.startswith(label + ":"):
+                    e = out.setdefault(key, [0, 0, set()])
+                    e[0] += n
+                    e[1] += 1
+                    e[2].add(d.doc_id)
+    return {k: (m, c, len(ds)) for k, (m, c, ds) in out.items()}
 
 
 @dataclass
@@ -136,6 +173,20 @@ def find_violations(index: Index, s: Scenario, stats: dict | None = None) -> lis
         got, want = index.directory.resolve(principal), reference_tokens(s, principal)
         if got != want:
             problems.append(f"directory: {principal} resolves to {sorted(got)}, reference {sorted(want)}")
+    for principal in sorted({p for p, *_ in s.searches}):  # facets: counts over readable chunks only
+        tokens = reference_tokens(s, principal)
+        for label in FACET_TYPES:
+            want = reference_facets(s, tokens, label)
+            got = {f["key"]: (f["count"], f["chunks"], f["docs"])
+                   for f in index.facets(label, principal=principal, k=1000, audit=False)}
+            stats["facets"] = stats.get("facets", 0) + 1
+            stats["facet_counts"] = stats.get("facet_counts", 0) + len(got)
+            if got != want:
+                problems.append(f"LEAK facets {label} as {principal}: {got}, reference {want}")
+            top = index.facets(label, principal=principal, k=1, audit=False)
+            best = max((v[0] for v in want.values()), default=None)
+            if (best is None and top) or (best is not None and (len(top) != 1 or top[0]["count"] != best)):
+                problems.append(f"facets {label} k=1 as {principal}: {top}, reference best count {best}")
     for principal, query, k, mode in s.searches:
         tokens = reference_tokens(s, principal)
         qwords = set(query.split())
@@ -251,6 +302,7 @@ def test_no_search_returns_an_unreadable_chunk(store_fixture, request, tmp_path)
     # not vacuous: searches returned results, and many had a document that only a deny hid
     assert stats["searches"] >= EXAMPLES and stats["hits"] >= 2 * EXAMPLES, stats
     assert stats["deny_decides"] >= EXAMPLES // 10, stats
+    assert stats["facet_counts"] >= EXAMPLES, stats  # facets counted something, often
     print("no-leak property:", stats)
 
 
@@ -284,6 +336,7 @@ def test_a_filter_without_its_deny_check_is_caught(store_fixture, request, tmp_p
     BREAK_DENY[store_fixture](monkeypatch, store)
     problems = find_violations(index, FIXED)
     assert any(p.startswith("LEAK") and "d0-0" in p and "as u0" in p for p in problems), problems
+    assert any(p.startswith("LEAK facets ORG as u0") for p in problems), problems  # d0's "alpha" counted
     # and the randomised property finds it on its own, from the fixed seed
     with pytest.raises(AssertionError, match="LEAK"):
         run_property(store, tmp_path, 300, phases=(Phase.generate,))

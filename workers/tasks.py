@@ -31,7 +31,10 @@ def _child_init(**_):
 
 def _warm_up(store_url: str) -> None:
     try:
-        pipeline_for(store_url).embedder.model  # noqa: B018 - loads it
+        p = pipeline_for(store_url)
+        p.embedder.model  # noqa: B018 - loads it
+        if p.nlp is not None:  # the entity model too ([nlp] entities)
+            p.nlp.nlp  # noqa: B018
         from extractors import warm_up
 
         warm_up()

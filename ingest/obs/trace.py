@@ -32,6 +32,8 @@ def record(store, o, *, source: str, external_id: str | None, batch: str | None 
         "changed_at": row["mtime_ns"] / 1e9 if row and row["mtime_ns"] else None,
         "chunks": n_own, "computed": n_own - o.cached if n_own else 0, "cached": o.cached if n_own else 0,
     }
+    if getattr(o, "notes", None):
+        tr["notes"] = list(o.notes)
     store.log_outcome(action=o.action, source=source, external_id=external_id, doc_id=o.doc_id, batch=batch,
                       parsed=o.parsed, embedded=o.embedded, detail=o.detail, trace=tr)
     timing = " ".join(f"{k}={v:.3f}s" for k, v in tr["stages"].items())

@@ -29,6 +29,7 @@ class DocRecord:
     quality: dict | None = None  # ingest.quality.QualityReport.to_dict()
     source_labels: list[str] = field(default_factory=list)  # from the source (sidecar, xattr, DMS metadata)
     redactions: dict[str, int] = field(default_factory=dict)  # label -> spans redacted before chunking
+    metadata: dict = field(default_factory=dict)  # title, authors, dates ... (extractors.metadata)
 
 
 class ModelChanged(RuntimeError):
@@ -48,6 +49,7 @@ class ChunkRecord:
     chunker: str
     model_id: str
     context: str = ""  # the section path the model embeds in front of the text (ingest.chunking.Chunk.context)
+    entities: dict = field(default_factory=dict)  # {"TYPE:key": [display, count]} (ingest.nlp)
 
     @property
     def embed_hash(self) -> str:
@@ -76,6 +78,8 @@ class Hit:
     highlights: list[tuple[int, int]] = field(default_factory=list)  # (start, end) of matched terms in text
     context_before: list[str] = field(default_factory=list)  # neighbouring chunks, on request
     context_after: list[str] = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)  # its document's metadata (title, authors, created ...)
+    entities: dict[str, int] = field(default_factory=dict)  # "TYPE:name" -> mentions in this chunk
 
 
 class Store(Protocol):

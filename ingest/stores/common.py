@@ -31,9 +31,9 @@ def process_executor(name: str, workers: int):
 
 DOC_COLS = ("doc_id", "source", "external_id", "uri", "mime", "size", "mtime_ns", "content_version", "acl_version",
             "acl", "status", "error_code", "error", "extractor", "extractor_version", "n_chunks", "flags", "labels",
-            "first_seen", "updated_at", "indexed_at", "parent_id", "quality")
+            "first_seen", "updated_at", "indexed_at", "parent_id", "quality", "metadata")
 CHUNK_COLS = ("chunk_id", "idx", "text", "text_hash", "tokens", "page", "section", "doc_version", "extractor",
-              "extractor_version", "chunker", "model_id", "labels", "created_at", "context", "embed_hash")
+              "extractor_version", "chunker", "model_id", "labels", "created_at", "context", "embed_hash", "entities")
 
 OUTBOX_DDL = [
     # every change of a document in a primary store, written in the change's own transaction; ids never
@@ -61,7 +61,7 @@ def redact(url: str) -> str:
 # registry upsert; a store may add columns (PostgreSQL: allow_tokens, deny_tokens) after these
 _UPSERT_SET = ("source", "external_id", "uri", "mime", "size", "mtime_ns", "content_version", "acl_version", "acl",
                "status", "error_code", "error", "extractor", "extractor_version", "n_chunks", "flags", "labels",
-               "updated_at", "parent_id", "quality")
+               "updated_at", "parent_id", "quality", "metadata")
 
 
 def upsert_doc_sql(extra: tuple[str, ...] = ()) -> str:
@@ -76,11 +76,12 @@ def doc_values(doc, now: float, *, n_chunks: int, flags: list[str], indexed: boo
     return [doc.doc_id, doc.source, doc.external_id, doc.uri, doc.mime, doc.size, doc.mtime_ns, doc.content_version,
             doc.acl.version, doc.acl.to_json(), doc.status, doc.error_code, doc.error, doc.extractor,
             doc.extractor_version, n_chunks, json.dumps(flags), json.dumps(doc.labels), now, now,
-            now if indexed else None, doc.parent_id, json.dumps(doc.quality) if doc.quality is not None else None]
+            now if indexed else None, doc.parent_id, json.dumps(doc.quality) if doc.quality is not None else None,
+            json.dumps(doc.metadata or {}, sort_keys=True)]
 
 
 HIT_SQL = ("SELECT c.rowid, c.chunk_id, c.doc_id, c.text, c.page, c.section, c.doc_version, c.labels, c.extractor,"
-           " c.model_id, d.uri, d.acl, d.flags FROM chunks c JOIN documents d ON d.doc_id=c.doc_id WHERE c.rowid ")
+           " c.model_id, d.uri, d.acl, d.flags, d.metadata, c.entities FROM chunks c JOIN documents d ON d.doc_id=c.doc_id WHERE c.rowid ")
 
 
 def to_hits(rows: dict, scored: list[tuple[int, float, int | None, int | None]]) -> list[Hit]:
@@ -93,7 +94,17 @@ def to_hits(rows: dict, scored: list[tuple[int, float, int | None, int | None]])
         acl = json.loads(r["acl"]) if r["acl"] else {}
         labels = json.loads(r["labels"]) + [f"flag:{f}" for f in json.loads(r["flags"])]
         out.append(Hit(r["chunk_id"], r["doc_id"], score, r["text"], r["uri"], r["page"], r["section"] or "",
-                       r["doc_version"], labels, acl, r["extractor"], r["model_id"], br, vr))
+                       r["doc_version"], labels, acl, r["extractor"], r["model_id"], br, vr,
+                       metadata=json.loads(r["metadata"] or "{}"), entities=hit_entities(r["entities"])))
+    return out
+
+
+def hit_entities(stored: str | None) -> dict[str, int]:
+    """A chunk's stored entities (``{"TYPE:key": [display, count]}``) as ``{"TYPE:display": count}``."""
+    out: dict[str, int] = {}
+    for key, (display, n) in json.loads(stored or "{}").items():
+        name = f"{key.split(':', 1)[0]}:{display}"
+        out[name] = out.get(name, 0) + n
     return out
 
 

@@ -18,7 +18,22 @@ key                value                                        matches a chunk 
 ``modified_after`` datetime, ISO-8601 str, or epoch seconds     its document's mtime >= that (inclusive)
 ``modified_before`` same                                        its document's mtime < that (exclusive)
 ``doc_ids``        str or list of str                           its document id is one of them
+``entities_any``   "TYPE:name" or a list of them                it mentions at least one of them
+``entities``       "TYPE:name" or a list of them                it mentions *all* of them
+``author``         str or list of str                           an author of its document contains one
+                                                                of them (case-insensitive)
+``title_contains`` str                                          its document's title contains it
+                                                                (case-insensitive)
+``created_after``  datetime, ISO-8601 str, or epoch seconds     its document's created date >= that
+``created_before`` same                                         its document's created date < that
 =================  ===========================================  ==========================================
+
+Entity names match as they are stored (``ingest.nlp``: case, whitespace, possessives and a
+leading "the" do not matter): ``{"entities_any": ["ORG:Globex", "PERSON:Jane Smith"]}``.
+Document metadata (``extractors.metadata``) comes from the file itself (PDF Info/XMP, Office
+core properties, ODF meta.xml, EPUB OPF, HTML head, mail headers); a document without a
+created date never matches ``created_after``/``created_before``. ``author`` and
+``title_contains`` ignore case for ASCII letters in both stores (SQLite's ``lower``).
 
 A chunk's labels are its own labels plus ``flag:<flag>`` for each flag of its document
 (as on every ``Hit``), so ``exclude_labels=["flag:acl-unknown"]`` works too. A document
@@ -33,7 +48,8 @@ from pathlib import Path
 
 _LIST_KEYS = ("source", "uri_prefix", "path_prefix", "mime", "labels", "labels_any", "exclude_labels", "doc_ids")
 _TIME_KEYS = ("modified_after", "modified_before")
-KEYS = _LIST_KEYS + _TIME_KEYS
+_META_KEYS = ("entities_any", "entities", "author", "title_contains", "created_after", "created_before")
+KEYS = _LIST_KEYS + _TIME_KEYS + _META_KEYS
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,12 @@ class Filters:
     doc_ids: tuple[str, ...] = ()
     modified_after_ns: int | None = None
     modified_before_ns: int | None = None
+    entities_any: tuple[str, ...] = ()  # entity keys ("ORG:globex", ingest.nlp.entity_key)
+    entities_all: tuple[str, ...] = ()
+    author: tuple[str, ...] = ()  # lower case
+    title_contains: str | None = None  # lower case
+    created_after: str | None = None  # "YYYY-MM-DDTHH:MM:SSZ", as extractors.metadata stores dates
+    created_before: str | None = None
 
     @property
     def empty(self) -> bool:
@@ -57,7 +79,7 @@ class Filters:
     @property
     def chunk_level(self) -> bool:
         """True when a filter looks at chunks (labels), not only at their documents."""
-        return bool(self.labels or self.labels_any or self.exclude_labels)
+        return bool(self.labels or self.labels_any or self.exclude_labels or self.entities_any or self.entities_all)
 
 
 def _strings(key: str, value) -> tuple[str, ...]:
@@ -107,6 +129,23 @@ def normalise(filters: "dict | Filters | None") -> Filters:
             continue
         if key in _TIME_KEYS:
             kw[key + "_ns"] = _time_ns(key, value)
+        elif key in ("entities_any", "entities"):
+            from ingest.nlp import parse_entity
+
+            try:
+                keys = tuple(sorted({parse_entity(v) for v in _strings(key, value)}))
+            except ValueError as e:
+                raise ValueError(f"filter {key!r}: {e}") from None
+            kw["entities_all" if key == "entities" else key] = keys
+        elif key == "author":
+            kw[key] = tuple(sorted({v.lower() for v in _strings(key, value)}))
+        elif key == "title_contains":
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"filter 'title_contains': expected a non-empty string, got {value!r}")
+            kw[key] = value.strip().lower()
+        elif key in ("created_after", "created_before"):
+            ns = _time_ns(key, value)
+            kw[key] = datetime.fromtimestamp(ns // 1_000_000_000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         elif key == "path_prefix":
             uris = []
             for p in _strings(key, value):
@@ -123,6 +162,8 @@ def normalise(filters: "dict | Filters | None") -> Filters:
     if (f.modified_after_ns is not None and f.modified_before_ns is not None
             and f.modified_after_ns >= f.modified_before_ns):
         raise ValueError("filters: modified_after must be earlier than modified_before")
+    if f.created_after is not None and f.created_before is not None and f.created_after >= f.created_before:
+        raise ValueError("filters: created_after must be earlier than created_before")
     return f
 
 
@@ -134,6 +175,12 @@ def to_dict(f: Filters) -> dict:
         out["modified_after_ns"] = f.modified_after_ns
     if f.modified_before_ns is not None:
         out["modified_before_ns"] = f.modified_before_ns
+    for k in ("entities_any", "entities_all", "author"):
+        if getattr(f, k):
+            out[k] = list(getattr(f, k))
+    for k in ("title_contains", "created_after", "created_before"):
+        if getattr(f, k) is not None:
+            out[k] = getattr(f, k)
     return out
 
 
@@ -191,6 +238,25 @@ def sqlite_where(f: Filters) -> tuple[str, list]:
     if f.modified_before_ns is not None:
         conds.append("d.mtime_ns < ?")
         args.append(f.modified_before_ns)
+    if f.entities_any:
+        conds.append(f"EXISTS (SELECT 1 FROM json_each(c.entities) WHERE key IN ({','.join('?' * len(f.entities_any))}))")
+        args.extend(f.entities_any)
+    for key in f.entities_all:
+        conds.append("? IN (SELECT key FROM json_each(c.entities))")
+        args.append(key)
+    if f.author:
+        conds.append("EXISTS (SELECT 1 FROM json_each(d.metadata, '$.authors') a WHERE "
+                     + " OR ".join("instr(lower(a.value), ?) > 0" for _ in f.author) + ")")
+        args.extend(f.author)
+    if f.title_contains is not None:
+        conds.append("instr(lower(json_extract(d.metadata, '$.title')), ?) > 0")
+        args.append(f.title_contains)
+    if f.created_after is not None:
+        conds.append("json_extract(d.metadata, '$.created') >= ?")
+        args.append(f.created_after)
+    if f.created_before is not None:
+        conds.append("json_extract(d.metadata, '$.created') < ?")
+        args.append(f.created_before)
     return (" AND ".join(conds) or "1"), args
 
 
@@ -229,6 +295,19 @@ def postgres_where(f: Filters) -> tuple[str, list]:
     if f.modified_before_ns is not None:
         doc.append("d.mtime_ns < %s")
         dargs.append(f.modified_before_ns)
+    if f.author:
+        doc.append("EXISTS (SELECT 1 FROM jsonb_array_elements_text(d.metadata::jsonb -> 'authors') a WHERE "
+                   + " OR ".join("strpos(lower(a), %s) > 0" for _ in f.author) + ")")
+        dargs.extend(f.author)
+    if f.title_contains is not None:
+        doc.append("strpos(lower(d.metadata::jsonb ->> 'title'), %s) > 0")
+        dargs.append(f.title_contains)
+    if f.created_after is not None:
+        doc.append("(d.metadata::jsonb ->> 'created') COLLATE \"C\" >= %s")
+        dargs.append(f.created_after)
+    if f.created_before is not None:
+        doc.append("(d.metadata::jsonb ->> 'created') COLLATE \"C\" < %s")
+        dargs.append(f.created_before)
     if doc:
         conds.append(f"c.doc_id IN (SELECT d.doc_id FROM documents d WHERE {' AND '.join(doc)})")
         args.extend(dargs)
@@ -241,4 +320,10 @@ def postgres_where(f: Filters) -> tuple[str, list]:
     if f.exclude_labels:
         conds.append(f"NOT EXISTS (SELECT 1 FROM {_PG_LABELS} l WHERE l.value = ANY(%s))")
         args.append(list(f.exclude_labels))
+    if f.entities_any:
+        conds.append("jsonb_exists_any(c.entities::jsonb, %s)")
+        args.append(list(f.entities_any))
+    if f.entities_all:
+        conds.append("jsonb_exists_all(c.entities::jsonb, %s)")
+        args.append(list(f.entities_all))
     return (" AND ".join(conds) or "TRUE"), args

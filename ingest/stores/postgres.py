@@ -34,10 +34,11 @@ from .base import ChunkRecord, DocRecord, Hit
 from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, context_runs, doc_values,
                      flagged, marked_spans, redact, to_hits, upsert_doc_sql)
 from .embed_inputs import POSTGRES_EMBED_INPUTS, run_migration
+from .nlp_sql import POSTGRES_NLP, FacetsMixin
 from .obs_sql import QUALITY_DDL, ObsMixin
 from .sqlite_lineage import LineageMixin
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 _MIGRATE_LOCK = 0x1A6E57  # advisory lock key for schema changes
 _AUDIT_LOCK = 0x1A6E58  # serialises the audit hash chain
 _OUTBOX_LOCK = 0x1A6E59  # outbox ids commit in order
@@ -142,6 +143,7 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     # what the model embeds per chunk: section context and embed hash (backfill: ingest.stores.embed_inputs)
     9: POSTGRES_EMBED_INPUTS,
+    10: POSTGRES_NLP,  # document metadata, entities per chunk, entity cache (ingest.stores.nlp_sql)
 }
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -182,7 +184,7 @@ class _AdvisoryLock:
         return False
 
 
-class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
+class PostgresStore(LineageMixin, ObsMixin, FacetsMixin, OutboxMixin):
     _VEC_DIM = "vector_dims(embedding)"
 
     @staticmethod
@@ -353,12 +355,12 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
             with db.cursor().copy(
                     "COPY chunks(chunk_id, doc_id, idx, text, text_hash, tokens, page, section, doc_version,"
                     " extractor, extractor_version, chunker, model_id, labels, created_at, embedding,"
-                    " allow_tokens, deny_tokens, source, embedded_at, context, embed_hash) FROM STDIN") as cp:
+                    " allow_tokens, deny_tokens, source, embedded_at, context, embed_hash, entities) FROM STDIN") as cp:
                 for c in chunks:
                     cp.write_row((c.chunk_id, doc.doc_id, c.index, c.text, c.text_hash, c.tokens, c.page, c.section,
                                   doc.content_version, doc.extractor, doc.extractor_version, c.chunker, c.model_id,
                                   labels, now, _vec_text(np.frombuffer(c.vector, dtype=np.float32)), allow, deny,
-                                  doc.source, now, c.context, c.embed_hash))
+                                  doc.source, now, c.context, c.embed_hash, json.dumps(c.entities or {}, sort_keys=True)))
             self._provenance(db, doc)  # the document's labels; the chunks' provenance went in above
             self._outbox(db, [doc.doc_id], "apply")
 
@@ -690,6 +692,14 @@ class PostgresStore(LineageMixin, ObsMixin, OutboxMixin):
             return []
         return to_hits({r["rowid"]: r for r in self.db.execute(HIT_SQL + "= ANY(%s)", ([x[0] for x in scored],))},
                        scored)
+
+    def _facet_rows(self, prefix: str, tokens: frozenset[str], k: int, f) -> list:
+        where, wargs = self._where(tokens, f)
+        return self.db.execute(
+            "SELECT j.key, SUM((j.value ->> 1)::bigint) AS n, COUNT(*) AS chunks, COUNT(DISTINCT c.doc_id) AS docs,"
+            " MIN((j.value ->> 0) COLLATE \"C\") AS name FROM chunks c, jsonb_each(c.entities::jsonb) j"
+            f" WHERE {where} AND left(j.key, %s) = %s GROUP BY j.key ORDER BY n DESC, j.key COLLATE \"C\" LIMIT %s",
+            [*wargs, len(prefix), prefix, k]).fetchall()
 
     def readable_doc_count(self, tokens: frozenset[str]) -> int:
         toks = sorted(tokens)

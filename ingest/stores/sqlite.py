@@ -30,9 +30,10 @@ from .obs_sql import QUALITY_DDL, ObsMixin
 from .embed_inputs import SQLITE_EMBED_INPUTS, run_migration
 from .sqlite_lineage import MIGRATION_4, LineageMixin
 from .filters import Filters, sqlite_where
+from .nlp_sql import SQLITE_NLP, FacetsMixin
 from .sqlite_search import SQLiteSearchMixin
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # version -> statements that bring a store from the version before up to it
 MIGRATIONS: dict[int, list[str]] = {
@@ -55,6 +56,7 @@ MIGRATIONS: dict[int, list[str]] = {
     7: [stmt.format(serial="INTEGER PRIMARY KEY", real="REAL", bigint="INTEGER") for stmt in QUEUE_DDL],
     # what the model embeds per chunk: section context and embed hash (backfill: ingest.stores.embed_inputs)
     8: SQLITE_EMBED_INPUTS,
+    9: SQLITE_NLP,  # document metadata, entities per chunk, entity cache (ingest.stores.nlp_sql)
 }
 
 _SCHEMA = """
@@ -197,7 +199,7 @@ class _FileLock:
         return False
 
 
-class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, OutboxMixin):
+class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, FacetsMixin, OutboxMixin):
     _PH = "?"
 
     @staticmethod
@@ -366,10 +368,10 @@ class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, OutboxMixin):
                 cur = db.execute(
                     "INSERT INTO chunks(chunk_id, doc_id, idx, text, text_hash, tokens, page, section,"
                     " doc_version, extractor, extractor_version, chunker, model_id, labels, created_at, vec,"
-                    " context, embed_hash) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " context, embed_hash, entities) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (c.chunk_id, doc.doc_id, c.index, c.text, c.text_hash, c.tokens, c.page, c.section,
                      doc.content_version, doc.extractor, doc.extractor_version, c.chunker, c.model_id,
-                     labels, now, c.vector, c.context, c.embed_hash))
+                     labels, now, c.vector, c.context, c.embed_hash, json.dumps(c.entities or {}, sort_keys=True)))
                 db.execute("INSERT INTO chunks_fts(rowid, text, section) VALUES(?,?,?)",
                            (cur.lastrowid, c.text, c.section))
             self._provenance(db, doc, now)
@@ -663,6 +665,16 @@ class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, OutboxMixin):
         return db.execute("UPDATE chunks SET vec=(SELECT vec FROM emb_cache e WHERE e.model_id=?"
                           " AND e.text_hash=chunks.embed_hash), model_id=?, embedded_at=?",
                           (model_id, model_id, now)).rowcount
+
+    def _facet_rows(self, prefix: str, tokens: frozenset[str], k: int, f: Filters) -> list:
+        rsql, rargs = self._readable_sql(tokens)
+        fsql, fargs = sqlite_where(f)
+        return self.db.execute(
+            "SELECT j.key AS key, SUM(json_extract(j.value, '$[1]')) AS n, COUNT(*) AS chunks,"
+            " COUNT(DISTINCT c.doc_id) AS docs, MIN(json_extract(j.value, '$[0]')) AS name"
+            " FROM chunks c JOIN documents d ON d.doc_id=c.doc_id, json_each(c.entities) j"
+            f" WHERE c.doc_id IN ({rsql}) AND {fsql} AND substr(j.key, 1, ?) = ?"
+            " GROUP BY j.key ORDER BY n DESC, j.key LIMIT ?", (*rargs, *fargs, len(prefix), prefix, k)).fetchall()
 
     def readable_doc_count(self, tokens: frozenset[str]) -> int:
         rsql, rargs = self._readable_sql(tokens)
