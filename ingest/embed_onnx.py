@@ -16,6 +16,7 @@ numpy, so a cold query costs about a second instead of ten.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -38,7 +39,7 @@ INT8_SETTINGS = {"per_channel": True, "op_types_to_quantize": ["MatMul"], "weigh
                  "reduce_range": False}
 MAX_MODEL_BYTES = 2 << 30  # a cached model file larger than this is refused, not read
 
-_build_lock = threading.Lock()
+_build_lock = threading.RLock()  # an int8 build first builds (or verifies) the fp32 file
 
 
 class OnnxBuildError(RuntimeError):
@@ -80,7 +81,12 @@ def check_pooling(model_dir: Path) -> None:
 
 def _read_bounded(path: Path) -> bytes:
     """The file's bytes, read once from one descriptor opened without following links."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OnnxBuildError(f"{path}: a symbolic link, not followed") from None
+        raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -138,9 +144,7 @@ def _quantize(src: Path, out: Path) -> None:
 def build(model_dir: Path, variant: str, *, max_len: int = 256, force: bool = False) -> Path:
     """The cached ONNX file of ``model_dir`` for ``variant`` (``onnx`` or ``onnx-int8``), built
     when missing, stale or corrupt. Safe against concurrent builders (a lock file per model)."""
-    model_bytes, path = load_verified(model_dir, variant, build_missing=True, force=force, max_len=max_len)
-    del model_bytes
-    return path
+    return load_verified(model_dir, variant, build_missing=True, force=force, max_len=max_len)[1]
 
 
 def _paths(model_dir: Path, variant: str) -> tuple[Path, Path, str]:
@@ -191,12 +195,13 @@ def load_verified(model_dir: Path, variant: str, *, build_missing: bool = True, 
         t0 = time.monotonic()
         log.info("building %s ONNX model from %s (once; cached in %s)", variant, model_dir, path.parent)
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".build-") as tmp:
-            fp32 = Path(tmp) / "model.onnx"
-            _export(model_dir, fp32, max_len)
-            final = fp32
-            if variant == "onnx-int8":
+            if variant == "onnx-int8":  # quantized from the (verified, cached) fp32 export
+                _, fp32 = load_verified(model_dir, "onnx", max_len=max_len)
                 final = Path(tmp) / "model-int8.onnx"
                 _quantize(fp32, final)
+            else:
+                final = Path(tmp) / "model.onnx"
+                _export(model_dir, final, max_len)
             data = final.read_bytes()
             digest = hashlib.sha256(data).hexdigest()
             os.replace(final, path)
