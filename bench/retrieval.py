@@ -75,9 +75,9 @@ def recall_at(ranked: list[str], rel: dict[str, int], k: int = 100) -> float:
 
 def build(docs: list[dict], rebuild: bool, tag: str) -> tuple[Path, dict]:
     from ingest.chunking import CHUNKER_VERSION
-    from ingest.embed import DEFAULT_MODEL
+    from ingest.embed import default_model_id
 
-    key = hashlib.sha256(json.dumps([CHUNKER_VERSION, DEFAULT_MODEL, [d["_id"] for d in docs],
+    key = hashlib.sha256(json.dumps([CHUNKER_VERSION, default_model_id(), [d["_id"] for d in docs],
                                      hashlib.sha256(json.dumps(docs).encode()).hexdigest()]).encode()).hexdigest()[:16]
     base = WORK / tag
     meta_file = base / "build.json"
@@ -145,7 +145,15 @@ def main(argv=None) -> int:
                     "whose relevant abstracts are all among them); 0 = all")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached index")
     ap.add_argument("--no-tune", action="store_true", help="skip tuning; use the configured/default fusion")
+    ap.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default=None,
+                    help="embedding backend of the index (default: the configured one for new stores); "
+                    "results go to retrieval.json for torch, retrieval-<backend>.json otherwise")
     a = ap.parse_args(argv)
+    if a.backend:
+        os.environ["INGEST_EMBED_BACKEND"] = a.backend  # the `ingest add` child creates the store with it
+    from ingest.embed import default_model_id, split_model_id
+
+    backend = split_model_id(default_model_id())[1]
     t_start = time.monotonic()
 
     docs, queries, qrels = load_beir(a.corpus)
@@ -153,7 +161,7 @@ def main(argv=None) -> int:
         docs = docs[:a.sample]
         have = {d["_id"] for d in docs}
         qrels = {s: {q: r for q, r in rel.items() if set(r) <= have} for s, rel in qrels.items()}
-    tag = f"sample{a.sample}" if a.sample else "full"
+    tag = (f"sample{a.sample}" if a.sample else "full") + ("" if backend == "torch" else f"-{backend}")
     print(f"SciFact: {len(docs)} abstracts, {len(qrels['train'])} train / {len(qrels['test'])} test queries")
     db, build_meta = build(docs, a.rebuild, tag)
     print(f"index: {build_meta['chunks']} chunks from {build_meta['documents']} documents "
@@ -219,7 +227,7 @@ def main(argv=None) -> int:
           f"{'PASS' if ok else 'FAIL'}{'  [sample: not comparable]' if a.sample else ''}")
     total = time.monotonic() - t_start
     payload = {
-        "dataset": "BEIR SciFact", "corpus": str(a.corpus), "sample": a.sample or None,
+        "dataset": "BEIR SciFact", "backend": backend, "model": default_model_id(), "corpus": str(a.corpus), "sample": a.sample or None,
         "index": build_meta,
         "fusion": {"method": "rrf", "rrf_k": best.rrf_k, "bm25_weight": best.bm25_weight,
                    "vector_weight": best.vector_weight, "bm25_max_df": best.bm25_max_df,
@@ -232,7 +240,7 @@ def main(argv=None) -> int:
         out = WORK / tag / "retrieval.json"
         out.write_text(json.dumps({**payload, "machine": machine_info()}, indent=2) + "\n")
     else:
-        out = write_results("retrieval", payload)
+        out = write_results("retrieval" if backend == "torch" else f"retrieval-{backend}", payload)
     print(f"wrote {out} ({total:.0f} s in all)")
     store.close()
     return 0

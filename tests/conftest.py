@@ -16,6 +16,9 @@ pytest_plugins = ["tests.servers"]  # real servers: postgres_server, postgres_ur
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the suite's stores embed with the reference backend (sentence-transformers / PyTorch), whatever
+# the default for new stores is; tests/test_embed_onnx.py covers the ONNX backends
+os.environ.setdefault("INGEST_EMBED_BACKEND", "torch")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -99,15 +99,18 @@ def test_group_by_doc_neighbours_and_highlights(built):
 
 
 def test_repeated_query_embedding_comes_from_the_cache(built, embedder):
+    from ingest.embed import query_embedder
+
     root, store = built
     index = Index(store)
     index.search("vegetarian dish", principal="everyone", k=3, audit=False)
-    before = embedder.computed
+    qe = query_embedder(store.model_id)  # queries go through the light (ONNX) embedder
+    before = qe.computed
     for _ in range(3):
         index.search("vegetarian dish", principal="everyone", k=3, audit=False)
-    assert embedder.computed == before and index.query_cache.hits >= 3
+    assert qe.computed == before and index.query_cache.hits >= 3
     index.search("a query never seen before", principal="everyone", k=3, audit=False)
-    assert embedder.computed == before + 1
+    assert qe.computed == before + 1
 
 
 def test_langchain_and_llamaindex_return_the_native_chunks(built):

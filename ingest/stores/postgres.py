@@ -160,9 +160,9 @@ def _lock_key(key: str) -> int:
 
 
 def _dim_for(model_id: str) -> int:
-    from ingest.embed import DEFAULT_MODEL, get_embedder
+    from ingest.embed import DEFAULT_MODEL, get_embedder, split_model_id
 
-    return 384 if model_id == DEFAULT_MODEL else get_embedder(model_id).dim
+    return 384 if split_model_id(model_id)[0] == DEFAULT_MODEL else get_embedder(model_id).dim
 
 
 class _AdvisoryLock:
@@ -198,14 +198,14 @@ class PostgresStore(LineageMixin, ObsMixin, FacetsMixin, OutboxMixin):
     def __init__(self, url: str, model_id: str | None = None, dim: int | None = None):
         """``model_id``/``dim``: the embedding model (and its vector size) of a new store; an
         existing store keeps its own (``dim`` spares loading a model just to learn its size)."""
-        from ingest.embed import DEFAULT_MODEL
+        from ingest.embed import default_model_id
 
         if not url.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"not a PostgreSQL URL: {redact(url)!r}")
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
             raise ValueError(f"dim must be a whole number >= 1, got {dim!r}")
         self.url = url
-        self._model_id = model_id or DEFAULT_MODEL
+        self._model_id = model_id or default_model_id()
         self._dim = dim
         self._local = threading.local()
         self._df_lock = threading.Lock()

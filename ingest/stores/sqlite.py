@@ -211,9 +211,9 @@ class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, FacetsMixin, Outbox
         return "EXISTS(SELECT 1 FROM json_each(documents.flags) j WHERE j.value LIKE ?)"
 
     def __init__(self, path: str | os.PathLike, model_id: str | None = None):
-        from ingest.embed import DEFAULT_MODEL
+        from ingest.embed import default_model_id
 
-        self._model_id = model_id or DEFAULT_MODEL
+        self._model_id = model_id or default_model_id()  # a new store's; an existing one keeps its own
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()

@@ -179,11 +179,20 @@ class LineageMixin:
     # -- writing provenance (called inside apply / record_failure) ------------------------
     def _check_model(self, db, chunks) -> None:
         """Refuse chunks embedded with a model this store has switched away from (a worker
-        that had not yet noticed the switch): they would mix models in one index."""
+        that had not yet noticed the switch), or with the store's model run by another backend
+        (``m`` vs ``m#onnx-int8``, see ingest.embed): they would mix models in one index."""
+        from ingest.embed import split_model_id
+
         active = self._meta_get(db, "model_id")
         others = {c.model_id for c in chunks} - {active}
         if not others:
             return
+        base = split_model_id(active)[0] if active else None
+        same_weights = sorted(m for m in others if m and m.rpartition("#")[0 if "#" in m else 2] == base)
+        if same_weights:
+            raise ModelChanged(f"chunks embedded with {', '.join(same_weights)} but the store's model is {active}: "
+                               "vectors of two embedding backends are never mixed in one store; embed with "
+                               f"{active} or switch the store with `ingest reembed --model ID`")
         q = ",".join(["%s"] * len(others))
         wrong = {r["from_model"] for r in db.execute(
             self._q(f"SELECT from_model FROM model_history WHERE from_model IN ({q})"), sorted(others))}

@@ -1,0 +1,144 @@
+"""Cold command-line latency: ``ingest search`` (hybrid) on a 10k-chunk store, and ``ingest --help``.
+
+    python bench/cli.py                 # 10,000 chunks, 5 cold runs per variant
+    python bench/cli.py --runs 5 --chunks 10000
+
+Each run is a fresh ``python -m ingest.cli search QUERY --store DB --as everyone`` process
+(a new query each time, so nothing is cached), timed wall clock from spawn to exit; its peak
+RSS is the child's ``ru_maxrss`` (``os.wait4``). Variants, side by side in one run:
+
+* ``torch store, torch query``: a store of the PyTorch backend with
+  ``INGEST_QUERY_BACKEND=torch`` (the query embedded by sentence-transformers: how it was);
+* ``torch store``: the same store, the query through the ONNX fp32 export (the default);
+* ``onnx-int8 store``: a store of the int8 backend (its queries through int8);
+* ``bm25``: ``--mode bm25`` on the int8 store (no model at all: the floor).
+
+The store: ``bench/search.py``'s builder (real SciFact sentences, 3 chunks per document,
+ACLs; vectors: real embeddings of 300 base texts plus noise), one per backend. One more cold
+search per store runs under a wrapper that reports whether torch / sentence_transformers got
+imported. Targets: median cold hybrid search <= 1.5 s, ``ingest --help`` <= 0.3 s.
+Writes ``bench/results/cli.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, write_results  # noqa: E402
+
+import search as search_bench  # noqa: E402  (bench/search.py: the store builder)
+
+TARGET_SEARCH_S = 1.5
+TARGET_HELP_S = 0.3
+PROBE = ("import sys, runpy; sys.argv = ['ingest'] + sys.argv[1:]\n"
+         "try:\n    runpy.run_module('ingest.cli', run_name='__main__')\n"
+         "except SystemExit:\n    pass\n"
+         "print('HEAVY', sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules),"
+         " file=sys.stderr)")
+
+
+def run_child(cmd: list[str], env: dict) -> tuple[float, int, str]:
+    """(wall seconds, the child's own peak RSS in KiB, "") of one process: posix_spawn (no copy
+    of this process's memory is charged to the child) + wait4 (that child's rusage alone)."""
+    t0 = time.monotonic()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        pid = os.posix_spawn(cmd[0], cmd, env, file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 1)])
+    finally:
+        os.close(devnull)
+    _, status, ru = os.wait4(pid, 0)
+    wall = time.monotonic() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd[:6])}... exited {os.waitstatus_to_exitcode(status)}")
+    return wall, ru.ru_maxrss, ""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--chunks", type=int, default=10000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--base", type=int, default=300, help="real embeddings the synthetic vectors derive from")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args(argv)
+
+    import numpy as np
+
+    from ingest.embed import get_embedder, with_backend, DEFAULT_MODEL
+
+    sents = search_bench.sentences(search_bench.CORPUS)
+    rnd = random.Random(a.seed)
+    base_texts = [" ".join(rnd.sample(sents, 3)) for _ in range(a.base)]
+    queries = list(dict.fromkeys(json.loads(line)["text"] for line in open(search_bench.CORPUS / "queries.jsonl")))
+    rnd.shuffle(queries)
+    stores = {}
+    for backend in ("torch", "onnx-int8"):
+        search_bench.WORK = REPO / "bench" / "work" / "cli" / backend
+        os.environ["INGEST_EMBED_BACKEND"] = backend
+        vecs = np.asarray(get_embedder(with_backend(DEFAULT_MODEL, backend)).encode(base_texts), dtype=np.float32)
+        stores[backend] = search_bench.build(a.chunks, sents, base_texts, vecs, 0.03, a.seed)
+    os.environ.pop("INGEST_EMBED_BACKEND", None)
+
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("INGEST_QUERY_BACKEND", None)
+    py = sys.executable
+    variants = {
+        "torch store, torch query (before)": (stores["torch"], "hybrid", {"INGEST_QUERY_BACKEND": "torch"}),
+        "torch store, onnx query": (stores["torch"], "hybrid", {}),
+        "onnx-int8 store": (stores["onnx-int8"], "hybrid", {}),
+        "bm25 (no model)": (stores["onnx-int8"], "bm25", {}),
+    }
+    qi = iter(queries)
+    # one untimed run per variant first: builds a missing ONNX file, warms the page cache
+    for db, mode, extra in variants.values():
+        run_child([py, "-m", "ingest.cli", "search", next(qi), "--store", str(db), "--as", "everyone",
+                   "--mode", mode], {**env, **extra})
+    results = {}
+    for _ in range(a.runs):  # interleaved, so load on the machine hits every variant alike
+        for name, (db, mode, extra) in variants.items():
+            w, rss, _ = run_child([py, "-m", "ingest.cli", "search", next(qi), "--store", str(db), "--as", "everyone",
+                                   "--mode", mode], {**env, **extra})
+            r = results.setdefault(name, {"wall_s": [], "peak_rss_mib": []})
+            r["wall_s"].append(round(w, 3))
+            r["peak_rss_mib"].append(round(rss / 1024, 1))
+    helps = [round(run_child([py, "-m", "ingest.cli", "--help"], env)[0], 3) for _ in range(a.runs)]
+    heavy = {}
+    for name, (db, mode, extra) in variants.items():
+        p = subprocess.run([py, "-c", PROBE, "search", next(qi), "--store", str(db), "--as", "everyone", "--mode", mode],
+                           capture_output=True, text=True, env={**env, **extra}, cwd=REPO)
+        line = [ln for ln in p.stderr.splitlines() if ln.startswith("HEAVY")]
+        heavy[name] = line[-1][6:] if line else f"? rc={p.returncode}"
+
+    print(f"\ncold `ingest search` on {a.chunks} chunks, {a.runs} runs each (interleaved):")
+    print(f"{'variant':<36} {'median s':>9} {'min s':>7} {'max s':>7} {'peak RSS MiB':>13}  heavy imports")
+    for name, r in results.items():
+        r["median_s"] = round(statistics.median(r["wall_s"]), 3)
+        r["median_peak_rss_mib"] = round(statistics.median(r["peak_rss_mib"]), 1)
+        r["heavy_imports"] = heavy[name]
+        print(f"{name:<36} {r['median_s']:>9.3f} {min(r['wall_s']):>7.3f} {max(r['wall_s']):>7.3f} "
+              f"{r['median_peak_rss_mib']:>13.1f}  {heavy[name]}")
+    help_med = statistics.median(helps)
+    print(f"`ingest --help`: median {help_med:.3f} s (runs {helps})")
+    default = results["onnx-int8 store"]["median_s"]
+    ok = default <= TARGET_SEARCH_S and results["torch store, onnx query"]["median_s"] <= TARGET_SEARCH_S \
+        and help_med <= TARGET_HELP_S
+    print(f"cold hybrid search median {default:.3f} s (int8 store), "
+          f"{results['torch store, onnx query']['median_s']:.3f} s (torch store) (target <= {TARGET_SEARCH_S} s); "
+          f"--help {help_med:.3f} s (target <= {TARGET_HELP_S} s): {'PASS' if ok else 'FAIL'}")
+    out = write_results("cli", {"chunks": a.chunks, "runs": a.runs, "search": results, "help_s": helps,
+                                "help_median_s": round(help_med, 3), "target_search_s": TARGET_SEARCH_S,
+                                "target_help_s": TARGET_HELP_S, "pass": ok,
+                                "load_avg": os.getloadavg()})
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
