@@ -148,7 +148,7 @@ def test_no_search_of_a_sink_returns_an_unreadable_chunk(sink, world_dir):
         prop()
     finally:
         pump.stop()
-    assert stats["searches"] >= EXAMPLES and stats["hits"] >= 2 * EXAMPLES, stats
+    assert stats["searches"] >= EXAMPLES and stats["hits"] >= EXAMPLES, stats  # exact counts: find_violations
     assert stats["deny_decides"] >= EXAMPLES // 10, stats
     print(f"no-leak property on {sink.kind}:", stats)
 

@@ -51,6 +51,10 @@ class MilvusSink(VectorSink):
 
     def close(self) -> None:
         self.client.close()
+        if self.local:  # Milvus Lite serves the file from a thread of this process until released
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self.path)
 
     def _list(self) -> list[str]:
         return [n for n in self.client.list_collections() if n.startswith(self.prefix + "_")]
