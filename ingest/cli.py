@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for a sink that is down")
     p.add_argument("--check", action="store_true", help="then compare every sink with the store, document by "
                    "document (exit 1 on a difference)")
+    p.add_argument("--rebuild", metavar="NAME", default=None,
+                   help="re-send every document to this one sink (e.g. after its collection was dropped), "
+                   "with a progress bar")
+    p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("search", help="search as a user; returns only what that user may read")
@@ -288,6 +292,8 @@ def cmd_sync(a) -> int:
     store = open_store(a.store)
     pump = Pump(store, sinks)
     try:
+        if a.rebuild is not None:
+            _rebuild(store, pump, sinks, a.rebuild, progress=not a.no_progress)
         applied = pump.drain(timeout=a.timeout)
         while a.follow:
             time.sleep(pump.interval)
@@ -307,6 +313,33 @@ def cmd_sync(a) -> int:
                 print(f"  {d}")
     lagging = any(r["lag_rows"] for r in out["sinks"])
     return 1 if lagging or any(out.get("differences", {}).values()) else 0
+
+
+def _rebuild(store, pump, sinks, name: str, progress: bool) -> None:
+    """Forget the sink's position and copy every document to it (documents it holds that the
+    store lacks are removed), then the outbox rows written meanwhile follow."""
+    import sys
+
+    sink = next((s for s in sinks if s.name == name), None)
+    if sink is None:
+        raise ValueError(f"--rebuild {name}: no such sink (configured: {', '.join(s.name for s in sinks)})")
+    store.set_sink_cursor(sink.name, sink.url, -1)
+    bar = None
+
+    def step(total=None, done=0):
+        nonlocal bar
+        if total is not None and progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="doc", desc=f"rebuild {name}", file=sys.stderr)
+        if bar is not None and done:
+            bar.update(done)
+
+    try:
+        pump.sync(sink, progress=step)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _print_sinks(sinks: list[dict]) -> None:

@@ -232,11 +232,27 @@ class Index:
         return self.store.status()
 
 
-def open_index(path_or_url: str | None = None, config: "dict | str | None" = None, directory=None) -> Index:
+def open_index(path_or_url: str | None = None, config: "dict | str | None" = None, directory=None, *,
+               model_id: str | None = None, primary: str | None = None):
     """Open the index at a store path or URL. Fusion settings come from ``config`` (a dict,
-    or a config file path), else from the default configuration file when one exists."""
+    or a config file path), else from the default configuration file when one exists.
+
+    A vector-database sink URL (``qdrant://``, ``chroma://``, ``milvus://``, ...; see
+    ``ingest.stores.sinks``) opens a :class:`~ingest.stores.sinks.SinkIndex`: vector search inside
+    that store under its native ACL filter, principals resolved through ``directory`` (default:
+    the ``[directory]`` config, with the synced groups of the ``primary`` store when given);
+    ``model_id`` defaults to the primary's model, else the one model the sink holds."""
     from . import config as config_mod
     from .stores import open_store
+    from .stores.sinks import SinkIndex, is_vector_sink, open_sink
 
     cfg = config if isinstance(config, dict) else config_mod.load(config)
+    if path_or_url is not None and is_vector_sink(str(path_or_url)):
+        from .access import default_directory
+
+        store = open_store(primary) if primary is not None else None
+        if directory is None:
+            directory = default_directory(store, cfg)
+        return SinkIndex(open_sink(str(path_or_url)), directory,
+                         model_id or (store.model_id if store is not None else None))
     return Index(open_store(path_or_url), config=cfg, directory=directory)

@@ -195,6 +195,11 @@ class OutboxMixin:
         return [(r["id"], r["doc_id"]) for r in self.db.execute(
             self._q("SELECT id, doc_id FROM outbox WHERE id>%s ORDER BY id LIMIT %s"), (after, limit))]
 
+    def outbox_entries(self, after: int, limit: int) -> list[tuple[int, str, str]]:
+        """(id, doc_id, op) after ``after``, in id order."""
+        return [(r["id"], r["doc_id"], r["op"]) for r in self.db.execute(
+            self._q("SELECT id, doc_id, op FROM outbox WHERE id>%s ORDER BY id LIMIT %s"), (after, limit))]
+
     def outbox_head(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(id), 0) AS m FROM outbox").fetchone()["m"]
 

@@ -44,14 +44,26 @@ class Sink:
     url: str
     backoff: float = 0.0
     next_try: float = 0.0
+    idle_since: float | None = None
     _store: object = field(default=None, repr=False)
+
+    @property
+    def vector(self) -> bool:
+        """A vector-database sink (``ingest.stores.sinks``), not a SQLite/PostgreSQL store."""
+        from .sinks import is_vector_sink
+
+        return is_vector_sink(self.url)
 
     @property
     def store(self):
         if self._store is None:
             from . import PG_SCHEMES, store_path
 
-            if self.url.startswith(PG_SCHEMES):
+            if self.vector:
+                from .sinks import open_sink
+
+                self._store = open_sink(self.url)
+            elif self.url.startswith(PG_SCHEMES):
                 from .postgres import PostgresStore
 
                 self._store = PostgresStore(self.url)
@@ -88,42 +100,56 @@ def configured_sinks(cfg: dict | None = None, urls: list[str] | tuple[str, ...] 
     return sinks
 
 
-def copy_docs(primary, sink_store, doc_ids: list[str], batch: int = 200) -> None:
+def copy_docs(primary, sink_store, doc_ids: list[str], batch: int = 200, progress=None) -> None:
     for i in range(0, len(doc_ids), batch):
         part = doc_ids[i:i + batch]
         sink_store.replicate(primary.export_docs(part))
+        if progress is not None:
+            progress(len(part))
+
+
+META_OPS = frozenset({"acl", "move", "touch"})  # changes that leave a document's chunks and vectors as they were
 
 
 class Pump:
     def __init__(self, primary, sinks: list[Sink], *, batch: int = 500, interval: float = 0.5,
-                 max_backoff: float = 30.0):
+                 max_backoff: float = 30.0, release_idle: float = 2.0):
         self.primary, self.sinks = primary, sinks
         self.batch, self.interval, self.max_backoff = batch, interval, max_backoff
+        self.release_idle = release_idle  # seconds idle after which an embedded (local-mode) sink's files are let go
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- one sink ---------------------------------------------------------------------
-    def sync(self, sink: Sink) -> int:
+    def sync(self, sink: Sink, progress=None) -> int:
         """Bring one sink up to the primary's outbox head; returns outbox rows applied (plus the documents
-        copied by a first snapshot). Raises on error."""
+        copied by a first snapshot). Raises on error. ``progress(total=, done=)`` follows a snapshot."""
         p, applied = self.primary, 0
         cur = p.sink_cursor(sink.name)
         if cur is None or cur < 0:
             head = p.outbox_head()
             ids = sorted(set(p.all_doc_ids()) | set(sink.store.all_doc_ids()))
-            copy_docs(p, sink.store, ids)
+            if progress is not None:
+                progress(total=len(ids), done=0)
+            copy_docs(p, sink.store, ids, progress=(lambda n: progress(done=n)) if progress is not None else None)
             p.set_sink_cursor(sink.name, sink.url, head)
             log.info("sink %s: initial snapshot of %d document(s) up to outbox row %d", sink.name, len(ids), head)
             cur, applied = head, len(ids)
         while not self._stop.is_set():
-            rows = p.outbox_rows(cur, self.batch)
+            rows = p.outbox_entries(cur, self.batch)
             if not rows:
                 break
             last: dict[str, int] = {}
-            for rid, doc_id in rows:  # each document once, where it last changed
+            ops: dict[str, set] = {}
+            for rid, doc_id, op in rows:  # each document once, where it last changed
                 last.pop(doc_id, None)
                 last[doc_id] = rid
-            sink.store.replicate(p.export_docs(list(last)))
+                ops.setdefault(doc_id, set()).add(op)
+            states = p.export_docs(list(last))
+            if sink.vector:  # only the payload for documents whose chunks did not change (no vectors re-sent)
+                sink.store.replicate(states, meta_only=[d for d, o in ops.items() if o <= META_OPS])
+            else:
+                sink.store.replicate(states)
             cur = rows[-1][0]
             p.set_sink_cursor(sink.name, sink.url, cur)
             applied += len(rows)
@@ -139,6 +165,7 @@ class Pump:
             try:
                 out[s.name] = self.sync(s)
                 s.backoff, s.next_try = 0.0, 0.0
+                self._release_when_idle(s, out[s.name])
             except Exception as e:  # the sink is down or failing: recorded, retried with backoff
                 msg = f"{type(e).__name__}: {str(e).strip()[:400]}"
                 s.backoff = min(self.max_backoff, s.backoff * 2 or 1.0)
@@ -150,6 +177,18 @@ class Pump:
         if out and all(isinstance(v, int) for v in out.values()) and len(out) == len(self.sinks):
             self.primary.prune_outbox()
         return out
+
+    def _release_when_idle(self, s: Sink, applied: int) -> None:
+        """An embedded sink (Qdrant local mode, Milvus Lite) is a set of files one process may open:
+        let them go once the sink has been idle ``release_idle`` seconds, so another process (an
+        application searching it) can open them; the next change opens them again."""
+        if applied:
+            s.idle_since = None
+        elif s._store is not None and getattr(s._store, "local", False):
+            s.idle_since = s.idle_since or time.monotonic()
+            if time.monotonic() - s.idle_since >= self.release_idle:
+                s.reset()
+                s.idle_since = None
 
     def drain(self, timeout: float = 60.0) -> dict[str, int | str]:
         """Retry (with backoff) until every sink is at the head, or ``timeout``: then the last errors."""
@@ -191,7 +230,10 @@ class Pump:
 
 def diff_stores(a, b, limit: int = 50) -> list[str]:
     """Documents that differ between two stores (registry row, ACL, chunk ids, text, vectors);
-    ``[]`` when they hold exactly the same documents."""
+    ``[]`` when they hold exactly the same documents. ``b`` may be a vector-database sink
+    (``ingest.stores.sinks``): ids, versions, ACL, chunk ids, payloads, vectors within 1e-6."""
+    if hasattr(b, "diff"):
+        return b.diff(a, limit)
     ids = sorted(set(a.all_doc_ids()) | set(b.all_doc_ids()))
     out: list[str] = []
     for i in range(0, len(ids), 200):
