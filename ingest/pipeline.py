@@ -236,7 +236,8 @@ class Pipeline:
         self._grouped = True
         try:
             for i, (ev, version) in enumerate(zip(events, versions)):
-                if i and self.budget is not None and self.budget.left() < _parse_room():
+                if i and self.budget is not None and \
+                        self.budget.left() < min(_parse_room(), 0.25 * self.budget.seconds):
                     break  # the rest go back to the queue, one task each
                 try:
                     if ev.kind != UPSERT:
@@ -244,8 +245,10 @@ class Pipeline:
                         done.add(i)
                         continue
                     o = self.upsert(ev.root, ev.path, defer=True, version=version)
+                except OutOfTime:
+                    break  # its parse was cut short by the group's time: it goes back, alone
                 except Exception as e:  # recorded per document; the others go on
-                    if is_transient(e) or isinstance(e, OutOfTime) or is_soft_timeout(e):
+                    if is_transient(e) or is_soft_timeout(e):
                         raise
                     log.exception("change %s %s failed", ev.kind, ev.path)
                     o = Outcome("error", detail=f"internal-error: {type(e).__name__}: {e}")
@@ -484,8 +487,10 @@ class Pipeline:
             return extract(path, max_bytes=MAX_FILE_BYTES, ctx=ctx)
         label = os.path.splitext(path)[1].lstrip(".").lower() or "parser"  # for limit messages only
         timeout = sandbox.DEFAULT_TIMEOUT_S
-        if self.budget is not None and self.budget.left() < timeout:
-            timeout = max(1.0, self.budget.left())  # what the task has left, not a parser's full limit
+        if self.budget is not None:  # what the task has left, not a parser's full limit; in a group,
+            # less the time to embed what was parsed before (else nothing of the group gets done)
+            left = self.budget.left() - (0.25 * self.budget.seconds if self._grouped else 0.0)
+            timeout = min(timeout, max(1.0, left))
         try:
             return sandbox.run(extract, path, max_bytes=MAX_FILE_BYTES, ctx=ctx, label=label, timeout=timeout)
         except ExtractionError as e:

@@ -115,6 +115,9 @@ def bulk_group(n_events: int, concurrency: int | None) -> list[int]:
     large groups first (one embedding call fills its batches), small ones at the end, so that
     no worker process sits idle while another finishes a large last group. 60 documents on
     two processes: 15, 12, 9, 6, 5, 4, 3, 2, 2, 2."""
+    fixed = os.environ.get("INGEST_BULK_GROUP")  # a fixed size instead (tuning, tests)
+    if fixed:
+        return [max(1, int(fixed))]
     procs = concurrency or default_concurrency()
     sizes, left = [], n_events
     while left > 0:
@@ -287,6 +290,12 @@ class Runner:
         self.lock.release()
 
 
+def add_exit_code(ends: dict[str, int]) -> int:
+    """``ingest add``'s exit status: 1 when anything ended dead-lettered or failed; 0 when
+    everything ended indexed, flagged, unchanged or quarantined with a reason."""
+    return 1 if ends.get("failed") or ends.get("dead-lettered") else 0
+
+
 def add(paths: list[str], store_url: str, broker_url: str | None = None, *, progress: bool = True,
         concurrency: int | None = None, loglevel: str = "WARNING", timeout: float | None = None,
         sinks: list | None = None) -> dict:
@@ -343,7 +352,11 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
     from .obs import quality
 
     quality.refresh(store, config.load())  # this run's quality snapshot; alerts if a source's quality moved
-    summary = {"queued": total, "batch": batch, "outcomes": store.batch_outcomes(batch)}
+    ends = store.batch_ends(batch)
+    summary = {"queued": total, "batch": batch, "outcomes": store.batch_outcomes(batch),
+               "ends": {k: len(v) for k, v in ends.items()},
+               "problems": {k: [{"path": p, "reason": r} for p, r in ends[k]]
+                            for k in ("quarantined", "failed", "dead-lettered") if ends[k]}}
     if sinks:  # feed the secondary stores what this batch changed
         from .stores.outbox import Pump
 

@@ -83,7 +83,7 @@ def _give_up(task, store_url: str, fault: str, exc: BaseException, evs, batch: s
                               args=list(req.args or []), kwargs=dict(req.kwargs or {}), fault=fault,
                               reason=reason, attempts=req.retries + 1)
         for ev in evs:
-            store.log_outcome(action="error", source=f"folder:{ev.root}", external_id=ev.path, doc_id=None,
+            store.log_outcome(action="dead-letter", source=f"folder:{ev.root}", external_id=ev.path, doc_id=None,
                               batch=batch, detail=f"{fault}: {reason}")
     except Exception as e2:
         raise Reject(f"cannot record the failure: {e2}", requeue=True) from exc
