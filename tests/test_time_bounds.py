@@ -13,11 +13,31 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _add(root: Path, store: Path, **env) -> subprocess.CompletedProcess:
+def _add(root: Path, store: Path, *, timeout: float = 900, **env) -> subprocess.CompletedProcess:
     e = dict(os.environ, PYTHONPATH=str(REPO), **env)
+    for k in ("INGEST_TASK_TIME_LIMIT", "INGEST_EMBED_PIECE", "INGEST_BULK_GROUP"):
+        if k not in env:
+            e.pop(k, None)  # the defaults unless the test sets one
     return subprocess.run([sys.executable, "-m", "ingest.cli", "add", str(root), "--store", str(store),
                            "--no-progress", "--concurrency", "1"], env=e, cwd=REPO, capture_output=True, text=True,
-                          timeout=900)
+                          timeout=timeout)
+
+
+def _me() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def _big_docx(path: Path, sections: int) -> None:
+    """One heading + one sentence per section: a chunk each."""
+    import docx
+
+    d = docx.Document()
+    for i in range(sections):
+        d.add_heading(f"Section {i}", level=1)
+        d.add_paragraph(f"Entry {i} records the survey of kestrel{i} nests along the river bank.")
+    d.save(path)
 
 
 def _hanging_tesseract(tmp: Path) -> Path:
@@ -65,11 +85,7 @@ def test_one_document_that_always_times_out_in_a_group_of_sixteen(tmp_path):
     assert s.dead_letters() == []
     from ingest.search import open_index
 
-    import pwd
-
-    me = pwd.getpwuid(os.getuid()).pw_name
-    assert open_index(str(store)).search("zebrafinch7", principal=me, mode="bm25")
-    print(r.stderr)
+    assert open_index(str(store)).search("zebrafinch7", principal=_me(), mode="bm25")
 
 
 def test_a_failed_document_makes_ingest_add_exit_non_zero(tmp_path):
@@ -95,3 +111,43 @@ def test_dead_lettered_documents_count_and_fail_the_run(store):
     assert [p for p, _ in ends["dead-lettered"]] == ["b.md"] and len(ends["indexed"]) == 1
     assert add_exit_code({k: len(v) for k, v in ends.items()}) == 1
     assert add_exit_code({"indexed": 3, "flagged": 1, "quarantined": 2, "failed": 0, "dead-lettered": 0}) == 0
+
+
+def test_a_document_longer_than_a_task_goes_on_in_new_tasks_from_the_cache(tmp_path):
+    """A task budget far too short for the document: each task embeds pieces (cached) and
+    hands the rest on; the document gets there, nothing is dead-lettered or quarantined."""
+    root = tmp_path / "docs"
+    root.mkdir()
+    _big_docx(root / "long.docx", 400)
+    store = tmp_path / "index.db"
+    r = _add(root, store, INGEST_TASK_TIME_LIMIT="40", INGEST_EMBED_PIECE="16")
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1].startswith("1 indexed, 0 flagged, 0 quarantined"), r.stdout
+    assert "continued in a new task" in r.stderr
+    from ingest.search import open_index
+    from ingest.stores import open_store
+
+    s = open_store(str(store))
+    assert s.get_doc(f"folder:{root}", "long.docx")["n_chunks"] == 400 and s.dead_letters() == []
+    assert open_index(str(store)).search("kestrel399", principal=_me(), mode="bm25")
+
+
+@pytest.mark.slow
+def test_a_document_of_6000_chunks_indexes_with_the_default_limits(tmp_path):
+    """Acceptance (issue 15): >= 6,000 chunks on the embedded default, default limits:
+    indexed, searchable, nothing dead-lettered, with progress lines while it embeds."""
+    root = tmp_path / "docs"
+    root.mkdir()
+    _big_docx(root / "big.docx", 6100)
+    store = tmp_path / "index.db"
+    r = _add(root, store, timeout=3600)
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1].startswith("1 indexed, 0 flagged, 0 quarantined, 0 failed, "
+                                                        "0 dead-lettered"), r.stdout
+    assert "/6100 chunks (" in r.stderr  # the progress line
+    from ingest.search import open_index
+    from ingest.stores import open_store
+
+    s = open_store(str(store))
+    assert s.get_doc(f"folder:{root}", "big.docx")["n_chunks"] >= 6000 and s.dead_letters() == []
+    assert open_index(str(store)).search("kestrel6042", principal=_me(), mode="bm25")

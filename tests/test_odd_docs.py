@@ -1,0 +1,37 @@
+"""Issue 15, defects 2-10: odd documents, each on a small file made here."""
+from __future__ import annotations
+
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+import extractors
+from extractors.base import ExtractionError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_pdf_quality import raw_pdf  # noqa: E402
+
+
+def test_a_pypdf_limit_that_is_no_bomb_falls_back_to_pdfium(tmp_path):
+    """pypdf's LimitReachedError for a count (here: 17 filters, its limit is 16) is no
+    decompression bomb: the page is read by the other engine."""
+    import pypdf.filters
+
+    k = pypdf.filters.get_configuration().stream_filters_maximum_length + 1
+    data = b"BT /F1 12 Tf 72 700 Td (Quarterly report on kestrel nesting sites) Tj ET"
+    for _ in range(k):
+        data = zlib.compress(data)
+    path = raw_pdf(tmp_path / "filters.pdf", data, "/Filter [" + " ".join(["/FlateDecode"] * k) + "]")
+    ex = extractors.extract(path)
+    assert "kestrel nesting" in " ".join(e.text for e in ex.elements)
+
+
+def test_a_real_flate_bomb_is_still_a_decompression_bomb(tmp_path):
+    packer = zlib.compressobj(9)
+    content = b"".join(packer.compress(b" " * (1 << 20)) for _ in range(100)) + packer.flush()
+    path = raw_pdf(tmp_path / "flate.pdf", content, "/Filter /FlateDecode")
+    with pytest.raises(ExtractionError) as info:
+        extractors.extract(path)
+    assert info.value.code == "decompression-bomb"
