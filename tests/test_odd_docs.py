@@ -35,3 +35,25 @@ def test_a_real_flate_bomb_is_still_a_decompression_bomb(tmp_path):
     with pytest.raises(ExtractionError) as info:
         extractors.extract(path)
     assert info.value.code == "decompression-bomb"
+
+
+def test_message_global_enclosed_mail_is_parsed_as_a_mail(tmp_path):
+    import base64
+
+    inner = ("From: Zoë <zoe@example.org>\r\nTo: a@example.org\r\nSubject: Résumé of the kestrel survey\r\n"
+             "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+             "The real body: nests counted along the river bank.\r\n").encode()
+    b64 = base64.encodebytes(inner).decode()
+    outer = ("From: a@example.org\r\nTo: b@example.org\r\nSubject: Fwd\r\nMIME-Version: 1.0\r\n"
+             'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n'
+             "See the enclosed mail.\r\n--B\r\nContent-Type: message/global\r\n"
+             "Content-Transfer-Encoding: base64\r\n\r\n" + b64 + "--B--\r\n")
+    path = tmp_path / "fwd.eml"
+    path.write_text(outer)
+    from extractors.base import ExtractContext
+
+    ex = extractors.extract(path, ctx=ExtractContext(workdir=tmp_path))
+    assert b64.split()[0] not in ex.text and "Subject: R" not in ex.text  # no raw headers or base64
+    assert len(ex.children) == 1
+    child = extractors.extract(ex.children[0].path, ctx=ExtractContext(workdir=tmp_path, depth=1))
+    assert "nests counted along the river bank" in child.text and "Content-Type" not in child.text

@@ -120,7 +120,7 @@ def test_a_document_longer_than_a_task_goes_on_in_new_tasks_from_the_cache(tmp_p
     root.mkdir()
     _big_docx(root / "long.docx", 400)
     store = tmp_path / "index.db"
-    r = _add(root, store, INGEST_TASK_TIME_LIMIT="40", INGEST_EMBED_PIECE="16")
+    r = _add(root, store, INGEST_TASK_TIME_LIMIT="60", INGEST_EMBED_PIECE="16")
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1].startswith("1 indexed, 0 flagged, 0 quarantined"), r.stdout
     assert "continued in a new task" in r.stderr
