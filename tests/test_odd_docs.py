@@ -57,3 +57,20 @@ def test_message_global_enclosed_mail_is_parsed_as_a_mail(tmp_path):
     assert len(ex.children) == 1
     child = extractors.extract(ex.children[0].path, ctx=ExtractContext(workdir=tmp_path, depth=1))
     assert "nests counted along the river bank" in child.text and "Content-Type" not in child.text
+
+
+def test_a_16_bit_greyscale_png_is_scaled_not_clipped_before_ocr(tmp_path):
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from extractors.ocr import _prepare
+
+    img = Image.new("L", (400, 100), 255)
+    ImageDraw.Draw(img).text((10, 40), "Kestrel survey 2026", fill=60)  # dark grey ink
+    wide = (np.asarray(img).astype(np.uint16) * 257)
+    path = tmp_path / "deep.png"
+    Image.fromarray(wide).save(path)
+    opened = Image.open(path)
+    assert opened.mode.startswith("I")  # 16-bit greyscale as PIL reads it
+    out = np.asarray(_prepare(opened))
+    assert out.min() < 80 and out.max() > 225  # grey ink on white, not all white (clipped at 255)
