@@ -479,7 +479,7 @@ def _delimited(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element]
     size = path.stat().st_size
     if size <= SMALL_TEXT_BYTES:
         text, encoding, notes = decode_bytes(path.read_bytes())
-        stream = io.StringIO(text.replace("\r\n", "\n"))
+        stream = io.StringIO(text.replace("\r\n", "\n").replace("\r", "\n"))  # CR-only (old Mac) too
         head = text[:65536]
     else:
         encoding, notes = _sample_encoding(path)

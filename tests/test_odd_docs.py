@@ -74,3 +74,10 @@ def test_a_16_bit_greyscale_png_is_scaled_not_clipped_before_ocr(tmp_path):
     assert opened.mode.startswith("I")  # 16-bit greyscale as PIL reads it
     out = np.asarray(_prepare(opened))
     assert out.min() < 80 and out.max() > 225  # grey ink on white, not all white (clipped at 255)
+
+
+def test_csv_with_cr_only_line_endings(tmp_path):
+    path = tmp_path / "old_mac.csv"
+    path.write_bytes(b"name,city\rAda,London\rGrace,Arlington\rLinus,Helsinki\r")
+    ex = extractors.extract(path)
+    assert "Arlington" in ex.text and "Helsinki" in ex.text
