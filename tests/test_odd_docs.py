@@ -81,3 +81,17 @@ def test_csv_with_cr_only_line_endings(tmp_path):
     path.write_bytes(b"name,city\rAda,London\rGrace,Arlington\rLinus,Helsinki\r")
     ex = extractors.extract(path)
     assert "Arlington" in ex.text and "Helsinki" in ex.text
+
+
+@pytest.mark.parametrize("name", ["note.asc", "job.bms"])
+def test_plain_text_under_an_unusual_extension_is_text(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("This is a plain note about kestrels.\nSecond line of ordinary text.\n")
+    assert extractors.detect(path) == "text/plain"
+    assert "kestrels" in extractors.extract(path).text
+
+
+def test_a_real_pgp_key_is_still_no_document(tmp_path):
+    path = tmp_path / "key.asc"
+    path.write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQINBGExample\n-----END PGP PUBLIC KEY BLOCK-----\n")
+    assert extractors.detect(path) != "text/plain"
