@@ -293,9 +293,22 @@ def _open_workbook(path: Path, fmt: str):
     except KeyError as exc:
         raise ExtractionError("corrupt", f"{fmt}: package part missing: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds on bad XML
+        _raise_if_unsafe_xml(exc, fmt)
         raise ExtractionError(
             "corrupt", f"{fmt}: workbook unreadable ({type(exc).__name__}: {str(exc)[:200]})"
         ) from exc
+
+
+def _raise_if_unsafe_xml(exc: BaseException, fmt: str) -> None:
+    """openpyxl parses with defusedxml and wraps its refusal in a ValueError: an entity
+    declaration (billion laughs) or an external reference is ``unsafe-xml``, not ``corrupt``."""
+    seen = 0
+    e: BaseException | None = exc
+    while e is not None and seen < 10:
+        if type(e).__module__.startswith("defusedxml"):
+            raise ExtractionError("unsafe-xml", f"{fmt}: {type(e).__name__}: {e} (entity expansion and "
+                                  "external references are disabled)") from exc
+        e, seen = e.__cause__ or e.__context__, seen + 1
 
 
 def _xlsx(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element], int, list[str]]:
@@ -321,6 +334,7 @@ def _xlsx(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element], int
             except ExtractionError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one damaged sheet fails the file, named
+                _raise_if_unsafe_xml(exc, fmt)
                 raise ExtractionError(
                     "corrupt", f"{fmt}: sheet '{ws.title}' unreadable "
                     f"({type(exc).__name__}: {str(exc)[:200]})") from exc

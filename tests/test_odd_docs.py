@@ -95,3 +95,23 @@ def test_a_real_pgp_key_is_still_no_document(tmp_path):
     path = tmp_path / "key.asc"
     path.write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQINBGExample\n-----END PGP PUBLIC KEY BLOCK-----\n")
     assert extractors.detect(path) != "text/plain"
+
+
+def test_entity_expansion_xlsx_is_unsafe_xml(tmp_path):
+    import zipfile
+
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    wb.active["A1"] = "hello"
+    wb.save(tmp_path / "ok.xlsx")
+    with zipfile.ZipFile(tmp_path / "ok.xlsx") as zin, zipfile.ZipFile(tmp_path / "lol.xlsx", "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = data.replace(b"<worksheet", b'<!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;&a;">]>'
+                                    b"\n<worksheet", 1)
+            zout.writestr(info, data)
+    with pytest.raises(ExtractionError) as info:
+        extractors.extract(tmp_path / "lol.xlsx")
+    assert info.value.code == "unsafe-xml"
