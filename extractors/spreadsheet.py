@@ -427,6 +427,10 @@ def _ods(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element], int,
                         if not writer.row(row_number + copy + 1, list(cells)):
                             stopped = True
                             break
+                    if repeat > odf.MAX_REPEAT and not stopped:  # the cap is a cut: say so (quality flag)
+                        budget.warnings.append(
+                            f"truncated: sheet '{writer.name}' row {row_number + 1} repeated {repeat} times, "
+                            f"kept {odf.MAX_REPEAT}")
             row_number += repeat
             _free(el)
     except etree.XMLSyntaxError as exc:

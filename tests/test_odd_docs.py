@@ -115,3 +115,30 @@ def test_entity_expansion_xlsx_is_unsafe_xml(tmp_path):
     with pytest.raises(ExtractionError) as info:
         extractors.extract(tmp_path / "lol.xlsx")
     assert info.value.code == "unsafe-xml"
+
+
+def test_ods_repeated_rows_past_the_cap_are_flagged_truncated(tmp_path):
+    import zipfile
+
+    from ingest.quality import assess
+
+    content = ('<?xml version="1.0" encoding="UTF-8"?><office:document-content '
+               'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+               'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+               'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">'
+               '<office:body><office:spreadsheet><table:table table:name="S">'
+               '<table:table-row><table:table-cell><text:p>kestrel</text:p></table:table-cell></table:table-row>'
+               '<table:table-row table:number-rows-repeated="5000"><table:table-cell><text:p>same row</text:p>'
+               '</table:table-cell></table:table-row></table:table></office:spreadsheet></office:body>'
+               '</office:document-content>')
+    path = tmp_path / "rep.ods"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet", compress_type=zipfile.ZIP_STORED)
+        z.writestr("content.xml", content)
+        z.writestr("META-INF/manifest.xml", '<?xml version="1.0"?><manifest:manifest xmlns:manifest='
+                   '"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0"><manifest:file-entry '
+                   'manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>'
+                   '</manifest:manifest>')
+    ex = extractors.extract(path)
+    assert any(w.startswith("truncated:") and "5000" in w for w in ex.warnings)
+    assert "quality:truncated" in assess(ex).flags
