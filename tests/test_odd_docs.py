@@ -142,3 +142,16 @@ def test_ods_repeated_rows_past_the_cap_are_flagged_truncated(tmp_path):
     ex = extractors.extract(path)
     assert any(w.startswith("truncated:") and "5000" in w for w in ex.warnings)
     assert "quality:truncated" in assess(ex).flags
+
+
+def test_ocr_that_recognises_nothing_is_no_text_not_low_confidence():
+    from extractors.base import Element, Extraction
+    from ingest.quality import assess
+
+    icon = Extraction(elements=[Element("text", "~")], extractor="image/ocr", extractor_version="t", mime="image/gif",
+                      pages=1, ocr_pages={1: 0.0})
+    r = assess(icon)
+    assert r.verdict == "quarantined" and r.reasons[0].startswith("empty:")
+    scan = Extraction(elements=[Element("text", "Kestrel survey")], extractor="image/ocr", extractor_version="t",
+                      mime="image/png", pages=1, ocr_pages={1: 20.0})
+    assert assess(scan).reasons[0].startswith("ocr-confidence")
