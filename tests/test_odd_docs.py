@@ -155,3 +155,22 @@ def test_ocr_that_recognises_nothing_is_no_text_not_low_confidence():
     scan = Extraction(elements=[Element("text", "Kestrel survey")], extractor="image/ocr", extractor_version="t",
                       mime="image/png", pages=1, ocr_pages={1: 20.0})
     assert assess(scan).reasons[0].startswith("ocr-confidence")
+
+
+def test_corpora_generate_needs_only_the_base_install(tmp_path):
+    """README "Using it": `python -m corpora.generate ~/archive` after `pip install -e .` only:
+    the test extra's modules are blocked, and fpdf2 is a base dependency."""
+    import subprocess
+    import tomllib
+
+    repo = Path(__file__).resolve().parents[1]
+    meta = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    base = " ".join(meta["dependencies"])
+    assert "fpdf2" in base and "fonttools" in base
+    extra_only = [m for m in ("pytest", "hypothesis", "wsgidav", "moto", "pytest_timeout")]
+    code = ("import sys\nfor m in %r: sys.modules[m] = None\n"
+            "import runpy; sys.argv = ['generate', %r]; runpy.run_module('corpora.generate', run_name='__main__')"
+            % (extra_only, str(tmp_path / "archive")))
+    r = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert any(p.suffix == ".pdf" for p in (tmp_path / "archive").rglob("*"))
