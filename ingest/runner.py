@@ -168,6 +168,14 @@ def run_worker(store_url: str, broker_url: str, queues: str, concurrency: int | 
     app = configure(broker_url)
     concurrency = concurrency or default_concurrency()
     os.environ.setdefault("INGEST_TORCH_THREADS", str(max(1, default_concurrency() // concurrency)))
+    if os.geteuid() == 0:  # common in containers, and needed to read every user's files
+        import warnings
+
+        from celery.exceptions import SecurityWarning
+
+        warnings.filterwarnings("ignore", category=SecurityWarning)  # Celery's wall of text, once per worker
+        log.warning("running as root: the worker can read every file it is given; who may see a document in "
+                    "search is still decided by that file's own permissions, not by root's")
     quiet = ["--quiet"] if loglevel.upper() in ("WARNING", "ERROR", "CRITICAL") else []
     argv = [*quiet, "worker", "-Q", queues, "-c", str(concurrency), "-P", "prefork", "-l", loglevel,
             "-n", f"ingest-{os.getpid()}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
