@@ -685,7 +685,13 @@ def _sniff_text(head: bytes, p: Path, ext: str) -> str:
             return EMAIL
         return TEXT
     guessed, _ = mimetypes.guess_type(p.name)
-    return guessed or "text/x-unknown"
+    if guessed in _FAMILY or (guessed or "").startswith("text/"):
+        return guessed
+    if guessed and _decode_head(head).lstrip().startswith("-----BEGIN PGP"):
+        return guessed  # a real key or signature (.asc): no document
+    # text under a name that means nothing here (.bms) or another type (.asc without
+    # PGP armour): the bytes are text, so it is read as text, like the same file as .txt
+    return TEXT
 
 
 def _decode_head(head: bytes) -> str:

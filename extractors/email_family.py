@@ -365,6 +365,9 @@ _MAIL_HEADERS = {"from", "to", "cc", "subject", "date", "message-id", "received"
 _SIGNATURES = {"application/pgp-signature", "application/pkcs7-signature",
                "application/x-pkcs7-signature"}
 _BODY_TYPES = {"text/plain", "text/html", "text/enriched", "text/richtext"}
+# an enclosed mail; message/global (RFC 6532, UTF-8 headers) may be base64-encoded, which
+# Python's parser leaves as an opaque payload: decoded, it is a mail like any other
+_ENCLOSED_MAIL = {"message/rfc822", "message/global"}
 _BINHEX_TYPES = {"application/mac-binhex40", "application/mac-binhex", "application/binhex",
                  "application/x-binhex40", "application/x-mac-binhex40"}
 
@@ -483,7 +486,7 @@ def _filename(part: Message) -> str | None:
 
 def _walk(part: Message, mail: _Mail, body: bool) -> None:
     ctype = part.get_content_type()
-    if ctype == "message/rfc822":
+    if ctype in _ENCLOSED_MAIL:
         _attach_message(part, mail)
         return
     if part.is_multipart():
@@ -591,7 +594,18 @@ def _guess_type(name: str) -> str:
 def _attach_message(part: Message, mail: _Mail) -> None:
     payload = part.get_payload()
     inner = payload[0] if isinstance(payload, list) and payload else None
-    if isinstance(inner, Message):
+    cte = str(part.get("Content-Transfer-Encoding", "") or "").strip().lower()
+    if isinstance(inner, Message) and cte in ("base64", "quoted-printable"):
+        # the parser read the encoded text as a mail (no headers, the base64 as its body):
+        # decode it, then it is the enclosed mail
+        import binascii
+        import quopri
+
+        raw = _serialize(inner, mail.linesep)
+        data = binascii.a2b_base64(raw) if cte == "base64" else quopri.decodestring(raw)
+        data = data.lstrip(b"\r\n")
+        subject = _header(email.message_from_bytes(data, policy=email.policy.default), "Subject")
+    elif isinstance(inner, Message):
         data = _serialize(inner, mail.linesep)
         subject = _header(inner, "Subject")
     else:

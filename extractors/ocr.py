@@ -161,6 +161,21 @@ def _open_image(path: Path, mime: str | None = None):
     return image
 
 
+def _to_8bit(image):
+    """A 16-bit (or 32-bit integer, or float) greyscale image scaled to 8 bits."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(image)
+    if arr.dtype.kind == "f":
+        top = float(arr.max()) if arr.size else 1.0
+        scale = 255.0 / top if top > 1.0 else 255.0
+    else:
+        top = int(arr.max()) if arr.size else 0
+        scale = 1.0 if top <= 255 else 255.0 / (65535 if top <= 65535 else top)
+    return Image.fromarray(np.clip(arr.astype(np.float64) * scale, 0, 255).astype(np.uint8), "L")
+
+
 def _prepare(image):
     """8-bit greyscale (transparency flattened onto white), small images enlarged."""
     from PIL import Image
@@ -170,6 +185,8 @@ def _prepare(image):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        image = _to_8bit(image)  # convert("L") would clip 16-bit values at 255: all white
     if image.mode != "L":
         image = image.convert("L")
     short = min(image.size)

@@ -204,6 +204,11 @@ def _open_pdfium(path: Path, password: str | None, warnings: list[str]):
         return None
 
 
+# LimitReachedError messages that mean "decoded output past a cap" (not loops or counts)
+_OUTPUT_CAP = re.compile(r"^(Limit reached while decompressing|Declared size .* exceeds allowed limit|"
+                         r"Stream decoding exceeded|.*maximum output length)", re.I)
+
+
 def _page_text(pages, document, index: int, warnings: list[str],
                third=None) -> tuple[str | None, str]:
     """(text, engine) of one page: pypdf's text layer unless PDFium's is clearly better
@@ -217,11 +222,14 @@ def _page_text(pages, document, index: int, warnings: list[str],
     errors: list[str] = []
     from pypdf.errors import LimitReachedError
 
+    capped = None  # pypdf stopped at one of its output caps (a possible bomb; PDFium decides)
     try:
         ours = _pdftext.clean(pages[index].extract_text() or "")
-    except LimitReachedError as exc:  # a stream decoding past pypdf's output caps
-        raise ExtractionError("decompression-bomb",
-                              f"pdf page {number}: {exc} (pypdf decoding limit)") from exc
+    except LimitReachedError as exc:  # one of pypdf's limits: output caps, but also loops, counts
+        ours = None
+        errors.append(f"pypdf: {type(exc).__name__}: {exc}")
+        if _OUTPUT_CAP.search(str(exc)):
+            capped = exc
     except Exception as exc:  # noqa: BLE001 - recorded per page, see module docstring
         ours = None
         errors.append(f"pypdf: {type(exc).__name__}: {exc}")
@@ -231,6 +239,11 @@ def _page_text(pages, document, index: int, warnings: list[str],
             theirs = _pdftext.clean(_pdfium_page_text(document, index))
         except Exception as exc:  # noqa: BLE001
             errors.append(f"pypdfium2: {type(exc).__name__}: {exc}")
+    if capped is not None and not (theirs or "").strip():
+        # past pypdf's output cap and nothing PDFium (under the sandbox's memory limit) can
+        # read either: the stream is all output and no text, a decompression bomb
+        raise ExtractionError("decompression-bomb",
+                              f"pdf page {number}: {capped} (pypdf decoding limit)") from capped
     if ours is None and theirs is None:
         warnings.append(f"page {number}: text extraction failed: {'; '.join(errors)}")
         return None, ""

@@ -215,6 +215,10 @@ def run(fn: Callable[..., Any], *args, timeout: float | None = None, memory_mb: 
             if e.code == "memory" and not fresh and attempt == 0:
                 continue  # maybe earlier parses' memory: try once more in a fresh process
             raise
+        except BaseException:  # interrupted while waiting (the task's time limit): its answer is nobody's
+            _servers.pop(memory_mb, None)
+            server.kill()
+            raise
         if result is None:  # it had gone away between parses: start a fresh one
             server.kill()
             _servers.pop(memory_mb, None)

@@ -293,9 +293,22 @@ def _open_workbook(path: Path, fmt: str):
     except KeyError as exc:
         raise ExtractionError("corrupt", f"{fmt}: package part missing: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds on bad XML
+        _raise_if_unsafe_xml(exc, fmt)
         raise ExtractionError(
             "corrupt", f"{fmt}: workbook unreadable ({type(exc).__name__}: {str(exc)[:200]})"
         ) from exc
+
+
+def _raise_if_unsafe_xml(exc: BaseException, fmt: str) -> None:
+    """openpyxl parses with defusedxml and wraps its refusal in a ValueError: an entity
+    declaration (billion laughs) or an external reference is ``unsafe-xml``, not ``corrupt``."""
+    seen = 0
+    e: BaseException | None = exc
+    while e is not None and seen < 10:
+        if type(e).__module__.startswith("defusedxml"):
+            raise ExtractionError("unsafe-xml", f"{fmt}: {type(e).__name__}: {e} (entity expansion and "
+                                  "external references are disabled)") from exc
+        e, seen = e.__cause__ or e.__context__, seen + 1
 
 
 def _xlsx(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element], int, list[str]]:
@@ -321,6 +334,7 @@ def _xlsx(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element], int
             except ExtractionError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one damaged sheet fails the file, named
+                _raise_if_unsafe_xml(exc, fmt)
                 raise ExtractionError(
                     "corrupt", f"{fmt}: sheet '{ws.title}' unreadable "
                     f"({type(exc).__name__}: {str(exc)[:200]})") from exc
@@ -413,6 +427,10 @@ def _ods(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element], int,
                         if not writer.row(row_number + copy + 1, list(cells)):
                             stopped = True
                             break
+                    if repeat > odf.MAX_REPEAT and not stopped:  # the cap is a cut: say so (quality flag)
+                        budget.warnings.append(
+                            f"truncated: sheet '{writer.name}' row {row_number + 1} repeated {repeat} times, "
+                            f"kept {odf.MAX_REPEAT}")
             row_number += repeat
             _free(el)
     except etree.XMLSyntaxError as exc:
@@ -479,7 +497,7 @@ def _delimited(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element]
     size = path.stat().st_size
     if size <= SMALL_TEXT_BYTES:
         text, encoding, notes = decode_bytes(path.read_bytes())
-        stream = io.StringIO(text.replace("\r\n", "\n"))
+        stream = io.StringIO(text.replace("\r\n", "\n").replace("\r", "\n"))  # CR-only (old Mac) too
         head = text[:65536]
     else:
         encoding, notes = _sample_encoding(path)

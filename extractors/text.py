@@ -210,7 +210,7 @@ def _heading_like(line: str) -> bool:
 
 
 def split_table(text: str, delimiter: str = "\t") -> list[list[str]]:
-    reader = csv.reader(io.StringIO(text.replace("\r\n", "\n")), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text.replace("\r\n", "\n").replace("\r", "\n")), delimiter=delimiter)
     rows = [[" ".join(cell.split()) for cell in row] for row in reader]
     rows = [row for row in rows if any(row)]
     width = max((len(row) for row in rows), default=0)

@@ -201,16 +201,25 @@ def cmd_run(a) -> int:
 
 
 def cmd_add(a) -> int:
-    from .runner import add
+    from .runner import add, add_exit_code
 
     summary = add(a.paths, a.store, a.broker, progress=not a.no_progress, concurrency=a.concurrency,
                   sinks=_sinks(a))
+    ends = summary["ends"]
     if a.json:
         print(json.dumps(summary, indent=2))
     else:
         outs = ", ".join(f"{v} {k}" for k, v in sorted(summary["outcomes"].items())) or "nothing changed"
         print(f"{summary['queued']} change(s) processed: {outs}")
-    return 1 if summary["outcomes"].get("error") and not summary["outcomes"].get("indexed") else 0
+        for kind, docs in summary["problems"].items():
+            for d in docs[:20]:
+                print(f"  {kind}: {d['path']}: {d['reason']}")
+            if len(docs) > 20:
+                print(f"  ... and {len(docs) - 20} more {kind}")
+        store = f" --store {a.store}" if a.store else ""
+        print(", ".join(f"{n} {k}" for k, n in ends.items()) + f"; `ingest status{store}` lists them")
+    # the truth: anything that ended dead-lettered or failed (not quarantined with a reason) fails the run
+    return add_exit_code(ends)
 
 
 def cmd_search(a) -> int:

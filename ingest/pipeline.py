@@ -23,6 +23,7 @@ from pathlib import Path
 
 from acl.model import ACL
 
+from .budget import EMBED_PIECE, Budget, OutOfTime, Requeue, is_soft_timeout
 from .obs import trace
 from .obs.clock import Clock, merged
 from .sources.base import DELETE, MOVE, RESCAN, UPSERT, ChangeEvent
@@ -108,6 +109,16 @@ class Outcome:
     notes: list = field(default_factory=list)  # e.g. "nlp:unsupported-language" (in the trace)
 
 
+def _parse_room() -> float:
+    """The longest one parse may take (the sandbox's limit): a group starts no parse with less left."""
+    from extractors.sandbox import DEFAULT_TIMEOUT_S
+
+    return DEFAULT_TIMEOUT_S
+
+
+LARGE_DOC_CHUNKS = 2000  # embedding this many chunks or more logs a progress line
+
+
 def _row_versions(row) -> tuple | None:
     return None if row is None else (row["content_version"], row["acl_version"], row["size"], row["mtime_ns"])
 
@@ -147,6 +158,9 @@ class Pipeline:
         self.passwords = passwords
         self._policy = policy  # ingest.classify.LabelPolicy; default: [labels] of the config
         self._clocks: list[Clock] = []  # per-document stage timings; a child document gets its own
+        self.budget: Budget | None = None  # the running task's time (ingest.budget); None: unbounded
+        self._grouped = False  # inside handle_many: a time-out hands the document back, never fails it
+        self._rate: float | None = None  # embedding throughput seen (chunks/s), to size the next piece
 
     @property
     def policy(self):
@@ -266,48 +280,80 @@ class Pipeline:
         the ordinary way, so the result is the same as ``handle`` one by one.
         A fault of one document is recorded for it and the others go on; a transient
         fault (store unreachable) propagates, so the task is retried as a whole.
+
+        Time (``self.budget``, ingest.budget): no parse starts that the budget might not
+        fit, embedding goes in bounded pieces; what the group did not finish when time
+        runs short (or the task's soft limit strikes) is raised as :class:`Requeue`:
+        those documents go back to the queue one task each, never dead-lettered for a
+        neighbour.
         """
         from .faults import is_transient
 
         outs: list[Outcome] = []
-        pending: list[tuple[ChangeEvent, Pending]] = []
+        pending: list[tuple[int, ChangeEvent, Pending]] = []
+        versions = list(versions or [None] * len(events))
+        done: set[int] = set()
         started = time.time()
-        for ev, version in zip(events, versions or [None] * len(events)):
-            try:
-                if ev.kind != UPSERT:
-                    outs.extend(self.handle(ev, batch, ctx, version))
-                    continue
-                o = self.upsert(ev.root, ev.path, defer=True, version=version)
-            except Exception as e:  # recorded per document; the others go on
-                if is_transient(e):
-                    raise
-                log.exception("change %s %s failed", ev.kind, ev.path)
-                o = Outcome("error", detail=f"internal-error: {type(e).__name__}: {e}")
-            if isinstance(o, Pending):
-                pending.append((ev, o))
-            else:
-                self._log(ev, [o], batch, ctx, started)
-                outs.append(o)
-        if pending:
-            texts = [c.embed_text for _, p in pending for c in p.chunks]
-            hashes = [c.embed_hash for _, p in pending for c in p.chunks]
-            t0 = time.perf_counter()
-            vecs, _ = self.vectors(texts, hashes)
-            share = (time.perf_counter() - t0) / max(1, len(hashes))  # one call: each document its share
-            by_hash = dict(zip(hashes, vecs))
-            counted: set[str] = set()
-            for ev, p in pending:
+        self._grouped = True
+        try:
+            for i, (ev, version) in enumerate(zip(events, versions)):
+                if i and self.budget is not None and \
+                        self.budget.left() < min(_parse_room(), 0.25 * self.budget.seconds):
+                    break  # the rest go back to the queue, one task each
                 try:
-                    with self.clocked() as c:
-                        o = self._apply_pending(p, by_hash, counted)
-                    o.timings = merged(p.timings, {"embed": share * len(p.chunks)}, c.stages, o.timings)
-                except Exception as e:
-                    if is_transient(e):
+                    if ev.kind != UPSERT:
+                        outs.extend(self.handle(ev, batch, ctx, version))
+                        done.add(i)
+                        continue
+                    o = self.upsert(ev.root, ev.path, defer=True, version=version)
+                except OutOfTime:
+                    break  # its parse was cut short by the group's time: it goes back, alone
+                except Exception as e:  # recorded per document; the others go on
+                    if is_transient(e) or is_soft_timeout(e):
                         raise
                     log.exception("change %s %s failed", ev.kind, ev.path)
-                    o = Outcome("error", p.doc.doc_id, detail=f"internal-error: {type(e).__name__}: {e}")
-                self._log(ev, [o], batch, ctx, started)
-                outs.append(o)
+                    o = Outcome("error", detail=f"internal-error: {type(e).__name__}: {e}")
+                if isinstance(o, Pending):
+                    pending.append((i, ev, o))
+                else:
+                    self._log(ev, [o], batch, ctx, started)
+                    outs.append(o)
+                    done.add(i)
+            if pending:
+                texts = [c.embed_text for _, _, p in pending for c in p.chunks]
+                hashes = [c.embed_hash for _, _, p in pending for c in p.chunks]
+                t0 = time.perf_counter()
+                try:
+                    vecs, _ = self.vectors(texts, hashes, label=f"{len(pending)} document(s)")
+                    by_hash = dict(zip(hashes, vecs))
+                except OutOfTime:  # apply the documents whose vectors are all there
+                    by_hash = self.store.cached_vectors(self.embedder.model_id, list(set(hashes)))
+                share = (time.perf_counter() - t0) / max(1, len(hashes))  # one call: each document its share
+                counted: set[str] = set()
+                for i, ev, p in pending:
+                    if any(c.embed_hash not in by_hash for c in p.chunks):
+                        continue  # not embedded in time: it goes back to the queue
+                    try:
+                        with self.clocked() as c:
+                            o = self._apply_pending(p, by_hash, counted)
+                        o.timings = merged(p.timings, {"embed": share * len(p.chunks)}, c.stages, o.timings)
+                    except Exception as e:
+                        if is_transient(e) or is_soft_timeout(e):
+                            raise
+                        log.exception("change %s %s failed", ev.kind, ev.path)
+                        o = Outcome("error", p.doc.doc_id, detail=f"internal-error: {type(e).__name__}: {e}")
+                    self._log(ev, [o], batch, ctx, started)
+                    outs.append(o)
+                    done.add(i)
+        except Exception as e:
+            if not (isinstance(e, OutOfTime) or is_soft_timeout(e)):
+                raise
+            log.warning("group of %d change(s) ran out of time (%s); %d done", len(events), e, len(done))
+        finally:
+            self._grouped = False
+        left = [i for i in range(len(events)) if i not in done]
+        if left:
+            raise Requeue([events[i] for i in left], [versions[i] for i in left], outs=outs)
         return outs
 
     def _apply_pending(self, p: Pending, vectors: dict[str, bytes], counted: set[str]) -> Outcome:
@@ -485,27 +531,62 @@ class Pipeline:
                     return self._fail(doc, "unreadable", f"cannot read file: {e}")
                 except OSError as e:
                     return self._fail(doc, "unreadable", f"cannot read file: {e.strerror}")
-            out = self._index_in(doc, parse_path, depth, Path(workdir), source_path=path)
-            if isinstance(out, Pending) and not defer:
-                with self._stage("embed"):
-                    vecs, _ = self.vectors([c.embed_text for c in out.chunks],
-                                           [c.embed_hash for c in out.chunks])
-                n_chunks, n_fresh = len(out.chunks), len(out.fresh)
-                out = self._apply_chunks(out.doc, out.chunks, dict(zip((c.embed_hash for c in out.chunks), vecs)),
-                                         parsed=out.parsed, embedded=out.embedded + n_fresh,
-                                         elements=out.elements)
-                out.cached = n_chunks - n_fresh
+            try:
+                out = self._index_in(doc, parse_path, depth, Path(workdir), source_path=path)
+                if isinstance(out, Pending) and not defer:
+                    with self._stage("embed"):
+                        vecs, _ = self.vectors([c.embed_text for c in out.chunks],
+                                               [c.embed_hash for c in out.chunks], label=doc.uri)
+                    n_chunks, n_fresh = len(out.chunks), len(out.fresh)
+                    out = self._apply_chunks(out.doc, out.chunks,
+                                             dict(zip((c.embed_hash for c in out.chunks), vecs)),
+                                             parsed=out.parsed, embedded=out.embedded + n_fresh,
+                                             elements=out.elements)
+                    out.cached = n_chunks - n_fresh
+            except Exception as e:
+                reason = self._timed_out(e, depth)
+                if reason is None:
+                    raise
+                log.warning("%s: %s", doc.uri, reason)
+                return self._fail(doc, "timeout", reason, parsed=1, status="quarantined")
             return out
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
+    def _timed_out(self, e: Exception, depth: int) -> str | None:
+        """The quarantine reason when ``e`` means this document ran out of its own time,
+        else None (``e`` is re-raised: not a time-out, or one that is no fault of this
+        document: in a group, or with progress kept, it goes back to the queue)."""
+        if isinstance(e, OutOfTime):
+            if self._grouped or e.progress or depth:
+                return None
+            return str(e)
+        if is_soft_timeout(e) and not self._grouped and not depth:
+            from .budget import soft_limit_s
+
+            stage = (self._clocks[-1].current if self._clocks else None) or "extract"
+            return f"timeout after {soft_limit_s():.0f} s in {stage}"
+        return None
+
     def _extract(self, path: str, ctx):
         from extractors import extract, sandbox
+        from extractors.base import ExtractionError
 
         if not self.sandbox:
             return extract(path, max_bytes=MAX_FILE_BYTES, ctx=ctx)
         label = os.path.splitext(path)[1].lstrip(".").lower() or "parser"  # for limit messages only
-        return sandbox.run(extract, path, max_bytes=MAX_FILE_BYTES, ctx=ctx, label=label)
+        timeout = sandbox.DEFAULT_TIMEOUT_S
+        if self.budget is not None:  # what the task has left, not a parser's full limit; in a group,
+            # less the time to embed what was parsed before (else nothing of the group gets done)
+            left = self.budget.left() - (0.25 * self.budget.seconds if self._grouped else 0.0)
+            timeout = min(timeout, max(1.0, left))
+        try:
+            return sandbox.run(extract, path, max_bytes=MAX_FILE_BYTES, ctx=ctx, label=label, timeout=timeout)
+        except ExtractionError as e:
+            if e.code == "timeout" and timeout < sandbox.DEFAULT_TIMEOUT_S and self._grouped:
+                # cut short by the group's time, not by its own limit: it goes back to the queue alone
+                raise OutOfTime("extract", False, timeout) from e
+            raise
 
     def _index_in(self, doc: DocRecord, path: str, depth: int, workdir: Path,
                   source_path: str | None = None) -> "Outcome | Pending":
@@ -627,15 +708,37 @@ class Pipeline:
         """The text hashes whose vectors the cache lacks (what embedding them will compute)."""
         return set(hashes) - set(self.store.cached_vectors(self.embedder.model_id, list(hashes)))
 
-    def vectors(self, texts: list[str], hashes: list[str]) -> tuple[list[bytes], int]:
-        """Vectors for texts, from the cache keyed by (model id, text hash) where possible."""
+    def vectors(self, texts: list[str], hashes: list[str], label: str | None = None) -> tuple[list[bytes], int]:
+        """Vectors for texts, from the cache keyed by (model id, text hash) where possible.
+
+        What the cache lacks is embedded in pieces of ``EMBED_PIECE`` texts, each cached
+        as it is done, so work survives a time-out; with a budget, no piece starts that
+        it might not fit (:class:`OutOfTime`, ``progress`` if a piece was kept). Large
+        jobs log a progress line (``label`` names them)."""
         model_id = self.embedder.model_id
         have = self.store.cached_vectors(model_id, list(set(hashes)))
         missing = {h: t for t, h in zip(texts, hashes) if h not in have}
-        if missing:
-            hs = list(missing)
-            vecs = self.embedder.encode([missing[h] for h in hs])
-            new = [(h, vecs[i].tobytes()) for i, h in enumerate(hs)]
+        hs = list(missing)
+        t_start, last_note = time.monotonic(), time.monotonic()
+        for k in range(0, len(hs), EMBED_PIECE):
+            piece = hs[k:k + EMBED_PIECE]
+            if k and self.budget is not None:
+                need = 2 * len(piece) / self._rate if self._rate else 0.0
+                if self.budget.left() < need:
+                    log.warning("embedding %s: %d/%d chunks done, time is up for this task; continuing later",
+                                label or "", k, len(hs))
+                    raise OutOfTime("embed", True, self.budget.seconds)
+            elif not k and self.budget is not None and self.budget.left() <= 0:
+                raise OutOfTime("embed", False, self.budget.seconds)
+            t0 = time.perf_counter()
+            vecs = self.embedder.encode([missing[h] for h in piece])
+            rate = len(piece) / max(1e-6, time.perf_counter() - t0)
+            self._rate = rate if self._rate is None else 0.5 * self._rate + 0.5 * rate
+            new = [(h, vecs[i].tobytes()) for i, h in enumerate(piece)]
             self.store.cache_vectors(model_id, new)
             have.update(new)
+            if len(hs) >= LARGE_DOC_CHUNKS and (time.monotonic() - last_note > 10 or k + len(piece) == len(hs)):
+                last_note = time.monotonic()
+                log.warning("embedding %s: %d/%d chunks (%.0f chunks/s)", label or "", k + len(piece), len(hs),
+                            (k + len(piece)) / max(1e-6, last_note - t_start))
         return [have[h] for h in hashes], len(missing)

@@ -101,7 +101,12 @@ def assess(extraction, policy: QualityPolicy | None = None) -> QualityReport:
         q.append(f"garbled: {report.bad_char_ratio:.0%} replacement/control characters")
     elif report.bad_char_ratio > policy.flag_bad_ratio:
         f.append(f"garbage-chars: {report.bad_char_ratio:.1%} replacement/control characters")
-    if report.ocr_confidence is not None:
+    if n >= policy.min_chars and report.ocr_confidence is not None and report.ocr_confidence < 1 \
+            and len(ocr) >= (pages or 1):
+        # OCR of every page and not one word recognised with any confidence (a tiny icon):
+        # no text, like the icons whose OCR returns nothing at all
+        q.append("empty: no text recognised (OCR confidence 0)")
+    elif report.ocr_confidence is not None:
         if report.ocr_confidence < policy.quarantine_ocr_confidence:
             q.append(f"ocr-confidence: mean {report.ocr_confidence:.0f} below {policy.quarantine_ocr_confidence:.0f}")
         elif report.ocr_confidence < policy.flag_ocr_confidence:

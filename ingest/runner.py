@@ -115,6 +115,9 @@ def bulk_group(n_events: int, concurrency: int | None) -> list[int]:
     large groups first (one embedding call fills its batches), small ones at the end, so that
     no worker process sits idle while another finishes a large last group. 60 documents on
     two processes: 15, 12, 9, 6, 5, 4, 3, 2, 2, 2."""
+    fixed = os.environ.get("INGEST_BULK_GROUP")  # a fixed size instead (tuning, tests)
+    if fixed:
+        return [max(1, int(fixed))]
     procs = concurrency or default_concurrency()
     sizes, left = [], n_events
     while left > 0:
@@ -165,6 +168,14 @@ def run_worker(store_url: str, broker_url: str, queues: str, concurrency: int | 
     app = configure(broker_url)
     concurrency = concurrency or default_concurrency()
     os.environ.setdefault("INGEST_TORCH_THREADS", str(max(1, default_concurrency() // concurrency)))
+    if os.geteuid() == 0:  # common in containers, and needed to read every user's files
+        import warnings
+
+        from celery.exceptions import SecurityWarning
+
+        warnings.filterwarnings("ignore", category=SecurityWarning)  # Celery's wall of text, once per worker
+        log.warning("running as root: the worker can read every file it is given; who may see a document in "
+                    "search is still decided by that file's own permissions, not by root's")
     quiet = ["--quiet"] if loglevel.upper() in ("WARNING", "ERROR", "CRITICAL") else []
     argv = [*quiet, "worker", "-Q", queues, "-c", str(concurrency), "-P", "prefork", "-l", loglevel,
             "-n", f"ingest-{os.getpid()}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
@@ -294,6 +305,12 @@ class Runner:
         self.lock.release()
 
 
+def add_exit_code(ends: dict[str, int]) -> int:
+    """``ingest add``'s exit status: 1 when anything ended dead-lettered or failed; 0 when
+    everything ended indexed, flagged, unchanged or quarantined with a reason."""
+    return 1 if ends.get("failed") or ends.get("dead-lettered") else 0
+
+
 def add(paths: list[str], store_url: str, broker_url: str | None = None, *, progress: bool = True,
         concurrency: int | None = None, loglevel: str = "WARNING", timeout: float | None = None,
         sinks: list | None = None) -> dict:
@@ -359,7 +376,11 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
     from .obs import quality
 
     quality.refresh(store, config.load())  # this run's quality snapshot; alerts if a source's quality moved
-    summary = {"queued": total, "batch": batch, "outcomes": store.batch_outcomes(batch)}
+    ends = store.batch_ends(batch)
+    summary = {"queued": total, "batch": batch, "outcomes": store.batch_outcomes(batch),
+               "ends": {k: len(v) for k, v in ends.items()},
+               "problems": {k: [{"path": p, "reason": r} for p, r in ends[k]]
+                            for k in ("quarantined", "failed", "dead-lettered") if ends[k]}}
     if sinks:  # feed the secondary stores what this batch changed
         from .stores.outbox import Pump
 

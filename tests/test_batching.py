@@ -93,10 +93,10 @@ def test_document_changed_between_read_and_apply_is_done_again(world_dir, embedd
     root, store, pipe = _two_notes(world_dir, embedder)
     real_vectors = pipe.vectors
 
-    def edit_then_embed(texts, hashes):
+    def edit_then_embed(texts, hashes, **kw):
         (root / "note1.md").write_text("# Note 1\n\nA completely new text about quartz turbines.\n")
         os.utime(root / "note1.md", ns=(1, 1))
-        return real_vectors(texts, hashes)
+        return real_vectors(texts, hashes, **kw)
 
     pipe.vectors = edit_then_embed
     outs = pipe.handle_many([ChangeEvent(UPSERT, str(root), f"note{i}.md") for i in range(2)])

@@ -89,7 +89,7 @@ def _give_up(task, store_url: str, fault: str, exc: BaseException, evs, batch: s
                               args=_printable(list(req.args or [])), kwargs=_printable(dict(req.kwargs or {})),
                               fault=fault, reason=reason, attempts=req.retries + 1)
         for ev in evs:
-            store.log_outcome(action="error", source=store_rel(f"folder:{ev.root}"), external_id=store_rel(ev.path),
+            store.log_outcome(action="dead-letter", source=store_rel(f"folder:{ev.root}"), external_id=store_rel(ev.path),
                               doc_id=None, batch=batch, detail=f"{fault}: {reason}")
     except Exception as e2:
         if _transient(e2):  # the store is unreachable: the broker delivers it again later
@@ -113,7 +113,34 @@ def _printable(v):
     return v
 
 
-def _run(task, store_url: str, evs, batch: str | None, pendings, work):
+def _requeue(task, store_url: str, evs, versions, batch: str | None) -> None:
+    """Queue changes again, one ``ingest.change`` task each, on the lane this task came from."""
+    from ingest.obs.lanes import queued_header
+
+    lane = (task.request.delivery_info or {}).get("routing_key") or "bulk"
+    for ev, version in zip(evs, versions):
+        app.send_task("ingest.change", args=[store_url, ev.kind, ev.root, ev.path, ev.dest_path, batch],
+                      kwargs={"version": version}, queue=lane, headers=queued_header())
+
+
+class _budgeted:
+    """The task's time as the pipeline's budget (ingest.budget), for the task's duration."""
+
+    def __init__(self, task, pipeline):
+        from ingest.budget import Budget, task_budget_s
+
+        soft = task.soft_time_limit or app.conf.task_soft_time_limit
+        self.pipeline, self.budget = pipeline, Budget(task_budget_s(soft) if soft else float("inf"))
+
+    def __enter__(self):
+        self.pipeline.budget = self.budget
+        return self.pipeline
+
+    def __exit__(self, *exc):
+        self.pipeline.budget = None
+
+
+def _run(task, store_url: str, evs, batch: str | None, pendings, work, versions=None):
     """Run ``work()`` for a task's events with the failure semantics of every change task.
 
     Transient faults are retried with backoff and jitter, ``MAX_RETRIES`` times, then
@@ -121,6 +148,8 @@ def _run(task, store_url: str, evs, batch: str | None, pendings, work):
     reason, and acknowledged. A task that cannot even record that (broker and store
     both gone) is rejected with requeue, so the broker delivers it again."""
     from celery.exceptions import Reject, Retry
+
+    from ingest.budget import OutOfTime, Requeue
 
     try:
         keys = [k for k in pendings if k]
@@ -130,6 +159,15 @@ def _run(task, store_url: str, evs, batch: str | None, pendings, work):
             for k in keys:
                 clear_pending(app.conf.broker_url, k)
         outs = work()
+    except Requeue as r:  # a group ran short of time: what it did not finish goes back, one task each
+        _requeue(task, store_url, r.events, r.versions, batch)
+        log.warning("%s: %d of %d change(s) queued again one by one (the group ran short of time)",
+                    task.name, len(r.events), len(evs))
+        return [o.action for o in r.outs] + ["requeued"] * len(r.events)
+    except OutOfTime as e:  # one document, progress kept (cached vectors): it goes on in a new task
+        _requeue(task, store_url, evs, versions or [None] * len(evs), batch)
+        log.warning("%s %s: %s; continued in a new task", task.name, ", ".join(ev.path for ev in evs), e)
+        return ["continued"]
     except Exception as e:
         if not is_transient(e):
             return _give_up(task, store_url, "permanent", e, evs, batch)
@@ -154,8 +192,12 @@ def change(self, store_url: str, kind: str, root: str, path: str, dest_path: str
     from ingest.sources.base import ChangeEvent
 
     ev = ChangeEvent(kind, root, path, dest_path)
-    return _run(self, store_url, [ev], batch, [pending], lambda: pipeline_for(store_url).handle(
-        ev, batch=batch, ctx=task_context(self), version=version))
+
+    def work():
+        with _budgeted(self, pipeline_for(store_url)) as p:
+            return p.handle(ev, batch=batch, ctx=task_context(self), version=version)
+
+    return _run(self, store_url, [ev], batch, [pending], work, [version])
 
 
 @app.task(name="ingest.changes", bind=True, acks_late=True, max_retries=MAX_RETRIES)
@@ -168,9 +210,12 @@ def changes(self, store_url: str, events: list, batch: str | None = None):
 
     evs = [ChangeEvent(*e[:4]) for e in events]
     versions = [e[4] if len(e) > 4 else None for e in events]
-    return _run(self, store_url, evs, batch, [e[5] if len(e) > 5 else None for e in events],
-                lambda: pipeline_for(store_url).handle_many(evs, batch=batch, ctx=task_context(self),
-                                                            versions=versions))
+
+    def work():
+        with _budgeted(self, pipeline_for(store_url)) as p:
+            return p.handle_many(evs, batch=batch, ctx=task_context(self), versions=versions)
+
+    return _run(self, store_url, evs, batch, [e[5] if len(e) > 5 else None for e in events], work, versions)
 
 
 @app.task(name="ingest.dms_poll", bind=True, acks_late=True, max_retries=5)

@@ -11,16 +11,19 @@ class Clock:
     def __init__(self) -> None:
         self.stages: dict[str, float] = {}
         self._lap = time.perf_counter()
+        self.current: str | None = None  # the stage running now (a timeout names it)
 
     def add(self, name: str, seconds: float) -> None:
         self.stages[name] = self.stages.get(name, 0.0) + seconds
 
     @contextmanager
     def stage(self, name: str):
-        t0 = time.perf_counter()
+        t0, outer = time.perf_counter(), self.current
+        self.current = name
         try:
             yield
         finally:
+            self.current = outer
             self.add(name, time.perf_counter() - t0)
             self._lap = time.perf_counter()
 

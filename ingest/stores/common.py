@@ -190,6 +190,30 @@ class OutboxMixin:
                                (batch,))
         return {r["action"]: r["n"] for r in rows}
 
+    def batch_ends(self, batch: str) -> dict[str, list[tuple[str, str | None]]]:
+        """How each document of a batch ended (its last outcome): ``indexed``, ``flagged``
+        (indexed with quality flags), ``quarantined`` (with a reason), ``failed``,
+        ``dead-lettered``, or ``unchanged`` (skipped, moved, deleted, ...); each a list of
+        (external id, reason)."""
+        rows = self.db.execute(self._q(
+            "SELECT o.id, o.external_id, o.action, o.detail, d.status, d.flags FROM outcomes o"
+            " LEFT JOIN documents d ON d.source=o.source AND d.external_id=o.external_id"
+            " WHERE o.batch=%s ORDER BY o.id"), (batch,))
+        last = {r["external_id"]: r for r in rows}
+        ends: dict[str, list] = {k: [] for k in ("indexed", "flagged", "quarantined", "failed", "dead-lettered",
+                                                 "unchanged")}
+        for ext, r in last.items():
+            if r["action"] == "indexed":
+                k = "flagged" if r["flags"] and r["flags"] != "[]" else "indexed"
+            elif r["action"] == "dead-letter":
+                k = "dead-lettered"
+            elif r["action"] == "error":
+                k = "quarantined" if r["status"] == "quarantined" else "failed"
+            else:
+                k = "unchanged"
+            ends[k].append((ext, r["detail"]))
+        return ends
+
     # -- outbox cursors (this store as a primary) -----------------------------------
     def outbox_rows(self, after: int, limit: int) -> list[tuple[int, str]]:
         return [(r["id"], r["doc_id"]) for r in self.db.execute(
