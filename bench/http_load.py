@@ -1,7 +1,7 @@
 """`/search` latency through `ingest serve` while slow webhook clients hang on to it.
 
-    python bench/http.py                     # 200 searches per phase, 50 slow clients
-    python bench/http.py --queries 100 --slow 50 --no-baseline
+    python bench/http_load.py                     # 200 searches per phase, 50 slow clients
+    python bench/http_load.py --queries 100 --slow 50 --no-baseline
 
 A real `ingest serve` (subprocess, default [serve] settings) over a store built by `ingest add` from
 60 generated documents; GET /search?q=...&k=10 (hybrid; 20 query texts in turn, so after the warm-up the
@@ -23,23 +23,18 @@ from __future__ import annotations
 import os
 import sys
 
-# This file is named like the standard library's `http` package, and `python bench/http.py` puts bench/
-# first on sys.path: move it last, so that `import http` (urllib does) finds the standard library.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
+import argparse
+import json
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.parse  # noqa: E402
-import urllib.request  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from _common import child_env, ingest_cmd, summary, wait_for, work_dir, write_results  # noqa: E402
+from _common import child_env, ingest_cmd, summary, wait_for, work_dir, write_results
 
 TOKEN = "bench-token-" + "z" * 24
 WORDS = ("harbour dredging contract crane terminal estuary library budget reading room canteen vegetables "
