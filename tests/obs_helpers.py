@@ -72,16 +72,17 @@ class Server:
         self.thread.join(10)
 
 
-def get(url: str, token: str | None = None) -> tuple[int, dict, str]:
+def get(url: str, token: str | None = None):
+    """(status, headers, body); header names are case-insensitive (an http.client.HTTPMessage)."""
     import urllib.error
     import urllib.request
 
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, dict(r.headers), r.read().decode()
+            return r.status, r.headers, r.read().decode()
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read().decode()
+        return e.code, e.headers, e.read().decode()
 
 
 def samples(text: str, name: str) -> dict[tuple, float]:
