@@ -52,7 +52,7 @@ def machine_info() -> dict:
     except Exception as e:  # pragma: no cover - torch is a hard dependency of the pipeline
         info["torch"] = f"unavailable: {e}"
     try:
-        from ingest import runner
+        from ingest.cli import runner
 
         dc = getattr(runner, "default_concurrency", None)
         info["pipeline_default_worker_concurrency"] = dc() if dc else 1
@@ -110,7 +110,7 @@ def child_env() -> dict:
 
 def ingest_cmd(*args: str) -> list[str]:
     """`ingest ...` as the console script would run it (same interpreter as ours)."""
-    return [sys.executable, "-m", "ingest.cli", *args]
+    return [sys.executable, "-m", "ingest.cli.main", *args]
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -3,7 +3,7 @@
     python bench/cli.py                 # 10,000 chunks, 5 cold runs per variant
     python bench/cli.py --runs 5 --chunks 10000
 
-Each run is a fresh ``python -m ingest.cli search QUERY --store DB --as everyone`` process
+Each run is a fresh ``python -m ingest.cli.main search QUERY --store DB --as everyone`` process
 (a new query each time, so nothing is cached), timed wall clock from spawn to exit; its peak
 RSS is the child's ``ru_maxrss`` (``os.wait4``). Variants, side by side in one run:
 
@@ -39,7 +39,7 @@ import search as search_bench  # noqa: E402  (bench/search.py: the store builder
 TARGET_SEARCH_S = 1.5
 TARGET_HELP_S = 0.3
 PROBE = ("import sys, runpy; sys.argv = ['ingest'] + sys.argv[1:]\n"
-         "try:\n    runpy.run_module('ingest.cli', run_name='__main__')\n"
+         "try:\n    runpy.run_module('ingest.cli.main', run_name='__main__')\n"
          "except SystemExit:\n    pass\n"
          "print('HEAVY', sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules),"
          " file=sys.stderr)")
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from ingest.embed import get_embedder, with_backend, DEFAULT_MODEL
+    from ingest.pipeline.embed import get_embedder, with_backend, DEFAULT_MODEL
 
     sents = search_bench.sentences(search_bench.CORPUS)
     rnd = random.Random(a.seed)
@@ -98,17 +98,17 @@ def main(argv=None) -> int:
     qi = iter(queries)
     # one untimed run per variant first: builds a missing ONNX file, warms the page cache
     for db, mode, extra in variants.values():
-        run_child([py, "-m", "ingest.cli", "search", next(qi), "--store", str(db), "--as", "everyone",
+        run_child([py, "-m", "ingest.cli.main", "search", next(qi), "--store", str(db), "--as", "everyone",
                    "--mode", mode], {**env, **extra})
     results = {}
     for _ in range(a.runs):  # interleaved, so load on the machine hits every variant alike
         for name, (db, mode, extra) in variants.items():
-            w, rss, _ = run_child([py, "-m", "ingest.cli", "search", next(qi), "--store", str(db), "--as", "everyone",
+            w, rss, _ = run_child([py, "-m", "ingest.cli.main", "search", next(qi), "--store", str(db), "--as", "everyone",
                                    "--mode", mode], {**env, **extra})
             r = results.setdefault(name, {"wall_s": [], "peak_rss_mib": []})
             r["wall_s"].append(round(w, 3))
             r["peak_rss_mib"].append(round(rss / 1024, 1))
-    helps = [round(run_child([py, "-m", "ingest.cli", "--help"], env)[0], 3) for _ in range(a.runs)]
+    helps = [round(run_child([py, "-m", "ingest.cli.main", "--help"], env)[0], 3) for _ in range(a.runs)]
     heavy = {}
     for name, (db, mode, extra) in variants.items():
         p = subprocess.run([py, "-c", PROBE, "search", next(qi), "--store", str(db), "--as", "everyone", "--mode", mode],

@@ -76,7 +76,7 @@ def store_texts(db: Path, source: str | None = None) -> list[str]:
 
 def raw_encode(texts: list[str], repeats: int = 1) -> dict:
     """Best of ``repeats`` timings of one encode() call over all texts (warm model)."""
-    from ingest.embed import get_embedder
+    from ingest.pipeline.embed import get_embedder
 
     e = get_embedder()
     e.encode(texts[: e.batch_size])  # warm-up (allocator, kernels)
@@ -93,7 +93,7 @@ def raw_encode(texts: list[str], repeats: int = 1) -> dict:
 
 def raw_encode_per_doc(groups: list[list[str]]) -> dict:
     """encode() once per document's chunk list: the call pattern the pipeline has."""
-    from ingest.embed import get_embedder
+    from ingest.pipeline.embed import get_embedder
 
     e = get_embedder()
     n = sum(len(g) for g in groups)
@@ -108,8 +108,8 @@ def breakdown(corpus: Path, db: Path) -> tuple[dict, list[list[str]]]:
     """In-process Pipeline over the corpus with per-stage timers."""
     import extractors
 
-    from ingest.embed import get_embedder
-    from ingest.pipeline import Pipeline
+    from ingest.pipeline.embed import get_embedder
+    from ingest.pipeline.document import Pipeline
     from ingest.sources.base import UPSERT, ChangeEvent
     from ingest.stores.sqlite import SQLiteStore
 
@@ -240,7 +240,7 @@ def entities_compare(corpus: Path, warm: Path, work: Path, concurrency: int | No
     """Phase E: the warm-worker ``ingest add`` path with entities off and on, alternating."""
     from workers.app import embedded_broker
 
-    from ingest.pipeline import folder_source
+    from ingest.pipeline.document import folder_source
 
     runs: dict[str, list[dict]] = {"off": [], "on": []}
     for r in range(rounds):
@@ -296,7 +296,7 @@ def main(argv=None) -> int:
     from corpora.generate import generate_bench_corpus
     from workers.app import embedded_broker
 
-    from ingest.pipeline import folder_source
+    from ingest.pipeline.document import folder_source
 
     res: dict = {"parameters": {"docs": a.docs, "paragraphs": a.paragraphs, "seed": a.seed,
                                 "raw_repeats": a.raw_repeats,
@@ -326,8 +326,8 @@ def main(argv=None) -> int:
         else:
             from extractors import extract
 
-            from ingest.chunking import Chunker
-            from ingest.embed import get_embedder
+            from ingest.pipeline.chunking import Chunker
+            from ingest.pipeline.embed import get_embedder
 
             e = get_embedder()
             ch = Chunker(e.count_tokens, e.max_tokens)

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from ingest.embed import DEFAULT_MODEL, get_embedder, with_backend
+    from ingest.pipeline.embed import DEFAULT_MODEL, get_embedder, with_backend
 
     xs = texts(a.n)
     ref_e = get_embedder(DEFAULT_MODEL)

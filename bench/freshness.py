@@ -72,8 +72,8 @@ def outcome_ts(db: Path, name: str) -> float | None:
 def in_process_processing(paths: list[Path], work: Path) -> dict:
     """Extract+chunk+embed+store per document, in this process, warm model: the floor
     the watcher/queue path adds to."""
-    from ingest.embed import get_embedder
-    from ingest.pipeline import Pipeline
+    from ingest.pipeline.embed import get_embedder
+    from ingest.pipeline.document import Pipeline
     from ingest.sources.base import UPSERT, ChangeEvent
     from ingest.stores.sqlite import SQLiteStore
 
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     a = ap.parse_args(argv)
 
-    from ingest.search import Index
+    from ingest.search.index import Index
     from ingest.stores.sqlite import SQLiteStore
 
     with work_dir(keep=a.keep) as work:

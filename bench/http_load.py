@@ -134,7 +134,7 @@ def phase(base: str, n: int) -> list[float]:
 
 def serve(cfg: Path, store: Path, port: int, baseline: bool = False) -> subprocess.Popen:
     if baseline:
-        code = ("import sys; from cheroot import wsgi; from ingest import config; from ingest.serve import Dispatcher;"
+        code = ("import sys; from cheroot import wsgi; from ingest import config; from ingest.serve.app import Dispatcher;"
                 f"s = wsgi.Server(('127.0.0.1', {port}), Dispatcher({str(store)!r}, config.load({str(cfg)!r})),"
                 " numthreads=8); s.start()")
         cmd = [sys.executable, "-c", code]

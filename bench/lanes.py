@@ -44,7 +44,7 @@ def found(index, keyword: str) -> bool:
 
 
 def run_mode(lanes: bool, work: Path, backlog_dir: Path, args) -> dict:
-    from ingest.search import Index
+    from ingest.search.index import Index
     from ingest.sources.base import UPSERT, ChangeEvent
     from ingest.sources.reconcile import reconcile
     from ingest.stores.sqlite import SQLiteStore

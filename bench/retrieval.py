@@ -9,7 +9,7 @@
    all-MiniLM-L6-v2 -> SQLite store), exactly what ``ingest add`` runs in each worker.
    The built index is cached under ``bench/work/retrieval/`` keyed by the corpus, the
    chunker version and the model; a changed key rebuilds it (``--rebuild`` forces it).
-2. Queries go through ``ingest.search.Index.search(query, principal="everyone", k=100,
+2. Queries go through ``ingest.search.index.Index.search(query, principal="everyone", k=100,
    mode=..., group_by_doc=True)``: one hit per document, so the ranking is a document
    ranking (a document's best chunk stands for it).
 3. BM25 alone, vector alone, hybrid (reciprocal rank fusion). The fusion settings
@@ -74,8 +74,8 @@ def recall_at(ranked: list[str], rel: dict[str, int], k: int = 100) -> float:
 
 
 def build(docs: list[dict], rebuild: bool, tag: str) -> tuple[Path, dict]:
-    from ingest.chunking import CHUNKER_VERSION
-    from ingest.embed import default_model_id
+    from ingest.pipeline.chunking import CHUNKER_VERSION
+    from ingest.pipeline.embed import default_model_id
 
     key = hashlib.sha256(json.dumps([CHUNKER_VERSION, default_model_id(), [d["_id"] for d in docs],
                                      hashlib.sha256(json.dumps(docs).encode()).hexdigest()]).encode()).hexdigest()[:16]
@@ -102,7 +102,7 @@ def build(docs: list[dict], rebuild: bool, tag: str) -> tuple[Path, dict]:
     from ingest.stores.sqlite import SQLiteStore
 
     db = base / "index.db"
-    cmd = [sys.executable, "-m", "ingest.cli", "add", str(folder), "--store", str(db), "--no-progress", "--json"]
+    cmd = [sys.executable, "-m", "ingest.cli.main", "add", str(folder), "--store", str(db), "--no-progress", "--json"]
     print(f"ingesting {len(docs)} documents: {' '.join(cmd[1:])}", flush=True)
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.backend:
         os.environ["INGEST_EMBED_BACKEND"] = a.backend  # the `ingest add` child creates the store with it
-    from ingest.embed import default_model_id, split_model_id
+    from ingest.pipeline.embed import default_model_id, split_model_id
 
     backend = split_model_id(default_model_id())[1]
     t_start = time.monotonic()
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     print(f"index: {build_meta['chunks']} chunks from {build_meta['documents']} documents "
           "(" + ("cached" if build_meta["cached"] else f"built in {build_meta['ingest_seconds']} s") + ")")
 
-    from ingest.search import Index, Ranking
+    from ingest.search.index import Index, Ranking
     from ingest.stores.sqlite import SQLiteStore
 
     store = SQLiteStore(db)
@@ -175,11 +175,11 @@ def main(argv=None) -> int:
 
     # tuning: train queries only. Each query's two candidate lists are fetched once from the
     # store (exactly as Index.search fetches them for k=100, grouped), then fused with
-    # ingest.search.fuse, the function Index.search calls, once per grid point.
+    # ingest.search.index.fuse, the function Index.search calls, once per grid point.
     tuning = []
     best = Ranking()
     if not a.no_tune:
-        from ingest.search import fuse
+        from ingest.search.index import fuse
 
         t0 = time.monotonic()
         probe = Index(store, ranking=best)

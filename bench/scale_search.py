@@ -169,8 +169,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     from acl.model import Principal
-    from ingest.embed import get_embedder
-    from ingest.search import Index
+    from ingest.pipeline.embed import get_embedder
+    from ingest.search.index import Index
     from ingest.stores.postgres import PostgresStore
 
     with work_dir(keep=a.keep, prefix="ingest-bench-pg-") as work:

@@ -57,7 +57,7 @@ def build(n_chunks: int, sents: list[str], base_texts: list[str], base_vecs, noi
     import numpy as np
 
     from acl.model import ACL
-    from ingest.chunking import chunk_id, text_hash
+    from ingest.pipeline.chunking import chunk_id, text_hash
     from ingest.stores.base import ChunkRecord, DocRecord
     from ingest.stores.sqlite import SQLiteStore
 
@@ -138,7 +138,7 @@ class Legacy:
 def measure(db: Path, queries: list[str], principals: dict, k: int) -> dict:
     """New queries, timed before (Legacy) and after (the store as it is) alternately, query by
     query, each side with its own query-embedding cache (so both embed every new query)."""
-    from ingest.search import Index, Ranking
+    from ingest.search.index import Index, Ranking
     from ingest.stores.sqlite import SQLiteStore
 
     store = SQLiteStore(db)
@@ -186,7 +186,7 @@ def measure(db: Path, queries: list[str], principals: dict, k: int) -> dict:
         # the vector side, the query embedding; the same parts before
         parts = {key: [] for key in ("embed", "bm25_cold", "bm25_warm", "vector", "before_bm25", "before_vector")}
         legacy, mdf = Legacy(store), index.ranking.bm25_max_df
-        from ingest.embed import get_embedder
+        from ingest.pipeline.embed import get_embedder
 
         emb = get_embedder(store.model_id)
         for q in qs:
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from acl.model import Principal
-    from ingest.embed import get_embedder
+    from ingest.pipeline.embed import get_embedder
 
     sents = sentences(CORPUS)
     rnd = random.Random(a.seed)

@@ -7,7 +7,7 @@
 """
 from acl.model import Principal  # noqa: F401
 
-from .search import Index, open_index  # noqa: F401
+from ingest.search.index import Index, open_index  # noqa: F401
 
 __all__ = ["open_index", "Index", "Principal"]
 __version__ = "0.1.0"

@@ -43,7 +43,7 @@ def world_dir():
 
 @pytest.fixture(scope="session")
 def embedder():
-    from ingest.embed import get_embedder
+    from ingest.pipeline.embed import get_embedder
 
     return get_embedder()
 
@@ -59,7 +59,7 @@ def store(world_dir):
 
 @pytest.fixture
 def pipeline(store, embedder):
-    from ingest.pipeline import Pipeline
+    from ingest.pipeline.document import Pipeline
 
     return Pipeline(store, embedder)
 
@@ -136,7 +136,7 @@ class IngestRun:
 
     def start(self, wait_ready=True):
         self._logf = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ingest.cli", "run", *self.roots, "--store", self.store,
+        self.proc = subprocess.Popen([sys.executable, "-m", "ingest.cli.main", "run", *self.roots, "--store", self.store,
                                       *self.extra], stdout=self._logf, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         if wait_ready:

@@ -55,7 +55,7 @@ class Server:
     """`ingest serve` (the real Dispatcher and MOUNTS) in a thread on a free loopback port."""
 
     def __init__(self, store_url, cfg: dict):
-        from ingest.serve import make_server
+        from ingest.serve.app import make_server
 
         self.port = free_port()
         self.server = make_server(str(store_url), cfg, "127.0.0.1", self.port)

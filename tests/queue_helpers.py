@@ -19,7 +19,7 @@ class Worker:
 
     def __init__(self, store_url: str, broker_url: str, name: str, folder: Path, *, concurrency: int = 1,
                  queues: str = "interactive,bulk,maintenance", env: dict | None = None):
-        self.cmd = [sys.executable, "-m", "ingest.cli", "worker", "--store", store_url, "--broker", broker_url,
+        self.cmd = [sys.executable, "-m", "ingest.cli.main", "worker", "--store", store_url, "--broker", broker_url,
                     "--concurrency", str(concurrency), "--queues", queues, "--loglevel", "INFO"]
         self.log = folder / f"worker-{name}.log"
         self.env = dict(os.environ, PYTHONPATH=str(REPO), INGEST_VISIBILITY_TIMEOUT="30", **(env or {}))

@@ -19,7 +19,7 @@ def cli(*args, anchor=None):
     env = {k: v for k, v in os.environ.items() if k != ANCHOR_ENV}
     if anchor:
         env[ANCHOR_ENV] = str(anchor)
-    return subprocess.run([sys.executable, "-m", "ingest.cli", "audit", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ingest.cli.main", "audit", *args], capture_output=True, text=True,
                           timeout=120, env=env)
 
 

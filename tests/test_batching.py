@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from ingest.pipeline import Pipeline
+from ingest.pipeline.document import Pipeline
 from ingest.sources.base import DELETE, UPSERT, ChangeEvent
 from ingest.stores.sqlite import SQLiteStore
 
@@ -121,7 +121,7 @@ def test_non_upsert_events_in_a_group_still_apply(world_dir, embedder):
 def test_bulk_groups_shrink_to_small_last_tasks(n, procs):
     """The bulk schedule covers every document once, never grows, keeps each task within
     [BULK_GROUP_MIN, BULK_GROUP_MAX] (but for a remainder), and ends with small tasks."""
-    from ingest.runner import BULK_GROUP_MAX, BULK_GROUP_MIN, bulk_group
+    from ingest.cli.runner import BULK_GROUP_MAX, BULK_GROUP_MIN, bulk_group
 
     sizes = bulk_group(n, procs)
     assert sum(sizes) == n
@@ -135,7 +135,7 @@ def test_bulk_groups_shrink_to_small_last_tasks(n, procs):
 def test_producer_packs_groups_by_the_schedule(tmp_path):
     """Producer.send with a list of sizes sends ingest.changes tasks of exactly those sizes, on
     the embedded broker (kombu's SQLite transport, no server)."""
-    from ingest.runner import broker_for
+    from ingest.cli.runner import broker_for
     from workers.lanes import Producer
 
     store = tmp_path / "index.db"

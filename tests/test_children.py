@@ -7,7 +7,7 @@ import zipfile
 from email.message import EmailMessage
 
 from conftest import run_events
-from ingest.search import Index
+from ingest.search.index import Index
 
 
 def _zip(path, members: dict[str, str]):

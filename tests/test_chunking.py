@@ -1,6 +1,6 @@
 """Chunking: heading-aware, bounded by the real tokenizer, deterministic, stable under edits."""
 from extractors.base import Element
-from ingest.chunking import Chunker, chunk_id
+from ingest.pipeline.chunking import Chunker, chunk_id
 
 
 def _chunker(embedder, **kw):
@@ -107,7 +107,7 @@ def test_context_changes_vectors_but_not_chunk_ids(pipeline, world_dir, store):
     vector from the same text alone, and the cache key is the hash of what was embedded."""
     import numpy as np
 
-    from ingest.chunking import text_hash
+    from ingest.pipeline.chunking import text_hash
 
     body = "The ledger audit found no discrepancies in the northern warehouse stock counts."
     (world_dir / "a.txt").write_text(f"# Warehouse inventory report\n\n{'Intro text. ' * 200}\n\n{body}\n")

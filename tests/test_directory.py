@@ -10,8 +10,8 @@ import pytest
 from acl.directory import Directory, FileBackend, OSBackend, SyncBackend
 from acl.model import ACL, EVERYONE
 from acl.posix import acl_for_path
-from ingest.access import explain
-from ingest.search import Index
+from ingest.search.access import explain
+from ingest.search.index import Index
 from ingest.stores.sqlite import SQLiteStore
 from test_no_leak import chunk_records, doc_record
 
@@ -133,7 +133,7 @@ def test_search_resolves_principals_through_the_directory(sstore, tmp_path):
 
 
 def _access(store_path, *args):
-    return subprocess.run([sys.executable, "-m", "ingest.cli", "access", *args, "--store", str(store_path)],
+    return subprocess.run([sys.executable, "-m", "ingest.cli.main", "access", *args, "--store", str(store_path)],
                           capture_output=True, text=True, timeout=120)
 
 

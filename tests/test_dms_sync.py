@@ -21,7 +21,7 @@ def who(user, ns, *groups):
 
 
 def find(store, query, principal):
-    from ingest.search import Index
+    from ingest.search.index import Index
 
     return {h.uri for h in Index(store).search(query, principal=principal, k=20, mode="bm25", audit=False)}
 
@@ -42,7 +42,7 @@ def dav(world_dir):
 
 
 def _sync(pipeline, cfg, name="nc"):
-    from ingest.dms import ConnectorSync
+    from ingest.pipeline.connector_sync import ConnectorSync
     from ingest.sources.connector import make_connector
 
     return ConnectorSync(pipeline, make_connector(name, cfg))
@@ -119,7 +119,7 @@ def test_webdav_lifecycle_by_polling(dav, pipeline, store):
 def test_webdav_cursor_survives_restart_without_recrawl(dav, pipeline, store, world_dir):
     from pathlib import Path
 
-    from ingest.pipeline import Pipeline
+    from ingest.pipeline.document import Pipeline
 
     for i in range(5):
         write(Path(dav.root) / "Projects" / f"n{i}.txt", f"note number {i} about walrus {i}")
@@ -143,7 +143,7 @@ def test_webdav_cursor_survives_restart_without_recrawl(dav, pipeline, store, wo
 def test_webdav_prune_and_failed_listing_prunes_nothing(dav, pipeline, store):
     from pathlib import Path
 
-    from ingest.dms import ConnectorSync
+    from ingest.pipeline.connector_sync import ConnectorSync
     from ingest.sources.connector import ListingError, make_connector
 
     write(Path(dav.root) / "Projects" / "a.txt", "alpha ocelot")
@@ -265,7 +265,7 @@ def test_s3_lifecycle_by_polling(moto_s3, pipeline, store, versioned):
     assert sync.poll().outcomes == {"deleted": 1}
     assert find(store, "capybara", carol) == set()
     # restart: no fetch at all
-    from ingest.pipeline import Pipeline
+    from ingest.pipeline.document import Pipeline
 
     rep = _sync(Pipeline(store, pipeline.embedder), s3_cfg(url, "docs"), "bkt").poll()
     assert rep.events == 0 and rep.downloads == 0
@@ -295,8 +295,8 @@ def test_s3_prune_mapping_acl_and_errors(moto_s3, pipeline, store):
 
 # -- the folder source behind the same contract; the CLI ------------------------------------------------------
 def test_folder_connector_contract(world_dir, pipeline, store):
-    from ingest.dms import ConnectorSync
-    from ingest.pipeline import folder_source
+    from ingest.pipeline.connector_sync import ConnectorSync
+    from ingest.pipeline.document import folder_source
     from ingest.sources.connector import ListingError, make_connector
 
     root = world_dir / "share"
@@ -334,7 +334,7 @@ def test_cli_poll_persists_cursor_across_processes(dav, world_dir):
     cfg.write_text(f'[sources.nc]\ntype = "webdav"\nurl = "{dav.dav_url()}"\nocs_url = "{dav.url + dav.OCS}"\n'
                    f'user = "crawler"\npassword = "env:NC_PW"\n')
     env = dict(os.environ, NC_PW="crawlpw")
-    cmd = [sys.executable, "-m", "ingest.cli", "poll", "nc", "--store", str(world_dir / "cli.db"), "--config",
+    cmd = [sys.executable, "-m", "ingest.cli.main", "poll", "nc", "--store", str(world_dir / "cli.db"), "--config",
            str(cfg), "--json"]
     r1 = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r1.returncode == 0, r1.stderr

@@ -298,7 +298,7 @@ VENDORS = {
 
 
 def find(store, query, user, ns, *groups):
-    from ingest.search import Index
+    from ingest.search.index import Index
 
     return {h.doc_id for h in Index(store).search(query, principal=Principal(user, groups, namespace=ns), k=20,
                                                   mode="bm25", audit=False)}
@@ -306,7 +306,7 @@ def find(store, query, user, ns, *groups):
 
 @pytest.mark.parametrize("vendor", list(VENDORS))
 def test_vendor_connector_lifecycle(vendor, pipeline, store, monkeypatch):
-    from ingest.dms import ConnectorSync
+    from ingest.pipeline.connector_sync import ConnectorSync
     from ingest.sources.connector import make_connector
 
     monkeypatch.setenv("VENDOR_TOKEN", "tok-123")

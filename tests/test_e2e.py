@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def _search(store, query, principal="everyone", k=5, **kw):
-    from ingest.search import Index
+    from ingest.search.index import Index
     from ingest.stores.sqlite import SQLiteStore
 
     return Index(SQLiteStore(store)).search(query, principal=principal, k=k, **kw)

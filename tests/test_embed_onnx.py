@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from acl.model import ACL, EVERYONE
-from ingest.embed import DEFAULT_MODEL, default_model_id, get_embedder, split_model_id, with_backend
+from ingest.pipeline.embed import DEFAULT_MODEL, default_model_id, get_embedder, split_model_id, with_backend
 from ingest.stores.base import ChunkRecord, DocRecord, ModelChanged
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ TEXTS = [
 @pytest.fixture(scope="session")
 def onnx_cache(tmp_path_factory):
     """A private cache dir for the session; both files built once (fp32 export, int8 from it)."""
-    from ingest import embed_onnx
+    from ingest.pipeline import embed_onnx
 
     d = tmp_path_factory.mktemp("onnx-cache")
     old = os.environ.get("INGEST_EMBED_CACHE")
@@ -55,7 +55,7 @@ def onnx_cache(tmp_path_factory):
 
 def _fresh(model_id):
     """A new embedder object (not the process-wide one), so it loads from the current cache."""
-    from ingest.embed import _factory
+    from ingest.pipeline.embed import _factory
 
     return _factory(model_id)(model_id)
 
@@ -140,7 +140,7 @@ def test_store_refuses_to_mix_backends(tmp_path):
 
 
 def test_cached_file_with_a_wrong_checksum_is_rebuilt(onnx_cache, caplog):
-    from ingest import embed_onnx
+    from ingest.pipeline import embed_onnx
 
     mdir = get_embedder(DEFAULT_MODEL).dir
     path = embed_onnx.build(mdir, "onnx-int8")
@@ -150,7 +150,7 @@ def test_cached_file_with_a_wrong_checksum_is_rebuilt(onnx_cache, caplog):
     data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights
     path.write_bytes(bytes(data))
     assert embed_onnx._verified(path, path.with_suffix(".json"), side["key"]) is None
-    with caplog.at_level("WARNING", logger="ingest.embed"):
+    with caplog.at_level("WARNING", logger="ingest.pipeline.embed"):
         again = _fresh(INT8).encode(TEXTS[:3])  # loads -> checksum wrong -> rebuilt
     assert "checksum mismatch" in caplog.text
     import hashlib
@@ -170,7 +170,7 @@ def test_cached_file_with_a_wrong_checksum_is_rebuilt(onnx_cache, caplog):
 def test_cold_search_offline_without_torch(onnx_cache, tmp_path, embedder):
     """`ingest search` on an int8 store and on a PyTorch store, offline, in fresh processes:
     answers, and never imports torch or sentence_transformers."""
-    from ingest.chunking import chunk_id, text_hash
+    from ingest.pipeline.chunking import chunk_id, text_hash
     from ingest.stores.sqlite import SQLiteStore
 
     texts = ["The library opens at nine on Sundays.", "Aspirin and heart attacks in older adults.",
@@ -186,7 +186,7 @@ def test_cold_search_offline_without_torch(onnx_cache, tmp_path, embedder):
                                         vecs[i].tobytes(), "c", model)])
         store.close()
         probe = ("import sys, runpy; sys.argv = ['ingest'] + sys.argv[1:]\n"
-                 "try:\n    runpy.run_module('ingest.cli', run_name='__main__')\n"
+                 "try:\n    runpy.run_module('ingest.cli.main', run_name='__main__')\n"
                  "except SystemExit as e:\n    assert not e.code, e.code\n"
                  "print('HEAVY', [m for m in ('torch', 'sentence_transformers') if m in sys.modules])")
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO))
@@ -202,11 +202,11 @@ def test_cold_search_offline_without_torch(onnx_cache, tmp_path, embedder):
 
 
 def test_reembed_switches_a_torch_store_to_int8(onnx_cache, tmp_path, embedder):
-    from ingest.reembed import reembed
-    from ingest.search import Index
+    from ingest.pipeline.reembed import reembed
+    from ingest.search.index import Index
     from ingest.stores.sqlite import SQLiteStore
 
-    from ingest.chunking import chunk_id, text_hash
+    from ingest.pipeline.chunking import chunk_id, text_hash
 
     store = SQLiteStore(tmp_path / "s.db", model_id=DEFAULT_MODEL)
 

@@ -1,4 +1,4 @@
-"""Named entities per chunk (ingest.nlp) through the real pipeline and the real spaCy model:
+"""Named entities per chunk (ingest.pipeline.nlp) through the real pipeline and the real spaCy model:
 stored on hits, filterable, faceted under the ACL, incremental (cache by chunk text hash +
 model), never from redacted text, and a note (not an error) for unsupported languages."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from ingest.nlp import EntityExtractor, NLPConfig, entity_key, normalise, parse_entity
+from ingest.pipeline.nlp import EntityExtractor, NLPConfig, entity_key, normalise, parse_entity
 
 PARAS = [
     "Globex Corporation's board met in Springfield on March 3, 2024. Jane Smith, the chief executive of "
@@ -42,7 +42,7 @@ def test_config_is_validated():
         NLPConfig.from_config({"nlp": {"modle": "x"}})
     with pytest.raises(ValueError, match="entities must be true or false"):
         NLPConfig.from_config({"nlp": {"entities": "yes"}})
-    from ingest.nlp import get_extractor
+    from ingest.pipeline.nlp import get_extractor
 
     assert get_extractor({"nlp": {"entities": False}}) is None
 
@@ -61,13 +61,13 @@ def _write(path, text, mode=0o644):
 
 
 def _pipeline(store, embedder, **kw):
-    from ingest.pipeline import Pipeline
+    from ingest.pipeline.document import Pipeline
 
     return Pipeline(store, embedder, sandbox=False, nlp=EntityExtractor(NLPConfig(**kw)))
 
 
 def test_entities_on_hits_filter_facets_and_incremental(folder, store, embedder):
-    from ingest.search import Index
+    from ingest.search.index import Index
     from ingest.sources.base import MOVE, UPSERT, ChangeEvent
 
     _write(folder / "a.md", _doc(PARAS))
@@ -115,9 +115,9 @@ def test_entities_on_hits_filter_facets_and_incremental(folder, store, embedder)
 
 
 def test_redacted_text_yields_no_entities(folder, store, embedder):
-    from ingest.classify import LabelPolicy
-    from ingest.pipeline import Pipeline
-    from ingest.search import Index
+    from ingest.pipeline.classify import LabelPolicy
+    from ingest.pipeline.document import Pipeline
+    from ingest.search.index import Index
 
     text = ("Please write to jane.smith@globex-industries.com about the contract. "
             "Jane Smith of Initech will answer from Chicago. ") * 3
@@ -149,7 +149,7 @@ def test_unsupported_language_is_a_note_not_an_error(folder, store, embedder):
 
 
 def test_entities_off_and_type_selection(folder, store, embedder):
-    from ingest.pipeline import Pipeline
+    from ingest.pipeline.document import Pipeline
 
     _write(folder / "a.md", _doc(PARAS[:1]))
     p = Pipeline(store, embedder, sandbox=False, nlp=False)
@@ -163,7 +163,7 @@ def test_entities_off_and_type_selection(folder, store, embedder):
 
 
 def test_postgres_entities_facets_and_metadata_filters(folder, embedder, pg_store_url):
-    from ingest.search import Index
+    from ingest.search.index import Index
     from ingest.stores.postgres import PostgresStore
 
     store = PostgresStore(pg_store_url)
@@ -202,7 +202,7 @@ def test_facets_over_http_and_cli_follow_the_principal(world_dir, embedder, monk
     from pathlib import Path
     from urllib.parse import urlencode
 
-    from ingest.serve import MOUNTS, make_server
+    from ingest.serve.app import MOUNTS, make_server
     from ingest.stores.sqlite import SQLiteStore
 
     for folder, mode, text in (("public", 0o644, "The Microsoft Corporation signed a contract with Initech in Boston last week. " * 3),
@@ -255,12 +255,12 @@ def test_facets_over_http_and_cli_follow_the_principal(world_dir, embedder, monk
 
     repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(repo))
-    out = subprocess.run([sys.executable, "-m", "ingest.cli", "facets", "ORG", "--store", str(world_dir / "index.db"),
+    out = subprocess.run([sys.executable, "-m", "ingest.cli.main", "facets", "ORG", "--store", str(world_dir / "index.db"),
                           "--as", "everyone", "--json"], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     rows = {r["name"]: r["docs"] for r in json.loads(out.stdout)}
     assert rows.get("ORG:Microsoft Corporation") == 1 and "ORG:Ford Motor Company" not in rows
-    out = subprocess.run([sys.executable, "-m", "ingest.cli", "search", "signed", "--store", str(world_dir / "index.db"),
+    out = subprocess.run([sys.executable, "-m", "ingest.cli.main", "search", "signed", "--store", str(world_dir / "index.db"),
                           "--as", "root", "--json", "--entity", "ORG:ford motor company"], capture_output=True, text=True,
                          env=env, timeout=300)
     assert out.returncode == 0, out.stderr

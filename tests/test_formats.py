@@ -431,7 +431,7 @@ def test_ods_sheets_keep_name_and_header(tmp_path):
 
 
 def test_ods_header_travels_with_every_chunk(tmp_path):
-    from ingest.chunking import Chunker
+    from ingest.pipeline.chunking import Chunker
 
     rows = "".join(
         f"<table:table-row><table:table-cell><text:p>item {i}</text:p></table:table-cell>"
@@ -866,7 +866,7 @@ def test_corpus_encrypted_office_with_configured_password(relative, needle, tmp_
 def test_xlsx_sheet_and_header_travel_with_every_chunk(tmp_path):
     import openpyxl
 
-    from ingest.chunking import Chunker
+    from ingest.pipeline.chunking import Chunker
 
     wb = openpyxl.Workbook()
     ws = wb.active

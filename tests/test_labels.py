@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from extractors.base import Element
-from ingest import classify as c
+from ingest.pipeline import classify as c
 
 
 def labels_in(text):

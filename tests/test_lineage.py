@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import run_events
-from ingest.classify import CARD, EMAIL, XATTR, LabelPolicy
-from ingest.pipeline import Pipeline, folder_source
-from ingest.search import Index
+from ingest.pipeline.classify import CARD, EMAIL, XATTR, LabelPolicy
+from ingest.pipeline.document import Pipeline, folder_source
+from ingest.search.index import Index
 from ingest.sources.base import UPSERT, ChangeEvent
 from ingest.stores import sqlite as sq
 from ingest.stores.sqlite_lineage import audit_hash
@@ -40,7 +40,7 @@ class Recording:
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "ingest.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "ingest.cli.main", *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture

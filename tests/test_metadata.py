@@ -218,8 +218,8 @@ def test_corpora_spot_checks():
 
 
 def test_metadata_stored_on_hits_filterable_and_exported(world_dir, embedder):
-    from ingest.pipeline import Pipeline
-    from ingest.search import Index
+    from ingest.pipeline.document import Pipeline
+    from ingest.search.index import Index
     from ingest.stores.sqlite import SQLiteStore
 
     tmp_path = world_dir

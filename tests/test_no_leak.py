@@ -5,7 +5,7 @@ Hypothesis draws documents with random ACLs (allow and deny sets over users, nes
 and ``everyone``; some unknown; some changed later by an ACL-only update or deleted), a
 directory of users in nested groups (a real :class:`acl.directory.FileBackend` file), and
 searches (principal, words, k, mode). The store and search code are the real ones
-(:class:`ingest.search.Index` over a real store); only the embedding is a deterministic
+(:class:`ingest.search.index.Index` over a real store); only the embedding is a deterministic
 stand-in, since the property is about the filter. Fixed seed (``derandomize``) and a
 CI-sized budget (``NO_LEAK_EXAMPLES``, default 150).
 
@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from acl.directory import Directory, FileBackend
 from acl.model import ACL, EVERYONE
-from ingest.search import Index
+from ingest.search.index import Index
 from ingest.stores.base import ChunkRecord, DocRecord
 
 STORE_FIXTURES = ["sqlite_store", "pg_store"]
@@ -69,7 +69,7 @@ def doc_record(doc_id: str, acl: ACL, uri: str | None = None) -> DocRecord:
 
 
 def text_entities(text: str) -> dict[str, list]:
-    """A chunk's stored entities as ingest.nlp writes them: {"TYPE:key": [display, count]}."""
+    """A chunk's stored entities as ingest.pipeline.nlp writes them: {"TYPE:key": [display, count]}."""
     out: dict[str, list] = {}
     for w in text.split():
         if w in ENTITY_OF:

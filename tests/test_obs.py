@@ -22,7 +22,7 @@ def _outcomes(store):
 
 
 def test_trace_has_stage_timings_versions_and_cause_and_status_doc_shows_the_trip(pipeline, world_dir, capsys):
-    from ingest.cli import main
+    from ingest.cli.main import main
     from ingest.obs.trace import doc_trip, render_trip
 
     src = world_dir / "share"
@@ -84,20 +84,20 @@ def test_degraded_source_raises_an_alert_naming_it_and_the_measure_and_others_ra
     since = quality.period_of(now - DAY)
     expected = f"share-empty for source {fsrc} rose from 0% to 100% since {since}"
     # `ingest status` (a real process, JSON logs) takes today's snapshot, raises the alert, prints it
-    r = subprocess.run([sys.executable, "-m", "ingest.cli", "--log-json", "status", "--store", store.url_arg],
+    r = subprocess.run([sys.executable, "-m", "ingest.cli.main", "--log-json", "status", "--store", store.url_arg],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert f"alert   {expected}" in r.stdout.splitlines()
     assert not [ln for ln in r.stdout.splitlines() if ln.startswith("alert") and hsrc in ln]
     logged = [json.loads(ln) for ln in r.stderr.splitlines() if ln.startswith("{")]
-    warned = [d for d in logged if d["logger"] == "ingest.quality" and d["level"] == "WARNING"]
+    warned = [d for d in logged if d["logger"] == "ingest.pipeline.quality" and d["level"] == "WARNING"]
     assert {(d["alert"]["source"], d["alert"]["measure"]) for d in warned} >= {(fsrc, "share-empty")}
     assert not [d for d in warned if d["alert"]["source"] == hsrc]
     assert any(d["message"] == f"quality alert: {expected}" for d in warned)
 
-    caplog.set_level(logging.WARNING, logger="ingest.quality")
+    caplog.set_level(logging.WARNING, logger="ingest.pipeline.quality")
     alerts = quality.refresh(store, {}, now)
-    assert not [rec for rec in caplog.records if rec.name == "ingest.quality"]  # held, not raised again
+    assert not [rec for rec in caplog.records if rec.name == "ingest.pipeline.quality"]  # held, not raised again
     assert {a["source"] for a in alerts} == {fsrc}, alerts  # hr-share raises nothing
     by_measure = {a["measure"]: a for a in alerts}
     assert by_measure["share-empty"]["message"] == expected, by_measure
@@ -158,7 +158,7 @@ def test_json_log_line_per_document_outcome_without_document_text(pipeline, worl
 
 
 def test_log_json_option_and_environment(monkeypatch):
-    from ingest.cli import build_parser
+    from ingest.cli.main import build_parser
     from ingest.obs import logs
 
     assert build_parser().parse_args(["--log-json", "status"]).log_json is True

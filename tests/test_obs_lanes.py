@@ -41,7 +41,7 @@ def test_lane_depth_and_oldest_age_from_redis(redis_url):
 
     app = configure(redis_url)
 
-    def send(lane, n):  # as ingest.runner.Queue sends: stamped with the time it was queued
+    def send(lane, n):  # as ingest.cli.runner.Queue sends: stamped with the time it was queued
         with app.connection_for_write(redis_url) as conn:  # this broker, not a pooled older one
             for i in range(n):
                 app.send_task("ingest.change", args=["/s", "upsert", "/r", f"f{i}", None, None], queue=lane,

@@ -15,7 +15,7 @@ TOKEN = "tok-metrics-7c1e"
 
 
 def test_metrics_during_an_ingest_match_what_happened(world_dir, monkeypatch):
-    from ingest.runner import Queue, stop_worker
+    from ingest.cli.runner import Queue, stop_worker
     from ingest.sources.reconcile import reconcile
     from ingest.stores import open_store
     from workers.app import embedded_broker
@@ -52,7 +52,7 @@ def test_metrics_during_an_ingest_match_what_happened(world_dir, monkeypatch):
 
         mport = free_port()
         log = open(world_dir / "worker.log", "wb")
-        worker = subprocess.Popen([sys.executable, "-m", "ingest.cli", "worker", "--store", store_url, "--broker",
+        worker = subprocess.Popen([sys.executable, "-m", "ingest.cli.main", "worker", "--store", store_url, "--broker",
                                    broker, "--concurrency", "1", "--metrics-port", str(mport), "--config",
                                    str(cfg_file)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:

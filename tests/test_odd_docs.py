@@ -120,7 +120,7 @@ def test_entity_expansion_xlsx_is_unsafe_xml(tmp_path):
 def test_ods_repeated_rows_past_the_cap_are_flagged_truncated(tmp_path):
     import zipfile
 
-    from ingest.quality import assess
+    from ingest.pipeline.quality import assess
 
     content = ('<?xml version="1.0" encoding="UTF-8"?><office:document-content '
                'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
@@ -146,7 +146,7 @@ def test_ods_repeated_rows_past_the_cap_are_flagged_truncated(tmp_path):
 
 def test_ocr_that_recognises_nothing_is_no_text_not_low_confidence():
     from extractors.base import Element, Extraction
-    from ingest.quality import assess
+    from ingest.pipeline.quality import assess
 
     icon = Extraction(elements=[Element("text", "~")], extractor="image/ocr", extractor_version="t", mime="image/gif",
                       pages=1, ocr_pages={1: 0.0})

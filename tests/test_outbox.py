@@ -42,7 +42,7 @@ def _write(root, i, words="alpha"):
                          ids=lambda p: f"pause{p:g}s")
 def test_secondary_stopped_mid_ingest_converges_to_the_primary(world_dir, embedder, postgres_server, pg_store_url,
                                                                pause):
-    from ingest.pipeline import Pipeline
+    from ingest.pipeline.document import Pipeline
     from ingest.stores.postgres import PostgresStore
     from ingest.stores.sqlite import SQLiteStore
 
@@ -170,7 +170,7 @@ def test_cli_sync_check_and_status_lag(tmp_path, pg_store_url):
     (tmp_path / "none.toml").write_text("")
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "ingest.cli", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "ingest.cli.main", *args], capture_output=True, text=True,
                               env=env, timeout=120)
 
     r = cli("sync", "--store", str(db), "--sink", pg_store_url, "--check", "--json")
@@ -210,7 +210,7 @@ def test_sinks_from_config_and_errors(monkeypatch):
 
 
 def test_postgres_store_without_broker_is_a_clear_error(pg_store_url, tmp_path):
-    from ingest.runner import broker_for
+    from ingest.cli.runner import broker_for
     from ingest.stores import store_path, store_url
 
     with pytest.raises(ValueError, match="needs --broker"):
@@ -220,7 +220,7 @@ def test_postgres_store_without_broker_is_a_clear_error(pg_store_url, tmp_path):
         store_path(pg_store_url)
     assert store_url(pg_store_url) == pg_store_url
     assert store_url(str(tmp_path / "a.db")) == str((tmp_path / "a.db").resolve())
-    r = subprocess.run([sys.executable, "-m", "ingest.cli", "add", str(tmp_path), "--store", pg_store_url],
+    r = subprocess.run([sys.executable, "-m", "ingest.cli.main", "add", str(tmp_path), "--store", pg_store_url],
                        capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert r.returncode == 2 and "needs --broker" in r.stderr
 

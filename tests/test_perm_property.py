@@ -9,7 +9,7 @@ directory moves, and chmod of the directory above the root. After each step, onc
 the index is quiescent, for every user (real OS users ``h13a_*``) and every mode
 (bm25, vector, hybrid) each hit must be a regular file the kernel lets that user open
 (asked of ``open()`` in a child process running as the user), holding only words of
-files that user can read; and ``ingest access`` (:func:`ingest.access.explain`) must
+files that user can read; and ``ingest access`` (:func:`ingest.search.access.explain`) must
 say ``deny`` for every indexed document the kernel does not let the user read.
 
 The time from a step until the index had absorbed it (the last event's work done) is
@@ -34,9 +34,9 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 from acl.directory import Directory
-from ingest.access import explain
-from ingest.pipeline import Pipeline
-from ingest.search import Index
+from ingest.search.access import explain
+from ingest.pipeline.document import Pipeline
+from ingest.search.index import Index
 from ingest.sources.base import RESCAN, ChangeEvent
 from test_perm_safety import USERS, _ensure_users
 

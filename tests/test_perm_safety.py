@@ -22,9 +22,9 @@ import pytest
 
 from acl.directory import Directory
 from conftest import kernel_can_read
-from ingest.access import explain
-from ingest.pipeline import Pipeline
-from ingest.search import Index
+from ingest.search.access import explain
+from ingest.pipeline.document import Pipeline
+from ingest.search.index import Index
 from ingest.sources.base import DELETE, UPSERT, ChangeEvent
 from ingest.sources.reconcile import reconcile
 
@@ -343,7 +343,7 @@ def test_two_concurrent_adds_both_finish(tree):
         dirs.append(d)
     store = tree / "index.db"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [sys.executable, "-m", "ingest.cli", "add", "--store", str(store), "--concurrency", "1"]
+    cmd = [sys.executable, "-m", "ingest.cli.main", "add", "--store", str(store), "--concurrency", "1"]
     procs = [subprocess.Popen([*cmd, str(d)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for d in dirs]
     try:

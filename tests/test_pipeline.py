@@ -6,7 +6,7 @@ import pytest
 
 from corpora.generate import edit_paragraph, generate, generate_long_docx
 from conftest import kernel_can_read, run_events
-from ingest.search import Index
+from ingest.search.index import Index
 
 
 def _actions(outs):
@@ -19,7 +19,7 @@ def _chunks(store, doc_id):
 
 
 def _doc(store, root, rel):
-    from ingest.pipeline import folder_source
+    from ingest.pipeline.document import folder_source
 
     return store.get_doc(folder_source(str(root)), rel)
 

@@ -13,8 +13,8 @@ from conftest import REPO, run_events
 
 
 def test_pipeline_on_postgres_incremental_and_permission_aware(world_dir, embedder, pg_store_url):
-    from ingest.pipeline import Pipeline, folder_source
-    from ingest.search import Index
+    from ingest.pipeline.document import Pipeline, folder_source
+    from ingest.search.index import Index
     from ingest.stores import open_store
 
     root = world_dir / "docs"
@@ -55,22 +55,22 @@ def test_ingest_add_with_postgres_store_and_redis_broker(world_dir, pg_store_url
     for i in range(3):
         (root / f"n{i}.txt").write_text(f"Note {i}: the shipment of turbine blades number {i} arrives on Monday.\n")
     env = dict(os.environ, PYTHONPATH=str(REPO), INGEST_TORCH_THREADS="1")
-    worker = subprocess.Popen([sys.executable, "-m", "ingest.cli", "worker", "--store", pg_store_url, "--broker",
+    worker = subprocess.Popen([sys.executable, "-m", "ingest.cli.main", "worker", "--store", pg_store_url, "--broker",
                                redis_server.url, "--concurrency", "1"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, start_new_session=True)
     try:
-        r = subprocess.run([sys.executable, "-m", "ingest.cli", "add", str(root), "--store", pg_store_url,
+        r = subprocess.run([sys.executable, "-m", "ingest.cli.main", "add", str(root), "--store", pg_store_url,
                             "--broker", redis_server.url, "--no-progress", "--json"], env=env, capture_output=True,
                            text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
         summary = json.loads(r.stdout[r.stdout.index("{"):])
         assert summary["outcomes"] == {"indexed": 3}
-        r = subprocess.run([sys.executable, "-m", "ingest.cli", "search", "turbine blades number 2", "--store",
+        r = subprocess.run([sys.executable, "-m", "ingest.cli.main", "search", "turbine blades number 2", "--store",
                             pg_store_url, "--as", "everyone", "-k", "1", "--json"], env=env, capture_output=True,
                            text=True, timeout=120)
         assert r.returncode == 0, r.stderr[-3000:]
         assert json.loads(r.stdout)[0]["uri"].endswith("/n2.txt")
-        r = subprocess.run([sys.executable, "-m", "ingest.cli", "status", "--store", pg_store_url, "--json"],
+        r = subprocess.run([sys.executable, "-m", "ingest.cli.main", "status", "--store", pg_store_url, "--json"],
                            env=env, capture_output=True, text=True, timeout=120)
         st = json.loads(r.stdout)
         assert st["documents"] == 3 and st["store"] == pg_store_url

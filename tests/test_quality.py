@@ -1,6 +1,6 @@
 """Quality reports: measured, judged against the policy, visible on hits and in status."""
 from extractors.base import Element, Extraction
-from ingest.quality import FLAGGED, OK, QUARANTINED, QualityPolicy, assess
+from ingest.pipeline.quality import FLAGGED, OK, QUARANTINED, QualityPolicy, assess
 from conftest import run_events
 
 
@@ -36,7 +36,7 @@ def test_policy_from_environment(monkeypatch):
 
 
 def test_flagged_document_is_indexed_and_every_hit_says_so(pipeline, world_dir):
-    from ingest.search import Index
+    from ingest.search.index import Index
 
     root = world_dir / "q"
     root.mkdir()

@@ -142,7 +142,7 @@ def test_document_edited_twice_ends_at_the_second_version_whatever_the_order(wor
 
 
 def _cli(*args, env=None):
-    p = subprocess.run([sys.executable, "-m", "ingest.cli", *args], capture_output=True, text=True, timeout=120,
+    p = subprocess.run([sys.executable, "-m", "ingest.cli.main", *args], capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})), cwd=str(REPO))
     assert p.returncode == 0, p.stderr[-3000:]
     return p.stdout

@@ -41,7 +41,7 @@ def corpus():
 @pytest.fixture(scope="module")
 def reference(corpus):
     """One uninterrupted in-process ingest of the corpus (no queue, no worker)."""
-    from ingest.pipeline import Pipeline
+    from ingest.pipeline.document import Pipeline
     from ingest.sources.reconcile import reconcile
     from ingest.stores.sqlite import SQLiteStore
 
@@ -55,7 +55,7 @@ def reference(corpus):
 
 
 def ingest_add(store: str, broker: str, root: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ingest.cli", "add", str(root), "--store", store, "--broker",
+    return subprocess.Popen([sys.executable, "-m", "ingest.cli.main", "add", str(root), "--store", store, "--broker",
                              broker, "--no-progress", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=str(REPO))
 

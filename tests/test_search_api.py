@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.search import Index
+from ingest.search.index import Index
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = {
@@ -39,7 +39,7 @@ def _doc_text(title: str, paras: list[str], filler: int) -> str:
 
 @pytest.fixture(scope="module")
 def built(embedder):
-    from ingest.pipeline import Pipeline
+    from ingest.pipeline.document import Pipeline
     from ingest.sources.reconcile import reconcile
     from ingest.stores.sqlite import SQLiteStore
 
@@ -99,7 +99,7 @@ def test_group_by_doc_neighbours_and_highlights(built):
 
 
 def test_repeated_query_embedding_comes_from_the_cache(built, embedder):
-    from ingest.embed import query_embedder
+    from ingest.pipeline.embed import query_embedder
 
     root, store = built
     index = Index(store)
@@ -116,8 +116,8 @@ def test_repeated_query_embedding_comes_from_the_cache(built, embedder):
 def test_langchain_and_llamaindex_return_the_native_chunks(built):
     pytest.importorskip("langchain_core")
     pytest.importorskip("llama_index.core")
-    from ingest.adapters.langchain import IngestRetriever as LCRetriever
-    from ingest.adapters.llamaindex import IngestRetriever as LIRetriever
+    from ingest.search.adapters.langchain import IngestRetriever as LCRetriever
+    from ingest.search.adapters.llamaindex import IngestRetriever as LIRetriever
 
     root, store = built
     index = Index(store)
@@ -148,7 +148,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(built, monkeypatch, tmp_path):
-    from ingest.serve import MOUNTS, make_server
+    from ingest.serve.app import MOUNTS, make_server
 
     root, store = built
     monkeypatch.setenv("INGEST_TEST_TOKEN_PUBLIC", "pub-" + "x" * 30)
@@ -214,7 +214,7 @@ def test_http_search_needs_a_token_and_takes_the_principal_from_it(server, built
 
 def test_http_tokens_config_errors(monkeypatch):
     from ingest.config import ConfigError
-    from ingest.search_http import load_tokens
+    from ingest.serve.search_http import load_tokens
 
     monkeypatch.delenv("INGEST_NOT_SET", raising=False)
     with pytest.raises(ConfigError, match="INGEST_NOT_SET"):
@@ -228,7 +228,7 @@ def test_http_tokens_config_errors(monkeypatch):
 def test_cli_search_filters_and_shaping(built):
     root, store = built
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "ingest.cli", "search", "budget", "--store", str(store.path), "--as", "root",
+    cmd = [sys.executable, "-m", "ingest.cli.main", "search", "budget", "--store", str(store.path), "--as", "root",
            "--json", "-k", "5", "--per-doc", "--context", "1", "--path-prefix", str(root / "private") + "/",
            "--exclude-label", "secret", "--modified-after", "2000-01-01"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -240,7 +240,7 @@ def test_cli_search_filters_and_shaping(built):
     bad = subprocess.run(cmd[:-2] + ["--modified-after", "yesterday"], capture_output=True, text=True, env=env,
                          timeout=300)
     assert bad.returncode == 2 and "modified_after" in bad.stderr
-    plain = subprocess.run([sys.executable, "-m", "ingest.cli", "search", "children reading room", "--store",
+    plain = subprocess.run([sys.executable, "-m", "ingest.cli.main", "search", "children reading room", "--store",
                             str(store.path), "--as", "everyone", "-k", "1"], capture_output=True, text=True,
                            env=env, timeout=300)
     assert plain.returncode == 0 and "[reading]" in plain.stdout and "/public/" in plain.stdout

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 import pytest
 
 from acl.model import ACL, Principal
-from ingest.chunking import chunk_id, text_hash
-from ingest.search import Index, Ranking
+from ingest.pipeline.chunking import chunk_id, text_hash
+from ingest.search.index import Index, Ranking
 from ingest.stores.base import ChunkRecord, DocRecord
 from ingest.stores.filters import normalise
 

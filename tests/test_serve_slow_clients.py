@@ -23,7 +23,7 @@ TOKEN = "slow-test-token-" + "q" * 20
 
 @pytest.fixture
 def server(world_dir, monkeypatch):
-    from ingest.serve import MOUNTS, make_server
+    from ingest.serve.app import MOUNTS, make_server
     from ingest.stores import open_store
 
     store = str(world_dir / "index.db")
@@ -108,7 +108,7 @@ def test_a_complete_request_within_the_deadline_is_served(server):
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read(world_dir, monkeypatch):
-    from ingest.serve import MOUNTS, make_server
+    from ingest.serve.app import MOUNTS, make_server
 
     monkeypatch.setenv("INGEST_BROKER", f"sqla+sqlite:///{world_dir}/broker.sqlite")
     cfg = {"serve": {"max_body": 1000}, "webhooks": {"h": {"scheme": "hmac", "source": "src", "secret": "k"}}}

@@ -61,7 +61,7 @@ def _synthetic(store, ids, n_chunks=2, acl=None, dim=24, version="v1"):
 
 def _cli(*args, env_extra=None):
     env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "ingest.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "ingest.cli.main", *args], capture_output=True, text=True, env=env,
                           timeout=300)
 
 
@@ -164,7 +164,7 @@ def test_sink_down_mid_ingest_converges(sink, world_dir, embedder, pause, reques
         # process fails to start its server again ("Failed to start MilvusLite server"), so it never catches up
         request.applymarker(pytest.mark.xfail(reason="Milvus Lite does not reopen after another process held "
                                                      "the file (under investigation)", strict=False))
-    from ingest.pipeline import Pipeline
+    from ingest.pipeline.document import Pipeline
     from ingest.stores.outbox import Pump, Sink
     from ingest.stores.sqlite import SQLiteStore
 

@@ -119,7 +119,7 @@ def test_batches_are_bounded_and_every_chunk_names_sheet_and_columns(tmp_path, e
     import openpyxl
 
     from extractors import spreadsheet
-    from ingest.chunking import Chunker
+    from ingest.pipeline.chunking import Chunker
 
     wb = openpyxl.Workbook()
     ws = wb.active
@@ -139,7 +139,7 @@ def test_batches_are_bounded_and_every_chunk_names_sheet_and_columns(tmp_path, e
         assert len(t.text) <= spreadsheet.BATCH_CHARS + 200
     assert tables[-1].meta["rows"] == [1802, 2001]
 
-    from ingest.chunking import Chunker  # after the measurement
+    from ingest.pipeline.chunking import Chunker  # after the measurement
 
     chunks = Chunker(embedder.count_tokens, embedder.max_tokens).chunk(result.elements)
     ledger = [c for c in chunks if c.page == 1]
@@ -158,7 +158,7 @@ def test_batches_are_bounded_and_every_chunk_names_sheet_and_columns(tmp_path, e
 def test_sheet_over_cell_limit_is_cut_and_flagged(tmp_path):
     import openpyxl
 
-    from ingest.quality import FLAGGED, assess
+    from ingest.pipeline.quality import FLAGGED, assess
 
     wb = openpyxl.Workbook()
     ws = wb.active
@@ -270,7 +270,7 @@ if mode == "stream":
     out["chars"] = len(result.text)
     out["largest_element"] = max(len(e.text) for e in result.elements)
     out["last_rows"] = tables[-1].meta["rows"]
-    from ingest.chunking import Chunker  # after the measurement
+    from ingest.pipeline.chunking import Chunker  # after the measurement
 
     chunks = Chunker(lambda s: len(s.split()), max_tokens=200).chunk(result.elements)
     out["chunks"] = len(chunks)
@@ -413,7 +413,7 @@ _WORDS = ["Zürich", "Genève", "München", "Malmö", "Señora", "Straße", "caf
 def test_large_csv_is_streamed_with_the_same_charset_detection(tmp_path, monkeypatch, embedder):
     from extractors import spreadsheet
     from extractors.text import decode_bytes
-    from ingest.chunking import Chunker
+    from ingest.pipeline.chunking import Chunker
 
     # Make "large" small, so the streaming path runs on a file a test can afford.
     monkeypatch.setattr(spreadsheet, "SMALL_TEXT_BYTES", 200_000)

@@ -23,7 +23,7 @@ def seeded(embedder):
     """Two sources with a week of healthy history; today finance-share's files were replaced by
     image-only PDFs and empty files, hr-share has one flagged document all along."""
     from ingest.obs import quality
-    from ingest.pipeline import Pipeline
+    from ingest.pipeline.document import Pipeline
     from ingest.stores.sqlite import SQLiteStore
 
     d = Path(tempfile.mkdtemp(prefix="ingest-page-", dir="/tmp"))

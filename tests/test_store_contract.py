@@ -58,7 +58,7 @@ def doc(doc_id, ext=None, acl=ACL(frozenset({EVERYONE})), parent=None, version="
 
 
 def chunks(doc_id, texts, vecs=None) -> list[ChunkRecord]:
-    from ingest.chunking import chunk_id
+    from ingest.pipeline.chunking import chunk_id
 
     out = []
     for i, t in enumerate(texts):
@@ -108,7 +108,7 @@ def test_a_failed_apply_changes_nothing(any_store):
 
 
 def test_ids_are_deterministic(any_store, tmp_path):
-    from ingest.pipeline import new_doc_id
+    from ingest.pipeline.document import new_doc_id
     from ingest.stores.sqlite import SQLiteStore
 
     other = SQLiteStore(tmp_path / "other.db")
@@ -253,7 +253,7 @@ def test_outcomes_and_status_counts(any_store):
 
 
 def test_search_through_the_index_is_audited(any_store):
-    from ingest.search import Index
+    from ingest.search.index import Index
 
     any_store.apply(doc("d1"), chunks("d1", ["the quarterly revenue report"]))
     idx = Index(any_store)
@@ -397,7 +397,7 @@ def test_get_doc_by_uri_prefers_the_top_level_document(any_store):
 
 # -- labels and provenance ---------------------------------------------------------------
 def test_labels_travel_into_hits_and_provenance_into_lineage(any_store):
-    from ingest.search import Index
+    from ingest.search.index import Index
 
     s = any_store
     d = doc("d1", labels=["pii:email", "source:confidential"], source_labels=["confidential"],
@@ -506,7 +506,7 @@ def test_model_switch_is_all_or_nothing_and_old_model_chunks_are_refused(any_sto
 def test_model_switch_embeds_and_looks_up_what_the_model_embeds(any_store, tmp_path):
     """Chunks keep their section context and embed hash; the model switch asks for (embed hash,
     embed text) pairs, the pipeline's embedding input and cache key, and swaps by embed hash."""
-    from ingest.chunking import embed_text
+    from ingest.pipeline.chunking import embed_text
     from ingest.stores.sqlite import SQLiteStore
 
     s = any_store

@@ -18,7 +18,7 @@ def _add(root: Path, store: Path, *, timeout: float = 900, **env) -> subprocess.
     for k in ("INGEST_TASK_TIME_LIMIT", "INGEST_EMBED_PIECE", "INGEST_BULK_GROUP"):
         if k not in env:
             e.pop(k, None)  # the defaults unless the test sets one
-    return subprocess.run([sys.executable, "-m", "ingest.cli", "add", str(root), "--store", str(store),
+    return subprocess.run([sys.executable, "-m", "ingest.cli.main", "add", str(root), "--store", str(store),
                            "--no-progress", "--concurrency", "1"], env=e, cwd=REPO, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -83,7 +83,7 @@ def test_one_document_that_always_times_out_in_a_group_of_sixteen(tmp_path):
     assert (scan["status"], scan["error_code"]) == ("quarantined", "timeout")
     assert scan["error"].startswith("timeout after") and " s in " in scan["error"]
     assert s.dead_letters() == []
-    from ingest.search import open_index
+    from ingest.search.index import open_index
 
     assert open_index(str(store)).search("zebrafinch7", principal=_me(), mode="bm25")
 
@@ -105,7 +105,7 @@ def test_a_failed_document_makes_ingest_add_exit_non_zero(tmp_path):
 
 
 def test_dead_lettered_documents_count_and_fail_the_run(store):
-    from ingest.runner import add_exit_code
+    from ingest.cli.runner import add_exit_code
 
     store.log_outcome(action="indexed", source="folder:/r", external_id="a.md", doc_id=None, batch="b1")
     store.log_outcome(action="dead-letter", source="folder:/r", external_id="b.md", doc_id=None, batch="b1",
@@ -127,7 +127,7 @@ def test_a_document_longer_than_a_task_goes_on_in_new_tasks_from_the_cache(tmp_p
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1].startswith("1 indexed, 0 flagged, 0 quarantined"), r.stdout
     assert "continued in a new task" in r.stderr
-    from ingest.search import open_index
+    from ingest.search.index import open_index
     from ingest.stores import open_store
 
     s = open_store(str(store))
@@ -148,7 +148,7 @@ def test_a_document_of_6000_chunks_indexes_with_the_default_limits(tmp_path):
     assert r.stdout.strip().splitlines()[-1].startswith("1 indexed, 0 flagged, 0 quarantined, 0 failed, "
                                                         "0 dead-lettered"), r.stdout
     assert "/6100 chunks (" in r.stderr  # the progress line
-    from ingest.search import open_index
+    from ingest.search.index import open_index
     from ingest.stores import open_store
 
     s = open_store(str(store))

@@ -77,7 +77,7 @@ GITHUB_SIGNATURE = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f43
 
 @pytest.fixture
 def served(world_dir, monkeypatch):
-    from ingest.serve import make_server
+    from ingest.serve.app import make_server
 
     store = str(world_dir / "index.db")
     broker = f"sqla+sqlite:///{world_dir}/broker.sqlite"

@@ -28,7 +28,7 @@ SECRET, SECRET2 = "s3cr3t-primary", "s3cr3t-secondary"
 @pytest.fixture
 def hooks(world_dir, monkeypatch):
     """`ingest serve` with one receiver per scheme, a SQLite broker; yields (base url, queued(), drain())."""
-    from ingest.serve import make_server
+    from ingest.serve.app import make_server
 
     store = str(world_dir / "index.db")
     broker = f"sqla+sqlite:///{world_dir}/broker.sqlite"
@@ -231,8 +231,8 @@ def test_webhook_triggered_poll_webdav_and_s3(world_dir, monkeypatch, embedder):
     import boto3
 
     from acl.model import Principal
-    from ingest.search import Index
-    from ingest.serve import make_server
+    from ingest.search.index import Index
+    from ingest.serve.app import make_server
     from ingest.stores import open_store
 
     root = world_dir / "nc"

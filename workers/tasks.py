@@ -8,7 +8,7 @@ import sqlite3
 
 from celery.signals import worker_process_init
 
-from ingest.faults import is_transient  # noqa: F401  (re-exported for tests)
+from ingest.pipeline.faults import is_transient  # noqa: F401  (re-exported for tests)
 
 from .app import app
 
@@ -46,7 +46,7 @@ def pipeline_for(store_url: str):
     """One pipeline (store handle, embedder) per worker process and store."""
     p = _pipelines.get(store_url)
     if p is None:
-        from ingest.pipeline import Pipeline
+        from ingest.pipeline.document import Pipeline
         from ingest.stores import open_store
 
         p = _pipelines[store_url] = Pipeline(open_store(store_url))
@@ -75,8 +75,8 @@ def _give_up(task, store_url: str, fault: str, exc: BaseException, evs, batch: s
     """Record a dead letter (and an outcome per document, so `ingest add` counts them as done)."""
     from celery.exceptions import Reject
 
-    from ingest.faults import is_transient as _transient
-    from ingest.pipeline import store_rel
+    from ingest.pipeline.faults import is_transient as _transient
+    from ingest.pipeline.document import store_rel
 
     req = task.request
     reason = store_rel(f"{type(exc).__name__}: {exc}")  # a name that is not UTF-8 must not stop the record
@@ -102,7 +102,7 @@ def _give_up(task, store_url: str, fault: str, exc: BaseException, evs, batch: s
 
 def _printable(v):
     """Task arguments as the store can hold them (names that are not UTF-8 escaped)."""
-    from ingest.pipeline import store_rel
+    from ingest.pipeline.document import store_rel
 
     if isinstance(v, str):
         return store_rel(v)
@@ -124,10 +124,10 @@ def _requeue(task, store_url: str, evs, versions, batch: str | None) -> None:
 
 
 class _budgeted:
-    """The task's time as the pipeline's budget (ingest.budget), for the task's duration."""
+    """The task's time as the pipeline's budget (ingest.pipeline.budget), for the task's duration."""
 
     def __init__(self, task, pipeline):
-        from ingest.budget import Budget, task_budget_s
+        from ingest.pipeline.budget import Budget, task_budget_s
 
         soft = task.soft_time_limit or app.conf.task_soft_time_limit
         self.pipeline, self.budget = pipeline, Budget(task_budget_s(soft) if soft else float("inf"))
@@ -149,7 +149,7 @@ def _run(task, store_url: str, evs, batch: str | None, pendings, work, versions=
     both gone) is rejected with requeue, so the broker delivers it again."""
     from celery.exceptions import Reject, Retry
 
-    from ingest.budget import OutOfTime, Requeue
+    from ingest.pipeline.budget import OutOfTime, Requeue
 
     try:
         keys = [k for k in pendings if k]
@@ -222,7 +222,7 @@ def changes(self, store_url: str, events: list, batch: str | None = None):
 def dms_poll(self, store_url: str, source: str, prune: bool = False):
     """One sync pass of a configured DMS source (config from ``$INGEST_CONFIG``); webhooks enqueue it."""
     from ingest import config
-    from ingest.dms import sync_source
+    from ingest.pipeline.connector_sync import sync_source
     from ingest.sources.connector import ConnectorError
 
     try:

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 
-from .clock import STAGES
+from ingest.obs.clock import STAGES
 
 STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, math.inf)
 LAG_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, math.inf)
@@ -41,7 +41,7 @@ class _Hist:
 
 
 def default_broker(store_url: str | None) -> str:
-    from ..stores import store_path
+    from ingest.stores import store_path
 
     url = os.environ.get("INGEST_BROKER")
     if url:
@@ -86,8 +86,8 @@ class StoreCollector:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-        from . import quality
-        from .lanes import lane_stats
+        from ingest.obs import quality
+        from ingest.obs.lanes import lane_stats
 
         with self._lock:
             self._consume()
@@ -183,11 +183,11 @@ def app(store_url: str | None, cfg: dict, *, public: bool | None = None):
     """WSGI app for ``/metrics`` (mounted by ``ingest serve``)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    from ..auth import principal_from_request
-    from ..config import section
-    from ..stores import open_store
+    from ingest.serve.auth import principal_from_request
+    from ingest.config import section
+    from ingest.stores import open_store
 
-    from .quality import rules
+    from ingest.obs.quality import rules
 
     rules(cfg)  # a bad [quality.alerts] table fails `ingest serve` at start, not every scrape
     s = section(cfg, "serve.metrics")
@@ -213,7 +213,7 @@ def serve_in_background(store_url: str | None, cfg: dict, port: int, host: str =
     from a background thread. The caller stops the server (its pool threads are not daemons)."""
     from cheroot import wsgi
 
-    from ..serve import Dispatcher
+    from ingest.serve.app import Dispatcher
 
     server = wsgi.Server((host, port), Dispatcher(store_url, cfg, {"/metrics": "ingest.obs.metrics:app"}),
                          numthreads=2)

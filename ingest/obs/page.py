@@ -14,7 +14,7 @@ import json
 import time
 import urllib.parse
 
-from ..stores.common import redact
+from ingest.stores.common import redact
 
 COOKIE = "ingest_token"
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
@@ -63,8 +63,8 @@ def sparkline(values: list[float | None], *, pct: bool, label: str, w: int = 132
 
 def state(store, cfg: dict, broker_url: str | None, now: float | None = None) -> dict:
     """Everything the page shows, as data."""
-    from . import quality
-    from .lanes import lane_stats
+    from ingest.obs import quality
+    from ingest.obs.lanes import lane_stats
 
     now = time.time() if now is None else now
     alerts = quality.refresh(store, cfg, now)
@@ -163,10 +163,10 @@ def _login(msg: str) -> str:
 
 def app(store_url: str | None, cfg: dict):
     """WSGI app for ``/`` (mounted by ``ingest serve``)."""
-    from ..auth import principal_for_token, principal_from_request
-    from ..config import section
-    from ..stores import open_store
-    from .metrics import default_broker
+    from ingest.serve.auth import principal_for_token, principal_from_request
+    from ingest.config import section
+    from ingest.stores import open_store
+    from ingest.obs.metrics import default_broker
 
     store = open_store(store_url)
     broker = default_broker(store_url)

@@ -27,7 +27,7 @@ import logging
 import statistics
 import time
 
-log = logging.getLogger("ingest.quality")
+log = logging.getLogger("ingest.pipeline.quality")
 
 # measure -> (column, +1 if a rise is bad / -1 if a drop is bad, default threshold, shown as a percentage)
 MEASURES: dict[str, tuple[str, int, float, bool]] = {
@@ -46,7 +46,7 @@ def period_of(ts: float) -> str:
 
 def rules(cfg: dict) -> tuple[dict[str, float], int, int]:
     """(measure -> threshold, window_days, min_documents) from ``[quality.alerts]``."""
-    from ..config import ConfigError, section
+    from ingest.config import ConfigError, section
 
     s = section(cfg, "quality.alerts")
     unknown = set(s) - set(MEASURES) - {"window_days", "min_documents"}

@@ -17,8 +17,8 @@ Config: ``type = "box"``, ``token = "env:BOX_TOKEN"``, ``root_folder = "0"``,
 """
 from __future__ import annotations
 
-from .connector import iso_ns
-from .connector import (ACL_CHANGE, DELETE, UPSERT, CursorExpired, Event, HTTPError, Http, ListingError,
+from ingest.sources.connector import iso_ns
+from ingest.sources.connector import (ACL_CHANGE, DELETE, UPSERT, CursorExpired, Event, HTTPError, Http, ListingError,
                         RawDocument, credential, tokens_acl)
 
 DELETES = {"ITEM_TRASH", "ITEM_DELETE"}

@@ -17,8 +17,8 @@ Config: ``type = "dropbox"``, ``token = "env:DROPBOX_TOKEN"``, ``base_url``
 from __future__ import annotations
 
 import json
-from .connector import iso_ns
-from .connector import (DELETE, UPSERT, CursorExpired, Event, HTTPError, Http, ListingError, RawDocument,
+from ingest.sources.connector import iso_ns
+from ingest.sources.connector import (DELETE, UPSERT, CursorExpired, Event, HTTPError, Http, ListingError, RawDocument,
                         credential, tokens_acl)
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from acl.posix import acl_for_path
 
-from .connector import ACL_CHANGE, DELETE, UPSERT, CursorExpired, Event, ListingError, RawDocument
-from .ignore import is_ignored, is_ignored_dir_name
+from ingest.sources.connector import ACL_CHANGE, DELETE, UPSERT, CursorExpired, Event, ListingError, RawDocument
+from ingest.sources.ignore import is_ignored, is_ignored_dir_name
 
 
 class FolderConnector:

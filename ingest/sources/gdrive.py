@@ -17,8 +17,8 @@ Config: ``type = "gdrive"``, ``token = "env:GDRIVE_TOKEN"`` (OAuth access token,
 """
 from __future__ import annotations
 
-from .connector import iso_ns
-from .connector import (DELETE, UPSERT, CursorExpired, Event, HTTPError, Http, ListingError, RawDocument,
+from ingest.sources.connector import iso_ns
+from ingest.sources.connector import (DELETE, UPSERT, CursorExpired, Event, HTTPError, Http, ListingError, RawDocument,
                         credential, tokens_acl)
 
 FILE_FIELDS = "id,name,md5Checksum,headRevisionId,mimeType,trashed,webViewLink,size,modifiedTime"

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from .connector import iso_ns
-from .connector import (DELETE, UPSERT, CursorExpired, Event, HTTPError, Http, ListingError, RawDocument,
+from ingest.sources.connector import iso_ns
+from ingest.sources.connector import (DELETE, UPSERT, CursorExpired, Event, HTTPError, Http, ListingError, RawDocument,
                         credential, tokens_acl)
 
 GRAPH = "https://graph.microsoft.com/v1.0"

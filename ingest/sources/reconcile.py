@@ -16,9 +16,9 @@ from collections import defaultdict
 
 from acl.posix import acl_for_path
 
-from .base import DELETE, MOVE, UPSERT, ChangeEvent
-from .folder import walk
-from .ignore import is_ignored
+from ingest.sources.base import DELETE, MOVE, UPSERT, ChangeEvent
+from ingest.sources.folder import walk
+from ingest.sources.ignore import is_ignored
 
 log = logging.getLogger("ingest.sources.reconcile")
 
@@ -30,7 +30,7 @@ def _under(rel: str, subtree: str) -> bool:
 def _gone(root: str, rel: str) -> bool:
     """No regular file at ``root/rel`` any more, reached without following a link: a
     symlink, FIFO or directory there (or a link on the way) is no document."""
-    from .safefs import NotRegular, open_source
+    from ingest.sources.safefs import NotRegular, open_source
 
     try:
         open_source(root, rel).close()
@@ -43,9 +43,9 @@ def _gone(root: str, rel: str) -> bool:
 
 
 def reconcile(store, root: str, subtree: str = "") -> list[ChangeEvent]:
-    from ingest.pipeline import folder_source, store_rel
+    from ingest.pipeline.document import folder_source, store_rel
 
-    from .safefs import open_source
+    from ingest.sources.safefs import open_source
 
     root = os.path.abspath(root)
     source = folder_source(root)
@@ -67,7 +67,7 @@ def reconcile(store, root: str, subtree: str = "") -> list[ChangeEvent]:
         st = os.lstat(start)
         if stat.S_ISREG(st.st_mode):  # a link to a file is not that file
             seen[subtree] = st
-    # the store keys a name that is not UTF-8 by its escaped form (ingest.pipeline.store_rel)
+    # the store keys a name that is not UTF-8 by its escaped form (ingest.pipeline.document.store_rel)
     names = {store_rel(rel): rel for rel in seen}
     seen = {store_rel(rel): st for rel, st in seen.items()}
 

@@ -32,7 +32,7 @@ import posixpath
 
 from acl.model import ACL, EVERYONE, group_token, user_token
 
-from .connector import (ACL_CHANGE, DELETE, UPSERT, ConnectorError, CursorExpired, Event, ListingError,
+from ingest.sources.connector import (ACL_CHANGE, DELETE, UPSERT, ConnectorError, CursorExpired, Event, ListingError,
                         RawDocument, configured_acl, credential)
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"

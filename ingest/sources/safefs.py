@@ -107,7 +107,7 @@ class SourceFile:
         return acl_from_entries(file_entries, dirs)
 
     def labels(self) -> list[str]:
-        from ingest.classify import source_labels_at
+        from ingest.pipeline.classify import source_labels_at
 
         return source_labels_at(self.dir_fd, self.name, self.fd, origin=self.rel)
 

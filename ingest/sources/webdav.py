@@ -34,7 +34,7 @@ from email.utils import parsedate_to_datetime
 
 from acl.model import ACL
 
-from .connector import (ACL_CHANGE, DELETE, UPSERT, ConnectorError, CursorExpired, Event, HTTPError, Http,
+from ingest.sources.connector import (ACL_CHANGE, DELETE, UPSERT, ConnectorError, CursorExpired, Event, HTTPError, Http,
                         ListingError, RawDocument, configured_acl, credential, tokens_acl)
 
 DAV, OC = "{DAV:}", "{http://owncloud.org/ns}"

@@ -205,7 +205,7 @@ class Receiver:
 
         src = section(self.full_cfg, f"sources.{self.source}")
         if src.get("type") == "graph" and sub_id:
-            from .graph import renew_subscription
+            from ingest.sources.graph import renew_subscription
 
             renew_subscription(src, self.source, sub_id)
 

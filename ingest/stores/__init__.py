@@ -42,11 +42,11 @@ def open_store(url: str | os.PathLike | None = None):
     s = _open.get((key, os.getpid()))
     if s is None:
         if is_postgres(url):
-            from .postgres import PostgresStore
+            from ingest.stores.postgres import PostgresStore
 
             s = PostgresStore(store_url(url))
         else:
-            from .sqlite import SQLiteStore
+            from ingest.stores.sqlite import SQLiteStore
 
             s = SQLiteStore(store_path(url))
         _open[(key, os.getpid())] = s

@@ -26,7 +26,7 @@ class DocRecord:
     flags: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     parent_id: str | None = None  # set for child documents (attachments, archive members)
-    quality: dict | None = None  # ingest.quality.QualityReport.to_dict()
+    quality: dict | None = None  # ingest.pipeline.quality.QualityReport.to_dict()
     source_labels: list[str] = field(default_factory=list)  # from the source (sidecar, xattr, DMS metadata)
     redactions: dict[str, int] = field(default_factory=dict)  # label -> spans redacted before chunking
     metadata: dict = field(default_factory=dict)  # title, authors, dates ... (extractors.metadata)
@@ -48,13 +48,13 @@ class ChunkRecord:
     vector: bytes  # float32, L2-normalised
     chunker: str
     model_id: str
-    context: str = ""  # the section path the model embeds in front of the text (ingest.chunking.Chunk.context)
-    entities: dict = field(default_factory=dict)  # {"TYPE:key": [display, count]} (ingest.nlp)
+    context: str = ""  # the section path the model embeds in front of the text (ingest.pipeline.chunking.Chunk.context)
+    entities: dict = field(default_factory=dict)  # {"TYPE:key": [display, count]} (ingest.pipeline.nlp)
 
     @property
     def embed_hash(self) -> str:
         """The embedding cache key: the hash of exactly what the model embeds (text and context)."""
-        from ingest.chunking import embed_text, text_hash
+        from ingest.pipeline.chunking import embed_text, text_hash
 
         return text_hash(embed_text(self.text, self.context))
 

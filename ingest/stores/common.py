@@ -9,7 +9,7 @@ import re
 import threading
 import time
 
-from .base import Hit
+from ingest.stores.base import Hit
 
 # Same columns, same order as the SQLite store's documents table: registry rows compare equal.
 _EXECUTORS: dict = {}

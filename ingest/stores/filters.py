@@ -28,7 +28,7 @@ key                value                                        matches a chunk 
 ``created_before`` same                                         its document's created date < that
 =================  ===========================================  ==========================================
 
-Entity names match as they are stored (``ingest.nlp``: case, whitespace, possessives and a
+Entity names match as they are stored (``ingest.pipeline.nlp``: case, whitespace, possessives and a
 leading "the" do not matter): ``{"entities_any": ["ORG:Globex", "PERSON:Jane Smith"]}``.
 Document metadata (``extractors.metadata``) comes from the file itself (PDF Info/XMP, Office
 core properties, ODF meta.xml, EPUB OPF, HTML head, mail headers); a document without a
@@ -65,7 +65,7 @@ class Filters:
     doc_ids: tuple[str, ...] = ()
     modified_after_ns: int | None = None
     modified_before_ns: int | None = None
-    entities_any: tuple[str, ...] = ()  # entity keys ("ORG:globex", ingest.nlp.entity_key)
+    entities_any: tuple[str, ...] = ()  # entity keys ("ORG:globex", ingest.pipeline.nlp.entity_key)
     entities_all: tuple[str, ...] = ()
     author: tuple[str, ...] = ()  # lower case
     title_contains: str | None = None  # lower case
@@ -130,7 +130,7 @@ def normalise(filters: "dict | Filters | None") -> Filters:
         if key in _TIME_KEYS:
             kw[key + "_ns"] = _time_ns(key, value)
         elif key in ("entities_any", "entities"):
-            from ingest.nlp import parse_entity
+            from ingest.pipeline.nlp import parse_entity
 
             try:
                 keys = tuple(sorted({parse_entity(v) for v in _strings(key, value)}))

@@ -2,7 +2,7 @@
 
 * ``documents.metadata``: JSON object (title, authors, created, modified, subject, keywords,
   language, pages; mail from/to/cc/message_id; archive members), from ``extractors.metadata``;
-* ``chunks.entities``: JSON object ``{"TYPE:key": [display, count]}`` (``ingest.nlp``);
+* ``chunks.entities``: JSON object ``{"TYPE:key": [display, count]}`` (``ingest.pipeline.nlp``);
 * ``ent_cache``: entities by (model id, chunk text hash), like ``emb_cache`` for vectors.
 
 Both columns are text holding JSON, as ``labels`` is, so the outbox carries them to every sink
@@ -46,7 +46,7 @@ class FacetsMixin:
     def facets(self, entity_type: str, tokens: frozenset[str], k: int = 20, filters=None) -> list[dict]:
         """The ``k`` most mentioned entities of one type over the chunks ``tokens`` may read that
         match ``filters``: ``[{"name", "key", "count" (mentions), "chunks", "docs"}]``, most first."""
-        from .filters import Filters
+        from ingest.stores.filters import Filters
 
         prefix = facet_type(entity_type) + ":"
         k = facet_k(k)

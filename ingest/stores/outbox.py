@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .common import redact
+from ingest.stores.common import redact
 
 log = logging.getLogger("ingest.outbox")
 
@@ -50,25 +50,25 @@ class Sink:
     @property
     def vector(self) -> bool:
         """A vector-database sink (``ingest.stores.sinks``), not a SQLite/PostgreSQL store."""
-        from .sinks import is_vector_sink
+        from ingest.stores.sinks import is_vector_sink
 
         return is_vector_sink(self.url)
 
     @property
     def store(self):
         if self._store is None:
-            from . import PG_SCHEMES, store_path
+            from ingest.stores import PG_SCHEMES, store_path
 
             if self.vector:
-                from .sinks import open_sink
+                from ingest.stores.sinks import open_sink
 
                 self._store = open_sink(self.url)
             elif self.url.startswith(PG_SCHEMES):
-                from .postgres import PostgresStore
+                from ingest.stores.postgres import PostgresStore
 
                 self._store = PostgresStore(self.url)
             else:
-                from .sqlite import SQLiteStore
+                from ingest.stores.sqlite import SQLiteStore
 
                 self._store = SQLiteStore(store_path(self.url))
         return self._store

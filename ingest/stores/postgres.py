@@ -30,13 +30,13 @@ from contextlib import contextmanager
 
 from acl.model import ACL
 
-from .base import ChunkRecord, DocRecord, Hit
-from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, context_runs, doc_values,
+from ingest.stores.base import ChunkRecord, DocRecord, Hit
+from ingest.stores.common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, context_runs, doc_values,
                      flagged, marked_spans, redact, to_hits, upsert_doc_sql)
-from .embed_inputs import POSTGRES_EMBED_INPUTS, run_migration
-from .nlp_sql import POSTGRES_NLP, FacetsMixin
-from .obs_sql import QUALITY_DDL, ObsMixin
-from .sqlite_lineage import LineageMixin
+from ingest.stores.embed_inputs import POSTGRES_EMBED_INPUTS, run_migration
+from ingest.stores.nlp_sql import POSTGRES_NLP, FacetsMixin
+from ingest.stores.obs_sql import QUALITY_DDL, ObsMixin
+from ingest.stores.sqlite_lineage import LineageMixin
 
 SCHEMA_VERSION = 10
 _MIGRATE_LOCK = 0x1A6E57  # advisory lock key for schema changes
@@ -85,7 +85,7 @@ def _schema(dim: int) -> list[str]:
 # version -> statements that bring a store from the version before up to it (1 is the first schema)
 MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE outcomes ADD COLUMN IF NOT EXISTS trace text"],  # stage timings (ingest.obs.trace)
-    3: [  # DMS change cursors (ingest.dms) and groups synced from DMS sources (acl.directory.SyncBackend)
+    3: [  # DMS change cursors (ingest.pipeline.connector_sync) and groups synced from DMS sources (acl.directory.SyncBackend)
         "CREATE TABLE IF NOT EXISTS cursors(source text PRIMARY KEY, cursor text NOT NULL, updated_at double precision)",
         "CREATE TABLE IF NOT EXISTS dir_groups(source text NOT NULL, grp text NOT NULL, member text NOT NULL,"
         " kind text NOT NULL, PRIMARY KEY(source, grp, kind, member))",
@@ -160,7 +160,7 @@ def _lock_key(key: str) -> int:
 
 
 def _dim_for(model_id: str) -> int:
-    from ingest.embed import DEFAULT_MODEL, get_embedder, split_model_id
+    from ingest.pipeline.embed import DEFAULT_MODEL, get_embedder, split_model_id
 
     return 384 if split_model_id(model_id)[0] == DEFAULT_MODEL else get_embedder(model_id).dim
 
@@ -198,7 +198,7 @@ class PostgresStore(LineageMixin, ObsMixin, FacetsMixin, OutboxMixin):
     def __init__(self, url: str, model_id: str | None = None, dim: int | None = None):
         """``model_id``/``dim``: the embedding model (and its vector size) of a new store; an
         existing store keeps its own (``dim`` spares loading a model just to learn its size)."""
-        from ingest.embed import default_model_id
+        from ingest.pipeline.embed import default_model_id
 
         if not url.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"not a PostgreSQL URL: {redact(url)!r}")
@@ -523,7 +523,7 @@ class PostgresStore(LineageMixin, ObsMixin, FacetsMixin, OutboxMixin):
     def _where(self, tokens: frozenset[str], filters) -> tuple[str, list]:
         """The ACL and the filters as one condition over ``chunks c`` (inside the query, before
         ranking and limiting), and its arguments."""
-        from .filters import Filters, postgres_where
+        from ingest.stores.filters import Filters, postgres_where
 
         fsql, fargs = postgres_where(filters or Filters())
         toks = sorted(tokens)

@@ -23,15 +23,15 @@ from pathlib import Path
 
 from acl.model import ACL
 
-from .base import ChunkRecord, DocRecord, Hit
-from .common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, context_runs, doc_values,
+from ingest.stores.base import ChunkRecord, DocRecord, Hit
+from ingest.stores.common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, context_runs, doc_values,
                      flagged, marked_spans, to_hits, upsert_doc_sql)
-from .obs_sql import QUALITY_DDL, ObsMixin
-from .embed_inputs import SQLITE_EMBED_INPUTS, run_migration
-from .sqlite_lineage import MIGRATION_4, LineageMixin
-from .filters import Filters, sqlite_where
-from .nlp_sql import SQLITE_NLP, FacetsMixin
-from .sqlite_search import SQLiteSearchMixin
+from ingest.stores.obs_sql import QUALITY_DDL, ObsMixin
+from ingest.stores.embed_inputs import SQLITE_EMBED_INPUTS, run_migration
+from ingest.stores.sqlite_lineage import MIGRATION_4, LineageMixin
+from ingest.stores.filters import Filters, sqlite_where
+from ingest.stores.nlp_sql import SQLITE_NLP, FacetsMixin
+from ingest.stores.sqlite_search import SQLiteSearchMixin
 
 SCHEMA_VERSION = 9
 
@@ -211,7 +211,7 @@ class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, FacetsMixin, Outbox
         return "EXISTS(SELECT 1 FROM json_each(documents.flags) j WHERE j.value LIKE ?)"
 
     def __init__(self, path: str | os.PathLike, model_id: str | None = None):
-        from ingest.embed import default_model_id
+        from ingest.pipeline.embed import default_model_id
 
         self._model_id = model_id or default_model_id()  # a new store's; an existing one keeps its own
         self.path = Path(path).expanduser()

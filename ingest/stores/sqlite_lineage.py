@@ -42,7 +42,7 @@ import logging
 import os
 import time
 
-from .base import ModelChanged
+from ingest.stores.base import ModelChanged
 
 MIGRATION_4: list[str] = [
     "ALTER TABLE documents ADD COLUMN source_labels TEXT NOT NULL DEFAULT '[]'",
@@ -180,8 +180,8 @@ class LineageMixin:
     def _check_model(self, db, chunks) -> None:
         """Refuse chunks embedded with a model this store has switched away from (a worker
         that had not yet noticed the switch), or with the store's model run by another backend
-        (``m`` vs ``m#onnx-int8``, see ingest.embed): they would mix models in one index."""
-        from ingest.embed import split_model_id
+        (``m`` vs ``m#onnx-int8``, see ingest.pipeline.embed): they would mix models in one index."""
+        from ingest.pipeline.embed import split_model_id
 
         active = self._meta_get(db, "model_id")
         others = {c.model_id for c in chunks} - {active}
@@ -377,8 +377,8 @@ class LineageMixin:
 
     def model_missing(self, model_id: str, limit: int) -> list[tuple[str, str]]:
         """(embed hash, embed text) of chunks that have no vector for ``model_id`` yet: what the
-        pipeline embeds (``ingest.chunking.embed_text(text, context)``) and the key it caches it by."""
-        from ingest.chunking import embed_text, text_hash
+        pipeline embeds (``ingest.pipeline.chunking.embed_text(text, context)``) and the key it caches it by."""
+        from ingest.pipeline.chunking import embed_text, text_hash
 
         rows = self.db.execute(self._q(
             "SELECT chunk_id, embed_hash, text, context FROM chunks WHERE rowid IN (SELECT MIN(c.rowid)"

@@ -33,8 +33,8 @@ import re
 import threading
 from collections import OrderedDict
 
-from .common import process_executor
-from .filters import Filters, sqlite_where
+from ingest.stores.common import process_executor
+from ingest.stores.filters import Filters, sqlite_where
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 

@@ -48,7 +48,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
-from ..base import Hit
+from ingest.stores.base import Hit
 
 SCHEMES: dict[str, str] = {  # URL scheme -> "module:Class"
     "qdrant": "ingest.stores.sinks.qdrant:QdrantSink",
@@ -347,7 +347,7 @@ class SinkIndex:
     the caller's principal resolved through the same directory as the primary store's search."""
 
     def __init__(self, sink: VectorSink, directory, model_id: str | None = None, query_cache: int = 256):
-        from ingest.search import _QueryCache
+        from ingest.search.index import _QueryCache
 
         self.sink, self.directory = sink, directory
         self._model_id = model_id

@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 
-from . import NONE, VectorSink
+from ingest.stores.sinks import NONE, VectorSink
 
 
 def _one_or(op: str, parts: list[dict]) -> dict:

@@ -18,7 +18,7 @@ import json
 
 import numpy as np
 
-from . import SinkError, VectorSink
+from ingest.stores.sinks import SinkError, VectorSink
 
 _FIELDS = ("doc_id", "allow", "deny", "labels", "text", "payload")
 _OWN = ("doc_id", "chunk_id", "allow", "deny", "labels", "text")  # fields of their own, not in payload

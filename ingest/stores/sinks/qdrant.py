@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from . import SinkError, VectorSink
+from ingest.stores.sinks import SinkError, VectorSink
 
 _NS = uuid.UUID("6f1d3c2e-9b7a-4e51-8c0d-2a4b6e8f1017")
 _INDEXED = ("allow", "deny", "doc_id", "chunk_id", "labels")

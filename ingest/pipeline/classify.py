@@ -263,7 +263,7 @@ class LabelPolicy:
 
     @classmethod
     def from_config(cls, cfg: dict) -> "LabelPolicy":
-        from .config import section
+        from ingest.config import section
 
         s = section(cfg, "labels")
         unknown = set(s) - {"policy", "default"}
@@ -354,7 +354,7 @@ def source_labels_for_path(path: str | os.PathLike) -> list[str]:
     """Labels a local file carries: its sidecar file(s) and its ``user.ingest.labels`` xattr.
     Neither the file nor its sidecars are followed if they are symlinks (see
     :func:`source_labels_at`, what the indexer uses on the descriptors it holds)."""
-    from .sources.safefs import O_PATH
+    from ingest.sources.safefs import O_PATH
 
     path = os.fspath(path)
     parent, name = os.path.split(os.path.abspath(path))
@@ -379,7 +379,7 @@ def source_labels_at(dir_fd: int, name: str, file_fd: int | None, origin: str | 
     ``user.ingest.labels`` xattr of the inode ``file_fd``. Errors name the file, never its content."""
     from acl.posix import fd_path
 
-    from .sources.safefs import read_sidecar
+    from ingest.sources.safefs import read_sidecar
 
     origin = origin or name
     labels: list[str] = []

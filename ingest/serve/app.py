@@ -17,14 +17,14 @@ import logging
 import threading
 import time
 
-log = logging.getLogger("ingest.serve")
+log = logging.getLogger("ingest.serve.app")
 
 # Longest prefix wins. Add one line per feature.
 MOUNTS: dict[str, str] = {
     "/hooks": "ingest.sources.webhooks:app",
     "/metrics": "ingest.obs.metrics:app",
-    "/search": "ingest.search_http:make_app",
-    "/facets": "ingest.search_http:make_facets_app",
+    "/search": "ingest.serve.search_http:make_app",
+    "/facets": "ingest.serve.search_http:make_facets_app",
     "/": "ingest.obs.page:app",
 }
 
@@ -131,7 +131,7 @@ class Server:
 
 def make_server(store_url: str | None, cfg: dict, host: str = "127.0.0.1", port: int = 8765,
                 mounts: dict[str, str] | None = None) -> Server:
-    from .config import section
+    from ingest.config import section
 
     s = section(cfg, "serve")
     opts = {k: type(v)(s.get(k, v)) for k, v in SERVER_DEFAULTS.items()}
@@ -139,7 +139,7 @@ def make_server(store_url: str | None, cfg: dict, host: str = "127.0.0.1", port:
 
 
 def serve(store_url: str | None, cfg: dict, host: str | None = None, port: int | None = None) -> None:
-    from .config import section
+    from ingest.config import section
 
     s = section(cfg, "serve")
     server = make_server(store_url, cfg, host or s.get("host", "127.0.0.1"), int(port or s.get("port", 8765)))

@@ -1,4 +1,4 @@
-"""``ingest lineage``, ``ingest audit`` and ``ingest reembed`` (registered by ingest.cli).
+"""``ingest lineage``, ``ingest audit`` and ``ingest reembed`` (registered by ingest.cli.main).
 
 Nothing heavy is imported here: the store and the model load inside the commands.
 """
@@ -74,7 +74,7 @@ def cmd_lineage(a) -> int:
     import os
     from pathlib import Path
 
-    from .stores import open_store
+    from ingest.stores import open_store
 
     store = open_store(a.store)
     ref = a.ref
@@ -112,7 +112,7 @@ def cmd_lineage(a) -> int:
 
 
 def cmd_audit(a) -> int:
-    from .stores import open_store
+    from ingest.stores import open_store
 
     store = open_store(a.store)
     if a.checkpoint:
@@ -151,8 +151,8 @@ def cmd_audit(a) -> int:
 
 
 def cmd_reembed(a) -> int:
-    from .reembed import reembed
-    from .stores import open_store
+    from ingest.pipeline.reembed import reembed
+    from ingest.stores import open_store
 
     store = open_store(a.store)
 

@@ -1,8 +1,8 @@
 """Thin adapters from ``Index.search`` to retrieval frameworks (optional extras).
 
-* ``ingest.adapters.langchain.IngestRetriever``   - a LangChain ``BaseRetriever``
+* ``ingest.search.adapters.langchain.IngestRetriever``   - a LangChain ``BaseRetriever``
   (``pip install "ingest-pipeline[langchain]"``)
-* ``ingest.adapters.llamaindex.IngestRetriever``  - a LlamaIndex ``BaseRetriever``
+* ``ingest.search.adapters.llamaindex.IngestRetriever``  - a LlamaIndex ``BaseRetriever``
   (``pip install "ingest-pipeline[llamaindex]"``)
 
 Each is bound to one principal when it is made: the framework passes only the query, so
@@ -23,6 +23,6 @@ def hit_metadata(hit) -> dict:
 
 def open_for(index_or_path):
     """An ``Index`` from an ``Index`` or a store path/URL."""
-    from ..search import Index, open_index
+    from ingest.search.index import Index, open_index
 
     return index_or_path if isinstance(index_or_path, Index) else open_index(index_or_path)

@@ -8,7 +8,7 @@ chunker can count tokens without loading the model.
 Backends (``[embed] backend`` in the config, ``$INGEST_EMBED_BACKEND`` overrides it):
 
 * ``torch``: sentence-transformers with PyTorch, the reference. Model id: the plain id.
-* ``onnx``: ONNX Runtime, fp32, exported from the same weights (``ingest.embed_onnx``).
+* ``onnx``: ONNX Runtime, fp32, exported from the same weights (``ingest.pipeline.embed_onnx``).
 * ``onnx-int8``: the same, weights quantized to int8.
 
 The model id records the backend (``<model>#onnx``, ``<model>#onnx-int8``), so a store,
@@ -54,7 +54,7 @@ def default_model_id(cfg: dict | None = None) -> str:
     """The model id a NEW store is created with: ``[embed] model`` (default all-MiniLM-L6-v2)
     run by ``[embed] backend`` (``$INGEST_EMBED_BACKEND`` overrides it)."""
     if cfg is None:
-        from . import config
+        from ingest import config
 
         try:
             cfg = config.load()
@@ -177,7 +177,7 @@ def _factory(model_id: str):
         return f
     if split_model_id(model_id)[1] == "torch":
         return Embedder
-    from .embed_onnx import OnnxEmbedder
+    from ingest.pipeline.embed_onnx import OnnxEmbedder
 
     return OnnxEmbedder
 

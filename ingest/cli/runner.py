@@ -20,10 +20,10 @@ import time
 import uuid
 from pathlib import Path
 
-from .sources.base import ChangeEvent
+from ingest.sources.base import ChangeEvent
 
 BULK_GROUP_MAX = 16  # documents per bulk task (see bulk_group)
-log = logging.getLogger("ingest.runner")
+log = logging.getLogger("ingest.cli.runner")
 
 
 class StoreBusy(RuntimeError):
@@ -102,7 +102,7 @@ def purge_delivered(broker_url: str) -> int:
 
 
 def worker_command(store_url: str, broker_url: str, queues: str, concurrency: int, loglevel: str) -> list[str]:
-    return [sys.executable, "-m", "ingest.cli", "worker", "--store", store_url, "--broker", broker_url,
+    return [sys.executable, "-m", "ingest.cli.main", "worker", "--store", store_url, "--broker", broker_url,
             "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel]
 
 
@@ -186,7 +186,7 @@ def broker_for(store_url: str, broker_url: str | None) -> str:
     """The given broker, else the embedded SQLite broker beside a SQLite store."""
     from workers.app import embedded_broker
 
-    from .stores import is_postgres
+    from ingest.stores import is_postgres
 
     if broker_url:
         return broker_url
@@ -197,7 +197,7 @@ def broker_for(store_url: str, broker_url: str | None) -> str:
 
 
 def scan_events(store, roots: list[str]) -> list[ChangeEvent]:
-    from .sources.reconcile import reconcile
+    from ingest.sources.reconcile import reconcile
 
     events: list[ChangeEvent] = []
     for root in roots:
@@ -211,9 +211,9 @@ class Runner:
     def __init__(self, roots: list[str], store_url: str, broker_url: str | None = None, *,
                  debounce: float = 0.25, rescan_every: float = 600.0, concurrency: int | None = None,
                  loglevel: str = "WARNING", sinks: list | None = None):
-        from .stores import open_store, store_url as canonical
+        from ingest.stores import open_store, store_url as canonical
 
-        from .sources.safefs import resolve_root
+        from ingest.sources.safefs import resolve_root
 
         self.roots = [resolve_root(r) for r in roots]  # resolved once: a symlinked root is its target
         for r in self.roots:
@@ -244,7 +244,7 @@ class Runner:
         self.queue.send(events, "interactive")
 
     def run(self, ready: "threading.Event | None" = None) -> None:
-        from .sources.folder import FolderWatcher
+        from ingest.sources.folder import FolderWatcher
 
         if self.embedded and not self.lock.try_acquire():
             raise StoreBusy(f"another `ingest run` or `ingest add` is using {self.store_url} "
@@ -257,7 +257,7 @@ class Runner:
                 self.worker = start_worker(self.store_url, self.broker_url, concurrency=self.concurrency,
                                            loglevel=self.loglevel)
             if self.sinks:
-                from .stores.outbox import Pump
+                from ingest.stores.outbox import Pump
 
                 self.pump = Pump(self.store, self.sinks).start()
             for root in self.roots:
@@ -270,7 +270,7 @@ class Runner:
             if ready is not None:
                 ready.set()
             last_scan = time.monotonic()
-            from .sources.permwatch import PermissionWatch
+            from ingest.sources.permwatch import PermissionWatch
 
             perms = PermissionWatch(self.roots)  # what inotify on the roots cannot see
             while not self._stop.wait(0.5):
@@ -315,13 +315,13 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
         concurrency: int | None = None, loglevel: str = "WARNING", timeout: float | None = None,
         sinks: list | None = None) -> dict:
     """``ingest add``: one-shot ingest of folders/files on the bulk lane; returns a summary."""
-    from .sources.reconcile import reconcile
-    from .stores import open_store, store_url as canonical
+    from ingest.sources.reconcile import reconcile
+    from ingest.stores import open_store, store_url as canonical
 
     store_url = canonical(store_url)
     store = open_store(store_url)
     events: list[ChangeEvent] = []
-    from .sources.safefs import resolve_root
+    from ingest.sources.safefs import resolve_root
 
     for p in paths:
         p = resolve_root(p)  # resolved once: a symlinked root is its target
@@ -372,8 +372,8 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
         if own_worker is not None:
             stop_worker(own_worker)
         lock.release()
-    from . import config
-    from .obs import quality
+    from ingest import config
+    from ingest.obs import quality
 
     quality.refresh(store, config.load())  # this run's quality snapshot; alerts if a source's quality moved
     ends = store.batch_ends(batch)
@@ -382,7 +382,7 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
                "problems": {k: [{"path": p, "reason": r} for p, r in ends[k]]
                             for k in ("quarantined", "failed", "dead-lettered") if ends[k]}}
     if sinks:  # feed the secondary stores what this batch changed
-        from .stores.outbox import Pump
+        from ingest.stores.outbox import Pump
 
         pump = Pump(store, sinks)
         summary["sinks"] = pump.drain(timeout=timeout or 600)

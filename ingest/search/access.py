@@ -19,7 +19,7 @@ from acl.model import ACL
 
 def default_directory(store, cfg: dict | None = None) -> Directory:
     """The directory the ``[directory]`` config table describes (default: OS users, then synced groups)."""
-    from .config import load, section
+    from ingest.config import load, section
 
     return Directory.from_config(section(load() if cfg is None else cfg, "directory"), store)
 

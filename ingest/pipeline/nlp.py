@@ -37,7 +37,7 @@ _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": 
 _STRIP = " \t\"'`()[]{}<>,;:|*_"
 _POSSESSIVE = re.compile(r"(?:'s|')$", re.IGNORECASE)
 _THE = re.compile(r"^the\s+", re.IGNORECASE)
-_REDACTED = "[REDACTED"  # ingest.classify.redact's marker
+_REDACTED = "[REDACTED"  # ingest.pipeline.classify.redact's marker
 
 
 def normalise(text: str) -> str:
@@ -84,7 +84,7 @@ class NLPConfig:
 
     @classmethod
     def from_config(cls, cfg: dict | None) -> "NLPConfig":
-        from .config import section
+        from ingest.config import section
 
         s = dict(section(cfg or {}, "nlp"))
         unknown = sorted(set(s) - set(cls.__dataclass_fields__))

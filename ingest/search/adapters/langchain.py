@@ -1,6 +1,6 @@
 """LangChain retriever over ``Index.search`` (extra ``langchain``: langchain-core).
 
-    from ingest.adapters.langchain import IngestRetriever
+    from ingest.search.adapters.langchain import IngestRetriever
     retriever = IngestRetriever.for_index("~/.ingest/index.db", principal="alice", k=5)
     docs = retriever.invoke("quarterly revenue")      # list[langchain_core.documents.Document]
 
@@ -16,11 +16,11 @@ try:
     from langchain_core.documents import Document
     from langchain_core.retrievers import BaseRetriever
 except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError("ingest.adapters.langchain needs langchain-core: "
+    raise ImportError("ingest.search.adapters.langchain needs langchain-core: "
                       "pip install 'ingest-pipeline[langchain]'") from e
 from pydantic import ConfigDict
 
-from . import hit_metadata, open_for
+from ingest.search.adapters import hit_metadata, open_for
 
 
 class IngestRetriever(BaseRetriever):

@@ -23,13 +23,13 @@ from pathlib import Path
 
 from acl.model import ACL
 
-from .budget import EMBED_PIECE, Budget, OutOfTime, Requeue, is_soft_timeout
-from .obs import trace
-from .obs.clock import Clock, merged
-from .sources.base import DELETE, MOVE, RESCAN, UPSERT, ChangeEvent
-from .stores.base import ChunkRecord, DocRecord, ModelChanged
+from ingest.pipeline.budget import EMBED_PIECE, Budget, OutOfTime, Requeue, is_soft_timeout
+from ingest.obs import trace
+from ingest.obs.clock import Clock, merged
+from ingest.sources.base import DELETE, MOVE, RESCAN, UPSERT, ChangeEvent
+from ingest.stores.base import ChunkRecord, DocRecord, ModelChanged
 
-log = logging.getLogger("ingest.pipeline")
+log = logging.getLogger("ingest.pipeline.document")
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
 
@@ -142,7 +142,7 @@ class Pending:
 class Pipeline:
     def __init__(self, store, embedder=None, *, sandbox: bool = True, passwords: list | None = None,
                  policy=None, nlp=None):
-        """``nlp``: an ``ingest.nlp.EntityExtractor``, ``False`` for no entities; default: ``[nlp]``
+        """``nlp``: an ``ingest.pipeline.nlp.EntityExtractor``, ``False`` for no entities; default: ``[nlp]``
         of the config (entities on with en_core_web_sm)."""
         self.store = store
         self._nlp = nlp
@@ -156,17 +156,17 @@ class Pipeline:
             except PasswordsFileError as e:  # each document that is parsed fails with it
                 passwords, self.passwords_error = [], str(e)
         self.passwords = passwords
-        self._policy = policy  # ingest.classify.LabelPolicy; default: [labels] of the config
+        self._policy = policy  # ingest.pipeline.classify.LabelPolicy; default: [labels] of the config
         self._clocks: list[Clock] = []  # per-document stage timings; a child document gets its own
-        self.budget: Budget | None = None  # the running task's time (ingest.budget); None: unbounded
+        self.budget: Budget | None = None  # the running task's time (ingest.pipeline.budget); None: unbounded
         self._grouped = False  # inside handle_many: a time-out hands the document back, never fails it
         self._rate: float | None = None  # embedding throughput seen (chunks/s), to size the next piece
 
     @property
     def policy(self):
         if self._policy is None:
-            from . import config
-            from .classify import LabelPolicy
+            from ingest import config
+            from ingest.pipeline.classify import LabelPolicy
 
             self._policy = LabelPolicy.from_config(config.load())
         return self._policy
@@ -175,8 +175,8 @@ class Pipeline:
     def nlp(self):
         """The entity extractor, or None when entities are off."""
         if self._nlp is None:
-            from . import config
-            from .nlp import get_extractor
+            from ingest import config
+            from ingest.pipeline.nlp import get_extractor
 
             self._nlp = get_extractor(config.load()) or False
         return self._nlp or None
@@ -203,7 +203,7 @@ class Pipeline:
         """After ``ingest reembed`` switched the store's model, embed (and chunk) with the new one."""
         active = self.store.model_id
         if self._embedder is not None and self._embedder.model_id != active:
-            from .embed import get_embedder
+            from ingest.pipeline.embed import get_embedder
 
             self._embedder, self._chunker = get_embedder(active), None
 
@@ -227,7 +227,7 @@ class Pipeline:
     @property
     def embedder(self):
         if self._embedder is None:
-            from .embed import get_embedder
+            from ingest.pipeline.embed import get_embedder
 
             self._embedder = get_embedder(self.store.model_id)
         return self._embedder
@@ -235,7 +235,7 @@ class Pipeline:
     @property
     def chunker(self):
         if self._chunker is None:
-            from .chunking import Chunker
+            from ingest.pipeline.chunking import Chunker
 
             e = self.embedder
             self._chunker = Chunker(e.count_tokens, e.max_tokens)
@@ -250,7 +250,7 @@ class Pipeline:
         folders the file's ctime_ns); a task older than the registry's state is dropped."""
         started = time.time()
         if ev.kind == RESCAN:
-            from .sources.reconcile import reconcile
+            from ingest.sources.reconcile import reconcile
 
             outs = []
             for sub in reconcile(self.store, ev.root, subtree=ev.path):
@@ -281,13 +281,13 @@ class Pipeline:
         A fault of one document is recorded for it and the others go on; a transient
         fault (store unreachable) propagates, so the task is retried as a whole.
 
-        Time (``self.budget``, ingest.budget): no parse starts that the budget might not
+        Time (``self.budget``, ingest.pipeline.budget): no parse starts that the budget might not
         fit, embedding goes in bounded pieces; what the group did not finish when time
         runs short (or the task's soft limit strikes) is raised as :class:`Requeue`:
         those documents go back to the queue one task each, never dead-lettered for a
         neighbour.
         """
-        from .faults import is_transient
+        from ingest.pipeline.faults import is_transient
 
         outs: list[Outcome] = []
         pending: list[tuple[int, ChangeEvent, Pending]] = []
@@ -387,7 +387,7 @@ class Pipeline:
 
     # -- operations -----------------------------------------------------------------
     def delete(self, root: str, rel: str) -> Outcome:
-        from .sources.safefs import is_regular_file
+        from ingest.sources.safefs import is_regular_file
 
         source, key = folder_source(root), store_rel(rel)
         with self.store.lock(f"{source}\0{key}"):
@@ -416,7 +416,7 @@ class Pipeline:
     def upsert(self, root: str, rel: str, *, defer: bool = False, version: int | None = None) -> "Outcome | Pending":
         """``defer``: stop before embedding and return a :class:`Pending` for ``handle_many``.
         ``version``: see :meth:`handle`."""
-        from .classify import SIDECAR_SUFFIXES, is_sidecar
+        from ingest.pipeline.classify import SIDECAR_SUFFIXES, is_sidecar
 
         if is_sidecar(rel):  # a labels sidecar is no document: it re-labels the file it belongs to
             main = next(rel[:-len(x)] for x in SIDECAR_SUFFIXES if rel.lower().endswith(x))
@@ -429,7 +429,7 @@ class Pipeline:
         return out
 
     def _upsert(self, root: str, rel: str, defer: bool, version: int | None) -> "Outcome | Pending":
-        from .sources.safefs import NotRegular, open_source
+        from ingest.sources.safefs import NotRegular, open_source
 
         source, key = folder_source(root), store_rel(rel)
         path = os.path.join(root, rel)
@@ -562,7 +562,7 @@ class Pipeline:
                 return None
             return str(e)
         if is_soft_timeout(e) and not self._grouped and not depth:
-            from .budget import soft_limit_s
+            from ingest.pipeline.budget import soft_limit_s
 
             stage = (self._clocks[-1].current if self._clocks else None) or "extract"
             return f"timeout after {soft_limit_s():.0f} s in {stage}"
@@ -596,7 +596,7 @@ class Pipeline:
         from (the passwords' globs are matched against it)."""
         from extractors.base import ExtractContext, ExtractionError
 
-        from .quality import QUARANTINED, assess
+        from ingest.pipeline.quality import QUARANTINED, assess
 
         ctx = ExtractContext(workdir=workdir, depth=depth, passwords=self.passwords,
                              source_path=source_path or path)
@@ -623,7 +623,7 @@ class Pipeline:
             out.embedded += kid_embedded
             return out
         doc.flags = [*doc.flags, *report.flags]
-        from .classify import classify
+        from ingest.pipeline.classify import classify
 
         cls = classify(ex.elements, doc.source_labels, self.policy)  # labels; redaction before chunking
         doc.labels, doc.redactions = cls.labels, cls.redactions
@@ -646,7 +646,7 @@ class Pipeline:
                       embedded: int, elements=None) -> Outcome:
         """Write the document with its chunks. If ``ingest reembed`` switched the model
         meanwhile, chunk and embed once more with the new one (at most twice)."""
-        from .chunking import chunk_id
+        from ingest.pipeline.chunking import chunk_id
 
         notes: list[str] = []
         for attempt in range(3):

@@ -1,6 +1,6 @@
 """LlamaIndex retriever over ``Index.search`` (extra ``llamaindex``: llama-index-core).
 
-    from ingest.adapters.llamaindex import IngestRetriever
+    from ingest.search.adapters.llamaindex import IngestRetriever
     retriever = IngestRetriever.for_index("~/.ingest/index.db", principal="alice", k=5)
     nodes = retriever.retrieve("quarterly revenue")   # list[NodeWithScore]
 
@@ -13,10 +13,10 @@ try:
     from llama_index.core.retrievers import BaseRetriever
     from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError("ingest.adapters.llamaindex needs llama-index-core: "
+    raise ImportError("ingest.search.adapters.llamaindex needs llama-index-core: "
                       "pip install 'ingest-pipeline[llamaindex]'") from e
 
-from . import hit_metadata, open_for
+from ingest.search.adapters import hit_metadata, open_for
 
 # metadata the LLM and the embedder should not see (ids, ACLs, versions)
 _HIDDEN = ["chunk_id", "doc_id", "acl", "doc_version", "extractor", "model_id", "bm25_rank", "vector_rank",

@@ -21,13 +21,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from .obs import trace
-from .obs.clock import merged
-from .pipeline import MAX_FILE_BYTES, Outcome, Pipeline, new_doc_id
-from .sources.connector import ACL_CHANGE, DELETE, Connector, CursorExpired, Event
-from .stores.base import DocRecord
+from ingest.obs import trace
+from ingest.obs.clock import merged
+from ingest.pipeline.document import MAX_FILE_BYTES, Outcome, Pipeline, new_doc_id
+from ingest.sources.connector import ACL_CHANGE, DELETE, Connector, CursorExpired, Event
+from ingest.stores.base import DocRecord
 
-log = logging.getLogger("ingest.dms")
+log = logging.getLogger("ingest.pipeline.connector_sync")
 
 
 @dataclass
@@ -194,8 +194,8 @@ def sync_source(store_url: str | None, name: str, cfg: dict, *, prune: bool = Fa
                 pipeline: Pipeline | None = None, ctx: dict | None = None) -> SyncReport:
     """One pass over a configured source (``ingest poll NAME``, the ``ingest.dms_poll`` task);
     ``acl=True`` adds the permission-only pass."""
-    from .sources.connector import make_connector
-    from .stores import open_store
+    from ingest.sources.connector import make_connector
+    from ingest.stores import open_store
 
     p = pipeline or Pipeline(open_store(store_url))
     sync = ConnectorSync(p, make_connector(name, cfg), ctx)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from acl.model import Principal
 
-from .stores.base import Hit
-from .stores.common import process_executor
-from .stores.filters import normalise, to_dict
+from ingest.stores.base import Hit
+from ingest.stores.common import process_executor
+from ingest.stores.filters import normalise, to_dict
 
 RRF_K = 60
 
@@ -77,7 +77,7 @@ class Ranking:
 
     @classmethod
     def from_config(cls, cfg: dict | None) -> "Ranking":
-        from .config import section
+        from ingest.config import section
 
         s = section(cfg or {}, "search")
         known = set(cls.__dataclass_fields__)
@@ -129,7 +129,7 @@ class _QueryCache:
                 self.hits += 1
                 return v
             self.misses += 1
-        from .embed import query_embedder
+        from ingest.pipeline.embed import query_embedder
 
         v = query_embedder(model_id).encode([query])[0]
         v.setflags(write=False)
@@ -153,7 +153,7 @@ class Index:
     @property
     def directory(self):
         if self._directory is None:
-            from .access import default_directory
+            from ingest.search.access import default_directory
 
             self._directory = default_directory(self.store)
         return self._directory
@@ -242,13 +242,13 @@ def open_index(path_or_url: str | None = None, config: "dict | str | None" = Non
     that store under its native ACL filter, principals resolved through ``directory`` (default:
     the ``[directory]`` config, with the synced groups of the ``primary`` store when given);
     ``model_id`` defaults to the primary's model, else the one model the sink holds."""
-    from . import config as config_mod
-    from .stores import open_store
-    from .stores.sinks import SinkIndex, is_vector_sink, open_sink
+    from ingest import config as config_mod
+    from ingest.stores import open_store
+    from ingest.stores.sinks import SinkIndex, is_vector_sink, open_sink
 
     cfg = config if isinstance(config, dict) else config_mod.load(config)
     if path_or_url is not None and is_vector_sink(str(path_or_url)):
-        from .access import default_directory
+        from ingest.search.access import default_directory
 
         store = open_store(primary) if primary is not None else None
         if directory is None:

@@ -33,11 +33,11 @@ import logging
 from dataclasses import asdict
 from urllib.parse import parse_qs
 
-from .auth import bearer_token, load_tokens, match
-from .serve import json_response
-from .stores.filters import KEYS as FILTER_KEYS
+from ingest.serve.auth import bearer_token, load_tokens, match
+from ingest.serve.app import json_response
+from ingest.stores.filters import KEYS as FILTER_KEYS
 
-log = logging.getLogger("ingest.search_http")
+log = logging.getLogger("ingest.serve.search_http")
 
 MAX_K = 100
 PRINCIPAL_PARAMS = {"principal", "as", "user", "as_user", "on_behalf_of", "for", "uid", "groups", "tokens"}
@@ -137,8 +137,8 @@ class SearchApp:
 
 
 def make_app(store_url: str | None, cfg: dict):
-    """``ingest serve`` factory (see ingest.serve.MOUNTS)."""
-    from .search import open_index
+    """``ingest serve`` factory (see ingest.serve.app.MOUNTS)."""
+    from ingest.search.index import open_index
 
     return SearchApp(open_index(store_url, cfg), load_tokens(cfg))
 
@@ -168,6 +168,6 @@ class FacetsApp(SearchApp):
 
 def make_facets_app(store_url: str | None, cfg: dict):
     """``ingest serve`` factory for ``/facets``."""
-    from .search import open_index
+    from ingest.search.index import open_index
 
     return FacetsApp(open_index(store_url, cfg), load_tokens(cfg))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-log = logging.getLogger("ingest.reembed")
+log = logging.getLogger("ingest.pipeline.reembed")
 
 
 def reembed(store, model_id: str, *, batch: int = 64, max_rounds: int = 1000, progress=None) -> dict:
@@ -22,7 +22,7 @@ def reembed(store, model_id: str, *, batch: int = 64, max_rounds: int = 1000, pr
     that index with the new model afterwards find these vectors in the cache.
 
     ``progress(done, total)`` is called after each batch. Returns a summary dict."""
-    from .embed import get_embedder
+    from ingest.pipeline.embed import get_embedder
 
     if batch < 1:
         raise ValueError(f"reembed: batch must be at least 1, got {batch}")

@@ -25,9 +25,9 @@ import stat
 import threading
 from pathlib import Path
 
-from .embed import Embedder, embed_threads
+from ingest.pipeline.embed import Embedder, embed_threads
 
-log = logging.getLogger("ingest.embed")
+log = logging.getLogger("ingest.pipeline.embed")
 
 BUILD_VERSION = 1  # bump when the export or quantization below changes: cached files are rebuilt
 OPSET = 17
@@ -227,7 +227,7 @@ def providers() -> list:
 
 
 class OnnxEmbedder(Embedder):
-    """Same interface as :class:`ingest.embed.Embedder`; vectors from ONNX Runtime."""
+    """Same interface as :class:`ingest.pipeline.embed.Embedder`; vectors from ONNX Runtime."""
 
     def __init__(self, model_id: str, batch_size: int | None = None):
         super().__init__(model_id, batch_size or 32)

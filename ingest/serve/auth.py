@@ -22,7 +22,7 @@ MIN_TOKEN_CHARS = 16
 def _principal(value, where: str):
     from acl.model import Principal
 
-    from .config import ConfigError
+    from ingest.config import ConfigError
 
     if isinstance(value, str) and value:
         return value
@@ -38,7 +38,7 @@ def _principal(value, where: str):
 def load_tokens(cfg: dict) -> list[tuple[bytes, object, str]]:
     """``[(token bytes, principal, label)]`` from ``[serve.tokens]``; the label names the
     principal in logs and the audit trail. Secrets are resolved now and never logged."""
-    from .config import ConfigError, secret, section
+    from ingest.config import ConfigError, secret, section
 
     out = []
     for i, (spec, who) in enumerate(section(cfg, "serve.tokens").items(), 1):

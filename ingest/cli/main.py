@@ -1,4 +1,4 @@
-"""``ingest``: the command line, a thin face over ingest.runner and ingest.search.
+"""``ingest``: the command line, a thin face over ingest.cli.runner and ingest.search.index.
 
 Heavy libraries (torch, unstructured, celery) load inside the commands, so
 ``ingest --help`` is instant.
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--acl", action="store_true", help="also re-read every document's permissions (ACL-only)")
     p.add_argument("--json", action="store_true")
 
-    from . import lineage_cli
+    from ingest.cli import lineage as lineage_cli
 
     lineage_cli.add_parsers(sub, _store_arg)  # lineage, audit, reembed
     return ap
@@ -174,7 +174,7 @@ def _search_filters(a) -> dict:
 
 
 def _setup_logging(verbose: int, as_json: bool | None = None) -> None:
-    from .obs.logs import setup
+    from ingest.obs.logs import setup
 
     setup(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG, as_json)
 
@@ -186,14 +186,14 @@ def _current_user() -> str:
 
 
 def _sinks(a):
-    from . import config
-    from .stores.outbox import configured_sinks
+    from ingest import config
+    from ingest.stores.outbox import configured_sinks
 
     return configured_sinks(config.load(getattr(a, "config", None)), a.sink)
 
 
 def cmd_run(a) -> int:
-    from .runner import Runner
+    from ingest.cli.runner import Runner
 
     Runner(a.paths, a.store, a.broker, debounce=a.debounce, rescan_every=a.rescan_every,
            concurrency=a.concurrency, loglevel="INFO" if a.verbose else "WARNING", sinks=_sinks(a)).run()
@@ -201,7 +201,7 @@ def cmd_run(a) -> int:
 
 
 def cmd_add(a) -> int:
-    from .runner import add, add_exit_code
+    from ingest.cli.runner import add, add_exit_code
 
     summary = add(a.paths, a.store, a.broker, progress=not a.no_progress, concurrency=a.concurrency,
                   sinks=_sinks(a))
@@ -225,7 +225,7 @@ def cmd_add(a) -> int:
 def cmd_search(a) -> int:
     from dataclasses import asdict
 
-    from .search import open_index
+    from ingest.search.index import open_index
 
     principal = a.principal if a.principal is not None else _current_user()
     hits = open_index(a.store).search(a.query, principal=principal, k=a.k, mode=a.mode,
@@ -251,7 +251,7 @@ def cmd_search(a) -> int:
 
 
 def cmd_facets(a) -> int:
-    from .search import open_index
+    from ingest.search.index import open_index
 
     principal = a.principal if a.principal is not None else _current_user()
     rows = open_index(a.store).facets(a.type, principal=principal, filters=_search_filters(a) or None, k=a.k)
@@ -278,9 +278,9 @@ def _marked(text: str, spans, width: int = 200) -> str:
 
 
 def cmd_access(a) -> int:
-    from . import config
-    from .access import default_directory, explain, render
-    from .stores import open_store
+    from ingest import config
+    from ingest.search.access import default_directory, explain, render
+    from ingest.stores import open_store
 
     store = open_store(a.store)
     principal = a.principal if a.principal is not None else _current_user()
@@ -292,8 +292,8 @@ def cmd_access(a) -> int:
 def cmd_sync(a) -> int:
     import time
 
-    from .stores import open_store
-    from .stores.outbox import Pump, diff_stores
+    from ingest.stores import open_store
+    from ingest.stores.outbox import Pump, diff_stores
 
     sinks = _sinks(a)
     if not sinks:
@@ -359,14 +359,14 @@ def _print_sinks(sinks: list[dict]) -> None:
 
 
 def cmd_status(a) -> int:
-    from . import config
-    from .obs import quality
-    from .runner import Queue, broker_for
-    from .stores import is_postgres, open_store, store_url
+    from ingest import config
+    from ingest.obs import quality
+    from ingest.cli.runner import Queue, broker_for
+    from ingest.stores import is_postgres, open_store, store_url
 
     store = open_store(a.store)
     if a.doc:
-        from .obs.trace import doc_trip, render_trip
+        from ingest.obs.trace import doc_trip, render_trip
 
         trip = doc_trip(store, a.doc)
         print(json.dumps(trip, indent=2) if a.json else render_trip(trip))
@@ -411,8 +411,8 @@ def _dead_what(d: dict) -> str:
 def cmd_retry(a) -> int:
     from workers.lanes import requeue_dead_letters
 
-    from .runner import broker_for
-    from .stores import store_url
+    from ingest.cli.runner import broker_for
+    from ingest.stores import store_url
 
     url = store_url(a.store)
     done = requeue_dead_letters(url, broker_for(url, a.broker), a.ids or None)
@@ -424,14 +424,14 @@ def cmd_retry(a) -> int:
 
 
 def cmd_worker(a) -> int:
-    from .runner import broker_for, run_worker
-    from .stores import store_url
+    from ingest.cli.runner import broker_for, run_worker
+    from ingest.stores import store_url
 
     url = store_url(a.store)
     metrics = None
     if a.metrics_port:
-        from . import config
-        from .obs.metrics import serve_in_background
+        from ingest import config
+        from ingest.obs.metrics import serve_in_background
 
         metrics = serve_in_background(url, config.load(a.config), a.metrics_port)
     try:
@@ -443,8 +443,8 @@ def cmd_worker(a) -> int:
 
 
 def cmd_serve(a) -> int:
-    from . import config
-    from .serve import serve
+    from ingest import config
+    from ingest.serve.app import serve
 
     serve(a.store, config.load(a.config), a.host, a.port)
     return 0
@@ -453,8 +453,8 @@ def cmd_serve(a) -> int:
 def cmd_poll(a) -> int:
     from dataclasses import asdict
 
-    from . import config
-    from .dms import sync_source
+    from ingest import config
+    from ingest.pipeline.connector_sync import sync_source
 
     rep = sync_source(a.store, a.source, config.load(a.config), prune=a.prune, acl=a.acl)
     if a.json:
@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
           "worker": cmd_worker,
           "serve": cmd_serve, "access": cmd_access, "poll": cmd_poll, "sync": cmd_sync}.get(a.cmd)
     if fn is None:
-        from .lineage_cli import COMMANDS
+        from ingest.cli.lineage import COMMANDS
 
         fn = COMMANDS[a.cmd]
     try:
