@@ -45,12 +45,12 @@ def corpus_files(root: Path = CORPORA) -> list[Path]:
 
 
 def _judge(path: str, depth: int, workdir: Path, timeout: float, memory_mb: int, rows: list, name: str) -> None:
-    from extractors import _FAMILY, detect, extract, sandbox
+    from extractors import FAMILY, detect, extract, sandbox
     from extractors.base import ExtractContext, ExtractionError
     from ingest.pipeline.quality import assess
 
     try:
-        fmt = _FAMILY.get(detect(path), Path(name).suffix.lower().lstrip(".") or "none")
+        fmt = FAMILY.get(detect(path), Path(name).suffix.lower().lstrip(".") or "none")
     except ExtractionError:
         fmt = Path(name).suffix.lower().lstrip(".") or "none"
     sub = Path(tempfile.mkdtemp(dir=workdir))

@@ -288,7 +288,7 @@ def select_files(max_pdfs: int) -> tuple[dict[str, list[dict]], list[dict]]:
             if too_big_or_dup(p, "docx"):
                 continue
             mime = extractors.detect(p)
-            if mime != extractors.DOCX:
+            if mime != extractors.mimes.DOCX:
                 skipped.append({"format": "docx", "file": rel(p), "reason": f"detected as {mime}"})
                 continue
             selected["docx"].append({"path": str(p), "rel": rel(p), "pages": 1, "bytes": p.stat().st_size})

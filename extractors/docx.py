@@ -363,5 +363,5 @@ def _headers_and_footers(document, styles: _StyleIndex, warnings: list[str]):
 
 
 def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
-    """Router entry point (see ``extractors._EXTRACTORS``)."""
+    """Router entry point (see ``extractors.registry.EXTRACTORS``)."""
     return extract_docx(path, mime)

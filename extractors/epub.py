@@ -55,9 +55,9 @@ class _Book:
         self.expanded = 0
 
     def read(self, name: str) -> bytes:
-        from .odf import _read_member
+        from .odf import read_member
 
-        data = _read_member(self.zf, name, self.ctx)
+        data = read_member(self.zf, name, self.ctx)
         self.expanded += len(data)
         if self.expanded > self.ctx.limits.max_expanded_bytes:
             raise ExtractionError(
@@ -142,7 +142,7 @@ def _toc_titles(book: _Book, opf_dir: str, manifest: dict, toc_id: str | None) -
 
 def _html_elements(data: bytes) -> list:
     from .text import decode_bytes
-    from .unstructured_family import _to_element
+    from .unstructured_family import to_element
 
     try:
         text = data.decode("utf-8")
@@ -151,11 +151,11 @@ def _html_elements(data: bytes) -> list:
     from unstructured.partition.html import partition_html
 
     raw = partition_html(text=text, languages=["eng"])
-    return [e for e in (_to_element(r, "html") for r in raw) if e is not None]
+    return [e for e in (to_element(r, "html") for r in raw) if e is not None]
 
 
 def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
-    """Router entry point (see ``extractors._EXTRACTORS``)."""
+    """Router entry point (see ``extractors.registry.EXTRACTORS``)."""
     from . import spacy_shim
 
     try:

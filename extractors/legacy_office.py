@@ -270,7 +270,7 @@ def _descendants(root: int, known: set[int]) -> set[int]:
 
 
 def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
-    """Router entry point for .doc/.xls/.ppt (see ``extractors._EXTRACTORS``)."""
+    """Router entry point for .doc/.xls/.ppt (see ``extractors.registry.EXTRACTORS``)."""
     from . import docx as docx_ex
     from . import unstructured_family
 

@@ -1,5 +1,5 @@
 """Document metadata from the file itself: title, authors, dates, subject, keywords, language,
-page count; mail headers; archive member paths. Called by ``extractors._run`` after a format
+page count; mail headers; archive member paths. Called by ``extractors.registry.run`` after a format
 module extracted the text, inside the same sandboxed child, and never fails a document: a
 part that cannot be read is left out (and named in a warning).
 

@@ -1,4 +1,5 @@
-"""OCR with the Tesseract command-line tool (Debian ``tesseract-ocr`` + ``tesseract-ocr-eng``).
+"""OCR with the Tesseract command-line tool (Debian ``tesseract-ocr`` + ``tesseract-ocr-eng``;
+``tesseract-ocr-osd`` for orientation detection).
 
 Two entry points:
 
@@ -17,6 +18,9 @@ Leptonica was built with), checked against ``MAX_IMAGE_PIXELS`` *before* decodin
 private temporary PNG and handed to ``tesseract ... tsv``. The TSV gives every word
 with its confidence and its block/paragraph/line, from which paragraphs are rebuilt
 (lines joined with newlines; a word hyphenated across a line end is rejoined).
+A page read with low confidence (under ``REORIENT_BELOW``) is read again with Tesseract's
+orientation and script detection (``--psm 1``), which turns an upside-down or sideways
+scan upright; the better of the two readings is kept (a normal page costs one run).
 
 * Tesseract runs with a wall-clock limit per image (``TIMEOUT_S``); on expiry it is
   killed -> ``ExtractionError("timeout")``. It stays in the caller's process group,
@@ -35,6 +39,7 @@ with its confidence and its block/paragraph/line, from which paragraphs are rebu
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import shutil
@@ -46,8 +51,10 @@ from typing import NamedTuple
 from ._tools import run_tool
 from .base import Element, ExtractContext, Extraction, ExtractionError
 
+log = logging.getLogger(__name__)
+
 EXTRACTOR = "image/tesseract"
-OUR_VERSION = 1
+OUR_VERSION = 2  # 2: upside-down and sideways pages read upright (OSD)
 
 TIMEOUT_S = 60  # one image / one page
 MAX_IMAGE_PIXELS = 60_000_000  # ~ A3 at 600 dpi; 180 MB as RGB
@@ -55,7 +62,12 @@ MAX_IMAGE_PIXELS = 60_000_000  # ~ A3 at 600 dpi; 180 MB as RGB
 # reads text best at a capital height of ~20-40 px, and tiny labels and screenshots
 # (e.g. a 66 px high banner) are below that.
 _UPSCALE_BELOW = 300
-MISSING_HINT = "tesseract not installed: apt-get install tesseract-ocr tesseract-ocr-eng"
+# A page read with a mean word confidence below this (the quality report's default
+# "low-ocr-confidence" flag) is read again with orientation detection (Tesseract OSD,
+# ``osd.traineddata`` from Debian's ``tesseract-ocr-osd``): an upside-down or sideways scan.
+REORIENT_BELOW = 70.0
+MISSING_HINT = ("tesseract not installed: apt-get install tesseract-ocr tesseract-ocr-eng "
+                "tesseract-ocr-osd")
 
 IMAGE_MIMES = frozenset({
     "image/png", "image/jpeg", "image/tiff", "image/bmp", "image/x-ms-bmp", "image/gif",
@@ -176,7 +188,7 @@ def _to_8bit(image):
     return Image.fromarray(np.clip(arr.astype(np.float64) * scale, 0, 255).astype(np.uint8), "L")
 
 
-def _prepare(image):
+def prepare_image(image):
     """8-bit greyscale (transparency flattened onto white), small images enlarged."""
     from PIL import Image
 
@@ -214,17 +226,26 @@ def ocr_image(image, *, lang: str | None = None, timeout: float = TIMEOUT_S,
                 opened.load()
             except OSError as exc:
                 raise ExtractionError("corrupt", f"image: cannot decode: {exc}") from exc
-        prepared = _prepare(opened if opened is not None else image)
+        prepared = prepare_image(opened if opened is not None else image)
         with tempfile.TemporaryDirectory(prefix="ocr-", dir=workdir) as tmp:
             png = Path(tmp) / "page.png"
             prepared.save(png, format="PNG", compress_level=1)
-            tsv = _run_tesseract(binary, png, lang or languages(), timeout, psm)
+            words = _parse_tsv(_run_tesseract(binary, png, lang or languages(), timeout, psm))
+            confidence = _mean([w.confidence for w in words])
+            if psm == 3 and words and confidence < REORIENT_BELOW:
+                # Upside-down or sideways scans read as gibberish: read again with
+                # orientation detection (--psm 1: OSD, then the same segmentation on the
+                # page turned upright) and keep the better reading.
+                turned = _parse_tsv(_run_tesseract(binary, png, lang or languages(), timeout, 1))
+                turned_confidence = _mean([w.confidence for w in turned])
+                if turned_confidence > confidence:
+                    log.debug("OCR: page read upright by orientation detection (mean "
+                              "confidence %.0f -> %.0f)", confidence, turned_confidence)
+                    words, confidence = turned, turned_confidence
     finally:
         if opened is not None:
             opened.close()
-    words = _parse_tsv(tsv)
     text = "\n\n".join(t for t, _ in _paragraphs(words))
-    confidence = _mean([w.confidence for w in words])
     return OcrResult(text, confidence, words)
 
 
@@ -329,7 +350,7 @@ def elements_from(result: OcrResult, page: int | None) -> list[Element]:
 
 
 def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
-    """Router entry point for image files (see ``extractors._EXTRACTORS``)."""
+    """Router entry point for image files (see ``extractors.registry.EXTRACTORS``)."""
     from PIL import ImageSequence
 
     image = _open_image(path, mime)

@@ -49,6 +49,7 @@ from pathlib import Path
 
 from ._tables import render_table
 from .base import Element, ExtractContext, Extraction, ExtractionError
+from .registry import FAMILY
 
 OUR_VERSION = 1
 MAX_REPEAT = 1000  # most copies of one repeated row / cell with content
@@ -97,7 +98,7 @@ def _q(el) -> str:
     return f"{prefix}:{local}"
 
 
-def _attr(el, prefix: str, name: str, default=None):
+def attr(el, prefix: str, name: str, default=None):
     for uri, p in _NS.items():
         if p == prefix:
             value = el.get(f"{{{uri}}}{name}")
@@ -106,9 +107,9 @@ def _attr(el, prefix: str, name: str, default=None):
     return default
 
 
-def _int_attr(el, prefix: str, name: str, default: int = 1) -> int:
+def int_attr(el, prefix: str, name: str, default: int = 1) -> int:
     try:
-        return max(0, int(_attr(el, prefix, name, default)))
+        return max(0, int(attr(el, prefix, name, default)))
     except (TypeError, ValueError):
         return default
 
@@ -116,7 +117,7 @@ def _int_attr(el, prefix: str, name: str, default: int = 1) -> int:
 # ----------------------------------------------------------------------------- text
 
 
-class _Walker:
+class Walker:
     def __init__(self, page: int | None = None):
         self.out: list[Element] = []
         self.page = page
@@ -134,7 +135,7 @@ class _Walker:
         for child in el:
             q = _q(child)
             if q == "text:s":
-                parts.append(" " * _int_attr(child, "text", "c", 1))
+                parts.append(" " * int_attr(child, "text", "c", 1))
             elif q == "text:tab" or q == "text:tab-stop":
                 parts.append("\t")
             elif q == "text:line-break":
@@ -168,8 +169,8 @@ class _Walker:
                 frames: list = []
                 text = self.inline(child, notes, frames)
                 if q == "text:h":
-                    level = _int_attr(child, "text", "outline-level", 0) or \
-                        _int_attr(child, "text", "level", 1) or 1
+                    level = int_attr(child, "text", "outline-level", 0) or \
+                        int_attr(child, "text", "level", 1) or 1
                     self.emit("heading", text, level=min(level, 10))
                 elif depth >= 0:
                     self.emit("list_item", text, depth=depth)
@@ -197,13 +198,13 @@ def _tidy(text: str) -> str:
     return "\n".join(line for line in lines if line).strip()
 
 
-def _cell_text(cell, walker: _Walker) -> str:
-    inner = _Walker(walker.page)
+def _cell_text(cell, walker: Walker) -> str:
+    inner = Walker(walker.page)
     inner.blocks(cell)
     text = " ".join(e.text.replace("\n", " ") for e in inner.out)
     if not text:
-        value = _attr(cell, "office", "value") or _attr(cell, "office", "date-value") or \
-            _attr(cell, "office", "string-value") or ""
+        value = attr(cell, "office", "value") or attr(cell, "office", "date-value") or \
+            attr(cell, "office", "string-value") or ""
         text = value
     return " ".join(text.split())
 
@@ -218,7 +219,7 @@ def _rows(table):
             yield from _rows(child)
 
 
-def row_cells(row, walker: _Walker) -> list[str]:
+def row_cells(row, walker: Walker) -> list[str]:
     """The cell texts of one ``table:table-row`` (repeated cells expanded, trailing empty
     ones dropped, at most ``MAX_COLUMNS``)."""
     cells: list[str] = []
@@ -227,7 +228,7 @@ def row_cells(row, walker: _Walker) -> list[str]:
         q = _q(cell)
         if q not in ("table:table-cell", "table:covered-table-cell"):
             continue
-        repeat = _int_attr(cell, "table", "number-columns-repeated", 1) or 1
+        repeat = int_attr(cell, "table", "number-columns-repeated", 1) or 1
         text = _cell_text(cell, walker) if q == "table:table-cell" else ""
         if not text:
             pending_empty += repeat
@@ -240,13 +241,13 @@ def row_cells(row, walker: _Walker) -> list[str]:
     return cells
 
 
-def table_cells(table, walker: _Walker) -> list[list[str]]:
+def table_cells(table, walker: Walker) -> list[list[str]]:
     rows: list[list[str]] = []
     for row in _rows(table):
         cells = row_cells(row, walker)
         if not any(cells):
             continue
-        repeat = _int_attr(row, "table", "number-rows-repeated", 1) or 1
+        repeat = int_attr(row, "table", "number-rows-repeated", 1) or 1
         rows.extend([cells] * min(repeat, MAX_REPEAT))
     if not rows:
         return []
@@ -267,7 +268,7 @@ def _parse(data: bytes):
     return etree.fromstring(data, parser=parser)
 
 
-def _read_member(zf: zipfile.ZipFile, name: str, ctx: ExtractContext) -> bytes:
+def read_member(zf: zipfile.ZipFile, name: str, ctx: ExtractContext) -> bytes:
     info = zf.getinfo(name)
     limits = ctx.limits
     if info.file_size > limits.max_member_bytes:
@@ -280,24 +281,24 @@ def _read_member(zf: zipfile.ZipFile, name: str, ctx: ExtractContext) -> bytes:
     return zf.read(info)
 
 
-def _encryption(zf: zipfile.ZipFile, ctx: ExtractContext) -> dict | None:
+def encryption(zf: zipfile.ZipFile, ctx: ExtractContext) -> dict | None:
     """The manifest's encryption data for content.xml, or None when not encrypted."""
     if "META-INF/manifest.xml" not in zf.namelist():
         return None
-    manifest = _parse(_read_member(zf, "META-INF/manifest.xml", ctx))
+    manifest = _parse(read_member(zf, "META-INF/manifest.xml", ctx))
     for entry in manifest:
-        if _attr(entry, "manifest", "full-path") != "content.xml":
+        if attr(entry, "manifest", "full-path") != "content.xml":
             continue
         for data in entry:
             if _q(data) != "manifest:encryption-data":
                 continue
-            info = {"checksum-type": _attr(data, "manifest", "checksum-type"),
-                    "checksum": _attr(data, "manifest", "checksum")}
+            info = {"checksum-type": attr(data, "manifest", "checksum-type"),
+                    "checksum": attr(data, "manifest", "checksum")}
             for part in data:
                 for key in ("algorithm-name", "initialisation-vector", "key-derivation-name",
                             "iteration-count", "salt", "key-size",
                             "start-key-generation-name"):
-                    value = _attr(part, "manifest", key)
+                    value = attr(part, "manifest", key)
                     if value is not None:
                         info.setdefault(key, value)
             return info
@@ -338,11 +339,11 @@ def _decrypt(raw: bytes, enc: dict, password: str) -> bytes | None:
         return None
 
 
-def _content(zf: zipfile.ZipFile, path: Path, ctx: ExtractContext, fmt: str) -> tuple[bytes, bool]:
+def content_xml(zf: zipfile.ZipFile, path: Path, ctx: ExtractContext, fmt: str) -> tuple[bytes, bool]:
     if "content.xml" not in zf.namelist():
         raise ExtractionError("corrupt", f"{fmt}: no content.xml in the package")
-    enc = _encryption(zf, ctx)
-    raw = _read_member(zf, "content.xml", ctx)
+    enc = encryption(zf, ctx)
+    raw = read_member(zf, "content.xml", ctx)
     if enc is None:
         return raw, False
     passwords = ctx.passwords_for(path)
@@ -360,7 +361,7 @@ def _headers_footers(zf: zipfile.ZipFile, ctx: ExtractContext) -> tuple[list[Ele
     if "styles.xml" not in zf.namelist():
         return [], []
     try:
-        styles = _parse(_read_member(zf, "styles.xml", ctx))
+        styles = _parse(read_member(zf, "styles.xml", ctx))
     except ExtractionError:
         raise
     except Exception:  # noqa: BLE001 - no headers then; the body is what matters
@@ -370,14 +371,14 @@ def _headers_footers(zf: zipfile.ZipFile, ctx: ExtractContext) -> tuple[list[Ele
     seen: set[tuple[str, str]] = set()
     for el in styles.iter():
         q = _q(el)
-        cls = _attr(el, "presentation", "class") if q == "draw:frame" else None
+        cls = attr(el, "presentation", "class") if q == "draw:frame" else None
         if q in ("style:header", "style:header-left", "style:header-first") or cls == "header":
             kind, out = "header", headers
         elif q in ("style:footer", "style:footer-left", "style:footer-first") or cls == "footer":
             kind, out = "footer", footers
         else:
             continue
-        walker = _Walker()
+        walker = Walker()
         walker.blocks(el)
         text = "\n".join(e.text for e in walker.out).strip()
         if text and (kind, text) not in seen:
@@ -400,7 +401,7 @@ def _text_document(root) -> list[Element]:
     body = _body(root, "text")
     if body is None:
         raise ExtractionError("corrupt", "odt: no office:text body")
-    walker = _Walker()
+    walker = Walker()
     walker.blocks(body)
     return walker.out
 
@@ -415,8 +416,8 @@ def _spreadsheet(root) -> tuple[list[Element], int]:
         if _q(sheet) != "table:table":
             continue
         number += 1
-        name = _attr(sheet, "table", "name") or f"Sheet{number}"
-        cells = table_cells(sheet, _Walker(number))
+        name = attr(sheet, "table", "name") or f"Sheet{number}"
+        cells = table_cells(sheet, Walker(number))
         if not cells:
             continue
         out.append(Element("table", render_table(cells, context=f"Sheet: {name}"),
@@ -434,16 +435,16 @@ def _presentation(root) -> tuple[list[Element], int]:
         if _q(page) != "draw:page":
             continue
         number += 1
-        walker = _Walker(number)
+        walker = Walker(number)
         notes: list = []
         for shape in page:
             q = _q(shape)
             if q == "presentation:notes":
                 notes.append(shape)
                 continue
-            cls = _attr(shape, "presentation", "class")
+            cls = attr(shape, "presentation", "class")
             if cls in ("title", "subtitle") and q == "draw:frame":
-                inner = _Walker(number)
+                inner = Walker(number)
                 inner.blocks(shape)
                 text = " ".join(e.text for e in inner.out)
                 walker.emit("heading" if cls == "title" else "paragraph", text,
@@ -453,9 +454,9 @@ def _presentation(root) -> tuple[list[Element], int]:
             else:
                 walker.blocks([shape])
         for note in notes:
-            inner = _Walker(number)
+            inner = Walker(number)
             for frame in note:
-                if _attr(frame, "presentation", "class") == "notes":
+                if attr(frame, "presentation", "class") == "notes":
                     inner.blocks([frame])
             text = "\n".join(e.text for e in inner.out)
             walker.emit("paragraph", text, notes=True)
@@ -464,19 +465,17 @@ def _presentation(root) -> tuple[list[Element], int]:
 
 
 def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
-    """Router entry point (see ``extractors._EXTRACTORS``)."""
+    """Router entry point (see ``extractors.registry.EXTRACTORS``)."""
     from lxml import etree
 
-    from . import _FAMILY
-
-    fmt = _FAMILY[mime]
+    fmt = FAMILY[mime]
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
         raise ExtractionError("corrupt", f"{fmt}: not a readable ZIP package: {exc}") from exc
     warnings: list[str] = []
     with zf:
-        data, decrypted = _content(zf, path, ctx, fmt)
+        data, decrypted = content_xml(zf, path, ctx, fmt)
         if decrypted:
             warnings.append("decrypted with a configured password")
         try:

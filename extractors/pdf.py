@@ -491,7 +491,7 @@ def _ranges(numbers: list[int]) -> str:
 
 
 def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
-    """Router entry point (see ``extractors._EXTRACTORS``)."""
+    """Router entry point (see ``extractors.registry.EXTRACTORS``)."""
     # The one-argument form for the default context keeps ``extract_pdf(path)`` the
     # call that callers (and tests) patch or wrap.
     if ctx is None or ctx == ExtractContext():

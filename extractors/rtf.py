@@ -80,7 +80,7 @@ def _elements(text: str) -> list[Element]:
 
 
 def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
-    """Router entry point (see ``extractors._EXTRACTORS``)."""
+    """Router entry point (see ``extractors.registry.EXTRACTORS``)."""
     from importlib.metadata import PackageNotFoundError, version
 
     data = path.read_bytes()

@@ -14,7 +14,7 @@ ODS: content.xml is parsed with ``lxml.etree.iterparse`` (no entity resolution, 
 no network, libxml2's size bounds), filtered to ``table:table``/``table:table-row``;
 each row is read with ``odf.row_cells`` (the ODF extractor's rules: paragraphs, else
 ``office:value``; repeated cells and rows expanded only with content, at most
-``odf.MAX_REPEAT`` times) and freed. An encrypted ODS is decrypted (``odf._content``)
+``odf.MAX_REPEAT`` times) and freed. An encrypted ODS is decrypted (``odf.content_xml``)
 into memory first.
 
 CSV/TSV: files up to ``SMALL_TEXT_BYTES`` are decoded whole with ``text.decode_bytes``
@@ -69,6 +69,8 @@ from pathlib import Path
 
 from ._tables import render_table
 from .base import Element, ExtractContext, Extraction, ExtractionError
+from .detect import bomless_utf16
+from .registry import FAMILY
 
 OUR_VERSION = 1
 BATCH_ROWS = 200  # rows per table element
@@ -365,9 +367,9 @@ def _ods_source(path: Path, fmt: str, ctx: ExtractContext):
     if "content.xml" not in zf.namelist():
         zf.close()
         raise ExtractionError("corrupt", f"{fmt}: no content.xml in the package")
-    if odf._encryption(zf, ctx) is not None:
+    if odf.encryption(zf, ctx) is not None:
         with zf:
-            data, _ = odf._content(zf, path, ctx, fmt)
+            data, _ = odf.content_xml(zf, path, ctx, fmt)
         return None, io.BytesIO(data), True
     info = zf.getinfo("content.xml")
     ratio = info.file_size / max(info.compress_size, 1)
@@ -405,7 +407,7 @@ def _ods(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element], int,
                     depth += 1
                     if depth == 1:  # a sheet (tables nested in cells belong to their cell)
                         number += 1
-                        name = odf._attr(el, "table", "name") or f"Sheet{number}"
+                        name = odf.attr(el, "table", "name") or f"Sheet{number}"
                         writer = SheetWriter(name, number, out, budget)
                         row_number, stopped = 0, budget.spent
                 continue
@@ -419,9 +421,9 @@ def _ods(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element], int,
                 continue
             if depth != 1 or writer is None:
                 continue
-            repeat = odf._int_attr(el, "table", "number-rows-repeated", 1) or 1
+            repeat = odf.int_attr(el, "table", "number-rows-repeated", 1) or 1
             if not stopped:
-                cells = odf.row_cells(el, odf._Walker(number))
+                cells = odf.row_cells(el, odf.Walker(number))
                 if any(cells):
                     for copy in range(min(repeat, odf.MAX_REPEAT)):
                         if not writer.row(row_number + copy + 1, list(cells)):
@@ -460,12 +462,11 @@ SAMPLE_BYTES = 1024 * 1024  # larger ones: the encoding is decided on this much
 def _sample_encoding(path: Path) -> tuple[str, list[str]]:
     """Encoding of a large text file, decided on its first ``SAMPLE_BYTES`` with the
     same rules as ``text.decode_bytes`` (BOM, UTF-16 without BOM, UTF-8, code pages)."""
-    from . import _bomless_utf16
-    from .text import _BOMS, decode_bytes
+    from .text import BOMS, decode_bytes
 
     with open(path, "rb") as fh:
         sample = fh.read(SAMPLE_BYTES)
-    if any(sample.startswith(bom) for bom, _ in _BOMS) or _bomless_utf16(sample[:8192]):
+    if any(sample.startswith(bom) for bom, _ in BOMS) or bomless_utf16(sample[:8192]):
         sample = sample[: len(sample) // 4 * 4]  # whole code units
     elif b"\n" in sample:
         sample = sample[: sample.rindex(b"\n") + 1]  # no character cut in two
@@ -532,10 +533,8 @@ def _delimited(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element]
 
 
 def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
-    """Router entry point (see ``extractors._EXTRACTORS``): XLSX and its variants, ODS, CSV, TSV."""
-    from . import _FAMILY
-
-    fmt = _FAMILY[mime]
+    """Router entry point (see ``extractors.registry.EXTRACTORS``): XLSX and its variants, ODS, CSV, TSV."""
+    fmt = FAMILY[mime]
     pages = None
     if fmt in ("csv", "tsv"):
         from .text import charset_normalizer_version

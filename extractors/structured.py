@@ -30,6 +30,7 @@ import json
 from pathlib import Path
 
 from .base import Element, ExtractContext, Extraction, ExtractionError
+from .registry import FAMILY
 
 OUR_VERSION = 1
 MAX_JSON_BYTES = 64 * 1024 * 1024
@@ -300,10 +301,8 @@ def _parse_xml(source, out: _Out) -> None:
 
 
 def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
-    """Router entry point (see ``extractors._EXTRACTORS``): JSON, NDJSON, XML."""
-    from . import _FAMILY
-
-    fmt = _FAMILY[mime]
+    """Router entry point (see ``extractors.registry.EXTRACTORS``): JSON, NDJSON, XML."""
+    fmt = FAMILY[mime]
     out = _Out()
     warnings: list[str] = []
     if fmt == "json":

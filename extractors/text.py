@@ -49,10 +49,12 @@ from pathlib import Path
 
 from ._tables import render_table
 from .base import Element, ExtractContext, Extraction, ExtractionError
+from .detect import bomless_utf16
+from .mimes import TSV
 
 OUR_VERSION = 1
 
-_BOMS = (
+BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
     (codecs.BOM_UTF32_LE, "utf-32"),
     (codecs.BOM_UTF32_BE, "utf-32"),
@@ -85,16 +87,14 @@ def charset_normalizer_version() -> str:
 
 def decode_bytes(data: bytes) -> tuple[str, str, list[str]]:
     """Decode a text file's bytes: ``(text, encoding, warnings)`` (see module doc)."""
-    for bom, codec in _BOMS:
+    for bom, codec in BOMS:
         if data.startswith(bom):
             try:
                 return data.decode(codec), codec, []
             except UnicodeDecodeError:
                 text = data.decode(codec, "replace")
                 return text, codec, [f"encoding: {codec} with invalid bytes replaced"]
-    from . import _bomless_utf16
-
-    wide = _bomless_utf16(data[:8192])
+    wide = bomless_utf16(data[:8192])
     if wide:
         text = data[: len(data) // 2 * 2].decode(wide, "replace")
         return text, wide, [f"encoding: {wide} without BOM (detected)"]
@@ -221,9 +221,7 @@ def split_table(text: str, delimiter: str = "\t") -> list[list[str]]:
 
 
 def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
-    """Router entry point (see ``extractors._EXTRACTORS``): text/plain and TSV."""
-    from . import TSV
-
+    """Router entry point (see ``extractors.registry.EXTRACTORS``): text/plain and TSV."""
     data = path.read_bytes()
     text, encoding, warnings = decode_bytes(data)
     version = f"charset-normalizer-{charset_normalizer_version()}+{OUR_VERSION}"

@@ -54,13 +54,14 @@ from pathlib import Path
 
 from ._tables import CONTEXT_SEPARATOR, render_table
 from .base import ExtractContext, Element, Extraction, ExtractionError
+from .registry import FAMILY
 
 OUR_VERSION = 1
 
 # format -> (module, function, keyword arguments)
 # languages=["eng"] for md/html/txt: skips unstructured's per-document langdetect run
 # (~10% of their extraction time); we do not use its language metadata.
-_PARTITIONERS: dict[str, tuple[str, str, dict]] = {
+PARTITIONERS: dict[str, tuple[str, str, dict]] = {
     "md": ("unstructured.partition.md", "partition_md", {"languages": ["eng"]}),
     "html": ("unstructured.partition.html", "partition_html", {"languages": ["eng"]}),
     "txt": ("unstructured.partition.text", "partition_text", {"languages": ["eng"]}),
@@ -88,7 +89,7 @@ _PARAGRAPH_CATEGORIES = {"NarrativeText", "Text", "UncategorizedText"}
 
 def extract_unstructured(path: Path, fmt: str, mime: str) -> Extraction:
     """Partition ``path`` as format ``fmt`` (md, html, txt, csv, eml, pptx, xlsx)."""
-    module_name, function_name, kwargs = _PARTITIONERS[fmt]
+    module_name, function_name, kwargs = PARTITIONERS[fmt]
     from . import spacy_shim
 
     try:
@@ -119,7 +120,7 @@ def extract_unstructured(path: Path, fmt: str, mime: str) -> Extraction:
     else:
         raw = partition(filename=str(path), **kwargs)
 
-    elements = [e for e in (_to_element(r, fmt) for r in raw) if e is not None]
+    elements = [e for e in (to_element(r, fmt) for r in raw) if e is not None]
     if fmt == "eml":
         elements = _email_title(path, wide, raw, warnings) + elements
     pages = None
@@ -168,7 +169,7 @@ def _lenient_csv(path: Path, mime: str, exc: Exception) -> Extraction:
     )
 
 
-def _to_element(raw, fmt: str) -> Element | None:
+def to_element(raw, fmt: str) -> Element | None:
     category = getattr(raw, "category", None) or type(raw).__name__
     text = (getattr(raw, "text", None) or "").strip()
     if category == "PageBreak" or not text:
@@ -406,7 +407,5 @@ class _Headers:
 
 
 def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
-    """Router entry point (see ``extractors._EXTRACTORS``)."""
-    from . import _FAMILY
-
-    return extract_unstructured(path, _FAMILY[mime], mime)
+    """Router entry point (see ``extractors.registry.EXTRACTORS``)."""
+    return extract_unstructured(path, FAMILY[mime], mime)

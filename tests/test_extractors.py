@@ -251,7 +251,7 @@ def test_image_is_routed_to_ocr(tmp_path):
     path = tmp_path / "photo.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     assert detect(path) == "image/png"
-    assert extractors._EXTRACTORS[extractors._FAMILY["image/png"]] == ("ocr", "extract")
+    assert extractors.EXTRACTORS[extractors.FAMILY["image/png"]] == ("ocr", "extract")
 
 
 def test_audio_is_unsupported(tmp_path):
@@ -308,7 +308,7 @@ def test_zip_that_is_not_office_is_an_archive(tmp_path):
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("hello.txt", "hi")
     assert detect(path) == "application/zip"
-    assert extractors._EXTRACTORS[extractors._FAMILY["application/zip"]] == ("archive", "extract")
+    assert extractors.EXTRACTORS[extractors.FAMILY["application/zip"]] == ("archive", "extract")
 
 
 def test_parser_exceptions_become_corrupt(tmp_path, monkeypatch):

@@ -268,7 +268,7 @@ def test_compressed_and_archive_signatures(tmp_path):
     for mime in ("application/x-tar", "application/x-compressed-tar", "application/gzip",
                  "application/x-bzip2", "application/x-xz", "application/x-7z-compressed",
                  "application/zip"):
-        assert extractors._EXTRACTORS[extractors._FAMILY[mime]] == ("archive", "extract")
+        assert extractors.EXTRACTORS[extractors.FAMILY[mime]] == ("archive", "extract")
 
 
 def test_image_signatures(tmp_path):
@@ -280,7 +280,7 @@ def test_image_signatures(tmp_path):
         path = tmp_path / f"scan-{fmt}.txt"  # the name lies; the bytes decide
         image.save(path, fmt)
         assert detect(path) == mime, fmt
-        assert extractors._EXTRACTORS[extractors._FAMILY[mime]] == ("ocr", "extract")
+        assert extractors.EXTRACTORS[extractors.FAMILY[mime]] == ("ocr", "extract")
     # "BM" at the start of a note is not a bitmap.
     note = tmp_path / "bmw.txt"
     note.write_text("BMW sales rose in spring.\n")
@@ -324,10 +324,10 @@ def test_libmagic_second_opinion(tmp_path):
 
 
 def test_routing_table_covers_every_family():
-    for mime, family in extractors._FAMILY.items():
-        assert family in extractors._EXTRACTORS, family
+    for mime, family in extractors.FAMILY.items():
+        assert family in extractors.EXTRACTORS, family
         assert mime in extractors.SUPPORTED_MIMES
-    table = extractors._EXTRACTORS
+    table = extractors.EXTRACTORS
     assert table["doc"] == table["xls"] == table["ppt"] == ("legacy_office", "extract")
     assert table["eml"] == table["msg"] == ("email_family", "extract")
     assert table["pdf"] == ("pdf", "extract") and table["docx"] == ("docx", "extract")
@@ -338,7 +338,7 @@ def test_routing_table_covers_every_family():
 
 
 def test_missing_extractor_module_fails_only_its_family(tmp_path, monkeypatch):
-    monkeypatch.setitem(extractors._EXTRACTORS, "rtf", ("no_such_module_xyz", "extract"))
+    monkeypatch.setitem(extractors.EXTRACTORS, "rtf", ("no_such_module_xyz", "extract"))
     path = tmp_path / "a.rtf"
     path.write_text("{\\rtf1\\ansi hello}")
     err = error_of(path)

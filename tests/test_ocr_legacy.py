@@ -172,6 +172,37 @@ def test_multipage_tiff_gives_pages(tmp_path):
     assert set(one.ocr_pages) == {1} and any("OCR limited" in w for w in one.warnings)
 
 
+SCAN_LINES = ["The quarterly report shows steady growth", "in every region we serve, with sales up",
+              "twelve percent over the previous year and", "costs held flat across the company."]
+
+
+@pytest.mark.parametrize("angle", [180, 90])
+def test_upside_down_and_sideways_scans_are_read_upright(angle, monkeypatch):
+    page = text_image(SCAN_LINES, size=(1400, 520)).rotate(angle, expand=True)
+    result = ocr.ocr_image(page)
+    assert "The quarterly report shows steady growth" in result.text
+    assert {"region", "twelve", "percent", "company"} <= words(result.text)
+    assert result.confidence > 80
+    monkeypatch.setattr(ocr, "REORIENT_BELOW", 0.0)  # no orientation detection: gibberish
+    unturned = ocr.ocr_image(page)
+    assert unturned.confidence < 50 and "quarterly" not in unturned.text
+
+
+def test_upside_down_scan_is_indexed_upright_without_a_flag(pipeline, world_dir):
+    from ingest.search.index import Index
+    from ingest.sources.reconcile import reconcile
+
+    root = world_dir / "scans"
+    root.mkdir()
+    text_image(SCAN_LINES, size=(1400, 520)).rotate(180).save(root / "upside-down.png")
+    outs = [out for event in reconcile(pipeline.store, str(root)) for out in pipeline.handle(event)]
+    assert [o.action for o in outs] == ["indexed"]
+    hits = Index(pipeline.store).search("quarterly report steady growth", principal="everyone", k=3)
+    assert hits and "The quarterly report shows steady growth" in hits[0].text
+    assert not [label for hit in hits for label in hit.labels if label.startswith("flag:")]
+    assert not pipeline.store.status()["flagged"]
+
+
 def test_image_decompression_bomb_is_too_large(tmp_path):
     # a PNG header declaring 100000 x 100000 pixels (10 G pixels) and no data
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -63,7 +63,7 @@ def test_a_16_bit_greyscale_png_is_scaled_not_clipped_before_ocr(tmp_path):
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from extractors.ocr import _prepare
+    from extractors.ocr import prepare_image
 
     img = Image.new("L", (400, 100), 255)
     ImageDraw.Draw(img).text((10, 40), "Kestrel survey 2026", fill=60)  # dark grey ink
@@ -72,7 +72,7 @@ def test_a_16_bit_greyscale_png_is_scaled_not_clipped_before_ocr(tmp_path):
     Image.fromarray(wide).save(path)
     opened = Image.open(path)
     assert opened.mode.startswith("I")  # 16-bit greyscale as PIL reads it
-    out = np.asarray(_prepare(opened))
+    out = np.asarray(prepare_image(opened))
     assert out.min() < 80 and out.max() > 225  # grey ink on white, not all white (clipped at 255)
 
 
