@@ -93,6 +93,8 @@ class Extraction:
     ocr_pages: dict[int, float] = field(default_factory=dict)
     # title, authors, created, modified, subject, keywords, language, pages, mail headers, members
     metadata: dict = field(default_factory=dict)  # (extractors.metadata)
+    # warnings the parsing libraries raised (kept out of the log: extractors.library_warnings)
+    third_party_warnings: int = 0
 
     @property
     def text(self) -> str:

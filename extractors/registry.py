@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from . import metadata
+from . import library_warnings, metadata
 from .base import ExtractContext, Extraction, ExtractionError
 from .mimes import (
     BINARY_EXTENSIONS, BMP, BZIP2, CSV, DOC, DOCM, DOCX, DOTM, DOTX, EMAIL, EPUB, GIF, GZIP,
@@ -149,7 +149,10 @@ def run(p: Path, mime: str, ctx: ExtractContext) -> Extraction:
         ) from exc
     stage(fmt)  # named in a timeout/crash message ("timeout after 120 s in pdf")
     try:
-        return with_metadata(fn(p, mime, ctx), p, fmt)
+        with library_warnings.capture() as seen:  # pypdf & co.: counted, not in the log
+            result = with_metadata(fn(p, mime, ctx), p, fmt)
+        result.third_party_warnings += seen.count
+        return result
     except ExtractionError:
         raise
     except ImportError as exc:

@@ -351,3 +351,79 @@ def test_the_router_and_the_pdf_extractor_announce_their_stages(tmp_path):
     with pytest.raises(ExtractionError) as info:
         sandbox.run(extractors.extract, str(path), timeout=1.5, label="pdf")
     assert info.value.message.startswith("timeout after") and info.value.message.endswith("in pdf/ocr")
+
+
+# --------------------------------------------------------------------------- library warnings
+
+
+def pdf_that_makes_pypdf_warn(path: Path) -> Path:
+    """A readable PDF whose ``startxref`` points 3 bytes past the xref table: pypdf logs
+    "incorrect startxref pointer" and rebuilds the table."""
+    raw_pdf(path, b"BT /F1 12 Tf 72 720 Td (The zanzibar memo about harbour fees) Tj ET")
+    data = path.read_bytes()
+    xref = int(re.search(rb"startxref\n(\d+)", data).group(1))
+    path.write_bytes(data.replace(b"startxref\n%d" % xref, b"startxref\n%d" % (xref + 3)))
+    return path
+
+
+def test_pypdf_warnings_are_counted_not_logged(tmp_path, caplog):
+    import pypdf
+
+    path = pdf_that_makes_pypdf_warn(tmp_path / "warns.pdf")
+    with caplog.at_level("WARNING"):
+        pypdf.PdfReader(path).pages[0].extract_text()  # the file does make pypdf warn
+    from_pypdf = [r for r in caplog.records if r.name.startswith("pypdf")]
+    assert from_pypdf and all(r.levelname == "WARNING" for r in from_pypdf)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        result = extractors.extract(path)
+    assert "The zanzibar memo about harbour fees" in result.text
+    assert not [r for r in caplog.records if r.name.startswith("pypdf")]
+    assert result.third_party_warnings >= len(from_pypdf)
+    with caplog.at_level("DEBUG", logger="extractors.library_warnings"):
+        extractors.extract(path)
+    assert any("incorrect startxref pointer" in r.getMessage() for r in caplog.records
+               if r.name == "extractors.library_warnings" and r.levelname == "DEBUG")
+    # warnings.warn from a parser is counted too, and our own WARNING lines still show
+    from extractors import library_warnings
+
+    caplog.clear()
+    with caplog.at_level("WARNING"), library_warnings.capture() as seen:
+        import logging
+        import warnings
+
+        warnings.warn("odd style in sheet", UserWarning)
+        logging.getLogger("openpyxl.styles").warning("odd style")
+        logging.getLogger("extractors.pdf").warning("ours")
+    assert seen.count == 2
+    assert [r.getMessage() for r in caplog.records] == ["ours"]
+
+
+def test_the_default_log_has_no_pypdf_line_and_the_trace_counts_them(tmp_path, pipeline, world_dir):
+    import json
+    import subprocess
+    import sys
+
+    path = pdf_that_makes_pypdf_warn(tmp_path / "warns.pdf")
+    # the log as `ingest` sets it up (INFO to stderr), the parse in the sandbox process
+    code = ("import logging, sys\nfrom ingest.obs.logs import setup\nsetup(logging.INFO)\n"
+            "from extractors import extract, sandbox\n"
+            "print(sandbox.run(extract, sys.argv[1], label='pdf').third_party_warnings)\n")
+    run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert run.returncode == 0, run.stderr
+    assert int(run.stdout.strip()) >= 1
+    assert "pypdf" not in run.stderr and "WARNING" not in run.stderr, run.stderr
+
+    from ingest.obs.trace import doc_trip
+    from ingest.sources.reconcile import reconcile
+
+    root = world_dir / "pdfs"
+    root.mkdir()
+    pdf_that_makes_pypdf_warn(root / "warns.pdf")
+    outs = [out for event in reconcile(pipeline.store, str(root)) for out in pipeline.handle(event)]
+    assert [o.action for o in outs] == ["indexed"]
+    trip = doc_trip(pipeline.store, str(root / "warns.pdf"))
+    assert trip["steps"][-1]["third_party_warnings"] >= 1
+    assert trip["document"]["quality"]["third_party_warnings"] == trip["steps"][-1]["third_party_warnings"]
+    assert json.dumps(trip)  # the trace stays JSON

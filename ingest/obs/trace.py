@@ -34,6 +34,9 @@ def record(store, o, *, source: str, external_id: str | None, batch: str | None 
     }
     if getattr(o, "notes", None):
         tr["notes"] = list(o.notes)
+    warned = row and row["quality"] and json.loads(row["quality"]).get("third_party_warnings")
+    if warned and o.action == "indexed":  # the parsing libraries' warnings, counted, not logged
+        tr["third_party_warnings"] = warned
     store.log_outcome(action=o.action, source=source, external_id=external_id, doc_id=o.doc_id, batch=batch,
                       parsed=o.parsed, embedded=o.embedded, detail=o.detail, trace=tr)
     timing = " ".join(f"{k}={v:.3f}s" for k, v in tr["stages"].items())
@@ -102,5 +105,7 @@ def render_trip(trip: dict) -> str:
             res += f"  {s['chunks']} chunk(s): {s.get('computed', 0)} embedded, {s.get('cached', 0)} from cache"
         if s.get("detail"):
             res += f"  ({s['detail']})"
+        if s.get("third_party_warnings"):  # the parsers' own warnings: --log-level DEBUG shows them
+            res += f"  {s['third_party_warnings']} parser warning(s)"
         out.append(res)
     return "\n".join(out)

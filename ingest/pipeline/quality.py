@@ -45,6 +45,7 @@ class QualityReport:
     language: str | None
     verdict: str = OK
     reasons: list[str] = field(default_factory=list)
+    third_party_warnings: int = 0  # the parsing libraries' warnings (extractors.library_warnings)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,6 +93,7 @@ def assess(extraction, policy: QualityPolicy | None = None) -> QualityReport:
         ocr_pages=len(ocr),
         ocr_confidence=(sum(ocr.values()) / len(ocr)) if ocr else None,
         language=detect_language(text) if n else None,
+        third_party_warnings=getattr(extraction, "third_party_warnings", 0),
     )
     q, f = [], []
     if n < policy.min_chars:
