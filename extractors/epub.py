@@ -25,7 +25,11 @@ import zipfile
 from pathlib import Path
 from urllib.parse import unquote
 
+from . import spacy_shim
 from .base import Element, ExtractContext, Extraction, ExtractionError
+from .odf import read_member
+from .text import decode_bytes
+from .unstructured_family import to_element
 
 OUR_VERSION = 1
 _HTML_TYPES = {"application/xhtml+xml", "text/html", "application/x-dtbook+xml"}
@@ -55,8 +59,6 @@ class _Book:
         self.expanded = 0
 
     def read(self, name: str) -> bytes:
-        from .odf import read_member
-
         data = read_member(self.zf, name, self.ctx)
         self.expanded += len(data)
         if self.expanded > self.ctx.limits.max_expanded_bytes:
@@ -141,9 +143,6 @@ def _toc_titles(book: _Book, opf_dir: str, manifest: dict, toc_id: str | None) -
 
 
 def _html_elements(data: bytes) -> list:
-    from .text import decode_bytes
-    from .unstructured_family import to_element
-
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -156,8 +155,6 @@ def _html_elements(data: bytes) -> list:
 
 def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
     """Router entry point (see ``extractors.registry.EXTRACTORS``)."""
-    from . import spacy_shim
-
     try:
         spacy_shim.install()
     except RuntimeError as exc:

@@ -35,6 +35,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from . import docx as docx_ex, unstructured_family
 from ._tools import run_tool
 from .base import ExtractContext, Extraction, ExtractionError
 
@@ -271,9 +272,6 @@ def _descendants(root: int, known: set[int]) -> set[int]:
 
 def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
     """Router entry point for .doc/.xls/.ppt (see ``extractors.registry.EXTRACTORS``)."""
-    from . import docx as docx_ex
-    from . import unstructured_family
-
     kind, protection = _sniff(path, mime)
     if protection == "irm":
         raise ExtractionError(

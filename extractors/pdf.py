@@ -55,7 +55,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from . import _pdfbudget, _pdfminer, _pdftext, ocr
 from .base import ExtractContext, Element, Extraction, ExtractionError
+from .sandbox import stage
 
 EXTRACTOR = "pdf/pypdf"
 EXTRACTOR_OCR = "pdf/pypdf+tesseract"
@@ -100,14 +102,9 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
     except (FileNotDecryptedError, PdfReadError) as exc:
         raise ExtractionError("corrupt", f"pdf: cannot read page tree: {exc}") from exc
 
-    from . import _pdfbudget
-
-    from .sandbox import stage
-
     _pdfbudget.check(pages, ctx.limits)  # before any engine decodes a stream
     stage("pdf/text")
     document = _open_pdfium(path, password, warnings)
-    from . import _pdfminer
 
     third = _pdfminer.Reader(path, password)
     by_page: dict[int, list[Element]] = {}
@@ -216,8 +213,6 @@ def _page_text(pages, document, index: int, warnings: list[str],
     Where that text looks garbled or incomplete and the page has a font pdfminer can
     map (``extractors._pdfminer``), ``third`` (a ``_pdfminer.Reader``) reads it too,
     and its text is taken if clearly better, by the same rules."""
-    from . import _pdftext
-
     number = index + 1
     errors: list[str] = []
     from pypdf.errors import LimitReachedError
@@ -256,9 +251,6 @@ def _page_text(pages, document, index: int, warnings: list[str],
         except Exception:  # noqa: BLE001 - the plain PDFium text stands
             pass
     if third is not None and _pdftext.doubtful(ours, theirs, text):
-        from . import _pdfminer
-        from .sandbox import stage
-
         if _pdfminer.can_map(pages[index]):
             stage("pdf/text/pdfminer")
             candidate = third.page_text(index)
@@ -269,8 +261,6 @@ def _page_text(pages, document, index: int, warnings: list[str],
 
 
 def _pdfium_page_text(document, index: int, respace: bool = False) -> str:
-    from . import _pdftext
-
     page = document[index]
     try:
         textpage = page.get_textpage()
@@ -284,8 +274,6 @@ def _pdfium_page_text(document, index: int, respace: bool = False) -> str:
 
 def _form_values(page, text: str) -> list[str]:
     """AcroForm values of the page's text/choice fields not already in its text."""
-    from . import _pdftext
-
     flat = " ".join(text.split())
     return [v for v in _pdftext.form_values(page) if " ".join(v.split()) not in flat]
 
@@ -368,8 +356,6 @@ def _ocr_sparse_pages(document, sparse: list[int],
     """OCR the (near) text-less pages that hold images; returns the OCR part of the
     version string when any page was OCR'd. ``document`` is the open pypdfium2
     document (closed by the caller)."""
-    from . import ocr
-
     opened: list = []
     try:
         candidates: list[tuple[int, object]] = []
@@ -440,8 +426,6 @@ def _image_page(page) -> str | None:
     """"ok" if the page's images cover enough of it to be worth OCR; None if it has
     no (significant) images; otherwise why it is refused."""
     import pypdfium2.raw as pdfium_c
-
-    from . import ocr
 
     width, height = page.get_size()
     area = max(width * height, 1.0)

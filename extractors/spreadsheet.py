@@ -67,10 +67,12 @@ import datetime as _dt
 import zipfile
 from pathlib import Path
 
+from . import odf
 from ._tables import render_table
 from .base import Element, ExtractContext, Extraction, ExtractionError
 from .detect import bomless_utf16
 from .registry import FAMILY
+from .text import BOMS, charset_normalizer_version, decode_bytes
 
 OUR_VERSION = 1
 BATCH_ROWS = 200  # rows per table element
@@ -358,8 +360,6 @@ def _ods_source(path: Path, fmt: str, ctx: ExtractContext):
     """content.xml as a stream (decrypted into memory when the file is encrypted)."""
     import io
 
-    from . import odf
-
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
@@ -385,8 +385,6 @@ def _ods(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element], int,
     turned into cells when it ends and then freed (``odf.row_cells`` reads it, so cell
     text is what the ODF extractor reads: a cell's paragraphs, else its value)."""
     from lxml import etree
-
-    from . import odf
 
     zf, source, decrypted = _ods_source(path, fmt, ctx)
     tags = [f"{{{ns}}}{local}" for ns in _ODS_TABLE_NS for local in ("table", "table-row")]
@@ -462,8 +460,6 @@ SAMPLE_BYTES = 1024 * 1024  # larger ones: the encoding is decided on this much
 def _sample_encoding(path: Path) -> tuple[str, list[str]]:
     """Encoding of a large text file, decided on its first ``SAMPLE_BYTES`` with the
     same rules as ``text.decode_bytes`` (BOM, UTF-16 without BOM, UTF-8, code pages)."""
-    from .text import BOMS, decode_bytes
-
     with open(path, "rb") as fh:
         sample = fh.read(SAMPLE_BYTES)
     if any(sample.startswith(bom) for bom, _ in BOMS) or bomless_utf16(sample[:8192]):
@@ -492,8 +488,6 @@ def _delimited(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element]
     """CSV/TSV rows, streamed through the same writer as sheets (no sheet name)."""
     import csv
     import io
-
-    from .text import decode_bytes
 
     size = path.stat().st_size
     if size <= SMALL_TEXT_BYTES:
@@ -537,8 +531,6 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
     fmt = FAMILY[mime]
     pages = None
     if fmt in ("csv", "tsv"):
-        from .text import charset_normalizer_version
-
         elements, warnings = _delimited(path, fmt, ctx)
         extractor = f"{fmt}/csv"
         version = f"charset-normalizer-{charset_normalizer_version()}+{OUR_VERSION}"

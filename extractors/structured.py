@@ -31,6 +31,7 @@ from pathlib import Path
 
 from .base import Element, ExtractContext, Extraction, ExtractionError
 from .registry import FAMILY
+from .text import decode_bytes
 
 OUR_VERSION = 1
 MAX_JSON_BYTES = 64 * 1024 * 1024
@@ -129,8 +130,6 @@ def _json_groups(doc, out: _Out) -> None:
 
 
 def _extract_json(path: Path, out: _Out, warnings: list[str]) -> None:
-    from .text import decode_bytes
-
     size = path.stat().st_size
     if size > MAX_JSON_BYTES:
         raise ExtractionError(
@@ -152,8 +151,6 @@ def _extract_json(path: Path, out: _Out, warnings: list[str]) -> None:
 
 
 def _extract_ndjson(path: Path, out: _Out, warnings: list[str]) -> None:
-    from .text import decode_bytes
-
     text, encoding, notes = decode_bytes(path.read_bytes())
     warnings.extend(notes)
     bad = good = 0
@@ -231,8 +228,6 @@ def _extract_xml(path: Path, out: _Out, warnings: list[str]) -> None:
         # file declaring UTF-8): decode it ourselves and parse the text.
         import io
         import re
-
-        from .text import decode_bytes
 
         text, encoding, _ = decode_bytes(path.read_bytes())
         text = re.sub(r"""^(\s*<\?xml[^>]*?)\s+encoding\s*=\s*["'][^"']*["']""", r"\1",

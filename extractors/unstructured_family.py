@@ -52,9 +52,11 @@ import io
 from html.parser import HTMLParser
 from pathlib import Path
 
+from . import spacy_shim
 from ._tables import CONTEXT_SEPARATOR, render_table
 from .base import ExtractContext, Element, Extraction, ExtractionError
 from .registry import FAMILY
+from .text import charset_normalizer_version, decode_bytes, split_table
 
 OUR_VERSION = 1
 
@@ -90,7 +92,6 @@ _PARAGRAPH_CATEGORIES = {"NarrativeText", "Text", "UncategorizedText"}
 def extract_unstructured(path: Path, fmt: str, mime: str) -> Extraction:
     """Partition ``path`` as format ``fmt`` (md, html, txt, csv, eml, pptx, xlsx)."""
     module_name, function_name, kwargs = PARTITIONERS[fmt]
-    from . import spacy_shim
 
     try:
         spacy_shim.install()
@@ -144,8 +145,6 @@ def _lenient_csv(path: Path, mime: str, exc: Exception) -> Extraction:
     """A CSV that pandas refuses (rows of different lengths, stray quotes): read with
     the ``csv`` module, delimiter sniffed, rows padded to the widest."""
     import csv
-
-    from .text import charset_normalizer_version, decode_bytes, split_table
 
     text, _, warnings = decode_bytes(path.read_bytes())
     try:

@@ -776,3 +776,39 @@ def test_corpus_encrypted_xlsx():
 )
 def test_corpus_hostile_and_unsupported(relative, code):
     assert error_of(corpus(relative)).code == code
+
+
+def test_extractors_share_only_public_names_and_import_no_layer_above():
+    """The package's modules use each other's public names only (what is shared is made
+    public in the module that owns it), and ``extractors`` is a leaf: it imports neither
+    ``ingest`` nor ``workers``."""
+    import ast
+
+    package = Path(extractors.__file__).parent
+    modules = {p.stem for p in package.glob("*.py")}
+    bad = []
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        siblings = {}  # local name -> sibling module imported under it
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                source = node.module or ""
+                if source.split(".")[0] in ("ingest", "workers"):
+                    bad.append(f"{path.name}:{node.lineno} imports {source}")
+                if node.level == 0 and not source.startswith("extractors"):
+                    continue
+                for alias in node.names:
+                    if node.level == 1 and not node.module and alias.name in modules:
+                        siblings[alias.asname or alias.name] = alias.name
+                    elif alias.name.startswith("_"):
+                        bad.append(f"{path.name}:{node.lineno} imports {source}.{alias.name}")
+            elif isinstance(node, ast.Import):
+                bad += [f"{path.name}:{node.lineno} imports {a.name}" for a in node.names
+                        if a.name.split(".")[0] in ("ingest", "workers")]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                    and node.value.id in siblings and node.attr.startswith("_") \
+                    and not node.attr.startswith("__"):
+                bad.append(f"{path.name}:{node.lineno} uses {siblings[node.value.id]}.{node.attr}")
+    assert not bad, bad
+    assert len((package / "__init__.py").read_text().splitlines()) < 80  # a facade
