@@ -17,9 +17,13 @@ every parse in it), on the thread that opened it:
   code, not the document: they are shown as the filters in force say);
 
 each is logged again at DEBUG on ``extractors.library_warnings`` (logger, category and
-the first ``MESSAGE_CHARS`` characters of the message), so ``--log-level DEBUG`` shows
+the first ``MESSAGE_CHARS`` characters of the message), so a DEBUG log shows
 them. The count ends up in ``Extraction.third_party_warnings``, and from there in the
 document's quality report and its trace (``third_party_warnings``).
+
+Logging records are told apart by thread; the ``warnings`` module's state is
+process-wide, so a ``warnings.warn`` from another thread during a parse (only possible
+where parses run in threads, not in the sandbox process) is counted for this one.
 """
 from __future__ import annotations
 

@@ -105,7 +105,7 @@ def render_trip(trip: dict) -> str:
             res += f"  {s['chunks']} chunk(s): {s.get('computed', 0)} embedded, {s.get('cached', 0)} from cache"
         if s.get("detail"):
             res += f"  ({s['detail']})"
-        if s.get("third_party_warnings"):  # the parsers' own warnings: --log-level DEBUG shows them
+        if s.get("third_party_warnings"):  # the parsers' own warnings (logged at DEBUG only)
             res += f"  {s['third_party_warnings']} parser warning(s)"
         out.append(res)
     return "\n".join(out)
