@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 
+from ingest.config import settings
 from ingest.obs.clock import STAGES
 
 STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, math.inf)
@@ -43,7 +43,7 @@ class _Hist:
 def default_broker(store_url: str | None) -> str:
     from ingest.stores import store_path
 
-    url = os.environ.get("INGEST_BROKER")
+    url = settings().broker
     if url:
         return url
     from workers.app import embedded_broker

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from acl.model import ACL
 
-from ingest.pipeline.budget import EMBED_PIECE, Budget, OutOfTime, Requeue, is_soft_timeout
+from ingest.config import settings
+from ingest.pipeline.budget import Budget, OutOfTime, Requeue, is_soft_timeout
 from ingest.obs import trace
 from ingest.obs.clock import Clock, merged
 from ingest.sources.base import DELETE, MOVE, RESCAN, UPSERT, ChangeEvent
@@ -82,7 +83,7 @@ def load_passwords() -> list[tuple[str, str]]:
     ``INGEST_PASSWORDS_FILE``: ``[{"pattern": "/share/legal/*.pdf", "password": "..."}]``.
     They are never logged. A file that is missing or malformed is a
     :class:`PasswordsFileError` (the pipeline records it per document, it never stops a worker)."""
-    f = os.environ.get("INGEST_PASSWORDS_FILE")
+    f = settings().passwords_file
     if not f:
         return []
     try:
@@ -711,7 +712,7 @@ class Pipeline:
     def vectors(self, texts: list[str], hashes: list[str], label: str | None = None) -> tuple[list[bytes], int]:
         """Vectors for texts, from the cache keyed by (model id, text hash) where possible.
 
-        What the cache lacks is embedded in pieces of ``EMBED_PIECE`` texts, each cached
+        What the cache lacks is embedded in pieces of ``INGEST_EMBED_PIECE`` texts, each cached
         as it is done, so work survives a time-out; with a budget, no piece starts that
         it might not fit (:class:`OutOfTime`, ``progress`` if a piece was kept). Large
         jobs log a progress line (``label`` names them)."""
@@ -720,8 +721,9 @@ class Pipeline:
         missing = {h: t for t, h in zip(texts, hashes) if h not in have}
         hs = list(missing)
         t_start, last_note = time.monotonic(), time.monotonic()
-        for k in range(0, len(hs), EMBED_PIECE):
-            piece = hs[k:k + EMBED_PIECE]
+        step = settings().embed_piece
+        for k in range(0, len(hs), step):
+            piece = hs[k:k + step]
             if k and self.budget is not None:
                 need = 2 * len(piece) / self._rate if self._rate else 0.0
                 if self.budget.left() < need:
