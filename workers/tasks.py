@@ -71,7 +71,7 @@ def _give_up(task, store_url: str, fault: str, exc: BaseException, evs, batch: s
     from celery.exceptions import Reject
 
     from ingest.pipeline.faults import is_transient as _transient
-    from ingest.pipeline.document import store_rel
+    from ingest.sources.base import store_rel
 
     req = task.request
     reason = store_rel(f"{type(exc).__name__}: {exc}")  # a name that is not UTF-8 must not stop the record
@@ -97,7 +97,7 @@ def _give_up(task, store_url: str, fault: str, exc: BaseException, evs, batch: s
 
 def _printable(v):
     """Task arguments as the store can hold them (names that are not UTF-8 escaped)."""
-    from ingest.pipeline.document import store_rel
+    from ingest.sources.base import store_rel
 
     if isinstance(v, str):
         return store_rel(v)

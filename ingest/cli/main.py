@@ -431,7 +431,7 @@ def cmd_worker(a) -> int:
     metrics = None
     if a.metrics_port:
         from ingest import config
-        from ingest.obs.metrics import serve_in_background
+        from ingest.serve.app import serve_in_background
 
         metrics = serve_in_background(url, config.load(a.config), a.metrics_port)
     try:

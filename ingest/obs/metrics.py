@@ -207,16 +207,3 @@ def app(store_url: str | None, cfg: dict, *, public: bool | None = None):
 
     return wsgi
 
-
-def serve_in_background(store_url: str | None, cfg: dict, port: int, host: str = "127.0.0.1"):
-    """``ingest worker --metrics-port``: the same metrics from a worker host at ``/metrics``, served
-    from a background thread. The caller stops the server (its pool threads are not daemons)."""
-    from cheroot import wsgi
-
-    from ingest.serve.app import Dispatcher
-
-    server = wsgi.Server((host, port), Dispatcher(store_url, cfg, {"/metrics": "ingest.obs.metrics:app"}),
-                         numthreads=2)
-    server.prepare()
-    threading.Thread(target=server.serve, name="metrics", daemon=True).start()
-    return server

@@ -24,31 +24,16 @@ from pathlib import Path
 from acl.model import ACL
 
 from ingest.config import settings
+from ingest.pipeline.classify import source_labels_at
 from ingest.pipeline.budget import Budget, OutOfTime, Requeue, is_soft_timeout
 from ingest.obs import trace
 from ingest.obs.clock import Clock, merged
-from ingest.sources.base import DELETE, MOVE, RESCAN, UPSERT, ChangeEvent
+from ingest.sources.base import DELETE, MOVE, RESCAN, UPSERT, ChangeEvent, folder_source, store_rel  # noqa: F401
 from ingest.stores.base import ChunkRecord, DocRecord, ModelChanged
 
 log = logging.getLogger("ingest.pipeline.document")
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
-
-
-def folder_source(root: str | os.PathLike) -> str:
-    return store_rel("folder:" + os.path.abspath(root))
-
-
-def store_rel(rel: str) -> str:
-    """A relative path as the store keeps it: itself, or, for a name with bytes that are
-    not UTF-8 (``os.fsdecode`` turned them into lone surrogates), those bytes written as
-    ``\\xNN``, so the store, its lock and its outcome log can hold it. (A file really
-    named with a backslash escape would share that key; both are still read safely.)"""
-    try:
-        rel.encode("utf-8")
-        return rel
-    except UnicodeEncodeError:
-        return os.fsencode(rel).decode("utf-8", "backslashreplace")
 
 
 def file_uri(root: str, rel: str) -> str:
@@ -467,7 +452,7 @@ class Pipeline:
         st = sf.st
         acl = sf.acl()
         try:
-            labels, label_error = sf.labels(), None
+            labels, label_error = source_labels_at(sf.dir_fd, sf.name, sf.fd, origin=sf.rel), None
         except (ValueError, OSError) as e:
             labels, label_error = [], str(e)
         relabel = row is not None and json.loads(row.get("source_labels") or "[]") != labels
