@@ -16,6 +16,13 @@ import time
 
 from ingest.config import settings
 from ingest.obs.clock import STAGES
+from ingest.config import section
+from ingest.obs import quality
+from ingest.obs.lanes import lane_stats
+from ingest.obs.quality import rules
+from ingest.serve.auth import principal_from_request
+from ingest.stores import open_store, store_path
+from workers.app import embedded_broker
 
 STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, math.inf)
 LAG_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, math.inf)
@@ -41,12 +48,9 @@ class _Hist:
 
 
 def default_broker(store_url: str | None) -> str:
-    from ingest.stores import store_path
-
     url = settings().broker
     if url:
         return url
-    from workers.app import embedded_broker
 
     return embedded_broker(store_path(store_url))
 
@@ -85,9 +89,6 @@ class StoreCollector:
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-
-        from ingest.obs import quality
-        from ingest.obs.lanes import lane_stats
 
         with self._lock:
             self._consume()
@@ -182,12 +183,6 @@ def registry_for(store, cfg: dict, broker_url: str | None, refresh_every: float 
 def app(store_url: str | None, cfg: dict, *, public: bool | None = None):
     """WSGI app for ``/metrics`` (mounted by ``ingest serve``)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    from ingest.serve.auth import principal_from_request
-    from ingest.config import section
-    from ingest.stores import open_store
-
-    from ingest.obs.quality import rules
 
     rules(cfg)  # a bad [quality.alerts] table fails `ingest serve` at start, not every scrape
     s = section(cfg, "serve.metrics")
