@@ -103,3 +103,17 @@ def test_the_readme_table_is_the_settings_object():
     assert settings_table() in readme, "README's settings table is stale: paste `python -m ingest.config`"
     assert len(settings_table().splitlines()) == len(__import__("dataclasses").fields(Settings)) + 4
     assert config.settings is settings
+
+
+def test_the_cli_names_a_bad_setting_before_any_work(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
+    env.update(PYTHONPATH=str(REPO), INGEST_TASK_TIME_LIMIT="abc", INGEST_CONFIG=str(tmp_path / "none.toml"))
+    r = subprocess.run([sys.executable, "-m", "ingest.cli", "status", "--store", str(tmp_path / "s.db")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "ingest status: INGEST_TASK_TIME_LIMIT='abc': expected a number of seconds"
+    assert not (tmp_path / "s.db").exists()
