@@ -87,13 +87,15 @@ def test_settings_reach_their_readers(clean_env, monkeypatch):
 
 def test_no_module_reads_ingest_variables_itself():
     """Every INGEST_* read goes through the settings object; extractors/ (a leaf that may not
-    import ingest) reads its own, which the table lists too."""
+    import ingest) reads its own, which the table lists too. (INGEST_CONFIG names the file itself:
+    the CLI saves and restores it around a command with --config.)"""
     env_only = {f.metadata["env"] for f in __import__("dataclasses").fields(Settings) if f.metadata["key"] is None}
     found = []
     for d in ("ingest", "workers", "acl", "extractors"):
         for p in sorted((REPO / d).rglob("*.py")):
             for m in re.finditer(r"(?:environ\.get|getenv|environ\[)\(?\s*f?\"(INGEST_[A-Z_]*)\"(?!\]\s*=)", p.read_text()):
-                if p.name != "config.py" and not (d == "extractors" and m.group(1) in env_only):
+                if p.name != "config.py" and m.group(1) != "INGEST_CONFIG" \
+                        and not (d == "extractors" and m.group(1) in env_only):
                     found.append(f"{p.relative_to(REPO)}: {m.group(1)}")
     assert found == []
 
@@ -117,3 +119,18 @@ def test_the_cli_names_a_bad_setting_before_any_work(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip() == "ingest status: INGEST_TASK_TIME_LIMIT='abc': expected a number of seconds"
     assert not (tmp_path / "s.db").exists()
+
+
+def test_config_option_is_the_settings_file_too(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[worker]\nmax_retries = -1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
+    env.update(PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-m", "ingest.cli", "serve", "--config", str(cfg), "--store",
+                        str(tmp_path / "s.db")], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "ingest serve: config [worker] max_retries=-1: expected a whole number >= 0"

@@ -464,6 +464,19 @@ def cmd_poll(a) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    before = os.environ.get("INGEST_CONFIG")
+    if getattr(a, "config", None):  # the settings, and the workers this command starts, read the same file
+        os.environ["INGEST_CONFIG"] = os.path.abspath(os.path.expanduser(a.config))
+    try:
+        return _main(a)
+    finally:
+        if before is None:
+            os.environ.pop("INGEST_CONFIG", None)
+        else:
+            os.environ["INGEST_CONFIG"] = before
+
+
+def _main(a) -> int:
     try:
         config.settings()  # every INGEST_* variable and settings key checked once, before any work
     except config.ConfigError as e:
