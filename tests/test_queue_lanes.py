@@ -182,7 +182,8 @@ def test_transient_faults_are_classified_and_backed_off_with_jitter():
     import kombu.exceptions
     import redis.exceptions
 
-    from workers.tasks import BACKOFF_CAP, backoff, is_transient
+    from ingest.config import settings
+    from workers.tasks import backoff, is_transient
 
     assert is_transient(sqlite3.OperationalError("database is locked"))
     assert is_transient(redis.exceptions.ConnectionError("Connection refused"))
@@ -192,6 +193,6 @@ def test_transient_faults_are_classified_and_backed_off_with_jitter():
     assert not is_transient(KeyError("doc_id"))
     for attempt in range(8):
         xs = [backoff(attempt) for _ in range(400)]
-        bound = min(BACKOFF_CAP, 2 ** attempt)
+        bound = min(settings().retry_cap_s, 2 ** attempt)
         assert all(0 <= x <= bound for x in xs)
         assert max(xs) > 0.6 * bound and len(set(xs)) > 300  # spread over the window: jitter

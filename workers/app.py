@@ -16,6 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from celery import Celery
 from kombu import Exchange, Queue
 
+from ingest.config import settings
+
 LANES = ("interactive", "bulk", "maintenance")
 
 app = Celery("ingest", include=["workers.tasks"])
@@ -29,12 +31,12 @@ def embedded_broker(store_path) -> str:
 
 
 def visibility_timeout() -> int:
-    return int(os.environ.get("INGEST_VISIBILITY_TIMEOUT",
-                              str(int(os.environ.get("INGEST_TASK_TIME_LIMIT", "600")) + 300)))
+    return settings().visibility_timeout_s
 
 
 def configure(broker_url: str | None = None) -> Celery:
-    url = broker_url or os.environ.get("INGEST_BROKER")
+    s = settings()
+    url = broker_url or s.broker
     if not url:
         from ingest.stores import store_path
 
@@ -63,15 +65,15 @@ def configure(broker_url: str | None = None) -> Celery:
         accept_content=["json"],
         # Redis: one reserved task per process, so an interactive change never queues behind
         # prefetched bulk work in a busy worker
-        worker_prefetch_multiplier=int(os.environ.get("INGEST_PREFETCH", "1" if redis else "4")),
+        worker_prefetch_multiplier=s.prefetch or (1 if redis else 4),
         worker_hijack_root_logger=False,
-        worker_max_tasks_per_child=int(os.environ.get("INGEST_MAX_TASKS_PER_CHILD", "1000")),  # recycle
-        worker_max_memory_per_child=int(os.environ.get("INGEST_MAX_MEMORY_PER_CHILD_MB", "3072")) * 1024,  # KiB
+        worker_max_tasks_per_child=s.max_tasks_per_child,  # recycle
+        worker_max_memory_per_child=s.max_memory_per_child_mb * 1024,  # KiB
         worker_proc_alive_timeout=180,  # children load the model and parsers before their first task
         worker_enable_remote_control=not sql,  # the SQL transport has no fan-out
         broker_connection_retry_on_startup=True,
-        task_time_limit=int(os.environ.get("INGEST_TASK_TIME_LIMIT", "600")),
-        task_soft_time_limit=int(os.environ.get("INGEST_TASK_TIME_LIMIT", "600")) - 30,
+        task_time_limit=int(s.task_time_limit),
+        task_soft_time_limit=int(s.soft_time_limit),
     )
     if redis:
         app.conf.update(

@@ -24,10 +24,12 @@ import sqlite3
 import time
 from pathlib import Path
 
+from ingest import config
+from ingest.config import settings
+
 log = logging.getLogger("ingest.queue")
 
 LANES = ("interactive", "bulk", "maintenance")
-DEFAULT_MAX_DEPTH = {"interactive": 1000, "bulk": 20000, "maintenance": 20000}
 CHECK_EVERY = 50
 RESUME_FRACTION = 0.8
 PENDING_PREFIX = "ingest:pending:"
@@ -44,25 +46,14 @@ def broker_db(broker_url: str) -> Path | None:
 
 
 def lanes_enabled() -> bool:
-    v = os.environ.get("INGEST_LANES", "on").lower()
-    if v not in ("on", "off", "1", "0", "true", "false"):
-        raise ValueError(f"INGEST_LANES={v!r}: expected on or off")
-    return v in ("on", "1", "true")
+    return settings().lanes
 
 
 def max_depths(cfg: dict | None = None) -> dict[str, int]:
-    from ingest import config
-
-    table = config.section(cfg if cfg is not None else config.load(), "queue.max_depth")
-    out = dict(DEFAULT_MAX_DEPTH)
-    for lane in LANES:
-        raw = os.environ.get(f"INGEST_MAX_DEPTH_{lane.upper()}", table.get(lane, out[lane]))
-        try:
-            out[lane] = int(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"max depth for lane {lane!r} must be an integer, not {raw!r}") from None
-        if out[lane] < 1:
-            raise ValueError(f"max depth for lane {lane!r} must be at least 1, not {out[lane]}")
+    cfg = config.load() if cfg is None else cfg
+    table = config.section(cfg, "queue.max_depth")
+    s = config.settings(cfg)
+    out = {lane: getattr(s, f"max_depth_{lane}") for lane in LANES}
     unknown = set(table) - set(LANES)
     if unknown:
         raise ValueError(f"[queue.max_depth]: unknown lane(s) {', '.join(sorted(unknown))}; lanes are "

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 import sqlite3
 
 from celery.signals import worker_process_init
 
+from ingest.config import settings
 from ingest.pipeline.faults import is_transient  # noqa: F401  (re-exported for tests)
 
 from .app import app
@@ -19,12 +19,10 @@ _pipelines: dict = {}
 
 @worker_process_init.connect
 def _child_init(**_):
-    import os
-
     from .lifecycle import die_with_parent
 
     die_with_parent()
-    store = os.environ.get("INGEST_STORE")
+    store = settings().store
     if store:  # load the model and parsers now, not on the first change a user makes
         _warm_up(store)  # synchronously: a thread here would race the first task's imports
 
@@ -61,14 +59,11 @@ def task_context(task) -> dict:
 
 
 
-MAX_RETRIES = int(os.environ.get("INGEST_TASK_MAX_RETRIES", "5"))
-BACKOFF_BASE = float(os.environ.get("INGEST_RETRY_BASE_S", "1"))
-BACKOFF_CAP = float(os.environ.get("INGEST_RETRY_CAP_S", "60"))
-
-
 def backoff(retries: int) -> float:
-    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**retries))."""
-    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** retries))
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**retries)) (settings
+    ``retry_base_s``, ``retry_cap_s``, read now: nothing is frozen at import)."""
+    s = settings()
+    return random.uniform(0, min(s.retry_cap_s, s.retry_base_s * 2 ** retries))
 
 
 def _give_up(task, store_url: str, fault: str, exc: BaseException, evs, batch: str | None) -> list[str]:
@@ -76,7 +71,7 @@ def _give_up(task, store_url: str, fault: str, exc: BaseException, evs, batch: s
     from celery.exceptions import Reject
 
     from ingest.pipeline.faults import is_transient as _transient
-    from ingest.pipeline.document import store_rel
+    from ingest.sources.base import store_rel
 
     req = task.request
     reason = store_rel(f"{type(exc).__name__}: {exc}")  # a name that is not UTF-8 must not stop the record
@@ -102,7 +97,7 @@ def _give_up(task, store_url: str, fault: str, exc: BaseException, evs, batch: s
 
 def _printable(v):
     """Task arguments as the store can hold them (names that are not UTF-8 escaped)."""
-    from ingest.pipeline.document import store_rel
+    from ingest.sources.base import store_rel
 
     if isinstance(v, str):
         return store_rel(v)
@@ -143,7 +138,7 @@ class _budgeted:
 def _run(task, store_url: str, evs, batch: str | None, pendings, work, versions=None):
     """Run ``work()`` for a task's events with the failure semantics of every change task.
 
-    Transient faults are retried with backoff and jitter, ``MAX_RETRIES`` times, then
+    Transient faults are retried with backoff and jitter, ``task_max_retries`` times, then
     dead-lettered; anything else is a permanent fault: dead-lettered at once, with the
     reason, and acknowledged. A task that cannot even record that (broker and store
     both gone) is rejected with requeue, so the broker delivers it again."""
@@ -171,13 +166,14 @@ def _run(task, store_url: str, evs, batch: str | None, pendings, work, versions=
     except Exception as e:
         if not is_transient(e):
             return _give_up(task, store_url, "permanent", e, evs, batch)
-        if task.request.retries >= task.max_retries:
+        max_retries = settings().task_max_retries
+        if task.request.retries >= max_retries:
             return _give_up(task, store_url, "transient", e, evs, batch)
         delay = backoff(task.request.retries)
         log.warning("%s: transient fault (%s: %s); retry %d/%d in %.1f s", task.name, type(e).__name__, e,
-                    task.request.retries + 1, task.max_retries, delay)
+                    task.request.retries + 1, max_retries, delay)
         try:
-            raise task.retry(exc=e, countdown=delay)
+            raise task.retry(exc=e, countdown=delay, max_retries=max_retries)
         except Retry:
             raise
         except Exception as e2:  # the broker is unreachable too: leave the message to be delivered again
@@ -185,7 +181,7 @@ def _run(task, store_url: str, evs, batch: str | None, pendings, work, versions=
     return [o.action for o in outs]
 
 
-@app.task(name="ingest.change", bind=True, acks_late=True, max_retries=MAX_RETRIES)
+@app.task(name="ingest.change", bind=True, acks_late=True, max_retries=None)
 def change(self, store_url: str, kind: str, root: str, path: str, dest_path: str | None = None,
            batch: str | None = None, version: int | None = None, pending: str | None = None):
     """One document change. Idempotent: it looks at the current state of the document."""
@@ -200,7 +196,7 @@ def change(self, store_url: str, kind: str, root: str, path: str, dest_path: str
     return _run(self, store_url, [ev], batch, [pending], work, [version])
 
 
-@app.task(name="ingest.changes", bind=True, acks_late=True, max_retries=MAX_RETRIES)
+@app.task(name="ingest.changes", bind=True, acks_late=True, max_retries=None)
 def changes(self, store_url: str, events: list, batch: str | None = None):
     """Several upserts in one task (bulk lane): their new chunks share one embedding call.
     ``events``: ``[kind, root, path, dest_path, version, pending]`` lists. Per-document

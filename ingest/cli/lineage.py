@@ -10,6 +10,9 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from ingest.pipeline.reembed import reembed
+from ingest.stores import open_store
+
 
 def add_parsers(sub, store_arg) -> None:
     p = sub.add_parser("lineage", help="where a chunk or document came from, and which searches returned it")
@@ -74,8 +77,6 @@ def cmd_lineage(a) -> int:
     import os
     from pathlib import Path
 
-    from ingest.stores import open_store
-
     store = open_store(a.store)
     ref = a.ref
     if "://" not in ref and os.path.exists(ref):  # a local path -> its file URI
@@ -112,8 +113,6 @@ def cmd_lineage(a) -> int:
 
 
 def cmd_audit(a) -> int:
-    from ingest.stores import open_store
-
     store = open_store(a.store)
     if a.checkpoint:
         c = store.audit_checkpoint()
@@ -151,9 +150,6 @@ def cmd_audit(a) -> int:
 
 
 def cmd_reembed(a) -> int:
-    from ingest.pipeline.reembed import reembed
-    from ingest.stores import open_store
-
     store = open_store(a.store)
 
     def progress(done, total):

@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 
+from ingest import config
+
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -186,7 +188,6 @@ def _current_user() -> str:
 
 
 def _sinks(a):
-    from ingest import config
     from ingest.stores.outbox import configured_sinks
 
     return configured_sinks(config.load(getattr(a, "config", None)), a.sink)
@@ -278,7 +279,6 @@ def _marked(text: str, spans, width: int = 200) -> str:
 
 
 def cmd_access(a) -> int:
-    from ingest import config
     from ingest.search.access import default_directory, explain, render
     from ingest.stores import open_store
 
@@ -359,7 +359,6 @@ def _print_sinks(sinks: list[dict]) -> None:
 
 
 def cmd_status(a) -> int:
-    from ingest import config
     from ingest.obs import quality
     from ingest.cli.runner import Queue, broker_for
     from ingest.stores import is_postgres, open_store, store_url
@@ -430,8 +429,7 @@ def cmd_worker(a) -> int:
     url = store_url(a.store)
     metrics = None
     if a.metrics_port:
-        from ingest import config
-        from ingest.obs.metrics import serve_in_background
+        from ingest.serve.app import serve_in_background
 
         metrics = serve_in_background(url, config.load(a.config), a.metrics_port)
     try:
@@ -443,7 +441,6 @@ def cmd_worker(a) -> int:
 
 
 def cmd_serve(a) -> int:
-    from ingest import config
     from ingest.serve.app import serve
 
     serve(a.store, config.load(a.config), a.host, a.port)
@@ -453,7 +450,6 @@ def cmd_serve(a) -> int:
 def cmd_poll(a) -> int:
     from dataclasses import asdict
 
-    from ingest import config
     from ingest.pipeline.connector_sync import sync_source
 
     rep = sync_source(a.store, a.source, config.load(a.config), prune=a.prune, acl=a.acl)
@@ -468,6 +464,24 @@ def cmd_poll(a) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    before = os.environ.get("INGEST_CONFIG")
+    if getattr(a, "config", None):  # the settings, and the workers this command starts, read the same file
+        os.environ["INGEST_CONFIG"] = os.path.abspath(os.path.expanduser(a.config))
+    try:
+        return _main(a)
+    finally:
+        if before is None:
+            os.environ.pop("INGEST_CONFIG", None)
+        else:
+            os.environ["INGEST_CONFIG"] = before
+
+
+def _main(a) -> int:
+    try:
+        config.settings()  # every INGEST_* variable and settings key checked once, before any work
+    except config.ConfigError as e:
+        print(f"ingest {a.cmd}: {e}", file=sys.stderr)
+        return 2
     _setup_logging(a.verbose, a.log_json)
     fn = {"run": cmd_run, "add": cmd_add, "search": cmd_search, "facets": cmd_facets, "status": cmd_status, "retry": cmd_retry,
           "worker": cmd_worker,

@@ -20,6 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
+from ingest.config import settings
 from ingest.sources.base import ChangeEvent
 
 BULK_GROUP_MAX = 16  # documents per bulk task (see bulk_group)
@@ -115,9 +116,9 @@ def bulk_group(n_events: int, concurrency: int | None) -> list[int]:
     large groups first (one embedding call fills its batches), small ones at the end, so that
     no worker process sits idle while another finishes a large last group. 60 documents on
     two processes: 15, 12, 9, 6, 5, 4, 3, 2, 2, 2."""
-    fixed = os.environ.get("INGEST_BULK_GROUP")  # a fixed size instead (tuning, tests)
+    fixed = settings().bulk_group  # a fixed size instead (tuning, tests)
     if fixed:
-        return [max(1, int(fixed))]
+        return [fixed]
     procs = concurrency or default_concurrency()
     sizes, left = [], n_events
     while left > 0:

@@ -13,11 +13,13 @@ import os
 import sys
 import time
 
+from ingest.config import settings
+
 EXTRAS = ("outcome", "alert")
 
 
 def json_wanted() -> bool:
-    return os.environ.get("INGEST_LOG_JSON", "").lower() in ("1", "true", "yes")
+    return settings().log_json
 
 
 class JSONFormatter(logging.Formatter):

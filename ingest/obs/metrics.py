@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 
+from ingest.config import settings
 from ingest.obs.clock import STAGES
+from ingest.config import section
+from ingest.obs import quality
+from ingest.obs.lanes import lane_stats
+from ingest.obs.quality import rules
+from ingest.serve.auth import principal_from_request
+from ingest.stores import open_store, store_path
+from workers.app import embedded_broker
 
 STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, math.inf)
 LAG_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, math.inf)
@@ -41,12 +48,9 @@ class _Hist:
 
 
 def default_broker(store_url: str | None) -> str:
-    from ingest.stores import store_path
-
-    url = os.environ.get("INGEST_BROKER")
+    url = settings().broker
     if url:
         return url
-    from workers.app import embedded_broker
 
     return embedded_broker(store_path(store_url))
 
@@ -85,9 +89,6 @@ class StoreCollector:
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-
-        from ingest.obs import quality
-        from ingest.obs.lanes import lane_stats
 
         with self._lock:
             self._consume()
@@ -183,12 +184,6 @@ def app(store_url: str | None, cfg: dict, *, public: bool | None = None):
     """WSGI app for ``/metrics`` (mounted by ``ingest serve``)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    from ingest.serve.auth import principal_from_request
-    from ingest.config import section
-    from ingest.stores import open_store
-
-    from ingest.obs.quality import rules
-
     rules(cfg)  # a bad [quality.alerts] table fails `ingest serve` at start, not every scrape
     s = section(cfg, "serve.metrics")
     public = bool(s.get("public", False)) if public is None else public
@@ -207,16 +202,3 @@ def app(store_url: str | None, cfg: dict, *, public: bool | None = None):
 
     return wsgi
 
-
-def serve_in_background(store_url: str | None, cfg: dict, port: int, host: str = "127.0.0.1"):
-    """``ingest worker --metrics-port``: the same metrics from a worker host at ``/metrics``, served
-    from a background thread. The caller stops the server (its pool threads are not daemons)."""
-    from cheroot import wsgi
-
-    from ingest.serve.app import Dispatcher
-
-    server = wsgi.Server((host, port), Dispatcher(store_url, cfg, {"/metrics": "ingest.obs.metrics:app"}),
-                         numthreads=2)
-    server.prepare()
-    threading.Thread(target=server.serve, name="metrics", daemon=True).start()
-    return server

@@ -15,6 +15,12 @@ import time
 import urllib.parse
 
 from ingest.stores.common import redact
+from ingest.config import section
+from ingest.obs import quality
+from ingest.obs.lanes import lane_stats
+from ingest.obs.metrics import default_broker
+from ingest.serve.auth import principal_for_token, principal_from_request
+from ingest.stores import open_store
 
 COOKIE = "ingest_token"
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
@@ -63,9 +69,6 @@ def sparkline(values: list[float | None], *, pct: bool, label: str, w: int = 132
 
 def state(store, cfg: dict, broker_url: str | None, now: float | None = None) -> dict:
     """Everything the page shows, as data."""
-    from ingest.obs import quality
-    from ingest.obs.lanes import lane_stats
-
     now = time.time() if now is None else now
     alerts = quality.refresh(store, cfg, now)
     by_status: dict[str, dict[str, int]] = {}
@@ -163,11 +166,6 @@ def _login(msg: str) -> str:
 
 def app(store_url: str | None, cfg: dict):
     """WSGI app for ``/`` (mounted by ``ingest serve``)."""
-    from ingest.serve.auth import principal_for_token, principal_from_request
-    from ingest.config import section
-    from ingest.stores import open_store
-    from ingest.obs.metrics import default_broker
-
     store = open_store(store_url)
     broker = default_broker(store_url)
     allowed = section(cfg, "serve.status").get("principals")

@@ -27,6 +27,8 @@ import logging
 import statistics
 import time
 
+from ingest.config import ConfigError, section
+
 log = logging.getLogger("ingest.pipeline.quality")
 
 # measure -> (column, +1 if a rise is bad / -1 if a drop is bad, default threshold, shown as a percentage)
@@ -46,8 +48,6 @@ def period_of(ts: float) -> str:
 
 def rules(cfg: dict) -> tuple[dict[str, float], int, int]:
     """(measure -> threshold, window_days, min_documents) from ``[quality.alerts]``."""
-    from ingest.config import ConfigError, section
-
     s = section(cfg, "quality.alerts")
     unknown = set(s) - set(MEASURES) - {"window_days", "min_documents"}
     if unknown:

@@ -11,6 +11,8 @@ import json
 import logging
 import time
 
+from ingest.search.access import find_doc
+
 log = logging.getLogger("ingest.outcome")
 
 
@@ -50,8 +52,6 @@ def record(store, o, *, source: str, external_id: str | None, batch: str | None 
 
 def doc_trip(store, ref: str) -> dict:
     """The document (by doc id, URI or path) and every outcome recorded for it, oldest first."""
-    from ingest.search.access import find_doc
-
     doc = find_doc(store, ref)
     rows = store.doc_outcomes(doc["doc_id"], doc["source"], doc["external_id"])
     steps = []

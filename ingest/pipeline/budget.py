@@ -8,21 +8,19 @@ against a :class:`Budget` a little shorter than that, checked between bounded st
   finished back to the queue, one task each: a neighbour's time never costs a
   document anything;
 * a document that runs short while embedding, having made progress, goes back to the
-  queue as it is and resumes from the embedding cache (pieces of ``EMBED_PIECE``
+  queue as it is and resumes from the embedding cache (pieces of ``INGEST_EMBED_PIECE``
   chunks are cached as they are computed): a document of any size gets there;
 * a document that makes no progress in a task of its own is quarantined with the
   reason ``timeout after N s in <stage>``.
 """
 from __future__ import annotations
 
-import os
 import time
 
-EMBED_PIECE = int(os.environ.get("INGEST_EMBED_PIECE", "256"))  # chunks per bounded embedding step
-
+from ingest.config import settings
 
 def soft_limit_s() -> float:
-    return float(os.environ.get("INGEST_TASK_TIME_LIMIT", "600")) - 30
+    return settings().soft_time_limit
 
 
 def task_budget_s(soft: float | None = None) -> float:

@@ -35,6 +35,11 @@ import re
 import stat
 from dataclasses import dataclass, field, replace
 
+from acl.posix import fd_path
+
+from ingest.config import section
+from ingest.sources.safefs import O_PATH, read_sidecar
+
 EMAIL, PHONE, CARD, IBAN, SSN, IP = ("pii:email", "pii:phone", "pii:payment_card", "pii:iban", "pii:ssn",
                                      "pii:ip_address")
 API_KEY, PRIVATE_KEY = "secret:api_key", "secret:private_key"
@@ -263,8 +268,6 @@ class LabelPolicy:
 
     @classmethod
     def from_config(cls, cfg: dict) -> "LabelPolicy":
-        from ingest.config import section
-
         s = section(cfg, "labels")
         unknown = set(s) - {"policy", "default"}
         if unknown:
@@ -354,8 +357,6 @@ def source_labels_for_path(path: str | os.PathLike) -> list[str]:
     """Labels a local file carries: its sidecar file(s) and its ``user.ingest.labels`` xattr.
     Neither the file nor its sidecars are followed if they are symlinks (see
     :func:`source_labels_at`, what the indexer uses on the descriptors it holds)."""
-    from ingest.sources.safefs import O_PATH
-
     path = os.fspath(path)
     parent, name = os.path.split(os.path.abspath(path))
     dfd = os.open(parent, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -377,10 +378,6 @@ def source_labels_at(dir_fd: int, name: str, file_fd: int | None, origin: str | 
     """Labels of the file ``name`` in the directory ``dir_fd``: its sidecars (opened beside it
     without following links, bounded: :func:`ingest.sources.safefs.read_sidecar`) and the
     ``user.ingest.labels`` xattr of the inode ``file_fd``. Errors name the file, never its content."""
-    from acl.posix import fd_path
-
-    from ingest.sources.safefs import read_sidecar
-
     origin = origin or name
     labels: list[str] = []
     for suffix in SIDECAR_SUFFIXES:

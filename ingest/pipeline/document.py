@@ -23,31 +23,17 @@ from pathlib import Path
 
 from acl.model import ACL
 
-from ingest.pipeline.budget import EMBED_PIECE, Budget, OutOfTime, Requeue, is_soft_timeout
+from ingest.config import settings
+from ingest.pipeline.classify import source_labels_at
+from ingest.pipeline.budget import Budget, OutOfTime, Requeue, is_soft_timeout
 from ingest.obs import trace
 from ingest.obs.clock import Clock, merged
-from ingest.sources.base import DELETE, MOVE, RESCAN, UPSERT, ChangeEvent
+from ingest.sources.base import DELETE, MOVE, RESCAN, UPSERT, ChangeEvent, folder_source, store_rel  # noqa: F401
 from ingest.stores.base import ChunkRecord, DocRecord, ModelChanged
 
 log = logging.getLogger("ingest.pipeline.document")
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
-
-
-def folder_source(root: str | os.PathLike) -> str:
-    return store_rel("folder:" + os.path.abspath(root))
-
-
-def store_rel(rel: str) -> str:
-    """A relative path as the store keeps it: itself, or, for a name with bytes that are
-    not UTF-8 (``os.fsdecode`` turned them into lone surrogates), those bytes written as
-    ``\\xNN``, so the store, its lock and its outcome log can hold it. (A file really
-    named with a backslash escape would share that key; both are still read safely.)"""
-    try:
-        rel.encode("utf-8")
-        return rel
-    except UnicodeEncodeError:
-        return os.fsencode(rel).decode("utf-8", "backslashreplace")
 
 
 def file_uri(root: str, rel: str) -> str:
@@ -82,7 +68,7 @@ def load_passwords() -> list[tuple[str, str]]:
     ``INGEST_PASSWORDS_FILE``: ``[{"pattern": "/share/legal/*.pdf", "password": "..."}]``.
     They are never logged. A file that is missing or malformed is a
     :class:`PasswordsFileError` (the pipeline records it per document, it never stops a worker)."""
-    f = os.environ.get("INGEST_PASSWORDS_FILE")
+    f = settings().passwords_file
     if not f:
         return []
     try:
@@ -466,7 +452,7 @@ class Pipeline:
         st = sf.st
         acl = sf.acl()
         try:
-            labels, label_error = sf.labels(), None
+            labels, label_error = source_labels_at(sf.dir_fd, sf.name, sf.fd, origin=sf.rel), None
         except (ValueError, OSError) as e:
             labels, label_error = [], str(e)
         relabel = row is not None and json.loads(row.get("source_labels") or "[]") != labels
@@ -711,7 +697,7 @@ class Pipeline:
     def vectors(self, texts: list[str], hashes: list[str], label: str | None = None) -> tuple[list[bytes], int]:
         """Vectors for texts, from the cache keyed by (model id, text hash) where possible.
 
-        What the cache lacks is embedded in pieces of ``EMBED_PIECE`` texts, each cached
+        What the cache lacks is embedded in pieces of ``INGEST_EMBED_PIECE`` texts, each cached
         as it is done, so work survives a time-out; with a budget, no piece starts that
         it might not fit (:class:`OutOfTime`, ``progress`` if a piece was kept). Large
         jobs log a progress line (``label`` names them)."""
@@ -720,8 +706,9 @@ class Pipeline:
         missing = {h: t for t, h in zip(texts, hashes) if h not in have}
         hs = list(missing)
         t_start, last_note = time.monotonic(), time.monotonic()
-        for k in range(0, len(hs), EMBED_PIECE):
-            piece = hs[k:k + EMBED_PIECE]
+        step = settings().embed_piece
+        for k in range(0, len(hs), step):
+            piece = hs[k:k + step]
             if k and self.budget is not None:
                 need = 2 * len(piece) / self._rate if self._rate else 0.0
                 if self.budget.left() < need:

@@ -23,6 +23,9 @@ import threading
 from functools import cached_property
 from pathlib import Path
 
+from ingest import config
+from ingest.config import settings
+
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BACKENDS = ("torch", "onnx", "onnx-int8")
 DEFAULT_BACKEND = "torch"
@@ -54,15 +57,13 @@ def default_model_id(cfg: dict | None = None) -> str:
     """The model id a NEW store is created with: ``[embed] model`` (default all-MiniLM-L6-v2)
     run by ``[embed] backend`` (``$INGEST_EMBED_BACKEND`` overrides it)."""
     if cfg is None:
-        from ingest import config
-
         try:
             cfg = config.load()
         except config.ConfigError:
             cfg = {}
     sec = cfg.get("embed", {}) if isinstance(cfg.get("embed", {}), dict) else {}
     model = str(sec.get("model") or DEFAULT_MODEL)
-    backend = os.environ.get("INGEST_EMBED_BACKEND") or str(sec.get("backend") or DEFAULT_BACKEND)
+    backend = settings(cfg).embed_backend or DEFAULT_BACKEND
     if "#" in model:
         raise ValueError(f"[embed] model {model!r}: give the backend as [embed] backend, not after '#'")
     return with_backend(model, backend)
@@ -71,8 +72,13 @@ def default_model_id(cfg: dict | None = None) -> str:
 def embed_threads() -> int | None:
     """Intra-op threads per embedding process: ``$INGEST_EMBED_THREADS`` (or the older
     ``$INGEST_TORCH_THREADS``, which ``ingest run``/``add`` set to cores / worker processes)."""
-    n = os.environ.get("INGEST_EMBED_THREADS") or os.environ.get("INGEST_TORCH_THREADS")
-    return max(1, int(n)) if n else None
+    return settings().embed_threads_or_torch
+
+
+def torch_device() -> str:
+    """``$INGEST_DEVICE`` for PyTorch; ``auto`` (the default) is the CPU here."""
+    dev = settings().device
+    return "cpu" if dev == "auto" else dev
 
 
 def model_dir(model_id: str) -> Path:
@@ -144,7 +150,7 @@ class Embedder:
 
             torch.set_num_threads(threads)
 
-        return SentenceTransformer(str(self.dir), device=os.environ.get("INGEST_DEVICE", "cpu"),
+        return SentenceTransformer(str(self.dir), device=torch_device(),
                                    local_files_only=True)
 
     @cached_property
@@ -207,6 +213,6 @@ def query_embedder(model_id: str = DEFAULT_MODEL):
     serve`` and the Python API never import torch. ``$INGEST_QUERY_BACKEND=torch`` keeps
     PyTorch for queries too. Documents are always embedded by the store's own backend."""
     if model_id in _factories or split_model_id(model_id)[1] != "torch" \
-            or os.environ.get("INGEST_QUERY_BACKEND", "onnx") == "torch":
+            or settings().query_backend == "torch":
         return get_embedder(model_id)
     return get_embedder(with_backend(model_id, "onnx"))

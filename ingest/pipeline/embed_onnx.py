@@ -25,6 +25,7 @@ import stat
 import threading
 from pathlib import Path
 
+from ingest.config import settings
 from ingest.pipeline.embed import Embedder, embed_threads
 
 log = logging.getLogger("ingest.pipeline.embed")
@@ -47,7 +48,7 @@ class OnnxBuildError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    d = os.environ.get("INGEST_EMBED_CACHE")
+    d = settings().embed_cache
     if d:
         return Path(d).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "ingest" / "onnx"
@@ -218,7 +219,7 @@ def providers() -> list:
     """CUDA when ONNX Runtime has it and ``$INGEST_DEVICE`` does not say cpu; else the CPU."""
     import onnxruntime as ort
 
-    dev = os.environ.get("INGEST_DEVICE", "auto")
+    dev = settings().device
     have = ort.get_available_providers()
     if dev != "cpu" and "CUDAExecutionProvider" in have:
         idx = dev.split(":", 1)[1] if dev.startswith("cuda:") else "0"

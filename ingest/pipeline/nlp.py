@@ -27,6 +27,8 @@ import threading
 import unicodedata
 from dataclasses import dataclass
 
+from ingest.config import section
+
 DEFAULT_MODEL = "en_core_web_sm"
 DEFAULT_TYPES = ("PERSON", "ORG", "GPE", "LOC", "DATE", "MONEY", "PRODUCT", "LAW", "EVENT")
 UNSUPPORTED_NOTE = "nlp:unsupported-language"
@@ -84,8 +86,6 @@ class NLPConfig:
 
     @classmethod
     def from_config(cls, cfg: dict | None) -> "NLPConfig":
-        from ingest.config import section
-
         s = dict(section(cfg or {}, "nlp"))
         unknown = sorted(set(s) - set(cls.__dataclass_fields__))
         if unknown:

@@ -12,6 +12,8 @@ import os
 import unicodedata
 from dataclasses import asdict, dataclass, field, fields
 
+from ingest.config import parse_value
+
 OK, FLAGGED, QUARANTINED = "ok", "flagged", "quarantined"
 
 
@@ -28,9 +30,10 @@ class QualityPolicy:
     def from_env(cls) -> "QualityPolicy":
         p = cls()
         for f in fields(cls):
-            v = os.environ.get(f"INGEST_QUALITY_{f.name.upper()}")
-            if v is not None:
-                setattr(p, f.name, type(getattr(p, f.name))(v))
+            name = f"INGEST_QUALITY_{f.name.upper()}"
+            if os.environ.get(name):
+                kind = "int" if isinstance(getattr(p, f.name), int) else "seconds"
+                setattr(p, f.name, type(getattr(p, f.name))(parse_value(name, os.environ[name], kind, minimum=0)))
         return p
 
 

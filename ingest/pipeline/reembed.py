@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import time
 
+from ingest.pipeline.embed import get_embedder
+
 log = logging.getLogger("ingest.pipeline.reembed")
 
 
@@ -22,8 +24,6 @@ def reembed(store, model_id: str, *, batch: int = 64, max_rounds: int = 1000, pr
     that index with the new model afterwards find these vectors in the cache.
 
     ``progress(done, total)`` is called after each batch. Returns a summary dict."""
-    from ingest.pipeline.embed import get_embedder
-
     if batch < 1:
         raise ValueError(f"reembed: batch must be at least 1, got {batch}")
     old = store.model_id

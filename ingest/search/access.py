@@ -16,11 +16,11 @@ from urllib.parse import unquote, urlparse
 from acl.directory import Directory
 from acl.model import ACL
 
+from ingest.config import load, section
+
 
 def default_directory(store, cfg: dict | None = None) -> Directory:
     """The directory the ``[directory]`` config table describes (default: OS users, then synced groups)."""
-    from ingest.config import load, section
-
     return Directory.from_config(section(load() if cfg is None else cfg, "directory"), store)
 
 

@@ -17,6 +17,8 @@ import logging
 import threading
 import time
 
+from ingest.config import section
+
 log = logging.getLogger("ingest.serve.app")
 
 # Longest prefix wins. Add one line per feature.
@@ -131,16 +133,12 @@ class Server:
 
 def make_server(store_url: str | None, cfg: dict, host: str = "127.0.0.1", port: int = 8765,
                 mounts: dict[str, str] | None = None) -> Server:
-    from ingest.config import section
-
     s = section(cfg, "serve")
     opts = {k: type(v)(s.get(k, v)) for k, v in SERVER_DEFAULTS.items()}
     return Server(Dispatcher(store_url, cfg, mounts), host, port, **opts)
 
 
 def serve(store_url: str | None, cfg: dict, host: str | None = None, port: int | None = None) -> None:
-    from ingest.config import section
-
     s = section(cfg, "serve")
     server = make_server(store_url, cfg, host or s.get("host", "127.0.0.1"), int(port or s.get("port", 8765)))
     log.warning("serving on http://%s:%s", *server.bind_addr[:2])
@@ -148,3 +146,15 @@ def serve(store_url: str | None, cfg: dict, host: str | None = None, port: int |
         server.start()
     finally:
         server.stop()
+
+
+def serve_in_background(store_url: str | None, cfg: dict, port: int, host: str = "127.0.0.1"):
+    """``ingest worker --metrics-port``: the same metrics from a worker host at ``/metrics``, served
+    from a background thread. The caller stops the server (its pool threads are not daemons)."""
+    from cheroot import wsgi
+
+    server = wsgi.Server((host, port), Dispatcher(store_url, cfg, {"/metrics": "ingest.obs.metrics:app"}),
+                         numthreads=2)
+    server.prepare()
+    threading.Thread(target=server.serve, name="metrics", daemon=True).start()
+    return server

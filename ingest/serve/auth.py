@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import hmac
 
+from acl.model import Principal
+
+from ingest.config import ConfigError, secret, section
+
 MIN_TOKEN_CHARS = 16
 
 
 def _principal(value, where: str):
-    from acl.model import Principal
-
-    from ingest.config import ConfigError
-
     if isinstance(value, str) and value:
         return value
     if isinstance(value, dict):
@@ -38,8 +38,6 @@ def _principal(value, where: str):
 def load_tokens(cfg: dict) -> list[tuple[bytes, object, str]]:
     """``[(token bytes, principal, label)]`` from ``[serve.tokens]``; the label names the
     principal in logs and the audit trail. Secrets are resolved now and never logged."""
-    from ingest.config import ConfigError, secret, section
-
     out = []
     for i, (spec, who) in enumerate(section(cfg, "serve.tokens").items(), 1):
         where = f"entry {i}"

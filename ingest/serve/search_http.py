@@ -36,6 +36,7 @@ from urllib.parse import parse_qs
 from ingest.serve.auth import bearer_token, load_tokens, match
 from ingest.serve.app import json_response
 from ingest.stores.filters import KEYS as FILTER_KEYS
+from ingest.search.index import open_index
 
 log = logging.getLogger("ingest.serve.search_http")
 
@@ -138,8 +139,6 @@ class SearchApp:
 
 def make_app(store_url: str | None, cfg: dict):
     """``ingest serve`` factory (see ingest.serve.app.MOUNTS)."""
-    from ingest.search.index import open_index
-
     return SearchApp(open_index(store_url, cfg), load_tokens(cfg))
 
 
@@ -168,6 +167,4 @@ class FacetsApp(SearchApp):
 
 def make_facets_app(store_url: str | None, cfg: dict):
     """``ingest serve`` factory for ``/facets``."""
-    from ingest.search.index import open_index
-
     return FacetsApp(open_index(store_url, cfg), load_tokens(cfg))

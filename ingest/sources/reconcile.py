@@ -16,9 +16,10 @@ from collections import defaultdict
 
 from acl.posix import acl_for_path
 
-from ingest.sources.base import DELETE, MOVE, UPSERT, ChangeEvent
+from ingest.sources.base import DELETE, MOVE, UPSERT, ChangeEvent, folder_source, store_rel
 from ingest.sources.folder import walk
 from ingest.sources.ignore import is_ignored
+from ingest.sources.safefs import NotRegular, open_source
 
 log = logging.getLogger("ingest.sources.reconcile")
 
@@ -30,8 +31,6 @@ def _under(rel: str, subtree: str) -> bool:
 def _gone(root: str, rel: str) -> bool:
     """No regular file at ``root/rel`` any more, reached without following a link: a
     symlink, FIFO or directory there (or a link on the way) is no document."""
-    from ingest.sources.safefs import NotRegular, open_source
-
     try:
         open_source(root, rel).close()
         return False
@@ -43,10 +42,6 @@ def _gone(root: str, rel: str) -> bool:
 
 
 def reconcile(store, root: str, subtree: str = "") -> list[ChangeEvent]:
-    from ingest.pipeline.document import folder_source, store_rel
-
-    from ingest.sources.safefs import open_source
-
     root = os.path.abspath(root)
     source = folder_source(root)
     known = {k: v for k, v in store.docs_for_source(source).items() if _under(k, subtree)}

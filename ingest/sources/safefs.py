@@ -106,11 +106,6 @@ class SourceFile:
             return ACL.unknown(f"{where}: {e}")
         return acl_from_entries(file_entries, dirs)
 
-    def labels(self) -> list[str]:
-        from ingest.pipeline.classify import source_labels_at
-
-        return source_labels_at(self.dir_fd, self.name, self.fd, origin=self.rel)
-
     # -- content -------------------------------------------------------------------
     def open_read(self) -> int:
         """A read descriptor of this same inode (``ValueError`` if it is not the same any more)."""

@@ -57,6 +57,8 @@ import time
 import urllib.parse
 from datetime import datetime
 
+from ingest.config import settings
+
 log = logging.getLogger("ingest.webhooks")
 
 SCHEMES = ("graph", "drive", "box", "dropbox", "hmac", "nextcloud", "standard", "github")
@@ -128,12 +130,10 @@ _broker: dict[str, str] = {}
 def enqueue_poll(store_url: str | None, source: str) -> None:
     """One ``ingest.dms_poll`` task for ``source`` on the interactive lane (broker: ``$INGEST_BROKER``,
     else the embedded SQLite broker beside the store)."""
-    import os
-
     from ingest.stores import store_path
     from workers.app import app, configure, embedded_broker
 
-    url = os.environ.get("INGEST_BROKER") or embedded_broker(store_path(store_url))
+    url = settings().broker or embedded_broker(store_path(store_url))
     if _broker.get("url") != url:
         configure(url)  # queues, serializer, and the SQLite transport's registration
         _broker["url"] = url

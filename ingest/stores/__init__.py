@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ingest.config import settings
+
 DEFAULT_STORE = "~/.ingest/index.db"
 PG_SCHEMES = ("postgresql://", "postgres://")
 
@@ -13,12 +15,12 @@ _open: dict[str, object] = {}
 
 
 def is_postgres(url: str | os.PathLike | None) -> bool:
-    return str(url or os.environ.get("INGEST_STORE") or "").startswith(PG_SCHEMES)
+    return str(url or settings().store or "").startswith(PG_SCHEMES)
 
 
 def store_path(url: str | os.PathLike | None) -> Path:
     """The file of a SQLite store. A PostgreSQL store has none: a clear error (use ``store_url``)."""
-    url = str(url or os.environ.get("INGEST_STORE") or DEFAULT_STORE)
+    url = str(url or settings().store or DEFAULT_STORE)
     if url.startswith("sqlite:///"):
         url = url[len("sqlite:///"):]
     if url.startswith(PG_SCHEMES):
@@ -32,7 +34,7 @@ def store_path(url: str | os.PathLike | None) -> Path:
 def store_url(url: str | os.PathLike | None) -> str:
     """Canonical form: the absolute path of a SQLite store, or the PostgreSQL URL as given."""
     if is_postgres(url):
-        return str(url or os.environ["INGEST_STORE"])
+        return str(url or settings().store)
     return str(store_path(url))
 
 

@@ -42,6 +42,7 @@ import logging
 import os
 import time
 
+from ingest.config import settings
 from ingest.stores.base import ModelChanged
 
 MIGRATION_4: list[str] = [
@@ -74,15 +75,7 @@ log = logging.getLogger("ingest.audit")
 
 def anchor_path() -> str | None:
     """The audit anchor file: ``$INGEST_AUDIT_ANCHOR``, else ``[audit] anchor`` in the configuration."""
-    if os.environ.get(ANCHOR_ENV):
-        return os.environ[ANCHOR_ENV]
-    from ingest import config
-
-    try:
-        v = config.section(config.load(), "audit").get("anchor")
-    except config.ConfigError:
-        return None
-    return os.path.expanduser(v) if v else None
+    return settings().audit_anchor
 
 
 def anchor_append(path: str, rid: int, digest: str) -> None:
