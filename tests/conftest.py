@@ -85,3 +85,25 @@ def os_users():
     yield {u: pwd.getpwnam(u) for u in members}
     for u in created:
         subprocess.run(["userdel", u], check=False)
+
+
+# -- markers per external service (registered in pyproject.toml), from what a test uses ---------
+# ``-m "not postgres"`` leaves out every test that needs the PostgreSQL server, and so on.
+SERVICE_FIXTURES = {"postgres_server": "postgres", "postgres_url": "postgres", "pg_store_url": "postgres",
+                    "pg_store": "postgres", "redis_server": "redis"}
+PARAM_SERVICES = {"postgres": "postgres", "pg_store": "postgres", "chroma": "chroma", "qdrant": "qdrant",
+                  "milvus": "milvus"}
+MODULE_SERVICES = {"test_dms_sync": ("webdav", "s3"), "test_webhooks": ("webdav", "s3"), "test_odd_docs": ("s3",),
+                   "test_entities": ("s3",), "test_status_page": ("browser",),
+                   "test_ocr_legacy": ("libreoffice", "tesseract"), "test_pdf_quality": ("tesseract",),
+                   "test_time_bounds": ("tesseract",), "test_queue_redis": ("redis",)}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = {SERVICE_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in SERVICE_FIXTURES}
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        names |= {PARAM_SERVICES[v] for v in params.values() if isinstance(v, str) and v in PARAM_SERVICES}
+        names |= set(MODULE_SERVICES.get(item.module.__name__.rsplit(".", 1)[-1], ()) if item.module else ())
+        for n in sorted(names):
+            item.add_marker(n)

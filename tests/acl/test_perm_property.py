@@ -1,6 +1,7 @@
 """Property: a watched tree under random attacks never leaks (issue 13).
 
-A seeded random sequence of ``PERM_PROPERTY_STEPS`` (default 500) steps acts on a real
+A seeded random sequence of ``INGEST_PROPERTY_STEPS`` steps (default 60, the suite's run; the
+recorded run is 500: the same seed, so its first 60 steps are these) acts on a real
 tree watched by the real :class:`~ingest.sources.folder.FolderWatcher` feeding the real
 pipeline (and :class:`~ingest.sources.permwatch.PermissionWatch` polled every 0.5 s, as
 ``ingest run`` does): writes, renames, symlink swaps (to files of other users), FIFOs,
@@ -14,7 +15,9 @@ say ``deny`` for every indexed document the kernel does not let the user read.
 
 The time from a step until the index had absorbed it (the last event's work done) is
 recorded per kind of step; for steps that remove a permission it is the time until
-the removal had taken effect. Figures go to ``bench/results/perm_property.json``.
+the removal had taken effect. Figures of a run of 500 steps or more go to
+``bench/results/perm_property.json`` (``INGEST_PROPERTY_STEPS=500 python -m pytest
+tests/acl/test_perm_property.py``); a shorter run prints them and writes no committed file.
 """
 from __future__ import annotations
 
@@ -41,7 +44,8 @@ from ingest.sources.base import RESCAN, ChangeEvent
 from tests.support.attackers import USERS, ensure_users
 
 pytestmark = pytest.mark.slow
-STEPS = int(os.environ.get("PERM_PROPERTY_STEPS", "500"))
+STEPS = int(os.environ.get("INGEST_PROPERTY_STEPS", "60"))
+RECORDED_STEPS = 500  # a run this long is the one whose figures are kept
 SEED = int(os.environ.get("PERM_PROPERTY_SEED", "13"))
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "perm_property.json"
 FILE_MODES = [0o600, 0o640, 0o644, 0o604, 0o400, 0o004, 0o000, 0o444]
@@ -355,7 +359,8 @@ def test_watched_tree_never_leaks_under_random_attacks(embedder, tmp_path_factor
     summary["removal_latency_s"] = {"n": len(removal), "p50": round(statistics.median(removal), 3),
                                     "p95": round(_p95(removal), 3),
                                     "max": round(max(removal), 3)} if removal else None
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=1) + "\n")
+    if STEPS >= RECORDED_STEPS:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
     assert leaks == 0 and checks > STEPS
