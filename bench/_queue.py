@@ -1,5 +1,5 @@
 """Shared parts of the distributed-queue benchmarks (lanes.py, scale.py): a real
-redis-server (tests/servers_redis.py), `ingest worker` processes, warm-up."""
+redis-server (tests/support/servers_redis.py), `ingest worker` processes, warm-up."""
 from __future__ import annotations
 
 import os
@@ -11,8 +11,8 @@ from pathlib import Path
 
 from _common import REPO, child_env, ingest_cmd, wait_for
 
-sys.path.insert(0, str(REPO / "tests"))
-from servers_redis import RedisServer  # noqa: E402
+sys.path.insert(0, str(REPO))
+from tests.support.servers_redis import RedisServer  # noqa: E402
 
 
 def start_redis(folder: Path) -> RedisServer:

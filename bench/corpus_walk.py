@@ -6,7 +6,7 @@ quarantined with a specific reason.
     python bench/corpus_walk.py [--jobs 2] [--timeout 60] [--memory-mb 2048]
 
 Writes bench/results/corpus_walk.json and bench/results/corpus_walk.md (the table by
-format). tests/test_corpus_walk.py runs it and checks the outcome.
+format). tests/corpora/test_corpus_walk.py runs it and checks the outcome.
 """
 from __future__ import annotations
 

@@ -40,10 +40,10 @@ USER = "h13a_bob"
 
 
 def ensure_users():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_perm_safety import _ensure_users
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.support.attackers import ensure_users as make
 
-    _ensure_users()
+    make()
 
 
 def kernel_can_read(user: str, path: Path) -> bool:

@@ -180,8 +180,7 @@ def main(argv=None) -> int:
             import sys
 
             sys.path.insert(0, str(REPO))
-            sys.path.insert(0, str(REPO / "tests"))  # tests/servers.py imports its siblings (servers_redis)
-            from tests.servers import PostgresServer, postgres_bindir
+            from tests.support.servers import PostgresServer, postgres_bindir
 
             server = PostgresServer(postgres_bindir(), work).start()
             if a.shared_buffers:  # PostgreSQL's default (128 MB) holds a fraction of 100k chunks' working set

@@ -1,34 +1,26 @@
+"""Fixtures every test may take (temporary world-readable folders, the embedder, a store and a
+pipeline, the OS test users) and the real servers (tests/support/servers.py). Helpers that
+tests call are in the tests.support package, never imported from here."""
+import grp
 import os
 import pwd
-import grp
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-from ci import missing
 
-pytest_plugins = ["tests.servers"]  # real servers: postgres_server, postgres_url, pg_store_url, redis_server
+from tests.support.ci import missing
+
+pytest_plugins = ["tests.support.servers"]  # real servers: postgres_server, postgres_url, pg_store_url, redis_server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the suite's stores embed with the reference backend (sentence-transformers / PyTorch), whatever
-# the default for new stores is; tests/test_embed_onnx.py covers the ONNX backends
+# the default for new stores is; tests/pipeline/test_embed_onnx.py covers the ONNX backends
 os.environ.setdefault("INGEST_EMBED_BACKEND", "torch")
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-CORPORA = SHARED / "corpora"
-
-
-def need_corpora() -> Path:
-    if not CORPORA.is_dir():
-        missing(f"{CORPORA} is missing: real-document tests need ../shared/corpora beside the checkout")
-    return CORPORA
 
 
 @pytest.fixture
@@ -64,15 +56,6 @@ def pipeline(store, embedder):
     return Pipeline(store, embedder)
 
 
-def run_events(pipeline, root, subtree=""):
-    from ingest.sources.reconcile import reconcile
-
-    outs = []
-    for ev in reconcile(pipeline.store, str(root), subtree=subtree):
-        outs.extend(pipeline.handle(ev))
-    return outs
-
-
 # -- OS users for the permission tests (the kernel is the reference) -------------------
 TEST_USERS = ("ingt_alice", "ingt_bob", "ingt_carol")
 TEST_GROUPS = ("ingt_team", "ingt_other")
@@ -104,78 +87,23 @@ def os_users():
         subprocess.run(["userdel", u], check=False)
 
 
-def kernel_can_read(user: str, path: str) -> bool:
-    """Ask the kernel: can this user open the file for reading?"""
-    pw = pwd.getpwnam(user)
-    code = ("import os,sys\n"
-            f"os.setgroups(os.getgrouplist({pw.pw_name!r}, {pw.pw_gid}))\n"
-            f"os.setgid({pw.pw_gid}); os.setuid({pw.pw_uid})\n"
-            "try:\n open(sys.argv[1],'rb').close(); print('yes')\n"
-            "except PermissionError: print('no')\n")
-    out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, check=True)
-    return out.stdout.strip() == "yes"
+# -- markers per external service (registered in pyproject.toml), from what a test uses ---------
+# ``-m "not postgres"`` leaves out every test that needs the PostgreSQL server, and so on.
+SERVICE_FIXTURES = {"postgres_server": "postgres", "postgres_url": "postgres", "pg_store_url": "postgres",
+                    "pg_store": "postgres", "redis_server": "redis"}
+PARAM_SERVICES = {"postgres": "postgres", "pg_store": "postgres", "chroma": "chroma", "qdrant": "qdrant",
+                  "milvus": "milvus"}
+MODULE_SERVICES = {"test_dms_sync": ("webdav", "s3"), "test_webhooks": ("webdav", "s3"), "test_odd_docs": ("s3",),
+                   "test_entities": ("s3",), "test_status_page": ("browser",),
+                   "test_ocr_legacy": ("libreoffice", "tesseract"), "test_pdf_quality": ("tesseract",),
+                   "test_time_bounds": ("tesseract",), "test_queue_redis": ("redis",)}
 
 
-def wait_for(pred, timeout=30.0, interval=0.05, what="condition"):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        v = pred()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class IngestRun:
-    """`ingest run` as a real child process (its own session, like a terminal job)."""
-
-    def __init__(self, roots, store, *extra):
-        self.roots, self.store, self.extra = [str(r) for r in roots], str(store), list(extra)
-        self.log = Path(str(store) + ".run.log")
-        self.proc = None
-
-    def start(self, wait_ready=True):
-        self._logf = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ingest.cli.main", "run", *self.roots, "--store", self.store,
-                                      *self.extra], stdout=self._logf, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        if wait_ready:
-            mark = self.log.read_text().count("start-up scan queued")
-            wait_for(lambda: self.log.read_text().count("start-up scan queued") > mark or self.proc.poll() is not None,
-                     timeout=60, what="ingest run to start")
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-        return self
-
-    def stop(self, sig=None, timeout=90):
-        import signal as _s
-
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig or _s.SIGINT)
-            self.proc.wait(timeout)
-        self._logf.close()
-        return self.proc.returncode
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        import signal as _s
-
-        if self.proc and self.proc.poll() is None:
-            try:
-                self.stop()
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, _s.SIGKILL)
-                raise
-
-
-def indexed_count(store_path) -> int:
-    import sqlite3
-
-    if not Path(store_path).exists():
-        return 0
-    with sqlite3.connect(store_path, timeout=30) as c:
-        try:
-            return c.execute("SELECT COUNT(*) FROM documents WHERE status='indexed'").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = {SERVICE_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in SERVICE_FIXTURES}
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        names |= {PARAM_SERVICES[v] for v in params.values() if isinstance(v, str) and v in PARAM_SERVICES}
+        names |= set(MODULE_SERVICES.get(item.module.__name__.rsplit(".", 1)[-1], ()) if item.module else ())
+        for n in sorted(names):
+            item.add_marker(n)

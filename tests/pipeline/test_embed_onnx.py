@@ -1,0 +1,227 @@
+"""The ONNX Runtime embedding backends against the sentence-transformers/PyTorch reference.
+
+The ONNX files are built once per test session (fp32 export, then int8 from it) into a cache
+directory under tmp, offline (HF_HUB_OFFLINE=1: nothing may be downloaded).
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from acl.model import ACL, EVERYONE
+from ingest.pipeline.embed import DEFAULT_MODEL, default_model_id, get_embedder, split_model_id, with_backend
+from ingest.stores.base import ChunkRecord, DocRecord, ModelChanged
+
+REPO = Path(__file__).resolve().parents[2]
+ONNX = DEFAULT_MODEL + "#onnx"
+INT8 = DEFAULT_MODEL + "#onnx-int8"
+# a fixed set: short queries, sentences, a long paragraph (truncated at 256 tokens), odd text
+TEXTS = [
+    "vegetarian dish", "What is the opening time of the city library on Sundays?",
+    "Aspirin reduces the risk of myocardial infarction in patients with stable angina.",
+    "Der Haushalt der Stadtbibliothek wurde für das nächste Jahr um zwölf Prozent erhöht.",
+    "ID 4711-XZ; invoice #2024/17 -- total: EUR 1,234.56 (incl. VAT)",
+    "The quarterly report shows revenue growth driven by subscriptions. " * 40,
+    "Mitochondrial dysfunction is associated with neurodegeneration in Parkinson's disease.",
+    "Le chat dort sur le canapé pendant que la pluie tombe.",
+    "def encode(texts): return model.run(None, feeds)[0]",
+    "CRISPR-Cas9 gene editing corrected the mutation in induced pluripotent stem cells.",
+    "Meeting notes: budget approved, hiring freeze lifted, next review in March.",
+    "x",
+]
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory):
+    """A private cache dir for the session; both files built once (fp32 export, int8 from it)."""
+    from ingest.pipeline import embed_onnx
+
+    d = tmp_path_factory.mktemp("onnx-cache")
+    old = os.environ.get("INGEST_EMBED_CACHE")
+    os.environ["INGEST_EMBED_CACHE"] = str(d)
+    mdir = get_embedder(DEFAULT_MODEL).dir
+    embed_onnx.build(mdir, "onnx")
+    embed_onnx.build(mdir, "onnx-int8")
+    yield d
+    if old is None:
+        os.environ.pop("INGEST_EMBED_CACHE", None)
+    else:
+        os.environ["INGEST_EMBED_CACHE"] = old
+
+
+def _fresh(model_id):
+    """A new embedder object (not the process-wide one), so it loads from the current cache."""
+    from ingest.pipeline.embed import _factory
+
+    return _factory(model_id)(model_id)
+
+
+def test_model_ids_record_the_backend():
+    assert split_model_id(DEFAULT_MODEL) == (DEFAULT_MODEL, "torch")
+    assert split_model_id(INT8) == (DEFAULT_MODEL, "onnx-int8")
+    assert with_backend(INT8, "torch") == DEFAULT_MODEL and with_backend(DEFAULT_MODEL, "onnx") == ONNX
+    with pytest.raises(ValueError, match="unknown backend 'int4'"):
+        split_model_id(DEFAULT_MODEL + "#int4")
+    with pytest.raises(ValueError, match="not one of"):
+        with_backend(DEFAULT_MODEL, "tensorrt")
+    assert default_model_id({"embed": {"backend": "onnx-int8"}}) in (INT8, DEFAULT_MODEL)  # env may override
+    env = os.environ.pop("INGEST_EMBED_BACKEND", None)
+    try:
+        assert default_model_id({"embed": {"backend": "onnx-int8"}}) == INT8
+        assert default_model_id({"embed": {"backend": "torch"}}) == DEFAULT_MODEL
+    finally:
+        if env is not None:
+            os.environ["INGEST_EMBED_BACKEND"] = env
+
+
+def fixed_set() -> list[str]:
+    """TEXTS plus what the pipeline embeds most: 24 SciFact titles (query-like) and 24 abstracts."""
+    from tests.support.common import need_corpora
+
+    docs = [json.loads(line) for line, _ in zip(open(need_corpora() / "ir" / "scifact" / "corpus.jsonl"), range(48))]
+    return TEXTS + [d["title"] for d in docs[:24]] + [d["text"] for d in docs[24:]]
+
+
+def test_backends_agree_with_the_pytorch_reference(onnx_cache, embedder):
+    texts = fixed_set()
+    ref = embedder.encode(texts)
+    fp32 = _fresh(ONNX).encode(texts)
+    int8 = _fresh(INT8).encode(texts)
+    for v in (fp32, int8):
+        assert v.dtype == np.float32 and v.shape == ref.shape
+        assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)  # L2-normalised like sentence-transformers
+    c32, c8 = (fp32 * ref).sum(1), (int8 * ref).sum(1)
+    assert c32.min() >= 0.9999, c32
+    assert c8.mean() >= 0.99 and c8.min() >= 0.97, c8
+    # order and batching: fp32 exact (length-sorted batches, padding masked); int8 close (its
+    # activations are quantized with one scale per batch, so batch mates move a vector slightly)
+    one = _fresh(ONNX)
+    one.batch_size = 3
+    assert np.allclose(one.encode(texts[::-1])[::-1], fp32, atol=1e-4)
+    assert np.allclose(one.encode([texts[5]])[0], fp32[5], atol=1e-4)
+    alone = _fresh(INT8).encode([texts[5]])[0]
+    assert float(alone @ int8[5]) > 0.99 and float(alone @ ref[5]) > 0.97
+
+
+def test_store_refuses_to_mix_backends(tmp_path):
+    from ingest.stores.sqlite import SQLiteStore
+
+    def doc(i):
+        return DocRecord(doc_id=f"d{i}", source="folder:/r", external_id=f"f{i}", uri=f"file:///r/f{i}",
+                         mime="text/plain", size=1, mtime_ns=1, content_version="v1", acl=ACL(frozenset({EVERYONE})))
+
+    def chunk(i, model):
+        v = np.ones(384, np.float32) / np.sqrt(384)
+        return ChunkRecord(f"d{i}-0", 0, "text", f"h{i}", 1, None, "", v.tobytes(), "c", model)
+
+    store = SQLiteStore(tmp_path / "int8.db", model_id=INT8)
+    assert store.model_id == INT8
+    store.apply(doc(1), [chunk(1, INT8)])
+    for other in (DEFAULT_MODEL, ONNX):
+        with pytest.raises(ModelChanged, match="never mixed"):
+            store.apply(doc(2), [chunk(2, other)])
+    assert store.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == 1
+    store.close()
+    # an existing store keeps its model whatever the default for new stores is
+    env = os.environ.get("INGEST_EMBED_BACKEND")
+    os.environ["INGEST_EMBED_BACKEND"] = "torch"
+    try:
+        assert SQLiteStore(tmp_path / "int8.db").model_id == INT8
+        assert SQLiteStore(tmp_path / "new.db").model_id == DEFAULT_MODEL
+    finally:
+        os.environ["INGEST_EMBED_BACKEND"] = env if env is not None else "torch"
+    torch_store = SQLiteStore(tmp_path / "new.db")
+    with pytest.raises(ModelChanged, match="never mixed"):
+        torch_store.apply(doc(3), [chunk(3, INT8)])
+
+
+def test_cached_file_with_a_wrong_checksum_is_rebuilt(onnx_cache, caplog):
+    from ingest.pipeline import embed_onnx
+
+    mdir = get_embedder(DEFAULT_MODEL).dir
+    path = embed_onnx.build(mdir, "onnx-int8")
+    side = json.loads(path.with_suffix(".json").read_text())
+    good = _fresh(INT8).encode(TEXTS[:3])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights
+    path.write_bytes(bytes(data))
+    assert embed_onnx._verified(path, path.with_suffix(".json"), side["key"]) is None
+    with caplog.at_level("WARNING", logger="ingest.pipeline.embed"):
+        again = _fresh(INT8).encode(TEXTS[:3])  # loads -> checksum wrong -> rebuilt
+    assert "checksum mismatch" in caplog.text
+    import hashlib
+
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == json.loads(path.with_suffix(".json").read_text())["sha256"]
+    assert np.allclose(again, good, atol=1e-5)
+    # a link in place of the cached file is not followed: refused, then rebuilt in its place
+    target = onnx_cache / "elsewhere.onnx"
+    os.replace(path, target)
+    os.symlink(target, path)
+    with pytest.raises(embed_onnx.OnnxBuildError):
+        embed_onnx._read_bounded(path)
+    os.unlink(path)
+    os.replace(target, path)
+
+
+def test_cold_search_offline_without_torch(onnx_cache, tmp_path, embedder):
+    """`ingest search` on an int8 store and on a PyTorch store, offline, in fresh processes:
+    answers, and never imports torch or sentence_transformers."""
+    from ingest.pipeline.chunking import chunk_id, text_hash
+    from ingest.stores.sqlite import SQLiteStore
+
+    texts = ["The library opens at nine on Sundays.", "Aspirin and heart attacks in older adults.",
+             "Quarterly revenue grew with subscriptions."]
+    for model, enc in ((INT8, _fresh(INT8)), (DEFAULT_MODEL, embedder)):
+        db = tmp_path / f"{split_model_id(model)[1]}.db"
+        store = SQLiteStore(db, model_id=model)
+        vecs = enc.encode(texts)
+        for i, t in enumerate(texts):
+            d = DocRecord(doc_id=f"d{i}", source="folder:/r", external_id=f"f{i}.txt", uri=f"file:///r/f{i}.txt",
+                          mime="text/plain", size=1, mtime_ns=1, content_version="v1", acl=ACL(frozenset({EVERYONE})))
+            store.apply(d, [ChunkRecord(chunk_id(d.doc_id, 0, text_hash(t)), 0, t, text_hash(t), 8, None, "",
+                                        vecs[i].tobytes(), "c", model)])
+        store.close()
+        probe = ("import sys, runpy; sys.argv = ['ingest'] + sys.argv[1:]\n"
+                 "try:\n    runpy.run_module('ingest.cli.main', run_name='__main__')\n"
+                 "except SystemExit as e:\n    assert not e.code, e.code\n"
+                 "print('HEAVY', [m for m in ('torch', 'sentence_transformers') if m in sys.modules])")
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO))
+        env.pop("INGEST_QUERY_BACKEND", None)
+        p = subprocess.run([sys.executable, "-c", probe, "search", "heart attack medicine", "--store", str(db),
+                            "--as", "everyone", "--mode", "vector", "--json", "-k", "1"],
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+        out, heavy = p.stdout.rsplit("HEAVY", 1)
+        assert heavy.strip() == "[]", (model, heavy)
+        hits = json.loads(out)
+        assert hits and hits[0]["uri"].endswith("f1.txt"), (model, hits)
+
+
+def test_reembed_switches_a_torch_store_to_int8(onnx_cache, tmp_path, embedder):
+    from ingest.pipeline.reembed import reembed
+    from ingest.search.index import Index
+    from ingest.stores.sqlite import SQLiteStore
+
+    from ingest.pipeline.chunking import chunk_id, text_hash
+
+    store = SQLiteStore(tmp_path / "s.db", model_id=DEFAULT_MODEL)
+
+    texts = ["Solar panels on the school roof.", "A recipe for lentil soup with cumin."]
+    vecs = embedder.encode(texts)
+    for i, t in enumerate(texts):
+        d = DocRecord(doc_id=f"d{i}", source="folder:/r", external_id=f"f{i}", uri=f"file:///r/f{i}",
+                      mime="text/plain", size=1, mtime_ns=1, content_version="v1", acl=ACL(frozenset({EVERYONE})))
+        store.apply(d, [ChunkRecord(chunk_id(d.doc_id, 0, text_hash(t)), 0, t, text_hash(t), 8, None, "",
+                                    vecs[i].tobytes(), "c", DEFAULT_MODEL)])
+    out = reembed(store, INT8)
+    assert out["switched"] and store.model_id == INT8
+    got = {r[0]: np.frombuffer(r[1], np.float32) for r in store.db.execute("SELECT text, vec FROM chunks")}
+    ref = _fresh(INT8).encode(texts)
+    assert all(float(got[t] @ ref[i]) > 0.9999 for i, t in enumerate(texts))  # the int8 vectors, not torch's
+    assert {r[0] for r in store.db.execute("SELECT DISTINCT model_id FROM chunks")} == {INT8}
+    hits = Index(store).search("soup", principal="everyone", k=1, mode="vector", audit=False)
+    assert hits[0].text.startswith("A recipe")

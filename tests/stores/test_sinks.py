@@ -1,0 +1,295 @@
+"""Vector-database sinks (ingest.stores.sinks) against the real stores: Qdrant local mode, a
+Chroma server started here, Milvus Lite. A SQLite primary feeds each through the outbox pump.
+
+* the contract: a shortened document leaves no orphan; an ACL-only change (and a move) sends
+  no vector; a delete removes every point; ``diff`` finds the sink equal;
+* no leak: the property of tests/search/test_no_leak.py run against each sink's own search (its
+  native filter), principals resolved through a real directory file;
+* convergence: the sink made unavailable for a while in the middle of an ingest with edits,
+  renames, ACL changes and deletes; after it returns ``ingest sync --check`` finds it equal;
+* ``ingest sync --rebuild NAME`` after the collection was dropped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from tests.support.common import REPO, run_events, wait_for
+from tests.support.sink_helpers import KINDS, ChromaServer, SinkSetup
+
+PAUSE = float(os.environ.get("INGEST_TEST_SINK_PAUSE", "3"))
+EXAMPLES = int(os.environ.get("SINK_NO_LEAK_EXAMPLES", "40"))
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory):
+    srv = ChromaServer(tmp_path_factory.mktemp("chroma")).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(params=KINDS)
+def sink(request, world_dir):
+    chroma = request.getfixturevalue("chroma_server") if request.param == "chroma" else None
+    s = SinkSetup(request.param, world_dir, chroma)
+    yield s
+    s.up()
+
+
+def _synthetic(store, ids, n_chunks=2, acl=None, dim=24, version="v1"):
+    from acl.model import ACL, EVERYONE
+    from ingest.stores.base import ChunkRecord, DocRecord
+
+    for d in ids:
+        chunks = []
+        for j in range(n_chunks):
+            v = np.random.default_rng(abs(hash((d, j, version))) % 2**32).standard_normal(dim).astype(np.float32)
+            v /= np.linalg.norm(v)
+            chunks.append(ChunkRecord(f"{d}-{version}-{j}", j, f"chunk {j} of {d} {version}", f"h{d}{j}{version}", 4,
+                                      j + 1, "Intro", v.tobytes(), "c", "m"))
+        store.apply(DocRecord(d, "folder:/r", f"{d}.txt", f"file:///r/{d}.txt", "text/plain", 1, 1, version,
+                              acl or ACL(frozenset({EVERYONE})), labels=["pii:email"]), chunks)
+
+
+def _cli(*args, env_extra=None):
+    env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "ingest.cli.main", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_contract_no_orphans_acl_only_sends_no_vectors(sink, world_dir):
+    from acl.model import ACL
+    from ingest.stores.outbox import Pump, Sink
+    from ingest.stores.sqlite import SQLiteStore
+
+    primary = SQLiteStore(world_dir / "p.db", model_id="m")
+    _synthetic(primary, [f"d{i}" for i in range(6)], n_chunks=4)
+    s = Sink("vec", sink.url)
+    pump = Pump(primary, [s])
+    try:
+        assert pump.drain(60) == {"vec": 6}
+        target = s.store
+        assert target.diff(primary) == []
+        assert sorted(target.export(["d1"])["d1"][i][0]["chunk_id"] for i in range(4)) == \
+            [f"d1-v1-{j}" for j in range(4)]
+
+        _synthetic(primary, ["d1"], n_chunks=1, version="v2")  # a shorter new version
+        pump.drain(60)
+        assert [p["chunk_id"] for p, _ in target.export(["d1"])["d1"]] == ["d1-v2-0"]  # no orphan of v1
+
+        before = dict(target.stats)
+        primary.set_acl("d2", ACL(frozenset({"user:file:u1"}), frozenset({"group:file:g1"})))  # ACL-only
+        primary.move("d3", "moved.txt", "file:///r/moved.txt")  # a rename
+        pump.drain(60)
+        sent = {k: target.stats[k] - before.get(k, 0) for k in ("calls", "points", "vectors", "vector_bytes")}
+        assert sent["vectors"] == 0 and sent["vector_bytes"] == 0, sent  # no vector re-sent
+        assert sent["points"] == 8 and 0 < sent["calls"] <= 4, sent  # payloads of d2's and d3's 4 chunks
+        (p, _), *_ = target.export(["d2"])["d2"]
+        assert (p["allow"], p["deny"]) == (["user:file:u1"], ["group:file:g1"])
+        assert target.export(["d3"])["d3"][0][0]["uri"] == "file:///r/moved.txt"
+
+        primary.delete("d4")
+        pump.drain(60)
+        assert "d4" not in target.all_doc_ids() and target.export(["d4"]) == {}
+        assert target.diff(primary) == []
+        assert target.all_doc_ids() == primary.all_doc_ids()
+        # and the check is not vacuous: a point changed behind the pump's back is found
+        p, v = target.export(["d5"])["d5"][0]
+        name = target.collection("m")
+        target._upsert(name, [(dict(p, text="tampered"), v)])
+        assert target.diff(primary) == ["d5: chunk d5-v1-0: text differ"]
+        target._upsert(name, [(p, v + 1e-3)])
+        assert target.diff(primary) == ["d5: chunk d5-v1-0: vector differs"]
+    finally:
+        pump.stop()
+
+
+# -- no leak: the property of test_no_leak.py against each sink's own search ------------------
+def test_no_search_of_a_sink_returns_an_unreadable_chunk(sink, world_dir):
+    from tests.support import no_leak as nl
+    from acl.directory import Directory, FileBackend
+    from ingest.stores.outbox import Pump, Sink
+    from ingest.stores.sinks import SinkIndex
+    from ingest.stores.sqlite import SQLiteStore
+
+    class StubSinkIndex(SinkIndex):
+        def _qvec(self, model_id, query):
+            return nl.fake_vector(query)
+
+    primary = SQLiteStore(world_dir / "p.db", model_id="stub")
+    s = Sink("vec", sink.url)
+    pump = Pump(primary, [s])
+    stats: dict = {}
+
+    @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(nl.scenarios())
+    def prop(sc):
+        sc = nl.Scenario(sc.user_groups, sc.group_parents, sc.docs,
+                         [(p, q, k, "vector") for p, q, k, _ in sc.searches])  # a sink answers vector searches
+        path = world_dir / "directory.json"
+        nl.directory_file(sc, path)  # membership changes from one example to the next
+        nl.load(primary, sc)
+        pump.drain(60)
+        assert primary.sink_lag()[0]["lag_rows"] == 0 and primary.sink_lag()[0]["last_error"] is None
+        index = StubSinkIndex(s.store, Directory([FileBackend(path)]), "stub")
+        problems = nl.find_violations(index, sc, stats)
+        assert not problems, "\n".join(problems)
+
+    try:
+        prop()
+    finally:
+        pump.stop()
+    assert stats["searches"] >= EXAMPLES and stats["hits"] >= EXAMPLES, stats  # exact counts: find_violations
+    assert stats["deny_decides"] >= EXAMPLES // 10, stats
+    print(f"no-leak property on {sink.kind}:", stats)
+
+
+# -- convergence after an outage in the middle of an ingest --------------------------------
+def _write(root, i, words="alpha"):
+    (root / f"doc{i:02d}.txt").write_text(f"Document {i} about {words}.\n\n" + f"The keyword is kw{i}. " * 20)
+
+
+@pytest.mark.parametrize("pause", [PAUSE, pytest.param(30.0, marks=pytest.mark.slow)], ids=lambda p: f"pause{p:g}s")
+def test_sink_down_mid_ingest_converges(sink, world_dir, embedder, pause, request):
+    if sink.kind == "milvus":  # known open problem: after the holder exits, Milvus Lite in the pump's
+        # process fails to start its server again ("Failed to start MilvusLite server"), so it never catches up
+        request.applymarker(pytest.mark.xfail(reason="Milvus Lite does not reopen after another process held "
+                                                     "the file (under investigation)", strict=False))
+    from ingest.pipeline.document import Pipeline
+    from ingest.stores.outbox import Pump, Sink
+    from ingest.stores.sqlite import SQLiteStore
+
+    root = world_dir / "docs"
+    root.mkdir()
+    db = world_dir / "index.db"
+    primary = SQLiteStore(db)
+    pipe = Pipeline(primary, embedder, sandbox=False)
+    pump = Pump(primary, [Sink("vec", sink.url)], interval=0.1, max_backoff=2.0, release_idle=0.5).start()
+    try:
+        for i in range(10):
+            _write(root, i)
+        run_events(pipe, root)
+        wait_for(lambda: primary.sink_lag() and primary.sink_lag()[0]["lag_rows"] == 0, 120, what="first sync")
+        done, went_down = threading.Event(), threading.Event()
+
+        def more():
+            for i in range(10, 24):
+                _write(root, i, "beta")
+                run_events(pipe, root, subtree=f"doc{i:02d}.txt")
+                if i == 14:  # the rest of the ingest happens while the sink is down (an embedded sink's
+                    went_down.wait(180)  # files are taken by another process once the pump lets them go)
+            for i in range(0, 3):
+                _write(root, i, "edited " * 40)  # content edits (doc00..02 grow)
+            (root / "doc03.txt").write_text("Short now.")  # a shorter version
+            os.chmod(root / "doc05.txt", 0o600)  # ACL-only changes
+            os.chmod(root / "doc06.txt", 0o640)
+            (root / "doc07.txt").unlink()  # deletes
+            (root / "doc08.txt").unlink()
+            os.rename(root / "doc09.txt", root / "renamed09.txt")  # a move
+            run_events(pipe, root)
+            done.set()
+
+        t = threading.Thread(target=more)
+        t.start()
+        wait_for(lambda: primary.status()["documents"] >= 12, 120, what="ingest under way")
+        sink.down()  # Chroma: server stopped; Qdrant/Milvus Lite: another process holds the files
+        went_down.set()
+        stopped = time.monotonic()
+        t.join(300)
+        assert done.is_set()
+        wait_for(lambda: primary.sink_lag()[0]["last_error"], 60, what="the pump to notice the sink is down")
+        time.sleep(max(0.0, pause - (time.monotonic() - stopped)))
+        lag = primary.sink_lag()[0]
+        assert lag["lag_rows"] > 0 and lag["lag_seconds"] > 0 and lag["last_error"]  # nothing got through
+        sink.up()
+        wait_for(lambda: primary.sink_lag()[0]["lag_rows"] == 0, 120, what="the sink to catch up")
+    finally:
+        pump.stop()  # and lets the embedded files go, for the CLI below
+        sink.up()
+    assert primary.sink_lag()[0]["last_error"] is None
+    (world_dir / "none.toml").write_text("")
+    r = _cli("sync", "--store", str(db), "--sink", sink.url, "--check", "--json",
+             env_extra={"INGEST_CONFIG": str(world_dir / "none.toml")})
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert out["differences"] == {sink.url: []}
+    from ingest.stores.sinks import open_sink
+
+    target = open_sink(sink.url)
+    try:
+        assert target.all_doc_ids() == sorted(d for d in primary.all_doc_ids()
+                                               if primary.export_docs([d])[d]["chunks"])
+        assert len(target.all_doc_ids()) == 22  # 24 written, 2 deleted; the renamed one kept its id
+        renamed = primary.get_doc(f"folder:{root}", "renamed09.txt")
+        assert target.export([renamed["doc_id"]])[renamed["doc_id"]][0][0]["uri"] == renamed["uri"]
+    finally:
+        target.close()
+
+
+def test_cli_rebuild_after_the_collection_was_dropped(sink, world_dir):
+    from ingest.stores.sinks import open_sink
+    from ingest.stores.sqlite import SQLiteStore
+
+    db = world_dir / "p.db"
+    primary = SQLiteStore(db, model_id="m")
+    _synthetic(primary, [f"d{i}" for i in range(30)])
+    (world_dir / "c.toml").write_text(f'[sinks.vec]\nurl = "{sink.url}"\n')
+    env = {"INGEST_CONFIG": str(world_dir / "c.toml")}
+    r = _cli("sync", "--store", str(db), "--check", env_extra=env)
+    assert r.returncode == 0 and "check   vec: identical" in r.stdout, r.stdout + r.stderr
+    target = open_sink(sink.url)
+    target.drop()
+    target.close()
+    r = _cli("sync", "--store", str(db), "--check", env_extra=env)
+    assert r.returncode == 1 and "check   vec: 30 difference(s)" in r.stdout, r.stdout + r.stderr
+    r = _cli("sync", "--store", str(db), "--rebuild", "vec", "--check", env_extra=env)
+    assert r.returncode == 0 and "check   vec: identical" in r.stdout, r.stdout + r.stderr
+    assert "rebuild vec" in r.stderr and "30/30" in r.stderr  # the progress bar
+    r = _cli("sync", "--store", str(db), "--rebuild", "nope", env_extra=env)
+    assert r.returncode != 0 and "--rebuild nope: no such sink" in r.stderr
+    r = _cli("status", "--store", str(db), env_extra=env)
+    assert "sink    vec: lag 0 row(s)" in r.stdout
+
+
+def test_open_index_on_a_sink_url(world_dir):
+    """ingest.open_index(SINK_URL): vector search in the sink, as the principal."""
+    import ingest
+    from acl.directory import Directory, FileBackend
+    from acl.model import ACL
+    from ingest.stores.outbox import Pump, Sink
+    from ingest.stores.sinks import SinkError, SinkIndex, open_sink, sink_class
+    from ingest.stores.sqlite import SQLiteStore
+
+    primary = SQLiteStore(world_dir / "p.db", model_id="m")
+    _synthetic(primary, ["a", "b"], acl=ACL(frozenset({"group:file:team"})))
+    url = f"qdrant+local://{world_dir}/q"
+    pump = Pump(primary, [Sink("q", url)])
+    pump.drain(60)
+    pump.stop()
+    (world_dir / "dir.json").write_text(json.dumps({"users": {"ann": {"groups": ["team"]}, "bob": {"groups": []}},
+                                                   "groups": {"team": {"groups": []}}}))
+    idx = ingest.open_index(url, directory=Directory([FileBackend(world_dir / "dir.json")]))
+    assert isinstance(idx, SinkIndex) and idx.model_id == "m"
+    idx._qvec = lambda model, q: np.frombuffer(primary.export_docs(["a"])["a"]["chunks"][0]["vec"], np.float32)
+    hits = idx.search("anything", principal="ann", k=3)
+    assert [h.chunk_id for h in hits][0] == "a-v1-0" and len(hits) == 3
+    assert hits[0].acl == {"allow": ["group:file:team"], "deny": []} and "pii:email" in hits[0].labels
+    assert idx.search("anything", principal="bob", k=3) == []
+    with pytest.raises(ValueError, match="vector searches only"):
+        idx.search("x", principal="ann", mode="hybrid")
+    idx.sink.close()
+    with pytest.raises(SinkError, match="no sink for this URL scheme"):
+        sink_class("weaviate://h:1")
+    with pytest.raises(SinkError, match="collection="):
+        open_sink(f"qdrant+local://{world_dir}/q2?collection=bad-name")
+    with pytest.raises(SinkError, match="absolute path ending in .db"):
+        open_sink("milvus+lite://relative.db")

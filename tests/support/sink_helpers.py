@@ -1,0 +1,110 @@
+"""The real vector databases behind the sink tests, and how each is made unavailable.
+
+* Chroma: its own server (``chroma run --path DIR --host 127.0.0.1 --port P``) on a free loopback
+  port; down = the server process stopped (SIGTERM), up = started again on the same port and data.
+* Qdrant local mode / Milvus Lite: embedded files that one process may open at a time; down =
+  another process (:class:`Holder`) opens them and holds them (Qdrant's ``.lock``, Milvus Lite's
+  file lock), up = that process exits. The pump lets the files go when idle (``release_idle``), so
+  the holder gets them; while it holds them every attempt of the pump fails and is retried.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from tests.support.ci import missing
+from tests.support.servers import _wait_port, free_port
+
+KINDS = ("qdrant", "chroma", "milvus")
+_HOLD = r"""
+import sys, time
+kind, path = sys.argv[1], sys.argv[2]
+t0 = time.monotonic()
+while True:
+    try:
+        if kind == "qdrant":
+            from qdrant_client import QdrantClient
+            c = QdrantClient(path=path)
+        else:
+            from pymilvus import MilvusClient
+            c = MilvusClient(path)
+        break
+    except Exception as e:
+        if time.monotonic() - t0 > 120:
+            raise
+        time.sleep(0.2)
+print("held", flush=True)
+sys.stdin.read()
+c.close()
+"""
+
+
+class ChromaServer:
+    def __init__(self, folder: Path):
+        exe = shutil.which("chroma")
+        if exe is None:
+            missing("the `chroma` command (pip package chromadb) is not installed")
+        self.exe, self.folder, self.port, self.proc = exe, folder, free_port(), None
+
+    def start(self) -> "ChromaServer":
+        self.proc = subprocess.Popen([self.exe, "run", "--path", str(self.folder), "--host", "127.0.0.1",
+                                      "--port", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, 60, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+            self.proc = None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Holder:
+    """Another process that opens an embedded sink's files and holds them until released."""
+
+    def __init__(self, kind: str, path: str):
+        self.proc = subprocess.Popen([sys.executable, "-c", _HOLD, kind, path], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if line.strip() != "held":
+            raise RuntimeError(f"could not take {path}: {line!r}")
+
+    def release(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(60)
+
+
+class SinkSetup:
+    """One sink of a kind in a fresh collection (or file): ``url``, ``down()``, ``up()``."""
+
+    def __init__(self, kind: str, folder: Path, chroma: ChromaServer | None):
+        self.kind, self.chroma, self.holder = kind, chroma, None
+        name = "t" + uuid.uuid4().hex[:10]
+        if kind == "qdrant":
+            self.path = str(folder / "qdrant")
+            self.url = f"qdrant+local://{self.path}?collection={name}"
+        elif kind == "milvus":
+            self.path = str(folder / "milvus.db")
+            self.url = f"milvus+lite://{self.path}?collection={name}"
+        else:
+            self.url = f"chroma://127.0.0.1:{chroma.port}?collection={name}"
+
+    def down(self) -> None:
+        if self.kind == "chroma":
+            self.chroma.stop()
+        else:
+            self.holder = Holder(self.kind, self.path)
+
+    def up(self) -> None:
+        if self.kind == "chroma":
+            if not self.chroma.running():
+                self.chroma.start()
+        elif self.holder is not None:
+            self.holder.release()
+            self.holder = None
