@@ -57,6 +57,7 @@ import zipfile
 from pathlib import Path
 
 from .base import Element, ExtractContext, Extraction, ExtractionError
+from .errors import ErrorCode
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -387,7 +388,7 @@ class _Detected:
 def detect(path: str | os.PathLike) -> str:
     """Return the MIME type of the file at ``path``, content first, extension second.
 
-    Never raises for content reasons; raises ``ExtractionError("corrupt")`` only when
+    Never raises for content reasons; raises ``ExtractionError(ErrorCode.CORRUPT)`` only when
     the file cannot be read at all. Unrecognised binary content is libmagic's answer
     or ``application/octet-stream``; a zero-byte file is ``application/x-empty``.
     """
@@ -400,7 +401,7 @@ def _detect(p: Path) -> _Detected:
         with open(p, "rb") as fh:
             head = fh.read(_HEAD_BYTES)
     except OSError as exc:
-        raise ExtractionError("corrupt", f"cannot read file: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"cannot read file: {exc}") from exc
     if not head:
         return _Detected(EMPTY)
     textual = _looks_like_text(head)
@@ -580,7 +581,7 @@ def _sniff_ole(p: Path, ext: str) -> _Detected:
             if "PowerPoint Document" in top:
                 refusal = None
                 if "EncryptedSummary" in top or _ppt_encrypted_token(ole, top):
-                    refusal = ("encrypted", f"{p.name}: password-protected PowerPoint "
+                    refusal = (ErrorCode.ENCRYPTED, f"{p.name}: password-protected PowerPoint "
                                "97-2003 presentation (password required)")
                 return _Detected(PPT, refusal)
             if any(name.startswith("__substg1.0_") for name in top):
@@ -606,7 +607,7 @@ def _is_irm(entries: list[list[str]]) -> bool:
 
 
 def _encrypted_ooxml_refusal(p: Path) -> tuple[str, str]:
-    return "encrypted", f"{p.name}: password-protected Office document (password required)"
+    return ErrorCode.ENCRYPTED, f"{p.name}: password-protected Office document (password required)"
 
 
 def _legacy_encryption(ole, p: Path, stream: str) -> tuple[str, str] | None:
@@ -620,7 +621,7 @@ def _legacy_encryption(ole, p: Path, stream: str) -> tuple[str, str] | None:
         if len(data) >= 12 and data[:2] == b"\xec\xa5":
             (flags,) = struct.unpack_from("<H", data, 10)
             if flags & 0x0100 or flags & 0x8000:  # fEncrypted, fObfuscated
-                return ("encrypted", f"{p.name}: password-protected Word 97-2003 document "
+                return (ErrorCode.ENCRYPTED, f"{p.name}: password-protected Word 97-2003 document "
                         "(password required)")
         return None
     # BIFF: walk records from the start; FILEPASS (0x002F) comes right after BOF.
@@ -860,20 +861,20 @@ def extract(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
     try:
         st = p.stat()
     except OSError as exc:
-        raise ExtractionError("corrupt", f"cannot read file: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"cannot read file: {exc}") from exc
     if not stat.S_ISREG(st.st_mode):
-        raise ExtractionError("unsupported-type", f"{p.name}: not a regular file")
+        raise ExtractionError(ErrorCode.UNSUPPORTED_TYPE, f"{p.name}: not a regular file")
     if st.st_size == 0:
-        raise ExtractionError("empty-file", f"{p.name}: file is empty (0 bytes)")
+        raise ExtractionError(ErrorCode.EMPTY_FILE, f"{p.name}: file is empty (0 bytes)")
     if st.st_size > max_bytes:
         raise ExtractionError(
-            "too-large", f"{p.name}: {st.st_size} bytes is over the limit of {max_bytes} bytes"
+            ErrorCode.TOO_LARGE, f"{p.name}: {st.st_size} bytes is over the limit of {max_bytes} bytes"
         )
 
     found = _detect(p)
     mime = found.mime
     if mime == EMPTY:  # emptied between stat() and read
-        raise ExtractionError("empty-file", f"{p.name}: file is empty (0 bytes)")
+        raise ExtractionError(ErrorCode.EMPTY_FILE, f"{p.name}: file is empty (0 bytes)")
     ctx = ctx or ExtractContext()
     if found.refusal is not None:
         if found.refusal[0] == "encrypted" and mime in _OFFICE_CRYPTO:
@@ -881,7 +882,7 @@ def extract(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
         raise ExtractionError(*found.refusal)
     if mime not in SUPPORTED_MIMES:
         raise ExtractionError(
-            "unsupported-type",
+            ErrorCode.UNSUPPORTED_TYPE,
             f"{p.name}: detected as {mime}; supported: {_supported_summary()}",
         )
     return _run(p, mime, ctx)
@@ -910,7 +911,7 @@ def _decrypt_office(p: Path, found: _Detected, ctx: ExtractContext) -> Extractio
         import msoffcrypto
     except ImportError as exc:
         raise ExtractionError(
-            "encrypted", f"{p.name}: password-protected Office document; decrypting needs "
+            ErrorCode.ENCRYPTED, f"{p.name}: password-protected Office document; decrypting needs "
             f"msoffcrypto-tool, which is not installed ({exc})") from exc
     plain = None
     for password in passwords:
@@ -925,7 +926,7 @@ def _decrypt_office(p: Path, found: _Detected, ctx: ExtractContext) -> Extractio
         except Exception:  # noqa: BLE001 - wrong password or unsupported scheme: next one
             continue
     if plain is None:
-        raise ExtractionError("encrypted", f"{p.name}: configured password did not open it")
+        raise ExtractionError(ErrorCode.ENCRYPTED, f"{p.name}: configured password did not open it")
     directory = Path(ctx.workdir) if ctx.workdir else None
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -942,7 +943,7 @@ def _decrypt_office(p: Path, found: _Detected, ctx: ExtractContext) -> Extractio
             tmp = named
         if inner.mime not in SUPPORTED_MIMES:
             raise ExtractionError(
-                "corrupt", f"{p.name}: decrypted content is {inner.mime}, not an Office document")
+                ErrorCode.CORRUPT, f"{p.name}: decrypted content is {inner.mime}, not an Office document")
         result = _run(tmp, inner.mime, ctx)
     finally:
         tmp.unlink(missing_ok=True)
@@ -961,14 +962,14 @@ def _run(p: Path, mime: str, ctx: ExtractContext) -> Extraction:
     except ModuleNotFoundError as exc:
         if exc.name == qualified:
             raise ExtractionError(
-                "extractor-crash", f"{fmt}: extractor module {qualified} is not installed"
+                ErrorCode.EXTRACTOR_CRASH, f"{fmt}: extractor module {qualified} is not installed"
             ) from exc
         raise ExtractionError(
-            "extractor-crash", f"{fmt}: parsing library not importable: {exc}"
+            ErrorCode.EXTRACTOR_CRASH, f"{fmt}: parsing library not importable: {exc}"
         ) from exc
     except Exception as exc:  # noqa: BLE001 - a broken module fails only its family
         raise ExtractionError(
-            "extractor-crash", f"{fmt}: extractor module {qualified} failed to load: "
+            ErrorCode.EXTRACTOR_CRASH, f"{fmt}: extractor module {qualified} failed to load: "
             f"{_describe(exc)}"
         ) from exc
     from .sandbox import stage
@@ -980,14 +981,14 @@ def _run(p: Path, mime: str, ctx: ExtractContext) -> Extraction:
         raise
     except ImportError as exc:
         raise ExtractionError(
-            "extractor-crash", f"{fmt}: parsing library not importable: {exc}"
+            ErrorCode.EXTRACTOR_CRASH, f"{fmt}: parsing library not importable: {exc}"
         ) from exc
     except RecursionError as exc:
-        raise ExtractionError("corrupt", f"{fmt}: structure nested too deeply") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: structure nested too deeply") from exc
     except MemoryError as exc:
-        raise ExtractionError("memory", f"{fmt}: out of memory while parsing") from exc
+        raise ExtractionError(ErrorCode.MEMORY, f"{fmt}: out of memory while parsing") from exc
     except Exception as exc:  # noqa: BLE001 - the contract: nothing else escapes
-        raise ExtractionError("corrupt", f"{fmt}: {_describe(exc)}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: {_describe(exc)}") from exc
 
 
 def _with_metadata(result: Extraction, p: Path, fmt: str) -> Extraction:

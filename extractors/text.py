@@ -49,6 +49,7 @@ from pathlib import Path
 
 from ._tables import render_table
 from .base import Element, ExtractContext, Extraction, ExtractionError
+from .errors import ErrorCode
 
 OUR_VERSION = 1
 
@@ -231,7 +232,7 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
         try:
             cells = split_table(text)
         except csv.Error as exc:
-            raise ExtractionError("corrupt", f"tsv: {exc}") from exc
+            raise ExtractionError(ErrorCode.CORRUPT, f"tsv: {exc}") from exc
         elements = []
         if cells:
             elements.append(Element("table", render_table(cells), meta={"cells": cells}))

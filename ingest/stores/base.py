@@ -3,9 +3,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from contextlib import AbstractContextManager
+from enum import StrEnum
 from typing import Protocol
 
 from acl.model import ACL
+
+
+class Action(StrEnum):
+    """What happened to a document, as the outcome log records it (``outcomes.action``).
+
+    A ``StrEnum``: stored values and JSON are the plain strings."""
+
+    INDEXED = "indexed"  # extracted, chunked, embedded, applied
+    ERROR = "error"  # failed or quarantined (the document's error_code says why)
+    ACL = "acl"  # permissions changed, content not re-read
+    TOUCHED = "touched"  # size/mtime changed, content the same
+    MOVED = "moved"
+    DELETED = "deleted"
+    SKIPPED = "skipped"  # nothing to do (unchanged, or the event no longer applies)
+    MISSING = "missing"  # the path is gone and was never indexed
+    IGNORED = "ignored"  # not a document (ignore rules, a labels sidecar ...)
+    STALE = "stale"  # an older version arrived after a newer one was indexed: dropped
+    DEAD_LETTER = "dead-letter"  # the task gave up (workers: retries exhausted or a permanent fault)
+
+
+class BatchEnd(StrEnum):
+    """How a document of a batch ended (``Store.batch_ends``)."""
+
+    INDEXED = "indexed"
+    FLAGGED = "flagged"  # indexed with quality flags
+    QUARANTINED = "quarantined"
+    FAILED = "failed"
+    DEAD_LETTERED = "dead-lettered"
+    UNCHANGED = "unchanged"  # skipped, moved, deleted, ...
 
 
 @dataclass

@@ -74,7 +74,7 @@ def upsert_doc_sql(extra: tuple[str, ...] = ()) -> str:
 def doc_values(doc, now: float, *, n_chunks: int, flags: list[str], indexed: bool) -> list:
     """A DocRecord as the values of DOC_COLS."""
     return [doc.doc_id, doc.source, doc.external_id, doc.uri, doc.mime, doc.size, doc.mtime_ns, doc.content_version,
-            doc.acl.version, doc.acl.to_json(), doc.status, doc.error_code, doc.error, doc.extractor,
+            doc.acl.version, doc.acl.to_json(), str(doc.status), None if doc.error_code is None else str(doc.error_code), doc.error, doc.extractor,
             doc.extractor_version, n_chunks, json.dumps(flags), json.dumps(doc.labels), now, now,
             now if indexed else None, doc.parent_id, json.dumps(doc.quality) if doc.quality is not None else None,
             json.dumps(doc.metadata or {}, sort_keys=True)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+from ingest.stores.base import Action, BatchEnd
 from ingest.stores.common import SQLBase
 
 
@@ -18,7 +19,7 @@ class OperationsMixin(SQLBase):
         """``trace``: stage timings, versions and the causing event (ingest.obs.trace)."""
         self.db.execute(self._q("INSERT INTO outcomes(ts, batch, source, external_id, doc_id, action, parsed,"
                                 " embedded, detail, trace) VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"),
-                        (time.time(), batch, source, external_id, doc_id, action, parsed, embedded, detail,
+                        (time.time(), batch, source, external_id, doc_id, str(action), parsed, embedded, detail,
                          json.dumps(trace) if trace is not None else None))
 
     def counters(self, since_id: int = 0) -> dict:
@@ -45,17 +46,16 @@ class OperationsMixin(SQLBase):
             " LEFT JOIN documents d ON d.source=o.source AND d.external_id=o.external_id"
             " WHERE o.batch=%s ORDER BY o.id"), (batch,))
         last = {r["external_id"]: r for r in rows}
-        ends: dict[str, list] = {k: [] for k in ("indexed", "flagged", "quarantined", "failed", "dead-lettered",
-                                                 "unchanged")}
+        ends: dict[str, list] = {k.value: [] for k in BatchEnd}
         for ext, r in last.items():
-            if r["action"] == "indexed":
-                k = "flagged" if r["flags"] and r["flags"] != "[]" else "indexed"
-            elif r["action"] == "dead-letter":
-                k = "dead-lettered"
-            elif r["action"] == "error":
-                k = "quarantined" if r["status"] == "quarantined" else "failed"
+            if r["action"] == Action.INDEXED:
+                k = BatchEnd.FLAGGED if r["flags"] and r["flags"] != "[]" else BatchEnd.INDEXED
+            elif r["action"] == Action.DEAD_LETTER:
+                k = BatchEnd.DEAD_LETTERED
+            elif r["action"] == Action.ERROR:
+                k = BatchEnd.QUARANTINED if r["status"] == "quarantined" else BatchEnd.FAILED
             else:
-                k = "unchanged"
+                k = BatchEnd.UNCHANGED
             ends[k].append((ext, r["detail"]))
         return ends
 
@@ -73,9 +73,9 @@ class OperationsMixin(SQLBase):
 
     def last_indexed_outcomes(self) -> list[dict]:
         """Per source, its newest ``indexed`` outcome (source, ts, trace)."""
-        return [dict(r) for r in self.db.execute(
+        return [dict(r) for r in self.db.execute(self._q(
             "SELECT source, ts, trace FROM outcomes WHERE id IN"
-            " (SELECT MAX(id) FROM outcomes WHERE action='indexed' GROUP BY source)")]
+            " (SELECT MAX(id) FROM outcomes WHERE action=%s GROUP BY source)"), (Action.INDEXED.value,))]
 
     def add_dead_letter(self, *, task: str, lane: str | None, args: list, kwargs: dict, fault: str, reason: str,
                         attempts: int) -> int:

@@ -5,6 +5,7 @@ inside a JSON text column) and :meth:`QualityMixin._has_flag_like` (a flag in th
 ``documents.flags`` matching a LIKE pattern). Literals travel as parameters."""
 from __future__ import annotations
 
+from extractors.errors import EMPTY_CODES
 from ingest.stores.common import SQLBase
 
 # quality over time (SQLite schema 5, PostgreSQL schema 5); {serial} / {real} per dialect
@@ -46,7 +47,7 @@ class QualityMixin(SQLBase):
             f" {share('status = %s')} AS share_quarantined,"
             f" AVG({self._json_num('quality', 'ocr_confidence')}) AS ocr_confidence,"
             f" AVG({self._json_num('quality', 'bad_char_ratio')}) AS garbage_ratio"
-            " FROM documents GROUP BY source"), ("", "empty-file", "no-text", "quality:%", "quarantined")).fetchall()
+            " FROM documents GROUP BY source"), ("", *[c.value for c in EMPTY_CODES], "quality:%", "quarantined")).fetchall()
         return {r["source"]: {k: (float(r[k]) if r[k] is not None and k != "documents" else r[k])
                               for k in ("documents", *GAUGES)} for r in rows}
 
