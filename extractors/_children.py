@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from .base import Child, ExtractContext, ExtractionError
+from .errors import ErrorCode
 
 # A compression ratio is only judged once this much has been expanded: a 20 KB text
 # file of repeated lines legitimately compresses 1:300, a 10 MB one does not.
@@ -166,7 +167,7 @@ class ChildWriter:
     def _open_new(self, ext: str = "") -> tuple[Path, int]:
         if self._workdir is None:
             if self.ctx.workdir is None:
-                raise ExtractionError("extractor-crash", "no work folder for child documents")
+                raise ExtractionError(ErrorCode.EXTRACTOR_CRASH, "no work folder for child documents")
             self._workdir = Path(self.ctx.workdir)
             self._workdir.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
@@ -208,7 +209,7 @@ class ChildWriter:
         if len(self.children) >= lim.max_members:
             if self.mode == "archive":
                 raise ExtractionError(
-                    "too-large", f"{self.what} holds more than {lim.max_members} members (limit)")
+                    ErrorCode.TOO_LARGE, f"{self.what} holds more than {lim.max_members} members (limit)")
             self.warnings.append(
                 f"attachment {label!r} not extracted: more than {lim.max_members} "
                 f"attachments (limit)")
@@ -259,7 +260,7 @@ class ChildWriter:
     def _total_exceeded(self, label: str) -> None:
         if self.mode == "archive":
             raise ExtractionError(
-                "too-large",
+                ErrorCode.TOO_LARGE,
                 f"{self.what} expands to more than {self.limits.max_expanded_bytes} bytes "
                 f"(limit; stopped in member {label!r})")
 
@@ -269,7 +270,7 @@ class ChildWriter:
             ratio = written / max(compressed_size, 1)
             if ratio > max_ratio:
                 raise ExtractionError(
-                    "zip-bomb",
+                    ErrorCode.ZIP_BOMB,
                     f"zip bomb: ratio 1:{ratio:.0f} so far (member {label!r} expanded to "
                     f"{written} bytes from {compressed_size} compressed; limit 1:{max_ratio:g})")
         total = self.total + written
@@ -277,7 +278,7 @@ class ChildWriter:
             ratio = total / max(self._parent_size, 1)
             if ratio > max_ratio:
                 raise ExtractionError(
-                    "zip-bomb",
+                    ErrorCode.ZIP_BOMB,
                     f"zip bomb: ratio 1:{ratio:.0f} so far ({self.what} of {self._parent_size} "
                     f"bytes expanded to {total} bytes; limit 1:{max_ratio:g})")
 
@@ -343,7 +344,7 @@ class MemberSink:
         if w.mode == "archive" and self.written == w._parent_size and sha == w.parent_sha256():
             w._drop(self.path)
             raise ExtractionError(
-                "zip-bomb",
+                ErrorCode.ZIP_BOMB,
                 f"recursive archive: member {self.label!r} is a byte-identical copy of the "
                 f"{w.what} itself (sha256 {sha[:16]}...), it would expand forever")
         name = w.unique_name(self.raw_name, self.fallback)

@@ -6,7 +6,7 @@ its page bitmap (width x height, 1 bit per pixel) in a page-information segment 
 the start of the data, so a 40 kB stream can announce 100000 x 100000 pixels
 (1.16 GiB); pdf.js's ``bomb_giant.pdf`` has three of them as content streams.
 :func:`check` reads those declarations (no decoding) and raises
-``ExtractionError("decompression-bomb", ...)`` when one stream declares more than
+``ExtractionError(ErrorCode.DECOMPRESSION_BOMB, ...)`` when one stream declares more than
 ``Limits.max_stream_bytes`` or all of them together more than
 ``Limits.max_decoded_bytes``. Flate/LZW/RunLength output is capped while decoding by
 pypdf itself (``pypdf.filters`` limits, ``LimitReachedError``), which the extractor
@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 
 from .base import ExtractionError, Limits
+from .errors import ErrorCode
 
 MAX_XOBJECT_DEPTH = 8  # forms within forms followed this deep
 _JBIG2_PAGE_INFO = 48
@@ -131,13 +132,13 @@ def check(pages, limits: Limits) -> None:
                 continue
             if size > limits.max_stream_bytes:
                 raise ExtractionError(
-                    "decompression-bomb",
+                    ErrorCode.DECOMPRESSION_BOMB,
                     f"pdf page {number}: a JBIG2 stream declares a {_mib(size)} bitmap "
                     f"(limit {_mib(limits.max_stream_bytes)} per stream); not decoded")
             total += size
             if total > limits.max_decoded_bytes:
                 raise ExtractionError(
-                    "decompression-bomb",
+                    ErrorCode.DECOMPRESSION_BOMB,
                     f"pdf: streams declare {_mib(total)} of decoded data by page {number} "
                     f"(limit {_mib(limits.max_decoded_bytes)}); not decoded")
 

@@ -9,6 +9,7 @@ import subprocess
 from typing import Callable
 
 from .base import ExtractionError
+from .errors import ErrorCode
 
 
 def run_tool(cmd: list[str], *, env: dict, timeout: float, missing_hint: str, label: str,
@@ -19,12 +20,12 @@ def run_tool(cmd: list[str], *, env: dict, timeout: float, missing_hint: str, la
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, env=env, cwd=cwd)
     except OSError as exc:
-        raise ExtractionError("missing-tool", f"{missing_hint} ({exc})") from exc
+        raise ExtractionError(ErrorCode.MISSING_TOOL, f"{missing_hint} ({exc})") from exc
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill(proc)
-        raise ExtractionError("timeout", f"timeout after {timeout:g} s in {label}") from None
+        raise ExtractionError(ErrorCode.TIMEOUT, f"timeout after {timeout:g} s in {label}") from None
     except BaseException:
         kill(proc)
         raise

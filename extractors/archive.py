@@ -41,6 +41,7 @@ from pathlib import Path
 
 from ._children import RATIO_FLOOR, ChildWriter, fix_surrogates, safe_name
 from .base import Element, ExtractContext, Extraction, ExtractionError
+from .errors import ErrorCode
 
 OUR_VERSION = 1
 _CHUNK = 1024 * 1024
@@ -59,9 +60,9 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
     path = Path(path)
     lim = ctx.limits
     if ctx.depth >= lim.max_depth:
-        raise ExtractionError("too-deep", f"archive nested deeper than {lim.max_depth} levels")
+        raise ExtractionError(ErrorCode.TOO_DEEP, f"archive nested deeper than {lim.max_depth} levels")
     if ctx.workdir is None:
-        raise ExtractionError("extractor-crash", "no work folder for child documents")
+        raise ExtractionError(ErrorCode.EXTRACTOR_CRASH, "no work folder for child documents")
     kind = _sniff(path, mime)
     if kind == "zip":
         return _zip(path, mime, ctx)
@@ -73,7 +74,7 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
         if _compressed_tar(path, kind):
             return _tar(path, mime, ctx, kind)
         return _single(path, mime, ctx, kind)
-    raise ExtractionError("unsupported-type", f"{path.name}: not an archive we can open ({mime})")
+    raise ExtractionError(ErrorCode.UNSUPPORTED_TYPE, f"{path.name}: not an archive we can open ({mime})")
 
 
 # -- sniffing -------------------------------------------------------------------------
@@ -82,7 +83,7 @@ def _sniff(path: Path, mime: str) -> str:
         with open(path, "rb") as fh:
             head = fh.read(512)
     except OSError as exc:
-        raise ExtractionError("corrupt", f"cannot read file: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"cannot read file: {exc}") from exc
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
         return "zip"
     if head.startswith(b"7z\xbc\xaf\x27\x1c"):
@@ -167,12 +168,12 @@ class _BoundedStream(io.RawIOBase):
             ratio = self.produced / self._compressed
             if ratio > lim.max_ratio:
                 raise ExtractionError(
-                    "zip-bomb",
+                    ErrorCode.ZIP_BOMB,
                     f"zip bomb: ratio 1:{ratio:.0f} so far ({self._name} of {self._compressed} "
                     f"bytes expanded to {self.produced} bytes; limit 1:{lim.max_ratio:g})")
         if self.produced > lim.max_expanded_bytes + self._slack:
             raise ExtractionError(
-                "too-large",
+                ErrorCode.TOO_LARGE,
                 f"{self._name} expands to more than {lim.max_expanded_bytes} bytes (limit)")
 
 
@@ -187,7 +188,7 @@ def _declared_gzip_ratio(path: Path, ctx: ExtractContext) -> None:
     ratio = isize / size
     if isize > RATIO_FLOOR and ratio > ctx.limits.max_ratio:
         raise ExtractionError(
-            "zip-bomb",
+            ErrorCode.ZIP_BOMB,
             f"zip bomb: ratio 1:{ratio:.0f} ({path.name} declares {isize} bytes from {size} "
             f"compressed; limit 1:{ctx.limits.max_ratio:g})")
 
@@ -263,7 +264,7 @@ def _zip(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError,
             EOFError, OSError) as exc:
-        raise ExtractionError("corrupt", f"zip: {type(exc).__name__}: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"zip: {type(exc).__name__}: {exc}") from exc
     warnings: list[str] = []
     with zf, ChildWriter(ctx, path, what="zip archive") as writer:
         infos = zf.infolist()
@@ -271,7 +272,7 @@ def _zip(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
         members = [(i, info) for i, info in enumerate(infos) if not info.is_dir()]
         if len(members) > lim.max_members:
             raise ExtractionError(
-                "too-large", f"zip archive holds {len(members)} members (limit {lim.max_members})")
+                ErrorCode.TOO_LARGE, f"zip archive holds {len(members)} members (limit {lim.max_members})")
         # Declared sizes: only to refuse early (the streaming checks below enforce).
         declared_total = 0
         for i, info in members:
@@ -279,19 +280,19 @@ def _zip(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
             ratio = info.file_size / max(info.compress_size, 1)
             if info.file_size > RATIO_FLOOR and ratio > lim.max_ratio:
                 raise ExtractionError(
-                    "zip-bomb",
+                    ErrorCode.ZIP_BOMB,
                     f"zip bomb: ratio 1:{ratio:.0f} (member {names[i]!r} declares "
                     f"{info.file_size} bytes from {info.compress_size} compressed; "
                     f"limit 1:{lim.max_ratio:g})")
         if declared_total > RATIO_FLOOR and declared_total / arc_size > lim.max_ratio:
             raise ExtractionError(
-                "zip-bomb",
+                ErrorCode.ZIP_BOMB,
                 f"zip bomb: ratio 1:{declared_total / arc_size:.0f} (members declare "
                 f"{declared_total} bytes from a {arc_size}-byte archive; "
                 f"limit 1:{lim.max_ratio:g})")
         if declared_total > lim.max_expanded_bytes:
             raise ExtractionError(
-                "too-large",
+                ErrorCode.TOO_LARGE,
                 f"zip archive declares {declared_total} bytes expanded "
                 f"(limit {lim.max_expanded_bytes})")
 
@@ -329,9 +330,9 @@ def _zip(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
                 warnings.append(f"member {name!r} skipped: encrypted ({reason})")
         if files and locked == files:
             raise ExtractionError(
-                "encrypted", f"zip archive: all {files} members are encrypted (password required)")
+                ErrorCode.ENCRYPTED, f"zip archive: all {files} members are encrypted (password required)")
         if failures and not writer.children and len(failures) + locked == files:
-            raise ExtractionError("corrupt", f"zip: no member could be read; {failures[0]}")
+            raise ExtractionError(ErrorCode.CORRUPT, f"zip: no member could be read; {failures[0]}")
         warnings.extend(failures)
         return _result(listed, writer, "zip", f"zipfile-py{_python_version()}", mime, warnings)
 
@@ -377,14 +378,14 @@ def _tar(path: Path, mime: str, ctx: ExtractContext, compression: str | None) ->
             tf = tarfile.open(fileobj=io.BufferedReader(stream, _CHUNK), mode="r|",
                               errors="surrogateescape")
         except _DECOMPRESS_ERRORS as exc:
-            raise ExtractionError("corrupt", f"{fmt}: {type(exc).__name__}: {exc}") from exc
+            raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: {type(exc).__name__}: {exc}") from exc
         count = 0
         try:
             for ti in tf:
                 count += 1
                 if count > lim.max_members:
                     raise ExtractionError(
-                        "too-large", f"{fmt} archive holds more than {lim.max_members} members "
+                        ErrorCode.TOO_LARGE, f"{fmt} archive holds more than {lim.max_members} members "
                         f"(limit)")
                 if ti.isdir():
                     continue
@@ -409,7 +410,7 @@ def _tar(path: Path, mime: str, ctx: ExtractContext, compression: str | None) ->
             raise
         except _DECOMPRESS_ERRORS as exc:
             if not writer.children and not listed:
-                raise ExtractionError("corrupt", f"{fmt}: {type(exc).__name__}: {exc}") from exc
+                raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: {type(exc).__name__}: {exc}") from exc
             warnings.append(f"{fmt} archive damaged after {count} members "
                             f"({type(exc).__name__}: {exc}); the rest is not extracted")
         return _result(listed, writer, fmt, f"tarfile-py{_python_version()}", mime, warnings)
@@ -432,7 +433,7 @@ def _single(path: Path, mime: str, ctx: ExtractContext, kind: str) -> Extraction
         except ExtractionError:
             raise
         except _DECOMPRESS_ERRORS as exc:
-            raise ExtractionError("corrupt", f"{kind}: {type(exc).__name__}: {exc}") from exc
+            raise ExtractionError(ErrorCode.CORRUPT, f"{kind}: {type(exc).__name__}: {exc}") from exc
         listed = [child.name] if child else [safe_name(name) or name]
         lib = {"gz": "gzip", "bz2": "bz2", "xz": "lzma"}[kind]
         return _result(listed, writer, kind, f"{lib}-py{_python_version()}", mime, warnings)
@@ -534,13 +535,13 @@ class _SevenZipFactory:
         lim = self.lim
         if self.total > RATIO_FLOOR and self.total / self.arc_size > lim.max_ratio:
             raise ExtractionError(
-                "zip-bomb",
+                ErrorCode.ZIP_BOMB,
                 f"zip bomb: ratio 1:{self.total / self.arc_size:.0f} so far ({self.what} of "
                 f"{self.arc_size} bytes expanded to {self.total} bytes; "
                 f"limit 1:{lim.max_ratio:g})")
         if self.total > lim.max_expanded_bytes:
             raise ExtractionError(
-                "too-large", f"{self.what} expands to more than {lim.max_expanded_bytes} bytes "
+                ErrorCode.TOO_LARGE, f"{self.what} expands to more than {lim.max_expanded_bytes} bytes "
                 f"(limit)")
 
 
@@ -550,7 +551,7 @@ def _sevenzip(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
         from py7zr.exceptions import PasswordRequired
         from py7zr.helpers import get_sanitized_output_path
     except ImportError as exc:
-        raise ExtractionError("extractor-crash", f"7z: py7zr not importable: {exc}") from exc
+        raise ExtractionError(ErrorCode.EXTRACTOR_CRASH, f"7z: py7zr not importable: {exc}") from exc
     arc_size = max(path.stat().st_size, 1)
     if not _sevenzip_encrypted(path, py7zr, PasswordRequired):
         try:
@@ -558,7 +559,7 @@ def _sevenzip(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
         except (ExtractionError, MemoryError):
             raise
         except Exception as exc:  # noqa: BLE001 - py7zr raises many kinds on damage
-            raise ExtractionError("corrupt", f"7z: {type(exc).__name__}: {exc}") from exc
+            raise ExtractionError(ErrorCode.CORRUPT, f"7z: {type(exc).__name__}: {exc}") from exc
     passwords = ctx.passwords_for(path)
     last_exc: BaseException | None = None
     for pw in passwords:
@@ -571,7 +572,7 @@ def _sevenzip(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
     n = len(passwords)
     tried = f" ({n} configured password{'s' if n != 1 else ''} did not open it)" if n else ""
     raise ExtractionError(
-        "encrypted", f"7z archive is password-protected: password required{tried}") from last_exc
+        ErrorCode.ENCRYPTED, f"7z archive is password-protected: password required{tried}") from last_exc
 
 
 def _sevenzip_encrypted(path: Path, py7zr, password_required) -> bool:
@@ -598,16 +599,16 @@ def _sevenzip_try(path: Path, mime: str, ctx: ExtractContext, pw: str | None, ar
         regular = [f for f in files if not f.is_directory]
         if len(regular) > lim.max_members:
             raise ExtractionError(
-                "too-large", f"7z archive holds {len(regular)} members (limit {lim.max_members})")
+                ErrorCode.TOO_LARGE, f"7z archive holds {len(regular)} members (limit {lim.max_members})")
         declared = sum(f.uncompressed or 0 for f in regular)
         if declared > RATIO_FLOOR and declared / arc_size > lim.max_ratio:
             raise ExtractionError(
-                "zip-bomb",
+                ErrorCode.ZIP_BOMB,
                 f"zip bomb: ratio 1:{declared / arc_size:.0f} (members declare {declared} bytes "
                 f"from a {arc_size}-byte archive; limit 1:{lim.max_ratio:g})")
         if declared > lim.max_expanded_bytes:
             raise ExtractionError(
-                "too-large", f"7z archive declares {declared} bytes expanded "
+                ErrorCode.TOO_LARGE, f"7z archive declares {declared} bytes expanded "
                 f"(limit {lim.max_expanded_bytes})")
         listed: list[str] = []
         targets: list[str] = []
@@ -634,7 +635,7 @@ def _sevenzip_try(path: Path, mime: str, ctx: ExtractContext, pw: str | None, ar
                     z.extract(path=None, targets=targets, factory=factory)
                 except py7zr.exceptions.DecompressionBombError as exc:
                     raise ExtractionError(
-                        "too-large", f"7z archive expands to more than {lim.max_expanded_bytes} "
+                        ErrorCode.TOO_LARGE, f"7z archive expands to more than {lim.max_expanded_bytes} "
                         f"bytes (limit)") from exc
                 for s in factory.sinks:  # members py7zr did not close (empty ones)
                     s.close()

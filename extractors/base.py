@@ -10,6 +10,8 @@ import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ErrorCode
+
 
 @dataclass
 class Element:
@@ -104,12 +106,13 @@ class Extraction:
 class ExtractionError(Exception):
     """A document that cannot be extracted.
 
-    code: "empty-file" | "unsupported-type" | "corrupt" | "encrypted" | "irm-protected" |
-          "too-large" | "zip-bomb" | "decompression-bomb" | "too-deep" | "no-text" | "timeout" | "memory" |
-          "extractor-crash" | "missing-tool" | "unsafe-xml"
+    code: an :class:`extractors.errors.ErrorCode` (or its string value; any other is refused).
     """
 
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{code}: {message}")
-        self.code = code
+    def __init__(self, code: ErrorCode | str, message: str):
+        try:
+            self.code = ErrorCode(code)
+        except ValueError:
+            raise ValueError(f"ExtractionError: unknown error code {code!r} (see extractors.errors.ErrorCode)") from None
+        super().__init__(f"{self.code}: {message}")
         self.message = message

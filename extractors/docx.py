@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ._tables import render_table
 from .base import ExtractContext, Element, Extraction, ExtractionError
+from .errors import ErrorCode
 
 EXTRACTOR = "docx/python-docx"
 OUR_VERSION = 1
@@ -75,7 +76,7 @@ def _open_document(path: Path):
     part = Package.open(str(path)).main_document_part
     if not isinstance(part, DocumentPart):
         raise ExtractionError(
-            "corrupt",
+            ErrorCode.CORRUPT,
             f"docx: main part has content type {part.content_type!r}, "
             f"expected {CT.WML_DOCUMENT_MAIN!r}",
         )
@@ -92,10 +93,10 @@ def extract_docx(path: Path, mime: str = MIME) -> Extraction:
         document = _open_document(path)
     except PackageNotFoundError as exc:
         raise ExtractionError(
-            "corrupt", f"docx: not a readable ZIP/Word package (truncated or damaged): {exc}"
+            ErrorCode.CORRUPT, f"docx: not a readable ZIP/Word package (truncated or damaged): {exc}"
         ) from exc
     except KeyError as exc:
-        raise ExtractionError("corrupt", f"docx: missing package part {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"docx: missing package part {exc}") from exc
 
     styles = _StyleIndex(document)
     warnings: list[str] = []

@@ -38,7 +38,7 @@ Limits: attachment count (``max_members``), size of one (``max_member_bytes``) a
 all together (``max_expanded_bytes``): over a limit an attachment is skipped with a
 warning and the message itself is still extracted. At ``ctx.depth >= max_depth`` no
 attachments are extracted (warning). Attachments need ``ctx.workdir``; without one
--> ``ExtractionError("extractor-crash", "no work folder for child documents")``.
+-> ``ExtractionError(ErrorCode.EXTRACTOR_CRASH, "no work folder for child documents")``.
 """
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ from pathlib import Path
 
 from ._children import ChildWriter, extension_for, fix_surrogates, safe_name
 from .base import Element, ExtractContext, Extraction, ExtractionError
+from .errors import ErrorCode
 
 OUR_VERSION = 1
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -291,7 +292,7 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
         with open(path, "rb") as fh:
             head = fh.read(8)
     except OSError as exc:
-        raise ExtractionError("corrupt", f"cannot read file: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"cannot read file: {exc}") from exc
     if head.startswith(_OLE2_MAGIC) or "outlook" in (mime or ""):
         return _extract_msg(path, mime, ctx)
     return _extract_eml(path, mime, ctx)
@@ -377,9 +378,9 @@ def _extract_eml(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
     try:
         msg = email.message_from_bytes(data, policy=email.policy.default)
     except Exception as exc:  # noqa: BLE001 - the email package rarely raises at all
-        raise ExtractionError("corrupt", f"eml: {type(exc).__name__}: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"eml: {type(exc).__name__}: {exc}") from exc
     if not any(k.lower() in _MAIL_HEADERS for k in msg.keys()):
-        raise ExtractionError("corrupt", "eml: no mail headers (From, To, Subject, Date, ...)")
+        raise ExtractionError(ErrorCode.CORRUPT, "eml: no mail headers (From, To, Subject, Date, ...)")
     mail = _Mail(ctx, path)
     with mail.writer:
         linesep = "\r\n" if b"\r\n" in data[:65536] else "\n"
@@ -661,7 +662,7 @@ def _oxmsg():
         import oxmsg
         from oxmsg.properties import Properties
     except ImportError as exc:
-        raise ExtractionError("extractor-crash", f"msg: python-oxmsg not importable: {exc}") from exc
+        raise ExtractionError(ErrorCode.EXTRACTOR_CRASH, f"msg: python-oxmsg not importable: {exc}") from exc
     return oxmsg, Properties
 
 
@@ -673,7 +674,7 @@ def _extract_msg(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
     except ExtractionError:
         raise
     except Exception as exc:  # noqa: BLE001 - olefile/oxmsg raise many kinds
-        raise ExtractionError("corrupt", f"msg: {type(exc).__name__}: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"msg: {type(exc).__name__}: {exc}") from exc
     mail = _Mail(ctx, path)
     mail.linesep = "\r\n"
     with mail.writer:

@@ -30,6 +30,7 @@ from .base import Element, ExtractContext, Extraction, ExtractionError
 from .odf import read_member
 from .text import decode_bytes
 from .unstructured_family import to_element
+from .errors import ErrorCode
 
 OUR_VERSION = 1
 _HTML_TYPES = {"application/xhtml+xml", "text/html", "application/x-dtbook+xml"}
@@ -63,7 +64,7 @@ class _Book:
         self.expanded += len(data)
         if self.expanded > self.ctx.limits.max_expanded_bytes:
             raise ExtractionError(
-                "zip-bomb", f"epub: expands to more than {self.ctx.limits.max_expanded_bytes} bytes")
+                ErrorCode.ZIP_BOMB, f"epub: expands to more than {self.ctx.limits.max_expanded_bytes} bytes")
         return data
 
 
@@ -77,7 +78,7 @@ def _rootfile(book: _Book) -> str:
                     return path
     opfs = sorted(n for n in book.names if n.lower().endswith(".opf"))
     if not opfs:
-        raise ExtractionError("corrupt", "epub: no package document (OPF)")
+        raise ExtractionError(ErrorCode.CORRUPT, "epub: no package document (OPF)")
     return opfs[0]
 
 
@@ -158,13 +159,13 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
     try:
         spacy_shim.install()
     except RuntimeError as exc:
-        raise ExtractionError("extractor-crash", f"epub/unstructured: {exc}") from exc
+        raise ExtractionError(ErrorCode.EXTRACTOR_CRASH, f"epub/unstructured: {exc}") from exc
     from unstructured.__version__ import __version__ as unstructured_version
 
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
-        raise ExtractionError("corrupt", f"epub: not a readable ZIP package: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"epub: not a readable ZIP package: {exc}") from exc
     warnings: list[str] = []
     elements: list[Element] = []
     with zf:
@@ -198,7 +199,7 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
                 continue
             if target in encrypted:
                 raise ExtractionError(
-                    "irm-protected", f"epub: DRM-protected e-book ({target} is encrypted)")
+                    ErrorCode.IRM_PROTECTED, f"epub: DRM-protected e-book ({target} is encrypted)")
             if target not in book.names:
                 warnings.append(f"spine document missing: {target}")
                 continue

@@ -38,6 +38,7 @@ from pathlib import Path
 from . import docx as docx_ex, unstructured_family
 from ._tools import run_tool
 from .base import ExtractContext, Extraction, ExtractionError
+from .errors import ErrorCode
 
 OUR_VERSION = 1
 TIMEOUT_S = 90  # below the parse sandbox's 120 s, so the reason names LibreOffice
@@ -68,7 +69,7 @@ def soffice_path() -> str:
                  "/usr/lib/libreoffice/program/soffice"):
         if name and (found := shutil.which(name)):
             return found
-    raise ExtractionError("missing-tool", APT_HINT)
+    raise ExtractionError(ErrorCode.MISSING_TOOL, APT_HINT)
 
 
 @functools.lru_cache(maxsize=4)
@@ -100,12 +101,12 @@ def _sniff(path: Path, mime: str) -> tuple[str, str | None]:
         # and Windows 1-2): converted by the kind the MIME type names.
         if mime in _KIND_BY_MIME:
             return _KIND_BY_MIME[mime], None
-        raise ExtractionError("unsupported-type", f"not a legacy Office file ({mime})")
+        raise ExtractionError(ErrorCode.UNSUPPORTED_TYPE, f"not a legacy Office file ({mime})")
     try:
         with olefile.OleFileIO(str(path)) as ole:
             entries = {"/".join(e).lower() for e in ole.listdir(streams=True, storages=True)}
     except (OSError, ValueError) as exc:
-        raise ExtractionError("corrupt", f"not a readable OLE2 (legacy Office) file: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"not a readable OLE2 (legacy Office) file: {exc}") from exc
     if any(e.startswith("\x06dataspaces") for e in entries) and (
         any("drm" in e for e in entries) or "\tdrmcontent" in entries
     ):
@@ -126,7 +127,7 @@ def _sniff(path: Path, mime: str) -> tuple[str, str | None]:
         kind = kinds[0]
     else:
         raise ExtractionError(
-            "unsupported-type",
+            ErrorCode.UNSUPPORTED_TYPE,
             "OLE2 file without a Word, Excel or PowerPoint stream "
             f"(streams: {', '.join(sorted(entries))[:200]})",
         )
@@ -148,7 +149,7 @@ def _decrypt(path: Path, kind: str, passwords: list[str], dest: Path) -> Path:
     import msoffcrypto
 
     if not passwords:
-        raise ExtractionError("encrypted", f"password-protected .{kind} file: password required")
+        raise ExtractionError(ErrorCode.ENCRYPTED, f"password-protected .{kind} file: password required")
     for password in passwords:
         try:
             with open(path, "rb") as src:
@@ -162,7 +163,7 @@ def _decrypt(path: Path, kind: str, passwords: list[str], dest: Path) -> Path:
         except Exception:  # noqa: BLE001 - wrong password or unsupported scheme
             continue
     tried = f" (tried {len(passwords)})" if len(passwords) > 1 else ""
-    raise ExtractionError("encrypted", f"configured password did not open it{tried}")
+    raise ExtractionError(ErrorCode.ENCRYPTED, f"configured password did not open it{tried}")
 
 
 def _unmark_ppt_encryption(path: Path) -> None:
@@ -215,7 +216,7 @@ def convert(path: Path, kind: str, outdir: Path, timeout: float = TIMEOUT_S) -> 
         lines = [ln.strip() for ln in message.splitlines()
                  if ln.strip() and "javaldx" not in ln]
         detail = " / ".join(lines[-2:]) or f"exit status {returncode}, no output"
-        raise ExtractionError("corrupt", f"{kind}/libreoffice: conversion failed: {detail}")
+        raise ExtractionError(ErrorCode.CORRUPT, f"{kind}/libreoffice: conversion failed: {detail}")
     return converted
 
 
@@ -275,11 +276,11 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
     kind, protection = _sniff(path, mime)
     if protection == "irm":
         raise ExtractionError(
-            "irm-protected",
+            ErrorCode.IRM_PROTECTED,
             f"rights-management (IRM/DRM) protected .{kind} file; only its DRM client can open it",
         )
     if protection == "encrypted-ooxml":
-        raise ExtractionError("encrypted", "password-protected Office document (password required)")
+        raise ExtractionError(ErrorCode.ENCRYPTED, "password-protected Office document (password required)")
     binary = soffice_path()  # fail early (missing-tool) before any work
     warnings: list[str] = []
     with tempfile.TemporaryDirectory(prefix=f"lo-{kind}-", dir=ctx.workdir) as tmp:

@@ -23,12 +23,12 @@ orientation and script detection (``--psm 1``), which turns an upside-down or si
 scan upright; the better of the two readings is kept (a normal page costs one run).
 
 * Tesseract runs with a wall-clock limit per image (``TIMEOUT_S``); on expiry it is
-  killed -> ``ExtractionError("timeout")``. It stays in the caller's process group,
+  killed -> ``ExtractionError(ErrorCode.TIMEOUT)``. It stays in the caller's process group,
   so the parse sandbox's group kill reaches it as well.
 * ``OMP_THREAD_LIMIT=1`` unless the environment sets it: OpenMP threads make one page
   several times *slower* on a busy machine, and workers already run in parallel.
 * No ``tesseract`` binary (``INGEST_TESSERACT`` may name another) ->
-  ``ExtractionError("missing-tool", "tesseract not installed: apt-get install
+  ``ExtractionError(ErrorCode.MISSING_TOOL, "tesseract not installed: apt-get install
   tesseract-ocr ...")``; missing language data -> ``missing-tool`` naming the package.
 * Languages: ``INGEST_OCR_LANG`` (Tesseract syntax, e.g. ``eng+deu``), default ``eng``.
 * ``ocr_image`` on an image without recognisable words: text "", confidence 0.0, no
@@ -50,6 +50,7 @@ from typing import NamedTuple
 
 from ._tools import run_tool
 from .base import Element, ExtractContext, Extraction, ExtractionError
+from .errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class OcrResult(NamedTuple):
 def tesseract_path() -> str:
     path = shutil.which(os.environ.get("INGEST_TESSERACT", "tesseract"))
     if not path:
-        raise ExtractionError("missing-tool", MISSING_HINT)
+        raise ExtractionError(ErrorCode.MISSING_TOOL, MISSING_HINT)
     return path
 
 
@@ -143,7 +144,7 @@ def languages() -> str:
 def check_pixels(width: int, height: int, what: str = "image") -> None:
     if width * height > MAX_IMAGE_PIXELS:
         raise ExtractionError(
-            "too-large",
+            ErrorCode.TOO_LARGE,
             f"{what}: {width}x{height} = {width * height} pixels is over the limit of "
             f"{MAX_IMAGE_PIXELS} pixels (possible decompression bomb)",
         )
@@ -160,15 +161,15 @@ def _open_image(path: Path, mime: str | None = None):
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ExtractionError("too-large", f"image: {exc}") from exc
+        raise ExtractionError(ErrorCode.TOO_LARGE, f"image: {exc}") from exc
     except UnidentifiedImageError as exc:
         if mime and mime not in IMAGE_MIMES:  # e.g. HEIC, JPEG 2000 without a decoder
             raise ExtractionError(
-                "unsupported-type", f"image: no decoder for {mime} (supported: PNG, JPEG, "
+                ErrorCode.UNSUPPORTED_TYPE, f"image: no decoder for {mime} (supported: PNG, JPEG, "
                 "TIFF, BMP, GIF, WebP)") from exc
-        raise ExtractionError("corrupt", f"image: format not recognised: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"image: format not recognised: {exc}") from exc
     except OSError as exc:
-        raise ExtractionError("corrupt", f"image: cannot read: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"image: cannot read: {exc}") from exc
     check_pixels(*image.size)
     return image
 
@@ -225,7 +226,7 @@ def ocr_image(image, *, lang: str | None = None, timeout: float = TIMEOUT_S,
             try:
                 opened.load()
             except OSError as exc:
-                raise ExtractionError("corrupt", f"image: cannot decode: {exc}") from exc
+                raise ExtractionError(ErrorCode.CORRUPT, f"image: cannot decode: {exc}") from exc
         prepared = prepare_image(opened if opened is not None else image)
         with tempfile.TemporaryDirectory(prefix="ocr-", dir=workdir) as tmp:
             png = Path(tmp) / "page.png"
@@ -261,11 +262,11 @@ def _run_tesseract(binary: str, png: Path, lang: str, timeout: float, psm: int) 
         tail = " / ".join(message[-3:]) or f"exit status {returncode}"
         if "Failed loading language" in tail or "Could not initialize tesseract" in tail:
             raise ExtractionError(
-                "missing-tool",
+                ErrorCode.MISSING_TOOL,
                 f"tesseract language data {lang!r} missing: apt-get install "
                 f"tesseract-ocr-{lang.split('+')[0]} ({tail})",
             )
-        raise ExtractionError("corrupt", f"tesseract failed: {tail}")
+        raise ExtractionError(ErrorCode.CORRUPT, f"tesseract failed: {tail}")
     return out.decode("utf-8", "replace")
 
 
@@ -377,7 +378,7 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
                 frame.load()
             except OSError as exc:
                 if index == 0:
-                    raise ExtractionError("corrupt", f"image: cannot decode: {exc}") from exc
+                    raise ExtractionError(ErrorCode.CORRUPT, f"image: cannot decode: {exc}") from exc
                 warnings.append(f"page {number}: cannot decode: {exc}")
                 continue
             result = ocr_image(frame.copy(), workdir=ctx.workdir)

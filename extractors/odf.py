@@ -50,6 +50,7 @@ from pathlib import Path
 from ._tables import render_table
 from .base import Element, ExtractContext, Extraction, ExtractionError
 from .registry import FAMILY
+from .errors import ErrorCode
 
 OUR_VERSION = 1
 MAX_REPEAT = 1000  # most copies of one repeated row / cell with content
@@ -273,11 +274,11 @@ def read_member(zf: zipfile.ZipFile, name: str, ctx: ExtractContext) -> bytes:
     limits = ctx.limits
     if info.file_size > limits.max_member_bytes:
         raise ExtractionError(
-            "zip-bomb", f"odf: {name} expands to {info.file_size} bytes "
+            ErrorCode.ZIP_BOMB, f"odf: {name} expands to {info.file_size} bytes "
             f"(limit {limits.max_member_bytes})")
     ratio = info.file_size / max(info.compress_size, 1)
     if info.file_size > 10 * 1024 * 1024 and ratio > limits.max_ratio:
-        raise ExtractionError("zip-bomb", f"odf: {name} ratio 1:{ratio:.0f}")
+        raise ExtractionError(ErrorCode.ZIP_BOMB, f"odf: {name} ratio 1:{ratio:.0f}")
     return zf.read(info)
 
 
@@ -314,7 +315,7 @@ def _decrypt(raw: bytes, enc: dict, password: str) -> bytes | None:
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
     if "aes256-cbc" not in (enc.get("algorithm-name") or ""):
-        raise ExtractionError("encrypted", "odf: encrypted with a legacy cipher "
+        raise ExtractionError(ErrorCode.ENCRYPTED, "odf: encrypted with a legacy cipher "
                               f"({enc.get('algorithm-name')}); not supported")
     start = enc.get("start-key-generation-name") or ""
     digest = hashlib.sha256 if "sha256" in start else hashlib.sha1
@@ -341,7 +342,7 @@ def _decrypt(raw: bytes, enc: dict, password: str) -> bytes | None:
 
 def content_xml(zf: zipfile.ZipFile, path: Path, ctx: ExtractContext, fmt: str) -> tuple[bytes, bool]:
     if "content.xml" not in zf.namelist():
-        raise ExtractionError("corrupt", f"{fmt}: no content.xml in the package")
+        raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: no content.xml in the package")
     enc = encryption(zf, ctx)
     raw = read_member(zf, "content.xml", ctx)
     if enc is None:
@@ -349,12 +350,12 @@ def content_xml(zf: zipfile.ZipFile, path: Path, ctx: ExtractContext, fmt: str) 
     passwords = ctx.passwords_for(path)
     if not passwords:
         raise ExtractionError(
-            "encrypted", f"{fmt}: password-protected OpenDocument file (password required)")
+            ErrorCode.ENCRYPTED, f"{fmt}: password-protected OpenDocument file (password required)")
     for password in passwords:
         plain = _decrypt(raw, enc, password)
         if plain is not None:
             return plain, True
-    raise ExtractionError("encrypted", f"{fmt}: configured password did not open it")
+    raise ExtractionError(ErrorCode.ENCRYPTED, f"{fmt}: configured password did not open it")
 
 
 def _headers_footers(zf: zipfile.ZipFile, ctx: ExtractContext) -> tuple[list[Element], list[Element]]:
@@ -400,7 +401,7 @@ def _body(root, kind: str):
 def _text_document(root) -> list[Element]:
     body = _body(root, "text")
     if body is None:
-        raise ExtractionError("corrupt", "odt: no office:text body")
+        raise ExtractionError(ErrorCode.CORRUPT, "odt: no office:text body")
     walker = Walker()
     walker.blocks(body)
     return walker.out
@@ -409,7 +410,7 @@ def _text_document(root) -> list[Element]:
 def _spreadsheet(root) -> tuple[list[Element], int]:
     body = _body(root, "spreadsheet")
     if body is None:
-        raise ExtractionError("corrupt", "ods: no office:spreadsheet body")
+        raise ExtractionError(ErrorCode.CORRUPT, "ods: no office:spreadsheet body")
     out: list[Element] = []
     number = 0
     for sheet in body:
@@ -428,7 +429,7 @@ def _spreadsheet(root) -> tuple[list[Element], int]:
 def _presentation(root) -> tuple[list[Element], int]:
     body = _body(root, "presentation")
     if body is None:
-        raise ExtractionError("corrupt", "odp: no office:presentation body")
+        raise ExtractionError(ErrorCode.CORRUPT, "odp: no office:presentation body")
     out: list[Element] = []
     number = 0
     for page in body:
@@ -472,7 +473,7 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
-        raise ExtractionError("corrupt", f"{fmt}: not a readable ZIP package: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: not a readable ZIP package: {exc}") from exc
     warnings: list[str] = []
     with zf:
         data, decrypted = content_xml(zf, path, ctx, fmt)
@@ -481,7 +482,7 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
         try:
             root = _parse(data)
         except etree.XMLSyntaxError as exc:
-            raise ExtractionError("corrupt", f"{fmt}: content.xml: {exc}") from exc
+            raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: content.xml: {exc}") from exc
         pages = None
         if fmt == "ods":
             elements, pages = _spreadsheet(root)

@@ -32,8 +32,8 @@ Passwords:
 
 * Encrypted with an empty user password (common: "no copying" PDFs): opened.
 * Otherwise the passwords configured for the path (``ctx.passwords_for``) are tried
-  in order; none configured -> ``ExtractionError("encrypted", "password required")``;
-  configured but none opens it -> ``ExtractionError("encrypted", "configured password
+  in order; none configured -> ``ExtractionError(ErrorCode.ENCRYPTED, "password required")``;
+  configured but none opens it -> ``ExtractionError(ErrorCode.ENCRYPTED, "configured password
   did not open it")``.
 * Microsoft IRM-protected PDFs (an unencrypted wrapper around an encrypted payload,
   PDF 2.0 "unencrypted wrapper document") -> ``irm-protected``.
@@ -58,6 +58,7 @@ from pathlib import Path
 from . import _pdfbudget, _pdfminer, _pdftext, ocr
 from .base import ExtractContext, Element, Extraction, ExtractionError
 from .sandbox import stage
+from .errors import ErrorCode
 
 EXTRACTOR = "pdf/pypdf"
 EXTRACTOR_OCR = "pdf/pypdf+tesseract"
@@ -91,7 +92,7 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
     try:
         reader = pypdf.PdfReader(path, strict=False)
     except PdfReadError as exc:
-        raise ExtractionError("corrupt", f"pdf: cannot parse file structure: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"pdf: cannot parse file structure: {exc}") from exc
 
     password = _open(reader, path, ctx, warnings)
     _refuse_irm(reader)
@@ -100,7 +101,7 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
         pages = reader.pages
         page_count = len(pages)
     except (FileNotDecryptedError, PdfReadError) as exc:
-        raise ExtractionError("corrupt", f"pdf: cannot read page tree: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"pdf: cannot read page tree: {exc}") from exc
 
     _pdfbudget.check(pages, ctx.limits)  # before any engine decodes a stream
     stage("pdf/text")
@@ -145,7 +146,7 @@ def extract_pdf(path: Path, ctx: ExtractContext | None = None) -> Extraction:
     elements = [e for number in sorted(by_page) for e in by_page[number]]
     if page_count and len(failed) == page_count and not elements:
         raise ExtractionError(
-            "corrupt", f"pdf: text extraction failed on all {page_count} pages ({warnings[-1]})"
+            ErrorCode.CORRUPT, f"pdf: text extraction failed on all {page_count} pages ({warnings[-1]})"
         )
     if page_count == 0:
         warnings.append("no pages")
@@ -237,7 +238,7 @@ def _page_text(pages, document, index: int, warnings: list[str],
     if capped is not None and not (theirs or "").strip():
         # past pypdf's output cap and nothing PDFium (under the sandbox's memory limit) can
         # read either: the stream is all output and no text, a decompression bomb
-        raise ExtractionError("decompression-bomb",
+        raise ExtractionError(ErrorCode.DECOMPRESSION_BOMB,
                               f"pdf page {number}: {capped} (pypdf decoding limit)") from capped
     if ours is None and theirs is None:
         warnings.append(f"page {number}: text extraction failed: {'; '.join(errors)}")
@@ -293,11 +294,11 @@ def _open(reader, path: Path, ctx: ExtractContext, warnings: list[str]) -> str |
             return bool(reader.decrypt(password))  # PasswordType.NOT_DECRYPTED == 0
         except DependencyError as exc:
             raise ExtractionError(
-                "extractor-crash", f"pdf: decryption needs a missing library: {exc}"
+                ErrorCode.EXTRACTOR_CRASH, f"pdf: decryption needs a missing library: {exc}"
             ) from exc
         except (NotImplementedError, PdfReadError) as exc:
             raise ExtractionError(
-                "encrypted", f"unsupported encryption, cannot open: {exc}"
+                ErrorCode.ENCRYPTED, f"unsupported encryption, cannot open: {exc}"
             ) from exc
 
     if attempt(""):
@@ -310,8 +311,8 @@ def _open(reader, path: Path, ctx: ExtractContext, warnings: list[str]) -> str |
             return password
     if configured:
         tried = f" (tried {len(configured)})" if len(configured) > 1 else ""
-        raise ExtractionError("encrypted", f"configured password did not open it{tried}")
-    raise ExtractionError("encrypted", "password required")
+        raise ExtractionError(ErrorCode.ENCRYPTED, f"configured password did not open it{tried}")
+    raise ExtractionError(ErrorCode.ENCRYPTED, "password required")
 
 
 def _refuse_irm(reader) -> None:
@@ -337,7 +338,7 @@ def _refuse_irm(reader) -> None:
                 if ep is not None:
                     subtype = str(ep.get_object().get("/Subtype", "")).lstrip("/")
                 raise ExtractionError(
-                    "irm-protected",
+                    ErrorCode.IRM_PROTECTED,
                     f"rights-management protected PDF ({subtype or 'encrypted payload'}); "
                     "the content is an encrypted payload only its DRM client can open",
                 )
@@ -381,7 +382,7 @@ def _ocr_sparse_pages(document, sparse: list[int],
             return None
         if not ocr.available():
             if not has_text:
-                raise ExtractionError("missing-tool", ocr.MISSING_HINT)
+                raise ExtractionError(ErrorCode.MISSING_TOOL, ocr.MISSING_HINT)
             warnings.append(f"scanned page(s) {_ranges(numbers)} not read: {ocr.MISSING_HINT}")
             return None
         limit = max(0, ctx.limits.ocr_pages)
@@ -396,7 +397,7 @@ def _ocr_sparse_pages(document, sparse: list[int],
                 image = _render(page)
                 result = ocr.ocr_image(image, workdir=ctx.workdir)
             except ExtractionError as exc:
-                if exc.code == "missing-tool":
+                if exc.code == ErrorCode.MISSING_TOOL:
                     raise
                 warnings.append(f"page {number}: OCR failed: {exc}")
                 continue

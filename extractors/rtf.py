@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ._tables import render_table
 from .base import Element, ExtractContext, Extraction, ExtractionError
+from .errors import ErrorCode
 
 OUR_VERSION = 1
 _ANSICPG = re.compile(rb"\\ansicpg(\d+)")
@@ -85,7 +86,7 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
 
     data = path.read_bytes()
     if not data.lstrip()[:5] == b"{\\rtf":
-        raise ExtractionError("corrupt", "rtf: no {\\rtf header")
+        raise ExtractionError(ErrorCode.CORRUPT, "rtf: no {\\rtf header")
     elements = _elements(rtf_text(data))
     try:
         lib = version("striprtf")

@@ -30,6 +30,7 @@ import time
 from typing import Any, Callable
 
 from .base import ExtractionError
+from .errors import ErrorCode
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("INGEST_PARSE_TIMEOUT", "120"))
 DEFAULT_MEMORY_MB = int(os.environ.get("INGEST_PARSE_MEMORY_MB", "2048"))
@@ -167,7 +168,7 @@ class _Server:
             if left <= 0:
                 where = _read_stage(self.stage, label)
                 self.kill()
-                raise ExtractionError("timeout", f"timeout after {timeout:.0f} s in {where}")
+                raise ExtractionError(ErrorCode.TIMEOUT, f"timeout after {timeout:.0f} s in {where}")
             ready, _, _ = select.select([self.res_r], [], [], min(left, 1.0))
             if not ready:
                 continue
@@ -179,9 +180,9 @@ class _Server:
                     sig = os.WTERMSIG(status)
                     name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
                     if sig == signal.SIGKILL:
-                        raise ExtractionError("memory", f"parser killed (SIGKILL, likely out of memory) in {label}")
-                    raise ExtractionError("extractor-crash", f"parser crashed (signal {sig} {name}) in {label}")
-                raise ExtractionError("extractor-crash", f"parser exited without a result in {label}")
+                        raise ExtractionError(ErrorCode.MEMORY, f"parser killed (SIGKILL, likely out of memory) in {label}")
+                    raise ExtractionError(ErrorCode.EXTRACTOR_CRASH, f"parser crashed (signal {sig} {name}) in {label}")
+                raise ExtractionError(ErrorCode.EXTRACTOR_CRASH, f"parser exited without a result in {label}")
             buf += chunk
             if need == 8 and len(buf) >= 8:
                 need = 8 + int.from_bytes(buf[:8], "big")
@@ -212,7 +213,7 @@ def run(fn: Callable[..., Any], *args, timeout: float | None = None, memory_mb: 
             result = server.call(fn, args, kwargs, timeout, label)
         except ExtractionError as e:
             _servers.pop(memory_mb, None)
-            if e.code == "memory" and not fresh and attempt == 0:
+            if e.code == ErrorCode.MEMORY and not fresh and attempt == 0:
                 continue  # maybe earlier parses' memory: try once more in a fresh process
             raise
         except BaseException:  # interrupted while waiting (the task's time limit): its answer is nobody's
@@ -231,4 +232,4 @@ def run(fn: Callable[..., Any], *args, timeout: float | None = None, memory_mb: 
             if not fresh and attempt == 0:
                 continue
         raise ExtractionError(result[1], result[2])
-    raise ExtractionError("extractor-crash", f"sandbox could not be started for {label}")
+    raise ExtractionError(ErrorCode.EXTRACTOR_CRASH, f"sandbox could not be started for {label}")

@@ -73,6 +73,7 @@ from .base import Element, ExtractContext, Extraction, ExtractionError
 from .detect import bomless_utf16
 from .registry import FAMILY
 from .text import BOMS, charset_normalizer_version, decode_bytes
+from .errors import ErrorCode
 
 OUR_VERSION = 1
 BATCH_ROWS = 200  # rows per table element
@@ -268,9 +269,9 @@ def _check_package(path: Path, fmt: str, ctx: ExtractContext) -> None:
         with zipfile.ZipFile(path) as zf:
             infos = {i.filename: i for i in zf.infolist()}
     except zipfile.BadZipFile as exc:
-        raise ExtractionError("corrupt", f"{fmt}: not a readable ZIP package: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: not a readable ZIP package: {exc}") from exc
     if "xl/workbook.xml" not in infos:
-        raise ExtractionError("corrupt", f"{fmt}: no workbook part (xl/workbook.xml) in the package")
+        raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: no workbook part (xl/workbook.xml) in the package")
     limits = ctx.limits
     info = infos.get("xl/sharedStrings.xml")
     if info is not None:
@@ -278,7 +279,7 @@ def _check_package(path: Path, fmt: str, ctx: ExtractContext) -> None:
         if info.file_size > limits.max_member_bytes or (
                 info.file_size > 10 * 1024 * 1024 and ratio > limits.max_ratio):
             raise ExtractionError(
-                "zip-bomb", f"{fmt}: xl/sharedStrings.xml expands to {info.file_size} bytes "
+                ErrorCode.ZIP_BOMB, f"{fmt}: xl/sharedStrings.xml expands to {info.file_size} bytes "
                 f"(ratio 1:{ratio:.0f}; limits {limits.max_member_bytes} bytes, 1:{limits.max_ratio:.0f})")
 
 
@@ -293,13 +294,13 @@ def _open_workbook(path: Path, fmt: str):
             _warnings.simplefilter("ignore")
             return load_workbook(str(path), read_only=True, data_only=True, keep_links=False)
     except zipfile.BadZipFile as exc:
-        raise ExtractionError("corrupt", f"{fmt}: not a readable ZIP package: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: not a readable ZIP package: {exc}") from exc
     except KeyError as exc:
-        raise ExtractionError("corrupt", f"{fmt}: package part missing: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: package part missing: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds on bad XML
         _raise_if_unsafe_xml(exc, fmt)
         raise ExtractionError(
-            "corrupt", f"{fmt}: workbook unreadable ({type(exc).__name__}: {str(exc)[:200]})"
+            ErrorCode.CORRUPT, f"{fmt}: workbook unreadable ({type(exc).__name__}: {str(exc)[:200]})"
         ) from exc
 
 
@@ -310,7 +311,7 @@ def _raise_if_unsafe_xml(exc: BaseException, fmt: str) -> None:
     e: BaseException | None = exc
     while e is not None and seen < 10:
         if type(e).__module__.startswith("defusedxml"):
-            raise ExtractionError("unsafe-xml", f"{fmt}: {type(e).__name__}: {e} (entity expansion and "
+            raise ExtractionError(ErrorCode.UNSAFE_XML, f"{fmt}: {type(e).__name__}: {e} (entity expansion and "
                                   "external references are disabled)") from exc
         e, seen = e.__cause__ or e.__context__, seen + 1
 
@@ -340,7 +341,7 @@ def _xlsx(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element], int
             except Exception as exc:  # noqa: BLE001 - one damaged sheet fails the file, named
                 _raise_if_unsafe_xml(exc, fmt)
                 raise ExtractionError(
-                    "corrupt", f"{fmt}: sheet '{ws.title}' unreadable "
+                    ErrorCode.CORRUPT, f"{fmt}: sheet '{ws.title}' unreadable "
                     f"({type(exc).__name__}: {str(exc)[:200]})") from exc
             writer.close()
             if writer.started:
@@ -363,10 +364,10 @@ def _ods_source(path: Path, fmt: str, ctx: ExtractContext):
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
-        raise ExtractionError("corrupt", f"{fmt}: not a readable ZIP package: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: not a readable ZIP package: {exc}") from exc
     if "content.xml" not in zf.namelist():
         zf.close()
-        raise ExtractionError("corrupt", f"{fmt}: no content.xml in the package")
+        raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: no content.xml in the package")
     if odf.encryption(zf, ctx) is not None:
         with zf:
             data, _ = odf.content_xml(zf, path, ctx, fmt)
@@ -375,7 +376,7 @@ def _ods_source(path: Path, fmt: str, ctx: ExtractContext):
     ratio = info.file_size / max(info.compress_size, 1)
     if info.file_size > 10 * 1024 * 1024 and ratio > ctx.limits.max_ratio:
         zf.close()
-        raise ExtractionError("zip-bomb", f"{fmt}: content.xml ratio 1:{ratio:.0f} "
+        raise ExtractionError(ErrorCode.ZIP_BOMB, f"{fmt}: content.xml ratio 1:{ratio:.0f} "
                               f"(limit 1:{ctx.limits.max_ratio:.0f})")
     return zf, zf.open(info), False
 
@@ -434,7 +435,7 @@ def _ods(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element], int,
             row_number += repeat
             _free(el)
     except etree.XMLSyntaxError as exc:
-        raise ExtractionError("corrupt", f"{fmt}: content.xml: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: content.xml: {exc}") from exc
     finally:
         source.close()
         if zf is not None:
@@ -516,7 +517,7 @@ def _delimited(path: Path, fmt: str, ctx: ExtractContext) -> tuple[list[Element]
                 if not writer.row(number, cells):
                     break
     except csv.Error as exc:
-        raise ExtractionError("corrupt", f"{fmt}: record {number + 1}: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: record {number + 1}: {exc}") from exc
     writer.close()
     if replaced:
         notes.append(f"encoding: {replaced} undecodable byte(s) replaced after the sample")

@@ -32,6 +32,7 @@ from pathlib import Path
 from .base import Element, ExtractContext, Extraction, ExtractionError
 from .registry import FAMILY
 from .text import decode_bytes
+from .errors import ErrorCode
 
 OUR_VERSION = 1
 MAX_JSON_BYTES = 64 * 1024 * 1024
@@ -133,7 +134,7 @@ def _extract_json(path: Path, out: _Out, warnings: list[str]) -> None:
     size = path.stat().st_size
     if size > MAX_JSON_BYTES:
         raise ExtractionError(
-            "too-large",
+            ErrorCode.TOO_LARGE,
             f"json: {size} bytes is over the {MAX_JSON_BYTES} byte limit for one JSON "
             "document (save it as NDJSON, one record per line, to have it streamed)",
         )
@@ -142,10 +143,10 @@ def _extract_json(path: Path, out: _Out, warnings: list[str]) -> None:
     try:
         doc = json.loads(text)
     except RecursionError as exc:
-        raise ExtractionError("corrupt", "json: nested too deeply to parse") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, "json: nested too deeply to parse") from exc
     except json.JSONDecodeError as exc:
         raise ExtractionError(
-            "corrupt", f"json: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+            ErrorCode.CORRUPT, f"json: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from exc
     _json_groups(doc, out)
 
@@ -168,7 +169,7 @@ def _extract_ndjson(path: Path, out: _Out, warnings: list[str]) -> None:
         if not out.group(flatten(record), {"line": number}):
             break
     if bad and not good:
-        raise ExtractionError("corrupt", f"ndjson: no line is valid JSON ({first_error})")
+        raise ExtractionError(ErrorCode.CORRUPT, f"ndjson: no line is valid JSON ({first_error})")
     if bad:
         warnings.append(f"{bad} line(s) not valid JSON, skipped (first: {first_error})")
 
@@ -222,7 +223,7 @@ def _extract_xml(path: Path, out: _Out, warnings: list[str]) -> None:
         if "encoding" not in str(exc):
             line, column = getattr(exc, "position", (0, 0))
             raise ExtractionError(
-                "corrupt", f"xml: not well-formed at line {line} column {column}: {exc}"
+                ErrorCode.CORRUPT, f"xml: not well-formed at line {line} column {column}: {exc}"
             ) from exc
         # The declaration names another encoding than the bytes have (e.g. a UTF-16
         # file declaring UTF-8): decode it ourselves and parse the text.
@@ -240,7 +241,7 @@ def _extract_xml(path: Path, out: _Out, warnings: list[str]) -> None:
         except ParseError as exc2:
             line, column = getattr(exc2, "position", (0, 0))
             raise ExtractionError(
-                "corrupt", f"xml: not well-formed at line {line} column {column}: {exc2}"
+                ErrorCode.CORRUPT, f"xml: not well-formed at line {line} column {column}: {exc2}"
             ) from exc2
 
 
@@ -282,13 +283,13 @@ def _parse_xml(source, out: _Out) -> None:
                 out.group(lines, {"record": root_name})
     except defusedxml.EntitiesForbidden as exc:
         raise ExtractionError(
-            "unsafe-xml",
+            ErrorCode.UNSAFE_XML,
             f"xml: entity declaration '{exc.name}' refused: entity expansion is disabled "
             "(a billion-laughs / entity-expansion bomb or an external entity)",
         ) from exc
     except (defusedxml.ExternalReferenceForbidden, defusedxml.DTDForbidden) as exc:
         raise ExtractionError(
-            "unsafe-xml", f"xml: external reference refused ({exc})"
+            ErrorCode.UNSAFE_XML, f"xml: external reference refused ({exc})"
         ) from exc
 
 

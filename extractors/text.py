@@ -51,6 +51,7 @@ from ._tables import render_table
 from .base import Element, ExtractContext, Extraction, ExtractionError
 from .detect import bomless_utf16
 from .mimes import TSV
+from .errors import ErrorCode
 
 OUR_VERSION = 1
 
@@ -229,7 +230,7 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
         try:
             cells = split_table(text)
         except csv.Error as exc:
-            raise ExtractionError("corrupt", f"tsv: {exc}") from exc
+            raise ExtractionError(ErrorCode.CORRUPT, f"tsv: {exc}") from exc
         elements = []
         if cells:
             elements.append(Element("table", render_table(cells), meta={"cells": cells}))

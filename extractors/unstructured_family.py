@@ -57,6 +57,7 @@ from ._tables import CONTEXT_SEPARATOR, render_table
 from .base import ExtractContext, Element, Extraction, ExtractionError
 from .registry import FAMILY
 from .text import charset_normalizer_version, decode_bytes, split_table
+from .errors import ErrorCode
 
 OUR_VERSION = 1
 
@@ -96,7 +97,7 @@ def extract_unstructured(path: Path, fmt: str, mime: str) -> Extraction:
     try:
         spacy_shim.install()
     except RuntimeError as exc:
-        raise ExtractionError("extractor-crash", f"{fmt}/unstructured: {exc}") from exc
+        raise ExtractionError(ErrorCode.EXTRACTOR_CRASH, f"{fmt}/unstructured: {exc}") from exc
 
     from unstructured.__version__ import __version__ as unstructured_version
 
@@ -154,7 +155,7 @@ def _lenient_csv(path: Path, mime: str, exc: Exception) -> Extraction:
     try:
         cells = split_table(text, delimiter)
     except csv.Error as err:
-        raise ExtractionError("corrupt", f"csv: {err} (and {type(exc).__name__}: {exc})") from err
+        raise ExtractionError(ErrorCode.CORRUPT, f"csv: {err} (and {type(exc).__name__}: {exc})") from err
     warnings.append(f"read leniently after {type(exc).__name__}: {str(exc)[:200]}")
     elements = [Element("table", render_table(cells), meta={"cells": cells})] if cells else []
     if not elements:

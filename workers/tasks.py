@@ -9,6 +9,7 @@ from celery.signals import worker_process_init
 
 from ingest.config import settings
 from ingest.pipeline.faults import is_transient  # noqa: F401  (re-exported for tests)
+from ingest.stores.base import Action
 
 from .app import app
 
@@ -84,7 +85,7 @@ def _give_up(task, store_url: str, fault: str, exc: BaseException, evs, batch: s
                               args=_printable(list(req.args or [])), kwargs=_printable(dict(req.kwargs or {})),
                               fault=fault, reason=reason, attempts=req.retries + 1)
         for ev in evs:
-            store.log_outcome(action="dead-letter", source=store_rel(f"folder:{ev.root}"), external_id=store_rel(ev.path),
+            store.log_outcome(action=Action.DEAD_LETTER, source=store_rel(f"folder:{ev.root}"), external_id=store_rel(ev.path),
                               doc_id=None, batch=batch, detail=f"{fault}: {reason}")
     except Exception as e2:
         if _transient(e2):  # the store is unreachable: the broker delivers it again later
@@ -92,7 +93,7 @@ def _give_up(task, store_url: str, fault: str, exc: BaseException, evs, batch: s
         # a message the store cannot even record is dropped once, loudly; requeueing it would loop
         log.error("%s: dropped without a dead-letter record (%s: %s)", task.name, type(e2).__name__, e2)
         return ["dropped"]
-    return ["dead-letter"]
+    return [Action.DEAD_LETTER.value]
 
 
 def _printable(v):

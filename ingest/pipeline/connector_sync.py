@@ -25,7 +25,7 @@ from ingest.obs import trace
 from ingest.obs.clock import merged
 from ingest.pipeline.document import MAX_FILE_BYTES, Outcome, Pipeline, new_doc_id
 from ingest.sources.connector import ACL_CHANGE, DELETE, Connector, CursorExpired, Event
-from ingest.stores.base import DocRecord
+from ingest.stores.base import Action, DocRecord
 
 log = logging.getLogger("ingest.pipeline.connector_sync")
 
@@ -96,7 +96,7 @@ class ConnectorSync:
             if acl.version != row["acl_version"]:
                 with self.store.lock(f"{self.source}\0{ext}"):
                     self.store.set_acl(row["doc_id"], acl)
-                self.store.log_outcome(action="acl", source=self.source, external_id=ext, doc_id=row["doc_id"],
+                self.store.log_outcome(action=Action.ACL, source=self.source, external_id=ext, doc_id=row["doc_id"],
                                        detail="permission-only sync")
                 n += 1
         return n
@@ -111,7 +111,7 @@ class ConnectorSync:
             if ext not in live:
                 with self.store.lock(f"{self.source}\0{ext}"):
                     self.store.delete(row["doc_id"])
-                self.store.log_outcome(action="deleted", source=self.source, external_id=ext, doc_id=row["doc_id"],
+                self.store.log_outcome(action=Action.DELETED, source=self.source, external_id=ext, doc_id=row["doc_id"],
                                        detail="pruned: not in the source's listing")
                 n += 1
         return n
@@ -130,31 +130,31 @@ class ConnectorSync:
         store, row = self.store, self.store.get_doc(self.source, ev.id)
         if ev.kind == DELETE:
             if row is None:
-                return Outcome("missing")
+                return Outcome(Action.MISSING)
             store.delete(row["doc_id"])
-            return Outcome("deleted", row["doc_id"])
+            return Outcome(Action.DELETED, row["doc_id"])
         if ev.kind == ACL_CHANGE and row is not None:
             acl = self.connector.acl(ev.id)
             if acl.version == row["acl_version"]:
-                return Outcome("skipped", row["doc_id"])
+                return Outcome(Action.SKIPPED, row["doc_id"])
             store.set_acl(row["doc_id"], acl)
-            return Outcome("acl", row["doc_id"])
+            return Outcome(Action.ACL, row["doc_id"])
         with self.pipeline._stage("fetch"):
             doc = self.connector.fetch(ev.id)
         if doc is None:  # gone by the time we looked
             if row is not None:
                 store.delete(row["doc_id"])
-                return Outcome("deleted", row["doc_id"])
-            return Outcome("missing")
+                return Outcome(Action.DELETED, row["doc_id"])
+            return Outcome(Action.MISSING)
         if row is not None and row["content_version"] == doc.version:
             done = []
             if row["uri"] != doc.uri:
                 store.move(row["doc_id"], ev.id, doc.uri)
-                done.append("moved")
+                done.append(Action.MOVED)
             if row["acl_version"] != doc.acl.version:
                 store.set_acl(row["doc_id"], doc.acl)
-                done.append("acl")
-            return Outcome(done[0] if len(done) == 1 else "moved" if done else "skipped", row["doc_id"],
+                done.append(Action.ACL)
+            return Outcome(done[0] if len(done) == 1 else Action.MOVED if done else Action.SKIPPED, row["doc_id"],
                            detail="+".join(done) or None)
         doc_id = row["doc_id"] if row else new_doc_id(store, self.source, ev.id)
         base = DocRecord(doc_id=doc_id, source=self.source, external_id=ev.id, uri=doc.uri, mime=None,
@@ -203,5 +203,5 @@ def sync_source(store_url: str | None, name: str, cfg: dict, *, prune: bool = Fa
     if acl:
         n = sync.acl_sync()
         if n:
-            rep.outcomes["acl"] = rep.outcomes.get("acl", 0) + n
+            rep.outcomes[Action.ACL] = rep.outcomes.get(Action.ACL, 0) + n
     return rep

@@ -29,7 +29,7 @@ from ingest.pipeline.budget import Budget, OutOfTime, Requeue, is_soft_timeout
 from ingest.obs import trace
 from ingest.obs.clock import Clock, merged
 from ingest.sources.base import DELETE, MOVE, RESCAN, UPSERT, ChangeEvent, folder_source, store_rel  # noqa: F401
-from ingest.stores.base import ChunkRecord, DocRecord, ModelChanged
+from ingest.stores.base import Action, ChunkRecord, DocRecord, ModelChanged
 
 log = logging.getLogger("ingest.pipeline.document")
 
@@ -298,7 +298,7 @@ class Pipeline:
                     if is_transient(e) or is_soft_timeout(e):
                         raise
                     log.exception("change %s %s failed", ev.kind, ev.path)
-                    o = Outcome("error", detail=f"internal-error: {type(e).__name__}: {e}")
+                    o = Outcome(Action.ERROR, detail=f"internal-error: {type(e).__name__}: {e}")
                 if isinstance(o, Pending):
                     pending.append((i, ev, o))
                 else:
@@ -327,7 +327,7 @@ class Pipeline:
                         if is_transient(e) or is_soft_timeout(e):
                             raise
                         log.exception("change %s %s failed", ev.kind, ev.path)
-                        o = Outcome("error", p.doc.doc_id, detail=f"internal-error: {type(e).__name__}: {e}")
+                        o = Outcome(Action.ERROR, p.doc.doc_id, detail=f"internal-error: {type(e).__name__}: {e}")
                     self._log(ev, [o], batch, ctx, started)
                     outs.append(o)
                     done.add(i)
@@ -379,25 +379,25 @@ class Pipeline:
         with self.store.lock(f"{source}\0{key}"):
             row = self.store.get_doc(source, key)
             if row is None:
-                return Outcome("missing")
+                return Outcome(Action.MISSING)
             if is_regular_file(os.path.join(root, rel)):  # came back before we ran (a link or FIFO is no file)
-                return Outcome("skipped", row["doc_id"], detail="file exists again")
+                return Outcome(Action.SKIPPED, row["doc_id"], detail="file exists again")
             self.store.delete(row["doc_id"])
-            return Outcome("deleted", row["doc_id"])
+            return Outcome(Action.DELETED, row["doc_id"])
 
     def move(self, root: str, old: str, new: str) -> Outcome:
         source, ko, kn = folder_source(root), store_rel(old), store_rel(new)
         with self.store.lock(f"{source}\0{ko}", f"{source}\0{kn}"):
             row = self.store.get_doc(source, ko)
             if row is None:
-                return Outcome("missing", detail=f"{ko} not indexed; treated as new")
+                return Outcome(Action.MISSING, detail=f"{ko} not indexed; treated as new")
             if os.path.lexists(os.path.join(root, old)):
-                return Outcome("skipped", row["doc_id"], detail="source path still exists")
+                return Outcome(Action.SKIPPED, row["doc_id"], detail="source path still exists")
             target = self.store.get_doc(source, kn)
             if target is not None and target["doc_id"] != row["doc_id"]:
                 self.store.delete(target["doc_id"])  # the move replaced another document
             self.store.move(row["doc_id"], kn, file_uri(root, new))
-            return Outcome("moved", row["doc_id"], detail=f"{ko} -> {kn}")
+            return Outcome(Action.MOVED, row["doc_id"], detail=f"{ko} -> {kn}")
 
     def upsert(self, root: str, rel: str, *, defer: bool = False, version: int | None = None) -> "Outcome | Pending":
         """``defer``: stop before embedding and return a :class:`Pending` for ``handle_many``.
@@ -408,7 +408,7 @@ class Pipeline:
             main = next(rel[:-len(x)] for x in SIDECAR_SUFFIXES if rel.lower().endswith(x))
             if os.path.lexists(os.path.join(root, main)):
                 return self.upsert(root, main, defer=defer)
-            return Outcome("ignored", detail=f"labels sidecar of missing {main}")
+            return Outcome(Action.IGNORED, detail=f"labels sidecar of missing {main}")
         with self.clocked() as c:
             out = self._upsert(root, rel, defer, version)
         out.timings = merged(c.stages, out.timings)
@@ -424,7 +424,7 @@ class Pipeline:
             row = self.store.get_doc(source, key)
             seq = row.get("source_seq") if row is not None else None
             if version is not None and seq is not None and version < seq:
-                return Outcome("stale", row["doc_id"], detail=f"version {version} is older than the indexed {seq}")
+                return Outcome(Action.STALE, row["doc_id"], detail=f"version {version} is older than the indexed {seq}")
             try:
                 sf = open_source(root, rel)  # the one descriptor everything below is read from
             except (FileNotFoundError, NotRegular) as e:
@@ -432,8 +432,8 @@ class Pipeline:
                 what = "not a regular file" if isinstance(e, NotRegular) else None
                 if row is not None:
                     self.store.delete(row["doc_id"])
-                    return Outcome("deleted", row["doc_id"], detail=what and f"{what}: {e}")
-                return Outcome("ignored", detail=f"{what}: {e}") if what else Outcome("missing")
+                    return Outcome(Action.DELETED, row["doc_id"], detail=what and f"{what}: {e}")
+                return Outcome(Action.IGNORED, detail=f"{what}: {e}") if what else Outcome(Action.MISSING)
             except (OSError, ValueError) as e:
                 doc_id = row["doc_id"] if row else new_doc_id(self.store, source, key)
                 base = DocRecord(doc_id=doc_id, source=source, external_id=key, uri=file_uri(root, rel), mime=None,
@@ -458,9 +458,9 @@ class Pipeline:
         relabel = row is not None and json.loads(row.get("source_labels") or "[]") != labels
         if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns and not relabel:
             if row["acl_version"] == acl.version:
-                return Outcome("skipped", row["doc_id"])
+                return Outcome(Action.SKIPPED, row["doc_id"])
             self.store.set_acl(row["doc_id"], acl)
-            return Outcome("acl", row["doc_id"])
+            return Outcome(Action.ACL, row["doc_id"])
         doc_id = row["doc_id"] if row else new_doc_id(self.store, source, key)
         base = DocRecord(doc_id=doc_id, source=source, external_id=key, uri=file_uri(root, rel), mime=None,
                          size=st.st_size, mtime_ns=st.st_mtime_ns, content_version=None, acl=acl,
@@ -481,9 +481,9 @@ class Pipeline:
         if row is not None and row["content_version"] == version and not relabel:
             if row["acl_version"] != acl.version:
                 self.store.set_acl(doc_id, acl, size=st.st_size, mtime_ns=st.st_mtime_ns)
-                return Outcome("acl", doc_id, detail="content unchanged")
+                return Outcome(Action.ACL, doc_id, detail="content unchanged")
             self.store.touch(doc_id, st.st_size, st.st_mtime_ns)
-            return Outcome("touched", doc_id)
+            return Outcome(Action.TOUCHED, doc_id)
         if not defer:
             return self._index(base, path, src=sf)
         out = self._index(base, path, defer=True, src=sf)
@@ -499,7 +499,7 @@ class Pipeline:
         doc.status, doc.error_code, doc.error = status, code, message
         with self._stage("store"):
             self.store.record_failure(doc)
-        return Outcome("error", doc.doc_id, parsed=parsed, detail=f"{code}: {message}")
+        return Outcome(Action.ERROR, doc.doc_id, parsed=parsed, detail=f"{code}: {message}")
 
     def _index(self, doc: DocRecord, path: str, depth: int = 0, *, defer: bool = False,
                src=None) -> "Outcome | Pending":
@@ -654,7 +654,7 @@ class Pipeline:
                 chunks = self.chunker.chunk(elements)
                 vecs, computed = self.vectors([c.embed_text for c in chunks], [c.embed_hash for c in chunks])
                 vectors, embedded = dict(zip((c.embed_hash for c in chunks), vecs)), embedded + computed
-        return Outcome("indexed", doc.doc_id, parsed=parsed, embedded=embedded, chunks=len(chunks), notes=notes)
+        return Outcome(Action.INDEXED, doc.doc_id, parsed=parsed, embedded=embedded, chunks=len(chunks), notes=notes)
 
     def _children(self, parent: DocRecord, children, depth: int) -> tuple[int, int]:
         """Index a container's members as documents ``<parent>!<member>`` that inherit its

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 
+from ingest.stores.common import SQLBase
+
 # one self-contained migration per store
 SQLITE_NLP = [
     "ALTER TABLE documents ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}'",
@@ -40,8 +42,8 @@ def facet_k(k) -> int:
     return k
 
 
-class FacetsMixin:
-    """Entity facets and the entity cache, for both stores (``_PH``/``_q`` from OutboxMixin)."""
+class FacetsMixin(SQLBase):
+    """Entity facets and the entity cache, for both stores (``_PH``/``_q`` from SQLBase)."""
 
     def facets(self, entity_type: str, tokens: frozenset[str], k: int = 20, filters=None) -> list[dict]:
         """The ``k`` most mentioned entities of one type over the chunks ``tokens`` may read that
@@ -55,6 +57,10 @@ class FacetsMixin:
         rows = self._facet_rows(prefix, tokens, k, filters or Filters())
         return [{"name": f"{prefix}{r['name']}", "key": r["key"], "count": int(r["n"]), "chunks": int(r["chunks"]),
                  "docs": int(r["docs"])} for r in rows]
+
+    def _facet_rows(self, prefix: str, tokens: frozenset[str], k: int, f) -> list:
+        """The dialect's facet query: rows (name, key, n, chunks, docs), most mentioned first."""
+        raise NotImplementedError
 
     def cached_entities(self, model_id: str, hashes: list[str]) -> dict[str, dict]:
         out: dict[str, dict] = {}

@@ -31,12 +31,15 @@ from contextlib import contextmanager
 from acl.model import ACL
 
 from ingest.stores.base import ChunkRecord, DocRecord, Hit
-from ingest.stores.common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, context_runs, doc_values,
+from ingest.stores.common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, context_runs, doc_values,
                      flagged, marked_spans, redact, to_hits, upsert_doc_sql)
 from ingest.stores.embed_inputs import POSTGRES_EMBED_INPUTS, run_migration
 from ingest.stores.nlp_sql import POSTGRES_NLP, FacetsMixin
-from ingest.stores.obs_sql import QUALITY_DDL, ObsMixin
-from ingest.stores.sqlite_lineage import LineageMixin
+from ingest.stores.operations_sql import GroupsMixin, OperationsMixin
+from ingest.stores.outbox_sql import OutboxMixin
+from ingest.stores.quality_sql import QUALITY_DDL, QualityMixin
+from ingest.stores.registry_sql import RegistryMixin
+from ingest.stores.lineage_sql import LineageMixin
 
 SCHEMA_VERSION = 10
 _MIGRATE_LOCK = 0x1A6E57  # advisory lock key for schema changes
@@ -184,7 +187,8 @@ class _AdvisoryLock:
         return False
 
 
-class PostgresStore(LineageMixin, ObsMixin, FacetsMixin, OutboxMixin):
+class PostgresStore(RegistryMixin, LineageMixin, QualityMixin, FacetsMixin, OperationsMixin, GroupsMixin,
+                    OutboxMixin):
     _VEC_DIM = "vector_dims(embedding)"
 
     @staticmethod
@@ -701,14 +705,10 @@ class PostgresStore(LineageMixin, ObsMixin, FacetsMixin, OutboxMixin):
             f" WHERE {where} AND left(j.key, %s) = %s GROUP BY j.key ORDER BY n DESC, j.key COLLATE \"C\" LIMIT %s",
             [*wargs, len(prefix), prefix, k]).fetchall()
 
-    def readable_doc_count(self, tokens: frozenset[str]) -> int:
-        toks = sorted(tokens)
-        return self.db.execute(f"SELECT COUNT(*) AS n FROM documents c WHERE {self._ACL}", (toks, toks)).fetchone()["n"]
-
     def _audit_lock(self, db) -> None:
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))  # one chain, many writers
 
-    # -- lineage: the dialect's parts (ingest.stores.sqlite_lineage) ------------------
+    # -- lineage: the dialect's parts (ingest.stores.lineage_sql) ------------------
     def _audit_chunk_filter(self, chunk_ids: list[str]) -> tuple[str, list]:
         return ("EXISTS (SELECT 1 FROM jsonb_array_elements(audit.results::jsonb) j WHERE j->>0 = ANY(%s))",
                 [chunk_ids])

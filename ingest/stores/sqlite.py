@@ -24,11 +24,14 @@ from pathlib import Path
 from acl.model import ACL
 
 from ingest.stores.base import ChunkRecord, DocRecord, Hit
-from ingest.stores.common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, OutboxMixin, context_runs, doc_values,
+from ingest.stores.common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, context_runs, doc_values,
                      flagged, marked_spans, to_hits, upsert_doc_sql)
-from ingest.stores.obs_sql import QUALITY_DDL, ObsMixin
+from ingest.stores.operations_sql import GroupsMixin, OperationsMixin
+from ingest.stores.outbox_sql import OutboxMixin
+from ingest.stores.quality_sql import QUALITY_DDL, QualityMixin
+from ingest.stores.registry_sql import RegistryMixin
 from ingest.stores.embed_inputs import SQLITE_EMBED_INPUTS, run_migration
-from ingest.stores.sqlite_lineage import MIGRATION_4, LineageMixin
+from ingest.stores.lineage_sql import MIGRATION_4, LineageMixin
 from ingest.stores.filters import Filters, sqlite_where
 from ingest.stores.nlp_sql import SQLITE_NLP, FacetsMixin
 from ingest.stores.sqlite_search import SQLiteSearchMixin
@@ -199,7 +202,8 @@ class _FileLock:
         return False
 
 
-class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, FacetsMixin, OutboxMixin):
+class SQLiteStore(SQLiteSearchMixin, RegistryMixin, LineageMixin, QualityMixin, FacetsMixin, OperationsMixin,
+                  GroupsMixin, OutboxMixin):
     _PH = "?"
 
     @staticmethod
@@ -310,7 +314,7 @@ class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, FacetsMixin, Outbox
     def _bump(self, db) -> None:
         db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='gen'")
 
-    def generation(self) -> int:
+    def _generation(self) -> int:
         return int(self.db.execute("SELECT value FROM meta WHERE key='gen'").fetchone()[0])
 
     # -- registry -------------------------------------------------------------------
@@ -582,11 +586,12 @@ class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, FacetsMixin, Outbox
             return query
         stems = [(i, term) for i, terms in enumerate(self._terms(words)) for term in terms]
         db = self._temp_fts()  # this thread's connection, with the vocabulary table
-        gen = self.generation()
+        gen = self._generation()
         cache = self.__dict__.get("_df_cache")
         if cache is None or cache[0] != gen:
             n = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
-            cache = self._df_cache = (gen, n, {})
+            dfs0: dict[str, int] = {}
+            cache = self._df_cache = (gen, n, dfs0)
         _, n, dfs = cache
         df_of_word: dict[int, int] = {}
         for i, term in stems:
@@ -597,7 +602,7 @@ class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, FacetsMixin, Outbox
             df_of_word[i] = min(df, df_of_word.get(i, df))
         keep = [w for i, w in enumerate(words) if df_of_word.get(i, 0) <= max_df * n]
         if not keep:
-            keep = [words[i] for i in sorted(df_of_word, key=df_of_word.get)[:2]]
+            keep = [words[i] for i in sorted(df_of_word, key=lambda i: df_of_word[i])[:2]]
         return " ".join(keep)
 
     def doc_ids(self, rowids) -> dict[int, str]:
@@ -654,7 +659,7 @@ class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, FacetsMixin, Outbox
         q = ",".join("?" * len(scored))
         return to_hits({r["rowid"]: r for r in self.db.execute(HIT_SQL + f"IN ({q})", [x[0] for x in scored])}, scored)
 
-    # -- lineage: the dialect's parts (ingest.stores.sqlite_lineage) ------------------
+    # -- lineage: the dialect's parts (ingest.stores.lineage_sql) ------------------
     def _audit_chunk_filter(self, chunk_ids: list[str]) -> tuple[str, list]:
         q = ",".join("?" * len(chunk_ids)) or "NULL"
         return ("EXISTS (SELECT 1 FROM json_each(audit.results) j"
@@ -675,7 +680,3 @@ class SQLiteStore(SQLiteSearchMixin, LineageMixin, ObsMixin, FacetsMixin, Outbox
             " FROM chunks c JOIN documents d ON d.doc_id=c.doc_id, json_each(c.entities) j"
             f" WHERE c.doc_id IN ({rsql}) AND {fsql} AND substr(j.key, 1, ?) = ?"
             " GROUP BY j.key ORDER BY n DESC, j.key LIMIT ?", (*rargs, *fargs, len(prefix), prefix, k)).fetchall()
-
-    def readable_doc_count(self, tokens: frozenset[str]) -> int:
-        rsql, rargs = self._readable_sql(tokens)
-        return self.db.execute(f"SELECT COUNT(*) FROM ({rsql})", rargs).fetchone()[0]

@@ -22,7 +22,7 @@ and cached in the process:
   and ranked by that. A row can be missed only if bfloat16 rounding (relative error ~2^-8 per
   element) moves it from the exact top ``limit`` to below that wider cut.
 
-Needs from the store: ``db``, ``read_snapshot()``, ``generation()``, ``_readable_sql(tokens)``,
+Needs from the store: ``db``, ``read_snapshot()``, ``_generation()``, ``_readable_sql(tokens)``,
 ``_common_terms_dropped(query, max_df)``, ``_terms(words)`` (each word's index terms; it also makes
 the connection's scratch tables, ``temp.ingest_inst`` among them).
 """
@@ -33,7 +33,7 @@ import re
 import threading
 from collections import OrderedDict
 
-from ingest.stores.common import process_executor
+from ingest.stores.common import SQLBase, process_executor
 from ingest.stores.filters import Filters, sqlite_where
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -126,7 +126,17 @@ def _doc_index(doc_ids) -> tuple:
     return dix, doc_pos
 
 
-class SQLiteSearchMixin:
+class SQLiteSearchMixin(SQLBase):
+    # from the store (ingest.stores.sqlite): the readable-documents query and the FTS5 term helpers
+    def _readable_sql(self, tokens: frozenset[str]) -> tuple[str, list[str]]:
+        raise NotImplementedError
+
+    def _terms(self, words: list[str]) -> list[list[str]]:
+        raise NotImplementedError
+
+    def _common_terms_dropped(self, query: str, max_df: float) -> str:
+        raise NotImplementedError
+
     def _search_state(self):
         st = self.__dict__.get("_ss")
         if st is None:

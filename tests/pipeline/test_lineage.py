@@ -17,7 +17,7 @@ from ingest.pipeline.document import Pipeline, folder_source
 from ingest.search.index import Index
 from ingest.sources.base import UPSERT, ChangeEvent
 from ingest.stores import sqlite as sq
-from ingest.stores.sqlite_lineage import audit_hash
+from ingest.stores.lineage_sql import audit_hash
 
 CARD_NO = "4111 1111 1111 1111"
 MAIL = "jane.doe@example.com"

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from ingest.stores.sqlite_lineage import ANCHOR_ENV, audit_hash
+from ingest.stores.lineage_sql import ANCHOR_ENV, audit_hash
 
 
 def cli(*args, anchor=None):

@@ -106,7 +106,7 @@ def test_secondary_stopped_mid_ingest_converges_to_the_primary(world_dir, embedd
         ra = {primary.hits([(r, s, None, None)])[0].doc_id for r, s in primary.bm25(q, frozenset({EVERYONE}), 50)}
         rb = {secondary.hits([(r, s, None, None)])[0].doc_id for r, s in secondary.bm25(q, frozenset({EVERYONE}), 50)}
         assert ra == rb, q
-    assert primary.prune_outbox() >= 0 and primary.outbox_rows(primary.sink_cursor("pg"), 10) == []
+    assert primary.prune_outbox() >= 0 and primary.outbox_entries(primary.sink_cursor("pg"), 10) == []
     secondary.close()
 
 

@@ -41,9 +41,11 @@ import json
 import logging
 import os
 import time
+from typing import Any
 
 from ingest.config import settings
 from ingest.stores.base import ModelChanged
+from ingest.stores.common import SQLBase
 
 MIGRATION_4: list[str] = [
     "ALTER TABLE documents ADD COLUMN source_labels TEXT NOT NULL DEFAULT '[]'",
@@ -144,7 +146,7 @@ def audit_hash(row: dict) -> str:
     raise ValueError(f"audit record {row['id']}: unknown record format {row['v']!r}")
 
 
-class LineageMixin:
+class LineageMixin(SQLBase):
     """Needs from the store: ``db``, ``tx()``, ``_q()``, ``_audit_lock(db)``, ``_bump(db)``, and:"""
 
     _VEC_DIM = "length(vec) / 4"  # SQL: the dimension of a chunk's stored vector
@@ -207,7 +209,7 @@ class LineageMixin:
             self._audit_lock(db)
             last = db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
             rid, prev = (last["id"] + 1, last["hash"]) if last else (1, "")
-            row = {"id": rid, "ts": time.time(), "principal": principal, "query": query,
+            row: dict[str, Any] = {"id": rid, "ts": time.time(), "principal": principal, "query": query,
                    "filters": canonical(filters or {}), "results": canonical([list(r) for r in results]),
                    "prev_hash": prev, "v": AUDIT_FORMAT}
             row["hash"] = audit_hash(row)
@@ -220,13 +222,13 @@ class LineageMixin:
 
     _anchor_file: str | None | bool = False  # False: not resolved yet
 
-    def audit_anchor(self) -> str | None:
+    def _anchor_path(self) -> str | None:
         if self._anchor_file is False:
             self._anchor_file = anchor_path()
-        return self._anchor_file
+        return self._anchor_file if isinstance(self._anchor_file, str) else None
 
     def _anchor(self, rid: int, digest: str) -> None:
-        path = self.audit_anchor()
+        path = self._anchor_path()
         if path:
             try:
                 anchor_append(path, rid, digest)
@@ -235,7 +237,7 @@ class LineageMixin:
 
     def audit_checkpoint(self) -> dict:
         """Append the current head to the anchor (e.g. when the anchor is first configured)."""
-        path = self.audit_anchor()
+        path = self._anchor_path()
         if not path:
             raise ValueError(f"no audit anchor configured: set ${ANCHOR_ENV} or [audit] anchor")
         last = self.db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
@@ -248,7 +250,8 @@ class LineageMixin:
                       until: float | None = None, chunk_ids: list[str] | None = None,
                       limit: int | None = 100) -> list[dict]:
         """Audit records, oldest first (the newest ``limit`` of those that match)."""
-        where, args = [], []
+        where: list[str] = []
+        args: list = []
         if principal is not None:
             where.append("principal=%s")
             args.append(principal)
@@ -303,7 +306,7 @@ class LineageMixin:
 
     def _verify_anchor(self, n: int, last: int | None) -> dict:
         ok = {"ok": True, "records": n, "first_broken": None, "reason": None}
-        path = self.audit_anchor()
+        path = self._anchor_path()
         if not path:
             return ok
         try:

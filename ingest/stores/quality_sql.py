@@ -1,9 +1,12 @@
-"""What observability (ingest.obs) reads and writes, as store methods: written once with ``%s``
+"""Extraction quality over time (:class:`ingest.stores.base.QualityLog`), as store methods: written once with ``%s``
 placeholders (``self._q`` swaps them for the driver's), read by column name. ingest/obs
-speaks no SQL; each store supplies two dialect parts: :meth:`ObsMixin._json_num` (a number
-inside a JSON text column) and :meth:`ObsMixin._has_flag_like` (a flag in the JSON list of
+speaks no SQL; each store supplies two dialect parts: :meth:`QualityMixin._json_num` (a number
+inside a JSON text column) and :meth:`QualityMixin._has_flag_like` (a flag in the JSON list of
 ``documents.flags`` matching a LIKE pattern). Literals travel as parameters."""
 from __future__ import annotations
+
+from extractors.errors import EMPTY_CODES
+from ingest.stores.common import SQLBase
 
 # quality over time (SQLite schema 5, PostgreSQL schema 5); {serial} / {real} per dialect
 QUALITY_DDL = [
@@ -19,8 +22,8 @@ GAUGES = ("share_empty", "share_flagged", "share_quarantined", "ocr_confidence",
 _ALERT_COLS = "source, measure, baseline, value, since, message, raised_at"
 
 
-class ObsMixin:
-    """Needs from the store: ``db``, ``tx()``, ``_q()``."""
+class QualityMixin(SQLBase):
+    """Quality gauges, snapshots and alerts (ingest.obs.quality)."""
 
     @staticmethod
     def _json_num(col: str, key: str) -> str:
@@ -32,7 +35,6 @@ class ObsMixin:
         """SQL: true when ``documents.flags`` holds a flag LIKE the pattern given as its one parameter."""
         raise NotImplementedError
 
-    # -- quality (ingest.obs.quality) ------------------------------------------------
     def quality_gauges(self) -> dict[str, dict]:
         """Every source's gauges over its documents now: ``{source: {"documents": n, "share_empty": ...}}``."""
         def share(cond: str) -> str:
@@ -45,7 +47,7 @@ class ObsMixin:
             f" {share('status = %s')} AS share_quarantined,"
             f" AVG({self._json_num('quality', 'ocr_confidence')}) AS ocr_confidence,"
             f" AVG({self._json_num('quality', 'bad_char_ratio')}) AS garbage_ratio"
-            " FROM documents GROUP BY source"), ("", "empty-file", "no-text", "quality:%", "quarantined")).fetchall()
+            " FROM documents GROUP BY source"), ("", *[c.value for c in EMPTY_CODES], "quality:%", "quarantined")).fetchall()
         return {r["source"]: {k: (float(r[k]) if r[k] is not None and k != "documents" else r[k])
                               for k in ("documents", *GAUGES)} for r in rows}
 
@@ -88,34 +90,3 @@ class ObsMixin:
     def open_quality_alerts(self) -> list[dict]:
         return [dict(r) for r in self.db.execute(
             f"SELECT {_ALERT_COLS} FROM quality_alerts WHERE cleared_at IS NULL ORDER BY raised_at, source, measure")]
-
-    # -- outcomes with traces (ingest.obs.trace, metrics, page) -----------------------
-    def doc_outcomes(self, doc_id: str, source: str, external_id: str) -> list[dict]:
-        """Every outcome of one document (also those logged before it had an id), oldest first."""
-        return [dict(r) for r in self.db.execute(self._q(
-            "SELECT id, ts, batch, action, parsed, embedded, detail, trace, external_id FROM outcomes"
-            " WHERE doc_id=%s OR (doc_id IS NULL AND source=%s AND external_id=%s) ORDER BY id"),
-            (doc_id, source, external_id))]
-
-    def outcomes_after(self, last_id: int) -> list[dict]:
-        """Outcomes (id, ts, source, action, trace) newer than ``last_id``, oldest first."""
-        return [dict(r) for r in self.db.execute(self._q(
-            "SELECT id, ts, source, action, trace FROM outcomes WHERE id>%s ORDER BY id"), (last_id,))]
-
-    def last_indexed_outcomes(self) -> list[dict]:
-        """Per source, its newest ``indexed`` outcome (source, ts, trace)."""
-        return [dict(r) for r in self.db.execute(
-            "SELECT source, ts, trace FROM outcomes WHERE id IN"
-            " (SELECT MAX(id) FROM outcomes WHERE action='indexed' GROUP BY source)")]
-
-    # -- documents ------------------------------------------------------------------
-    def doc_counts(self) -> list[tuple[str, str, int]]:
-        """(source, status, documents) for every pair that has documents."""
-        return [(r["source"], r["status"], int(r["n"])) for r in self.db.execute(
-            "SELECT source, status, COUNT(*) AS n FROM documents GROUP BY source, status ORDER BY source, status")]
-
-    def not_indexed(self, limit: int = 200) -> list[dict]:
-        """Documents that are not indexed (errors, quarantined), newest first."""
-        return [dict(r) for r in self.db.execute(self._q(
-            "SELECT source, uri, status, error_code, error, updated_at FROM documents WHERE status<>'indexed'"
-            " ORDER BY updated_at DESC LIMIT %s"), (limit,))]
