@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -225,6 +226,7 @@ def test_sink_down_mid_ingest_converges(sink, world_dir, embedder, pause, reques
         time.sleep(max(0.0, pause - (time.monotonic() - stopped)))
         lag = primary.sink_lag()[0]
         assert lag["lag_rows"] > 0 and lag["lag_seconds"] > 0 and lag["last_error"]  # nothing got through
+        assert time.monotonic() - stopped >= pause
         sink.up()
         wait_for(lambda: primary.sink_lag()[0]["lag_rows"] == 0, 120, what="the sink to catch up")
     finally:
@@ -308,3 +310,57 @@ def test_open_index_on_a_sink_url(world_dir):
         open_sink(f"qdrant+local://{world_dir}/q2?collection=bad-name")
     with pytest.raises(SinkError, match="absolute path ending in .db"):
         open_sink("milvus+lite://relative.db")
+
+
+def test_status_metrics_and_check_cover_every_sink(world_dir, chroma_server):
+    """Three sinks of three kinds in one config: ``ingest sync --check``, ``ingest status`` and
+    ``/metrics`` report each by name; one that is down shows its lag and last error, the others
+    none, and it catches up when it returns."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from ingest.obs.metrics import StoreCollector
+    from ingest.stores.sqlite import SQLiteStore
+
+    db = world_dir / "p.db"
+    primary = SQLiteStore(db, model_id="m")
+    _synthetic(primary, [f"d{i}" for i in range(5)])
+    sinks = {kind: SinkSetup(kind, world_dir, chroma_server) for kind in KINDS}
+    (world_dir / "c.toml").write_text("".join(f'[sinks.{k}]\nurl = "{s.url}"\n' for k, s in sinks.items()))
+    env = {"INGEST_CONFIG": str(world_dir / "c.toml")}
+    reg = CollectorRegistry()
+    reg.register(StoreCollector(primary, {}, None, refresh_every=0))
+
+    def pending(text):
+        return {k: float(v) for k, v in re.findall(r'ingest_sink_pending\{sink="(\w+)"\} ([0-9.]+)', text)}
+
+    r = _cli("sync", "--store", str(db), "--check", "--json", env_extra=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert out["differences"] == {k: [] for k in sorted(KINDS)}
+    assert sorted((s["name"], s["lag_rows"]) for s in out["sinks"]) == [(k, 0) for k in sorted(KINDS)]
+    assert pending(generate_latest(reg).decode()) == {k: 0.0 for k in KINDS}
+
+    _synthetic(primary, ["d7", "d8"])
+    try:
+        sinks["chroma"].down()
+        r = _cli("sync", "--store", str(db), "--timeout", "3", env_extra=env)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "sink    chroma: lag 2 row(s)" in r.stdout and "last error" in r.stdout, r.stdout
+        for k in ("qdrant", "milvus"):
+            assert f"sink    {k}: lag 0 row(s)" in r.stdout, r.stdout
+        r = _cli("status", "--store", str(db), "--json", env_extra=env)
+        lag = {s["name"]: s for s in json.loads(r.stdout)["sinks"]}
+        assert {k: v["lag_rows"] for k, v in lag.items()} == {"chroma": 2, "qdrant": 0, "milvus": 0}
+        assert lag["chroma"]["last_error"] and lag["chroma"]["lag_seconds"] > 0
+        assert lag["qdrant"]["last_error"] is None and lag["milvus"]["last_error"] is None
+        assert pending(generate_latest(reg).decode()) == {"chroma": 2.0, "qdrant": 0.0, "milvus": 0.0}
+        r = _cli("sync", "--store", str(db), "--check", "--timeout", "3", env_extra=env)
+        assert r.returncode == 1 and "check   qdrant: identical" in r.stdout and "check   milvus: identical" \
+            in r.stdout, r.stdout + r.stderr
+        assert "check   chroma: 1 difference(s)" in r.stdout and "cannot check: " in r.stdout  # the error is its line
+    finally:
+        sinks["chroma"].up()
+    r = _cli("sync", "--store", str(db), "--check", env_extra=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert all(f"check   {k}: identical" in r.stdout for k in KINDS), r.stdout
+    assert pending(generate_latest(reg).decode()) == {k: 0.0 for k in KINDS}
