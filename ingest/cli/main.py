@@ -293,7 +293,7 @@ def cmd_sync(a) -> int:
     import time
 
     from ingest.stores import open_store
-    from ingest.stores.outbox import Pump, diff_stores
+    from ingest.stores.outbox import Pump
 
     sinks = _sinks(a)
     if not sinks:
@@ -309,7 +309,7 @@ def cmd_sync(a) -> int:
             pump.step()
         out = {"applied": applied, "sinks": store.sink_lag()}
         if a.check:
-            out["differences"] = {s.name: diff_stores(store, s.store) for s in sinks}
+            out["differences"] = {s.name: _check(store, s) for s in sinks}
     finally:
         pump.stop()
     if a.json:
@@ -322,6 +322,17 @@ def cmd_sync(a) -> int:
                 print(f"  {d}")
     lagging = any(r["lag_rows"] for r in out["sinks"])
     return 1 if lagging or any(out.get("differences", {}).values()) else 0
+
+
+def _check(store, sink) -> list[str]:
+    """``diff_stores`` for one sink; a sink that cannot be read is one difference naming the error
+    (the other sinks are still checked, and the exit status is 1)."""
+    from ingest.stores.outbox import diff_stores
+
+    try:
+        return diff_stores(store, sink.store)
+    except Exception as e:  # down or failing: reported as this sink's result, not raised
+        return [f"cannot check: {type(e).__name__}: {str(e).strip()[:400]}"]
 
 
 def _rebuild(store, pump, sinks, name: str, progress: bool) -> None:

@@ -108,3 +108,56 @@ class SinkSetup:
         elif self.holder is not None:
             self.holder.release()
             self.holder = None
+
+
+def vectors_in(x, dim: int) -> int:
+    """How many vectors of ``dim`` floats an argument of a client call carries (arrays, lists,
+    pydantic models such as Qdrant's PointStruct, dicts such as Milvus rows)."""
+    import numpy as np
+
+    if isinstance(x, np.ndarray):
+        return x.size // dim if x.dtype.kind == "f" and x.ndim and x.shape[-1] == dim else 0
+    if hasattr(x, "model_dump"):
+        x = x.model_dump()
+    if isinstance(x, dict):
+        return sum(vectors_in(v, dim) for v in x.values())
+    if isinstance(x, (list, tuple)):
+        if len(x) == dim and all(isinstance(v, float) for v in x):
+            return 1
+        return sum(vectors_in(v, dim) for v in x)
+    return 0
+
+
+class _Proxy:
+    def __init__(self, obj, wire: "Wire"):
+        self._obj, self._wire = obj, wire
+
+    def __getattr__(self, name):
+        attr = getattr(self._obj, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+
+        def call(*args, **kwargs):
+            self._wire.calls.append((name, vectors_in([args, kwargs], self._wire.dim)))
+            out = attr(*args, **kwargs)
+            return _Proxy(out, self._wire) if type(out).__name__ == "Collection" else out  # Chroma's collections
+        return call
+
+
+class Wire:
+    """Every call a sink makes into its database's client library (the wire boundary, below our
+    own code), with the vectors each carries: what an ACL-only change really sends."""
+
+    def __init__(self, target, dim: int):
+        self.dim, self.calls = dim, []
+        target.client = _Proxy(target.client, self)
+        if hasattr(target, "_cols"):  # Chroma: collection handles are fetched again through the proxy
+            target._cols = {}
+
+    def mark(self) -> int:
+        return len(self.calls)
+
+    def since(self, mark: int) -> tuple[int, list[str]]:
+        """(vectors sent, method names called) since ``mark``."""
+        part = self.calls[mark:]
+        return sum(n for _, n in part), [m for m, _ in part]

@@ -57,7 +57,11 @@ class MilvusSink(VectorSink):
             server_manager_instance.release_server(self.path)
 
     def _list(self) -> list[str]:
-        return [n for n in self.client.list_collections() if n.startswith(self.prefix + "_")]
+        names = [n for n in self.client.list_collections() if n.startswith(self.prefix + "_")]
+        for n in names:  # a collection is "released" after the server (or Milvus Lite's file) was reopened:
+            if self.client.get_load_state(n)["state"].name != "Loaded":  # load it before any query or search
+                self.client.load_collection(n)
+        return names
 
     def _create(self, name: str, dim: int) -> None:
         from pymilvus import DataType, MilvusClient
