@@ -37,6 +37,7 @@ from ingest.stores.embed_inputs import POSTGRES_EMBED_INPUTS, run_migration
 from ingest.stores.nlp_sql import POSTGRES_NLP, FacetsMixin
 from ingest.stores.obs_sql import QUALITY_DDL, ObsMixin
 from ingest.stores.sqlite_lineage import LineageMixin
+from ingest.stores.unit import UnitMixin, held_write
 
 SCHEMA_VERSION = 10
 _MIGRATE_LOCK = 0x1A6E57  # advisory lock key for schema changes
@@ -184,7 +185,7 @@ class _AdvisoryLock:
         return False
 
 
-class PostgresStore(LineageMixin, ObsMixin, FacetsMixin, OutboxMixin):
+class PostgresStore(UnitMixin, LineageMixin, ObsMixin, FacetsMixin, OutboxMixin):
     _VEC_DIM = "vector_dims(embedding)"
 
     @staticmethod
@@ -338,6 +339,7 @@ class PostgresStore(LineageMixin, ObsMixin, FacetsMixin, OutboxMixin):
     def doc_id_taken(self, doc_id: str) -> bool:
         return self.db.execute("SELECT 1 FROM documents WHERE doc_id=%s", (doc_id,)).fetchone() is not None
 
+    @held_write
     def apply(self, doc: DocRecord, chunks: list[ChunkRecord]) -> None:
         """Replace the document and all its chunks in one transaction."""
         import numpy as np
@@ -370,6 +372,7 @@ class PostgresStore(LineageMixin, ObsMixin, FacetsMixin, OutboxMixin):
                    doc_values(doc, now, n_chunks=n_chunks, flags=flags, indexed=indexed)
                    + [sorted(doc.acl.allow), sorted(doc.acl.deny)])
 
+    @held_write
     def record_failure(self, doc: DocRecord) -> None:
         """A document that could not be indexed: registry row with the reason, no chunks."""
         with self.tx() as db:
@@ -378,6 +381,7 @@ class PostgresStore(LineageMixin, ObsMixin, FacetsMixin, OutboxMixin):
             self._provenance(db, doc)
             self._outbox(db, [doc.doc_id], "apply")
 
+    @held_write
     def set_acl(self, doc_id: str, acl: ACL, *, size: int | None = None, mtime_ns: int | None = None) -> None:
         """ACL-only change: no re-extraction, no re-embedding. Child documents inherit it."""
         allow, deny = sorted(acl.allow), sorted(acl.deny)
@@ -422,6 +426,7 @@ class PostgresStore(LineageMixin, ObsMixin, FacetsMixin, OutboxMixin):
             self._outbox(db, gone, "delete")
             self._outbox(db, [doc_id, *kids], "move")
 
+    @held_write
     def delete(self, doc_id: str) -> None:
         """Remove a document, its chunks, and its child documents, in one transaction."""
         with self.tx() as db:
