@@ -168,3 +168,21 @@ def test_a_quarantined_container_lands_with_its_children(pipeline, world_dir, mo
     assert set(rows) == {"m.eml", "m.eml!x.txt"}
     assert rows["m.eml"]["status"] == "quarantined" and rows["m.eml"]["error_code"] == "garbled"
     assert rows["m.eml!x.txt"]["status"] == "indexed" and rows["m.eml!x.txt"]["parent_id"] == rows["m.eml"]["doc_id"]
+
+
+def test_children_land_with_their_parent_in_a_group(pipeline, world_dir):
+    """Bulk work: the parents wait for one shared embedding call (deferred), their children's
+    writes wait with them and land in each parent's transaction."""
+    from ingest.sources.base import UPSERT, ChangeEvent
+
+    root = world_dir / "mail"
+    root.mkdir()
+    for m in range(3):
+        _mail_with(root / f"m{m}.eml", {f"a{i}.txt": f"Mail {m} attachment {i} mentions grp{m}word{i}."
+                                        for i in range(3)})
+    outs = pipeline.handle_many([ChangeEvent(UPSERT, str(root), f"m{m}.eml") for m in range(3)])
+    assert [o.action for o in outs] == ["indexed"] * 3
+    rows = _rows(pipeline.store)
+    assert set(rows) == {f"m{m}.eml{k}" for m in range(3) for k in ("", *(f"!a{i}.txt" for i in range(3)))}
+    assert all(rows[f"m{m}.eml!a2.txt"]["parent_id"] == rows[f"m{m}.eml"]["doc_id"] for m in range(3))
+    assert Index(pipeline.store).search("grp2word1", principal="everyone", k=1, mode="bm25")
