@@ -188,6 +188,7 @@ def base_venv(tmp_path_factory):
     return venv, env
 
 
+@pytest.mark.timeout(3600)  # the install: ~100 s on a quiet machine, 450-600 s on a loaded one
 def test_readme_cli_examples_on_the_base_install(base_venv, world_dir, alice):
     venv, env = base_venv
     env = dict(env, HOME=str(world_dir))
