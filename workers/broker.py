@@ -1,7 +1,11 @@
 """The embedded broker: kombu's SQLAlchemy transport on a SQLite file, tuned.
 
-* polled every 50 ms (kombu's default of 1 s would dominate freshness), and the
-  option is kept away from ``create_engine`` (which rejects unknown keywords);
+* idle costs nothing and a new message is still taken at once: every publish rings a
+  doorbell (opens and closes ``<broker file>.bell`` for writing), and a consumer with
+  nothing to do waits on that file with inotify instead of polling. While messages come,
+  the queues are polled every 50 ms (kombu's default of 1 s would dominate freshness);
+  after each empty poll the wait doubles, up to ``IDLE_POLL_MAX`` s, and a ring ends it.
+  Where inotify is not available the 50 ms polling stays;
 * the SQLite file in WAL mode with a busy timeout, so producers and the worker
   do not trip over each other's locks.
 
@@ -10,15 +14,102 @@ kombu's alias table.
 """
 from __future__ import annotations
 
+import ctypes
+import logging
+import os
+import select
+import socket
+import struct
+import time
+from queue import Empty
+
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport.sqlalchemy import Channel as _Channel
 from kombu.transport.sqlalchemy import Transport as _Transport
 
 POLL_SECONDS = 0.05
+IDLE_POLL_MAX = 2.0  # a safety net only: publishes through this transport ring the bell
+log = logging.getLogger("workers.broker")
+
+_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE, _IN_IGNORED = 0x2, 0x4, 0x8, 0x8000
+_IN_NONBLOCK, _IN_CLOEXEC = 0o4000, 0o2000000
+_EVENT = struct.Struct("iIII")
+
+
+def bell_path(hostname: str) -> str | None:
+    """``<broker file>.bell`` for a ``sqlite:///...`` engine URL, else None."""
+    if hostname.startswith("sqlite:///") and len(hostname) > len("sqlite:///"):
+        return hostname[len("sqlite:///"):] + ".bell"
+    return None
+
+
+def ring(path: str) -> None:
+    """Wake every consumer waiting on ``path`` (an inotify IN_CLOSE_WRITE); never fails a publish."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666))  # umask applies
+    except OSError as e:
+        log.debug("cannot ring %s: %s", path, e)
+
+
+class Bell:
+    """The consumer side of the doorbell: ``wait(timeout)`` returns True when rung."""
+
+    def __init__(self, path: str):
+        self.path, self.fd, self.wd = path, None, -1
+        try:
+            self._libc = ctypes.CDLL(None, use_errno=True)
+            fd = self._libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        except (OSError, AttributeError) as e:  # not Linux
+            log.info("no inotify (%s): the broker is polled every %.0f ms", e, POLL_SECONDS * 1000)
+            return
+        if fd < 0:
+            log.info("inotify_init1 failed (%s): the broker is polled", os.strerror(ctypes.get_errno()))
+            return
+        self.fd = fd
+        self._watch()
+
+    @property
+    def ok(self) -> bool:
+        return self.fd is not None and self.wd >= 0
+
+    def _watch(self) -> None:
+        ring(self.path)  # the file must exist to be watched
+        self.wd = self._libc.inotify_add_watch(self.fd, os.fsencode(self.path),
+                                               _IN_CLOSE_WRITE | _IN_MODIFY | _IN_ATTRIB)
+        if self.wd < 0:
+            log.info("cannot watch %s (%s): the broker is polled", self.path, os.strerror(ctypes.get_errno()))
+
+    def wait(self, timeout: float) -> bool:
+        if not self.ok:
+            time.sleep(min(timeout, POLL_SECONDS))
+            return False
+        readable, _, _ = select.select([self.fd], [], [], timeout)
+        if not readable:
+            return False
+        gone = False
+        while True:  # drain: rings before this point are all answered by the next poll
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            for off in range(0, len(data) - _EVENT.size + 1, _EVENT.size):
+                gone = gone or bool(_EVENT.unpack_from(data, off)[1] & _IN_IGNORED)
+        if gone:  # the file was removed or replaced: watch the new one
+            self._watch()
+        return True
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class Channel(_Channel):
-    pass
+    def _put(self, queue, payload, **kwargs):
+        super()._put(queue, payload, **kwargs)  # committed: a woken consumer finds it
+        path = bell_path(self.connection.client.hostname)
+        if path:
+            ring(path)
 
 
 class Transport(_Transport):
@@ -28,6 +119,38 @@ class Transport(_Transport):
     def __init__(self, client, **kwargs):
         super().__init__(client, **kwargs)
         self.polling_interval = POLL_SECONDS
+        self._bell: Bell | None = None
+        self._idle_wait = POLL_SECONDS
+
+    def drain_events(self, connection, timeout=None):
+        """kombu's loop, with the fixed sleep between empty polls replaced by a wait on
+        the doorbell that grows while nothing comes."""
+        if self._bell is None:
+            path = bell_path(self.client.hostname)
+            self._bell = Bell(path) if path else None
+        if self._bell is None or not self._bell.ok:
+            return super().drain_events(connection, timeout)
+        start = time.monotonic()
+        while True:
+            try:
+                self.cycle.get(self._deliver, timeout=timeout)
+            except Empty:
+                left = None if timeout is None else timeout - (time.monotonic() - start)
+                if left is not None and left <= 0:
+                    raise socket.timeout()
+                if self._bell.wait(self._idle_wait if left is None else min(self._idle_wait, left)):
+                    self._idle_wait = POLL_SECONDS
+                else:
+                    self._idle_wait = min(IDLE_POLL_MAX, self._idle_wait * 2)
+            else:
+                self._idle_wait = POLL_SECONDS
+                return
+
+    def close_connection(self, connection):
+        if self._bell is not None:
+            self._bell.close()
+            self._bell = None
+        return super().close_connection(connection)
 
 
 def _engine_from_config(self):

@@ -123,6 +123,7 @@ class Pending:
     fresh: set = field(default_factory=set)  # chunk text hashes not in the embedding cache
     elements: list | None = None  # what was chunked (to chunk again if the model is switched meanwhile)
     timings: dict = field(default_factory=dict)
+    held: list = field(default_factory=list)  # its children's store writes, applied with it (store.unit)
 
 
 class Pipeline:
@@ -355,7 +356,7 @@ class Pipeline:
                 embedded = len({c.embed_hash for c in p.chunks if c.embed_hash in p.fresh} - counted)
                 counted.update(c.embed_hash for c in p.chunks)
                 o = self._apply_chunks(p.doc, p.chunks, vectors, parsed=p.parsed,
-                                       embedded=p.embedded + embedded, elements=p.elements)
+                                       embedded=p.embedded + embedded, elements=p.elements, held=p.held)
                 o.cached = len(p.chunks) - embedded
                 return o
         return self.upsert(p.root, p.rel)  # changed meanwhile: the ordinary path, under its lock
@@ -494,10 +495,11 @@ class Pipeline:
 
     # -- the content path -------------------------------------------------------------
     def _fail(self, doc: DocRecord, code: str, message: str, *, parsed: int = 0,
-              status: str = "error") -> Outcome:
+              status: str = "error", held: list | None = None) -> Outcome:
+        """``held``: the children's writes (:meth:`_children`), which land with this record."""
         message = store_rel(message)  # a parser's message may name a file that is not UTF-8
         doc.status, doc.error_code, doc.error = status, code, message
-        with self._stage("store"):
+        with self._stage("store"), self.store.unit(held):
             self.store.record_failure(doc)
         return Outcome(Action.ERROR, doc.doc_id, parsed=parsed, detail=f"{code}: {message}")
 
@@ -517,6 +519,7 @@ class Pipeline:
                     return self._fail(doc, "unreadable", f"cannot read file: {e}")
                 except OSError as e:
                     return self._fail(doc, "unreadable", f"cannot read file: {e.strerror}")
+            out = None
             try:
                 out = self._index_in(doc, parse_path, depth, Path(workdir), source_path=path)
                 if isinstance(out, Pending) and not defer:
@@ -527,14 +530,15 @@ class Pipeline:
                     out = self._apply_chunks(out.doc, out.chunks,
                                              dict(zip((c.embed_hash for c in out.chunks), vecs)),
                                              parsed=out.parsed, embedded=out.embedded + n_fresh,
-                                             elements=out.elements)
+                                             elements=out.elements, held=out.held)
                     out.cached = n_chunks - n_fresh
             except Exception as e:
                 reason = self._timed_out(e, depth)
                 if reason is None:
                     raise
                 log.warning("%s: %s", doc.uri, reason)
-                return self._fail(doc, "timeout", reason, parsed=1, status="quarantined")
+                return self._fail(doc, "timeout", reason, parsed=1, status="quarantined",
+                                  held=out.held if isinstance(out, Pending) else None)
             return out
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -596,7 +600,8 @@ class Pipeline:
         doc.mime, doc.extractor, doc.extractor_version = ex.mime, ex.extractor, ex.extractor_version
         doc.metadata = dict(getattr(ex, "metadata", None) or {})
         # children first: the parent's version is recorded only once they are all done
-        kid_parsed, kid_embedded = self._children(doc, ex.children, depth)
+        with self.store.hold() as held:  # they land with this document, in one transaction
+            kid_parsed, kid_embedded = self._children(doc, ex.children, depth)
         with self._stage("quality"):
             report = assess(ex)
         doc.quality = report.to_dict()
@@ -604,7 +609,7 @@ class Pipeline:
             doc.metadata["language"] = report.language  # detected, where the file does not say
         if report.verdict == QUARANTINED:
             code = {"empty": "no-text"}.get(report.reasons[0].split(":")[0], report.reasons[0].split(":")[0])
-            out = self._fail(doc, code, "; ".join(report.reasons), parsed=1, status="quarantined")
+            out = self._fail(doc, code, "; ".join(report.reasons), parsed=1, status="quarantined", held=held)
             out.parsed += kid_parsed
             out.embedded += kid_embedded
             return out
@@ -615,23 +620,24 @@ class Pipeline:
         doc.labels, doc.redactions = cls.labels, cls.redactions
         if cls.skip:
             return self._fail(doc, "policy-skip", f"label {cls.skip} has the policy skip", parsed=1 + kid_parsed,
-                              status="quarantined")
+                              status="quarantined", held=held)
         self._follow_active_model()
         with self._stage("chunk"):
             chunks = self.chunker.chunk(cls.elements)
         if not chunks:
             return self._fail(doc, "no-text", "the document has no extractable text", parsed=1 + kid_parsed,
-                              status="quarantined")
+                              status="quarantined", held=held)
         p = Pending(doc, chunks, parsed=1 + kid_parsed, embedded=kid_embedded, root="", rel="", stat=(0, 0),
-                    row=None, elements=cls.elements)
+                    row=None, elements=cls.elements, held=held)
         with self._stage("embed"):
             p.fresh = self.uncached({c.embed_hash for c in chunks})
         return p
 
     def _apply_chunks(self, doc: DocRecord, chunks, vectors: dict[str, bytes], *, parsed: int,
-                      embedded: int, elements=None) -> Outcome:
-        """Write the document with its chunks. If ``ingest reembed`` switched the model
-        meanwhile, chunk and embed once more with the new one (at most twice)."""
+                      embedded: int, elements=None, held: list | None = None) -> Outcome:
+        """Write the document with its chunks (and ``held``, its children's writes, in the same
+        transaction). If ``ingest reembed`` switched the model meanwhile, chunk and embed once
+        more with the new one (at most twice)."""
         from ingest.pipeline.chunking import chunk_id
 
         notes: list[str] = []
@@ -644,7 +650,7 @@ class Pipeline:
                                    c.context, ents.get(c.text_hash, {}))
                        for c in chunks]
             try:
-                with self._stage("store"):
+                with self._stage("store"), self.store.unit(held):
                     self.store.apply(doc, records)
                 break
             except ModelChanged:

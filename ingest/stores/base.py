@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from contextlib import AbstractContextManager
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from acl.model import ACL
 
@@ -152,6 +152,8 @@ class Registry(Protocol):
     def move(self, doc_id: str, external_id: str, uri: str) -> None: ...
     def delete(self, doc_id: str) -> None: ...
     def set_source_seq(self, doc_id: str, seq: int) -> None: ...
+    def hold(self) -> Any: ...  # a container and its children as one unit (ingest/stores/unit.py)
+    def unit(self, held: list | None) -> Any: ...
 
 
 class ChunkIndex(Protocol):

@@ -40,6 +40,7 @@ from ingest.stores.outbox_sql import OutboxMixin
 from ingest.stores.quality_sql import QUALITY_DDL, QualityMixin
 from ingest.stores.registry_sql import RegistryMixin
 from ingest.stores.lineage_sql import LineageMixin
+from ingest.stores.unit import UnitMixin, held_write
 
 SCHEMA_VERSION = 10
 _MIGRATE_LOCK = 0x1A6E57  # advisory lock key for schema changes
@@ -187,7 +188,7 @@ class _AdvisoryLock:
         return False
 
 
-class PostgresStore(RegistryMixin, LineageMixin, QualityMixin, FacetsMixin, OperationsMixin, GroupsMixin,
+class PostgresStore(UnitMixin, RegistryMixin, LineageMixin, QualityMixin, FacetsMixin, OperationsMixin, GroupsMixin,
                     OutboxMixin):
     _VEC_DIM = "vector_dims(embedding)"
 
@@ -342,6 +343,7 @@ class PostgresStore(RegistryMixin, LineageMixin, QualityMixin, FacetsMixin, Oper
     def doc_id_taken(self, doc_id: str) -> bool:
         return self.db.execute("SELECT 1 FROM documents WHERE doc_id=%s", (doc_id,)).fetchone() is not None
 
+    @held_write
     def apply(self, doc: DocRecord, chunks: list[ChunkRecord]) -> None:
         """Replace the document and all its chunks in one transaction."""
         import numpy as np
@@ -374,6 +376,7 @@ class PostgresStore(RegistryMixin, LineageMixin, QualityMixin, FacetsMixin, Oper
                    doc_values(doc, now, n_chunks=n_chunks, flags=flags, indexed=indexed)
                    + [sorted(doc.acl.allow), sorted(doc.acl.deny)])
 
+    @held_write
     def record_failure(self, doc: DocRecord) -> None:
         """A document that could not be indexed: registry row with the reason, no chunks."""
         with self.tx() as db:
@@ -382,6 +385,7 @@ class PostgresStore(RegistryMixin, LineageMixin, QualityMixin, FacetsMixin, Oper
             self._provenance(db, doc)
             self._outbox(db, [doc.doc_id], "apply")
 
+    @held_write
     def set_acl(self, doc_id: str, acl: ACL, *, size: int | None = None, mtime_ns: int | None = None) -> None:
         """ACL-only change: no re-extraction, no re-embedding. Child documents inherit it."""
         allow, deny = sorted(acl.allow), sorted(acl.deny)
@@ -426,6 +430,7 @@ class PostgresStore(RegistryMixin, LineageMixin, QualityMixin, FacetsMixin, Oper
             self._outbox(db, gone, "delete")
             self._outbox(db, [doc_id, *kids], "move")
 
+    @held_write
     def delete(self, doc_id: str) -> None:
         """Remove a document, its chunks, and its child documents, in one transaction."""
         with self.tx() as db:

@@ -30,6 +30,7 @@ from ingest.stores.operations_sql import GroupsMixin, OperationsMixin
 from ingest.stores.outbox_sql import OutboxMixin
 from ingest.stores.quality_sql import QUALITY_DDL, QualityMixin
 from ingest.stores.registry_sql import RegistryMixin
+from ingest.stores.unit import UnitMixin, held_write
 from ingest.stores.embed_inputs import SQLITE_EMBED_INPUTS, run_migration
 from ingest.stores.lineage_sql import MIGRATION_4, LineageMixin
 from ingest.stores.filters import Filters, sqlite_where
@@ -202,7 +203,7 @@ class _FileLock:
         return False
 
 
-class SQLiteStore(SQLiteSearchMixin, RegistryMixin, LineageMixin, QualityMixin, FacetsMixin, OperationsMixin,
+class SQLiteStore(UnitMixin, SQLiteSearchMixin, RegistryMixin, LineageMixin, QualityMixin, FacetsMixin, OperationsMixin,
                   GroupsMixin, OutboxMixin):
     _PH = "?"
 
@@ -244,19 +245,25 @@ class SQLiteStore(SQLiteSearchMixin, RegistryMixin, LineageMixin, QualityMixin, 
             self._local.conn = None
 
     class _Tx:
-        def __init__(self, db):
-            self.db = db
+        """A write transaction; one inside another joins it (a unit of work: ``unit``)."""
+        def __init__(self, db, local):
+            self.db, self.local = db, local
 
         def __enter__(self):
-            self.db.execute("BEGIN IMMEDIATE")
+            depth = getattr(self.local, "tx_depth", 0)
+            if not depth:
+                self.db.execute("BEGIN IMMEDIATE")
+            self.local.tx_depth = depth + 1
             return self.db
 
         def __exit__(self, et, ev, tb):
-            self.db.execute("COMMIT" if et is None else "ROLLBACK")
+            self.local.tx_depth -= 1
+            if not self.local.tx_depth:
+                self.db.execute("COMMIT" if et is None else "ROLLBACK")
             return False
 
     def tx(self):
-        return self._Tx(self.db)
+        return self._Tx(self.db, self._local)
 
     @contextmanager
     def read_snapshot(self):
@@ -355,6 +362,7 @@ class SQLiteStore(SQLiteSearchMixin, RegistryMixin, LineageMixin, QualityMixin, 
         db.executemany("INSERT INTO doc_acl VALUES(?,?,1)", [(doc_id, t) for t in sorted(acl.allow)])
         db.executemany("INSERT INTO doc_acl VALUES(?,?,0)", [(doc_id, t) for t in sorted(acl.deny)])
 
+    @held_write
     def apply(self, doc: DocRecord, chunks: list[ChunkRecord]) -> None:
         """Replace the document and all its chunks in one transaction."""
         now = time.time()
@@ -387,6 +395,7 @@ class SQLiteStore(SQLiteSearchMixin, RegistryMixin, LineageMixin, QualityMixin, 
                     indexed: bool) -> None:
         db.execute(self._q(upsert_doc_sql()), doc_values(doc, now, n_chunks=n_chunks, flags=flags, indexed=indexed))
 
+    @held_write
     def record_failure(self, doc: DocRecord) -> None:
         """A document that could not be indexed: registry row with the reason, no chunks."""
         with self.tx() as db:
@@ -399,6 +408,7 @@ class SQLiteStore(SQLiteSearchMixin, RegistryMixin, LineageMixin, QualityMixin, 
             self._outbox(db, [doc.doc_id], "apply")
             self._bump(db)
 
+    @held_write
     def set_acl(self, doc_id: str, acl: ACL, *, size: int | None = None, mtime_ns: int | None = None) -> None:
         """ACL-only change: no re-extraction, no re-embedding. Child documents inherit it."""
         with self.tx() as db:
@@ -439,6 +449,7 @@ class SQLiteStore(SQLiteSearchMixin, RegistryMixin, LineageMixin, QualityMixin, 
             self._outbox(db, [doc_id, *kids], "move")
             self._bump(db)
 
+    @held_write
     def delete(self, doc_id: str) -> None:
         """Remove a document, its chunks, and its child documents, in one transaction."""
         with self.tx() as db:

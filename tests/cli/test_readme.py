@@ -87,7 +87,10 @@ def test_ingest_run_from_the_first_command(home):
 
 
 def test_cli_examples(home, alice):
-    world, env = home
+    _check_cli_examples(*home)
+
+
+def _check_cli_examples(world, env):
     cmds = _commands(_block("cli", "bash"))
     assert [c.split()[0:2] for c in cmds] == [["python", "-m"], ["ingest", "add"], ["ingest", "search"],
                                               ["ingest", "status"]]
@@ -113,9 +116,13 @@ def test_cli_examples(home, alice):
 def test_python_example(home, alice):
     world, env = home
     assert _sh("python -m corpora.generate ~/archive && ingest add ~/archive --no-progress", env).returncode == 0
-    # the README's store path is the default one, so `ingest add` above wrote there
+    _check_python_example(world, env, sys.executable)
+
+
+def _check_python_example(world, env, python):
+    # the README's store path is the default one, so `ingest add` wrote there
     code = _block("python", "python")
-    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([python, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     hits = [ln for ln in r.stdout.splitlines() if re.match(r"^0\.\d+ file://", ln)]  # one print per hit
     assert len(hits) == 5 and all(f"file://{world}/archive/" in ln for ln in hits)
@@ -144,3 +151,48 @@ def test_cli_errors_are_clear(home):
     t = time.monotonic()
     r = _sh("ingest --help", env)
     assert r.returncode == 0 and "search" in r.stdout and time.monotonic() - t < 5
+
+
+# -- the base install: only what the README's first command installs (issue 15) --------
+def _first_install_command() -> str:
+    """The README's first command, less the `ingest run` it ends with (a long-running job)."""
+    first = _commands(_block_plain())[0]
+    install, run = first.rsplit(" && ", 1)
+    assert run == "ingest run ~/inbox" and install.startswith("pip install torch=="), first
+    return install
+
+
+def _block_plain() -> str:
+    m = re.search(r"```bash\n(.*?)```", README, re.S)  # the first code block: install and start
+    assert m, "no first bash block in the README"
+    return m.group(1)
+
+
+@pytest.fixture(scope="module")
+def base_venv(tmp_path_factory):
+    """A fresh venv (no system site-packages) where the README's first command has run, with
+    pip as configured on this machine (the registry and its local mirrors): nothing of the
+    test extra, nothing of this interpreter's packages. Several minutes (torch, the model
+    packages, unstructured)."""
+    venv = tmp_path_factory.mktemp("base-venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    env = dict(os.environ, PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", VIRTUAL_ENV=str(venv))
+    env.pop("PYTHONPATH", None)  # nothing from a checkout but what pip installed
+    t0 = time.monotonic()
+    r = subprocess.run(_first_install_command(), shell=True, env=env, cwd=REPO, capture_output=True, text=True,
+                       timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    print(f"base install: {time.monotonic() - t0:.0f} s")
+    extras = subprocess.run([str(venv / "bin" / "python"), "-c", "import pytest"], capture_output=True)
+    assert extras.returncode != 0, "the base venv has pytest: not a base install"
+    return venv, env
+
+
+@pytest.mark.timeout(3600)  # the install: ~100 s on a quiet machine, 450-600 s on a loaded one
+def test_readme_cli_examples_on_the_base_install(base_venv, world_dir, alice):
+    venv, env = base_venv
+    env = dict(env, HOME=str(world_dir))
+    assert _sh("command -v python; command -v ingest", env).stdout.split() == [str(venv / "bin" / "python"),
+                                                                              str(venv / "bin" / "ingest")]
+    _check_cli_examples(world_dir, env)
+    _check_python_example(world_dir, env, str(venv / "bin" / "python"))

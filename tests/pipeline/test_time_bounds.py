@@ -121,9 +121,11 @@ def test_a_document_longer_than_a_task_goes_on_in_new_tasks_from_the_cache(tmp_p
     hands the rest on; the document gets there, nothing is dead-lettered or quarantined."""
     root = tmp_path / "docs"
     root.mkdir()
-    _big_docx(root / "long.docx", 400)
+    _big_docx(root / "long.docx", 3000)
     store = tmp_path / "index.db"
-    r = _add(root, store, INGEST_TASK_TIME_LIMIT="60", INGEST_EMBED_PIECE="16")
+    # a 12 s budget (soft limit 15 s); these one-sentence chunks embed at ~150/s with the default
+    # model on 2 cores, so 3,000 need 2-3 tasks (400 in a 24 s budget fitted in one)
+    r = _add(root, store, INGEST_TASK_TIME_LIMIT="45", INGEST_EMBED_PIECE="16")
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1].startswith("1 indexed, 0 flagged, 0 quarantined"), r.stdout
     assert "continued in a new task" in r.stderr
@@ -131,8 +133,8 @@ def test_a_document_longer_than_a_task_goes_on_in_new_tasks_from_the_cache(tmp_p
     from ingest.stores import open_store
 
     s = open_store(str(store))
-    assert s.get_doc(f"folder:{root}", "long.docx")["n_chunks"] == 400 and s.dead_letters() == []
-    assert open_index(str(store)).search("kestrel399", principal=_me(), mode="bm25")
+    assert s.get_doc(f"folder:{root}", "long.docx")["n_chunks"] == 3000 and s.dead_letters() == []
+    assert open_index(str(store)).search("kestrel2999", principal=_me(), mode="bm25")
 
 
 @pytest.mark.slow

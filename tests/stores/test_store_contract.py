@@ -183,6 +183,47 @@ def test_children_follow_their_parent(any_store):
     assert s.all_doc_ids() == []
 
 
+def test_held_child_writes_land_with_their_parent_or_not_at_all(any_store):
+    """store.hold()/store.unit() (issue 15): a container's children are written only in its
+    own transaction; a failure anywhere in the unit leaves the store as it was."""
+    s = any_store
+    with s.hold() as held:
+        s.apply(doc("c1", "mail.eml!a.txt", parent="p"), chunks("c1", ["first child text"]))
+        s.apply(doc("c2", "mail.eml!b.txt", parent="p"), chunks("c2", ["second child text"]))
+    assert len(held) == 2 and s.status()["documents"] == 0  # held, not written
+    with s.unit(held):
+        s.apply(doc("p", "mail.eml"), chunks("p", ["parent text"]))
+    assert set(s.children_of("p")) == {"mail.eml!a.txt", "mail.eml!b.txt"} and n_chunks(s) == 3
+    # a new version: b.txt dropped, c.txt new; the parent's write fails: nothing changes
+    with s.hold() as held:
+        s.delete("c2")
+        s.apply(doc("c3", "mail.eml!c.txt", parent="p"), chunks("c3", ["third child text"]))
+    bad = chunks("p", ["new parent one", "new parent two"])
+    bad[1].chunk_id = bad[0].chunk_id  # fails halfway through the parent's write
+    with pytest.raises(Exception):
+        with s.unit(held):
+            s.apply(doc("p", "mail.eml", version="v2"), bad)
+    assert set(s.children_of("p")) == {"mail.eml!a.txt", "mail.eml!b.txt"} and n_chunks(s) == 3
+    assert s.get_doc_by_id("p")["content_version"] == "v1"
+    with s.unit(held):  # the same unit, with a parent that works
+        s.apply(doc("p", "mail.eml", version="v2"), chunks("p", ["new parent text"]))
+    assert set(s.children_of("p")) == {"mail.eml!a.txt", "mail.eml!c.txt"}
+    assert s.bm25("second", ALICE, 5) == [] and len(s.bm25("third", ALICE, 5)) == 1
+    # a container inside a container: the inner unit is held for the outer one
+    with s.hold() as outer:
+        with s.hold() as inner:
+            s.apply(doc("g", "mail.eml!z.zip!in.txt", parent="z"), chunks("g", ["grandchild text"]))
+        with s.unit(inner):
+            s.apply(doc("z", "mail.eml!z.zip", parent="p"), chunks("z", ["zip member list"]))
+    assert len(outer) == 2 and s.get_doc_by_id("z") is None
+    with s.unit(outer):
+        s.record_failure(doc("p", "mail.eml", version="v3", status="quarantined", error_code="garbled",
+                             error="judged so"))
+    assert s.get_doc_by_id("p")["status"] == "quarantined" and s.get_doc_by_id("g")["parent_id"] == "z"
+    s.apply(doc("d", "other.txt"), chunks("d", ["the store still works"]))  # no transaction left open
+    assert len(s.bm25("works", ALICE, 5)) == 1
+
+
 def test_move_over_a_failed_document_replaces_it(any_store):
     s = any_store
     s.apply(doc("a", "a.txt"), chunks("a", ["text of a"]))
