@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 
@@ -41,14 +40,9 @@ class _Hist:
 
 
 def default_broker(store_url: str | None) -> str:
-    from ingest.stores import store_path
+    from workers.app import resolve_broker
 
-    url = os.environ.get("INGEST_BROKER")
-    if url:
-        return url
-    from workers.app import embedded_broker
-
-    return embedded_broker(store_path(store_url))
+    return resolve_broker(store_url)
 
 
 class StoreCollector:
