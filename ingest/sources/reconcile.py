@@ -16,7 +16,7 @@ from collections import defaultdict
 
 from acl.posix import acl_for_path
 
-from ingest.sources.base import DELETE, MOVE, UPSERT, ChangeEvent
+from ingest.sources.base import DELETE, MOVE, UPSERT, ChangeEvent, folder_source, store_rel
 from ingest.sources.folder import walk
 from ingest.sources.ignore import is_ignored
 
@@ -43,8 +43,6 @@ def _gone(root: str, rel: str) -> bool:
 
 
 def reconcile(store, root: str, subtree: str = "") -> list[ChangeEvent]:
-    from ingest.pipeline.document import folder_source, store_rel
-
     from ingest.sources.safefs import open_source
 
     root = os.path.abspath(root)
