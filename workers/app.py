@@ -30,17 +30,28 @@ def embedded_broker(store_path) -> str:
     return f"sqla+sqlite:///{p.with_name(p.name + '.broker.sqlite')}"
 
 
+def resolve_broker(store_url: str | None = None, broker_url: str | None = None, *,
+                   env: bool = True) -> str:
+    """The one rule for which broker to use: ``broker_url`` if given, else ``$INGEST_BROKER``
+    (``env``), else the embedded SQLite broker beside a SQLite store (a PostgreSQL store has no
+    file to put it beside: a :class:`ValueError` asks for a broker)."""
+    url = broker_url or (settings().broker if env else None)
+    if url:
+        return url
+    from ingest.stores import is_postgres, store_path
+
+    if is_postgres(store_url):
+        raise ValueError("a PostgreSQL store needs --broker (e.g. redis://host:6379/0): the embedded broker "
+                         "is a file beside a SQLite store")
+    return embedded_broker(store_path(store_url))
+
+
 def visibility_timeout() -> int:
     return settings().visibility_timeout_s
 
 
 def configure(broker_url: str | None = None) -> Celery:
-    s = settings()
-    url = broker_url or s.broker
-    if not url:
-        from ingest.stores import store_path
-
-        url = embedded_broker(store_path(None))
+    url = resolve_broker(None, broker_url)
     if app.conf.broker_url and app.conf.broker_url != url and app._pool is not None:
         # another broker than before (tests, tools): drop connections to the old one
         app._pool.force_close_all()

@@ -209,6 +209,27 @@ class Producer:
             flush()
         return sent
 
+    def send_poll(self, source: str, lane: str = "interactive", *, prune: bool = False) -> bool:
+        """Queue one ``ingest.dms_poll`` pass of a configured source (webhooks, the CLI), with the same
+        backpressure and coalescing as changes: while a poll of ``source`` waits on the lane, another
+        is not queued (the waiting one fetches whatever changed meanwhile). Returns whether one was sent."""
+        from ingest.obs.lanes import queued_header
+
+        if lane not in LANES:
+            raise ValueError(f"unknown lane {lane!r}; lanes are {', '.join(LANES)}")
+        route = lane if lanes_enabled() else "bulk"
+        self.wait_below(route)
+        kwargs: dict = {"prune": prune}
+        if self.coalesce:
+            key = pending_key(self.store_url or "", route, "poll", source, "", "prune" if prune else None)
+            if not self._r.set(key, "1", nx=True, ex=pending_ttl()):
+                return False
+            kwargs["pending"] = key
+        with self.app.connection_for_write(self.broker_url) as conn:  # this broker, not a pooled older one
+            self.app.send_task("ingest.dms_poll", args=[self.store_url, source], kwargs=kwargs, queue=route,
+                               connection=conn, headers=queued_header())
+        return True
+
     def resend(self, args: list, kwargs: dict, lane: str) -> None:
         """Queue a task again as it was (``ingest retry``), without coalescing."""
         kwargs = {k: v for k, v in kwargs.items() if k != "pending"}

@@ -216,12 +216,17 @@ def changes(self, store_url: str, events: list, batch: str | None = None):
 
 
 @app.task(name="ingest.dms_poll", bind=True, acks_late=True, max_retries=5)
-def dms_poll(self, store_url: str, source: str, prune: bool = False):
-    """One sync pass of a configured DMS source (config from ``$INGEST_CONFIG``); webhooks enqueue it."""
+def dms_poll(self, store_url: str, source: str, prune: bool = False, pending: str | None = None):
+    """One sync pass of a configured DMS source (config from ``$INGEST_CONFIG``); webhooks enqueue it
+    (``workers.lanes.Producer.send_poll``)."""
     from ingest import config
     from ingest.pipeline.connector_sync import sync_source
     from ingest.sources.connector import ConnectorError
 
+    if pending:  # from now on a new notification needs a poll of its own
+        from .lanes import clear_pending
+
+        clear_pending(app.conf.broker_url, pending)
     try:
         rep = sync_source(store_url, source, config.load(), prune=prune, pipeline=pipeline_for(store_url),
                           ctx=task_context(self))

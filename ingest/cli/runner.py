@@ -12,7 +12,6 @@ import fcntl
 import logging
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,6 +21,8 @@ from pathlib import Path
 
 from ingest.config import settings
 from ingest.sources.base import ChangeEvent
+from workers.process import (  # noqa: F401  (the CLI's names for them)
+    default_concurrency, purge_delivered, run_worker, start_worker, stop_worker, worker_command)
 
 BULK_GROUP_MAX = 16  # documents per bulk task (see bulk_group)
 log = logging.getLogger("ingest.cli.runner")
@@ -80,31 +81,12 @@ class Queue:
         return self.producer.depth()
 
 
-def _broker_db(broker_url: str) -> Path | None:
-    if broker_url.startswith("sqla+sqlite:///"):
-        return Path(broker_url[len("sqla+sqlite:///"):])
-    return None
+def broker_for(store_url: str, broker_url: str | None) -> str:
+    """The given broker, else the embedded SQLite broker beside a SQLite store (``$INGEST_BROKER``
+    is what this sets for the worker it starts, so it is not read here)."""
+    from workers.app import resolve_broker
 
-
-def purge_delivered(broker_url: str) -> int:
-    """kombu's SQL transport keeps delivered messages (visible=0) forever: drop them.
-
-    Safe whenever this process holds the run lock: a delivered message is either done,
-    or was in flight in a worker that died, and the reconcile scan finds that work again.
-    """
-    db = _broker_db(broker_url)
-    if db is None or not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=30) as c:
-            return c.execute("DELETE FROM kombu_message WHERE visible=0").rowcount
-    except sqlite3.OperationalError:
-        return 0
-
-
-def worker_command(store_url: str, broker_url: str, queues: str, concurrency: int, loglevel: str) -> list[str]:
-    return [sys.executable, "-m", "ingest.cli.main", "worker", "--store", store_url, "--broker", broker_url,
-            "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel]
+    return resolve_broker(store_url, broker_url, env=False)
 
 
 BULK_GROUP_MIN = 2  # the smallest group at the end of a backfill
@@ -126,75 +108,6 @@ def bulk_group(n_events: int, concurrency: int | None) -> list[int]:
         sizes.append(size)
         left -= size
     return sizes or [1]
-
-
-def default_concurrency() -> int:
-    """One worker process per core: two single-threaded embedders beat one two-threaded
-    one on small per-document batches, and extraction overlaps with embedding."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
-def start_worker(store_url: str, broker_url: str, *, queues: str = "interactive,bulk,maintenance",
-                 concurrency: int | None = None, loglevel: str = "WARNING") -> subprocess.Popen:
-    from workers.lifecycle import die_with_parent
-
-    concurrency = concurrency or default_concurrency()
-    env = dict(os.environ, INGEST_BROKER=broker_url, INGEST_STORE=store_url)
-    env.setdefault("INGEST_TORCH_THREADS", str(max(1, default_concurrency() // concurrency)))
-    return subprocess.Popen(worker_command(store_url, broker_url, queues, concurrency, loglevel), env=env,
-                            preexec_fn=die_with_parent, stdin=subprocess.DEVNULL,
-                            stdout=sys.stderr.fileno(),  # keep our stdout for results (--json)
-                            start_new_session=True)  # Ctrl-C reaches us; we stop the worker warmly
-
-
-def stop_worker(proc: subprocess.Popen, timeout: float = 60) -> None:
-    """Warm shutdown: the worker finishes its current task and returns prefetched ones."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        log.warning("worker did not stop in %.0f s; killing it (the next start's scan redoes its work)", timeout)
-        proc.kill()
-        proc.wait()
-
-
-def run_worker(store_url: str, broker_url: str, queues: str, concurrency: int | None, loglevel: str) -> None:
-    """Blocking: a Celery worker consuming the given lanes (``ingest worker``)."""
-    os.environ["INGEST_BROKER"] = broker_url
-    os.environ["INGEST_STORE"] = store_url
-    from workers.app import configure
-
-    app = configure(broker_url)
-    concurrency = concurrency or default_concurrency()
-    os.environ.setdefault("INGEST_TORCH_THREADS", str(max(1, default_concurrency() // concurrency)))
-    if os.geteuid() == 0:  # common in containers, and needed to read every user's files
-        import warnings
-
-        from celery.exceptions import SecurityWarning
-
-        warnings.filterwarnings("ignore", category=SecurityWarning)  # Celery's wall of text, once per worker
-        log.warning("running as root: the worker can read every file it is given; who may see a document in "
-                    "search is still decided by that file's own permissions, not by root's")
-    quiet = ["--quiet"] if loglevel.upper() in ("WARNING", "ERROR", "CRITICAL") else []
-    argv = [*quiet, "worker", "-Q", queues, "-c", str(concurrency), "-P", "prefork", "-l", loglevel,
-            "-n", f"ingest-{os.getpid()}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
-    app.worker_main(argv)
-
-
-def broker_for(store_url: str, broker_url: str | None) -> str:
-    """The given broker, else the embedded SQLite broker beside a SQLite store."""
-    from workers.app import embedded_broker
-
-    from ingest.stores import is_postgres
-
-    if broker_url:
-        return broker_url
-    if is_postgres(store_url):
-        raise ValueError("a PostgreSQL store needs --broker (e.g. redis://host:6379/0): the embedded broker "
-                         "is a file beside a SQLite store")
-    return embedded_broker(store_url)
 
 
 def scan_events(store, roots: list[str]) -> list[ChangeEvent]:

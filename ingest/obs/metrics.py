@@ -48,11 +48,9 @@ class _Hist:
 
 
 def default_broker(store_url: str | None) -> str:
-    url = settings().broker
-    if url:
-        return url
+    from workers.app import resolve_broker
 
-    return embedded_broker(store_path(store_url))
+    return resolve_broker(store_url)
 
 
 class StoreCollector:

@@ -349,6 +349,16 @@ def _parse_label_text(text: str, origin: str) -> list[str]:
     return normalise_labels(re.split(r"[,\n]", s), origin, quote=False)
 
 
+def parse_sidecar(data: bytes, origin: str) -> list[str]:
+    """The labels in a sidecar's bytes (UTF-8: a JSON list, ``{"labels": [...]}`` or one a line);
+    errors name ``origin``, never the content."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{origin}: not UTF-8 text") from None
+    return _parse_label_text(text, origin)
+
+
 def is_sidecar(name: str) -> bool:
     return name.lower().endswith(SIDECAR_SUFFIXES)
 
@@ -382,13 +392,8 @@ def source_labels_at(dir_fd: int, name: str, file_fd: int | None, origin: str | 
     labels: list[str] = []
     for suffix in SIDECAR_SUFFIXES:
         data = read_sidecar(dir_fd, name + suffix)
-        if data is None:
-            continue
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"{origin}{suffix}: not UTF-8 text") from None
-        labels += _parse_label_text(text, origin + suffix)
+        if data is not None:
+            labels += parse_sidecar(data, origin + suffix)
     raw = None
     if file_fd is not None and stat.S_ISREG(os.fstat(file_fd).st_mode):
         try:

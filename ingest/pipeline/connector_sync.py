@@ -9,23 +9,28 @@ listed are deleted. Per change, cheapest first:
   * delete                                 -> store.delete (chunks, ACL rows, child documents)
   * same version, other URI                -> store.move (metadata only; the id is the DMS item id)
   * same version, other ACL / ACL event    -> store.set_acl (no parse, no embedding)
-  * otherwise                              -> bytes to a private temp file -> Pipeline._index
+  * otherwise                              -> Pipeline.document: the one per-document path every
+                                              source takes (labels and their policy, staleness,
+                                              batched embedding, traces, quality, lineage)
+
+The decision and everything after it are :meth:`ingest.pipeline.document.Pipeline.document`;
+this module only turns a connector's change into a :class:`~ingest.pipeline.document.Fetched`
+(the bytes are downloaded only when they are parsed, bounded). Upserts of one pass are embedded
+in groups of ``EMBED_GROUP`` documents (one embedding call per group), as a folder backfill is.
 """
 from __future__ import annotations
 
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 
 from ingest.obs import trace
 from ingest.obs.clock import merged
-from ingest.pipeline.document import MAX_FILE_BYTES, Outcome, Pipeline, new_doc_id
-from ingest.sources.connector import ACL_CHANGE, DELETE, Connector, CursorExpired, Event
-from ingest.stores.base import Action, DocRecord
+from ingest.pipeline.document import Fetched, Outcome, Pending, Pipeline, TooLarge
+from ingest.sources.connector import (ACL_CHANGE, DELETE, UPSERT, Connector, CursorExpired, Event, RawDocument,
+                                     sidecar_main)
 
 log = logging.getLogger("ingest.pipeline.connector_sync")
 
@@ -55,6 +60,7 @@ def coalesce(events: list[Event]) -> list[Event]:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+EMBED_GROUP = 16  # upserts whose new chunks share one embedding call (as a bulk task's group)
 
 
 class ConnectorSync:
@@ -77,8 +83,7 @@ class ConnectorSync:
             events, nxt = self.connector.changes(None)
         rep.resync = cursor is None
         rep.events = len(events)
-        for ev in coalesce(events):
-            rep.count(self.apply(ev, rep))
+        self.apply_all(coalesce([m for ev in events if (m := self._labelled(ev)) is not None]), rep)
         if rep.resync:  # a full listing: whatever it did not name is gone
             live = {ev.id for ev in events if ev.kind != DELETE}
             rep.pruned = self._prune(live)
@@ -96,7 +101,7 @@ class ConnectorSync:
             if acl.version != row["acl_version"]:
                 with self.store.lock(f"{self.source}\0{ext}"):
                     self.store.set_acl(row["doc_id"], acl)
-                self.store.log_outcome(action=Action.ACL, source=self.source, external_id=ext, doc_id=row["doc_id"],
+                self.store.log_outcome(action="acl", source=self.source, external_id=ext, doc_id=row["doc_id"],
                                        detail="permission-only sync")
                 n += 1
         return n
@@ -111,83 +116,115 @@ class ConnectorSync:
             if ext not in live:
                 with self.store.lock(f"{self.source}\0{ext}"):
                     self.store.delete(row["doc_id"])
-                self.store.log_outcome(action=Action.DELETED, source=self.source, external_id=ext, doc_id=row["doc_id"],
+                self.store.log_outcome(action="deleted", source=self.source, external_id=ext, doc_id=row["doc_id"],
                                        detail="pruned: not in the source's listing")
                 n += 1
         return n
 
-    # -- one change --------------------------------------------------------------------------
-    def apply(self, ev: Event, rep: SyncReport | None = None) -> Outcome:
+    def _labelled(self, ev: Event) -> Event | None:
+        """A change of a labels sidecar (``<name>.labels[.json]``) is no document of its own: it
+        re-labels the item it belongs to (as in a folder); None when that item is unknown."""
+        main = sidecar_main(ev.path)
+        if main is None:
+            return ev
+        ref_at = getattr(self.connector, "ref_at", None)
+        ref = ref_at(main) if ref_at is not None else None
+        return Event(UPSERT, ref, main) if ref is not None else None
+
+    # -- changes -----------------------------------------------------------------------------
+    def apply_all(self, events: list[Event], rep: SyncReport) -> None:
+        """Apply changes in order; upserts are extracted and chunked first and their chunks embedded
+        together, ``EMBED_GROUP`` documents per embedding call."""
+        group: list[Pending] = []
+
+        def flush():
+            if group:
+                self.pipeline.apply_batch(group, lambda p, o: rep.count(self._traced(p.event, o, p.started)))
+                group.clear()
+
+        for ev in events:
+            out = self.apply(ev, rep, defer=ev.kind == UPSERT)
+            if isinstance(out, Pending):
+                group.append(out)
+                if len(group) >= EMBED_GROUP:
+                    flush()
+            else:
+                rep.count(out)
+        flush()
+
+    def apply(self, ev: Event, rep: SyncReport | None = None, *, defer: bool = False) -> "Outcome | Pending":
+        """One change, under the document's lock; ``defer``: see :meth:`Pipeline.document`."""
         started = time.time()
         with self.store.lock(f"{self.source}\0{ev.id}"), self.pipeline.clocked() as clock:
-            out = self._apply(ev, rep)
+            out = self._apply(ev, rep, defer)
         out.timings = merged(clock.stages, out.timings)
+        if isinstance(out, Pending):
+            out.redo = lambda: self.apply(ev, rep)
+            out.event, out.started = ev, started
+            return out
+        return self._traced(ev, out, started)
+
+    def _traced(self, ev: Event, out: Outcome, started: float) -> Outcome:
         trace.record(self.store, out, source=self.source, external_id=ev.id, ctx=self.ctx, started=started,
                      event={"kind": ev.kind, "path": ev.id, "dest": None})
         return out
 
-    def _apply(self, ev: Event, rep: SyncReport | None) -> Outcome:
+    def _apply(self, ev: Event, rep: SyncReport | None, defer: bool) -> "Outcome | Pending":
         store, row = self.store, self.store.get_doc(self.source, ev.id)
+        stale = self.pipeline.stale(row, ev.seq)
+        if stale is not None:
+            return stale
         if ev.kind == DELETE:
             if row is None:
-                return Outcome(Action.MISSING)
+                return Outcome("missing")
             store.delete(row["doc_id"])
-            return Outcome(Action.DELETED, row["doc_id"])
+            return Outcome("deleted", row["doc_id"])
         if ev.kind == ACL_CHANGE and row is not None:
             acl = self.connector.acl(ev.id)
             if acl.version == row["acl_version"]:
-                return Outcome(Action.SKIPPED, row["doc_id"])
+                return Outcome("skipped", row["doc_id"])
             store.set_acl(row["doc_id"], acl)
-            return Outcome(Action.ACL, row["doc_id"])
-        with self.pipeline._stage("fetch"):
+            return Outcome("acl", row["doc_id"])
+        with self.pipeline.stage("fetch"):
             doc = self.connector.fetch(ev.id)
         if doc is None:  # gone by the time we looked
             if row is not None:
                 store.delete(row["doc_id"])
-                return Outcome(Action.DELETED, row["doc_id"])
-            return Outcome(Action.MISSING)
-        if row is not None and row["content_version"] == doc.version:
-            done = []
-            if row["uri"] != doc.uri:
-                store.move(row["doc_id"], ev.id, doc.uri)
-                done.append(Action.MOVED)
-            if row["acl_version"] != doc.acl.version:
-                store.set_acl(row["doc_id"], doc.acl)
-                done.append(Action.ACL)
-            return Outcome(done[0] if len(done) == 1 else Action.MOVED if done else Action.SKIPPED, row["doc_id"],
-                           detail="+".join(done) or None)
-        doc_id = row["doc_id"] if row else new_doc_id(store, self.source, ev.id)
-        base = DocRecord(doc_id=doc_id, source=self.source, external_id=ev.id, uri=doc.uri, mime=None,
-                         size=doc.size, mtime_ns=doc.mtime_ns, content_version=doc.version, acl=doc.acl)
-        if doc.size is not None and doc.size > MAX_FILE_BYTES:
-            return self.pipeline._fail(base, "too-large", f"{doc.size} bytes is over the {MAX_FILE_BYTES} byte "
-                                       "limit", status="quarantined")
-        tmp = tempfile.mkdtemp(prefix="ingest-dms-")  # 0700: private to this user
-        try:
-            name = _UNSAFE.sub("_", os.path.basename(doc.name)).lstrip(".") or "document"
-            path = os.path.join(tmp, name[-120:])
-            with self.pipeline._stage("fetch"):
-                size = self._download(doc, path)
-            if rep is not None:
-                rep.downloads += 1
-            if size > MAX_FILE_BYTES:
-                return self.pipeline._fail(base, "too-large", f"over the {MAX_FILE_BYTES} byte limit",
-                                           status="quarantined")
-            base.size = size
-            return self.pipeline._index(base, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+                return Outcome("deleted", row["doc_id"])
+            return Outcome("missing")
+        if sidecar_main(doc.name) is not None:
+            return Outcome("ignored", detail="a labels sidecar")
+        stale = self.pipeline.stale(row, doc.mtime_ns)  # an older state than indexed (a lagging replica)
+        if stale is not None:
+            return stale
+        return self.pipeline.document(self.source, ev.id, self._fetched(doc, rep), row, defer=defer)
 
-    @staticmethod
-    def _download(doc, path: str) -> int:
-        n = 0
-        with doc.open() as src, open(path, "wb") as dst:
-            while block := src.read(1 << 20):
-                n += len(block)
-                if n > MAX_FILE_BYTES:
-                    break
-                dst.write(block)
-        return n
+    def _fetched(self, doc: RawDocument, rep: SyncReport | None) -> Fetched:
+        name = _UNSAFE.sub("_", os.path.basename(doc.name)).lstrip(".")[-120:] or "document"
+
+        def copy_to(dest: str | None, max_bytes: int) -> str:
+            if dest is not None:
+                with self.pipeline.stage("fetch"):
+                    _download(doc, dest, max_bytes)
+                if rep is not None:
+                    rep.downloads += 1
+            return doc.version
+
+        return Fetched(uri=doc.uri, acl=doc.acl, size=doc.size, mtime_ns=doc.mtime_ns, copy_to=copy_to, path=name,
+                       labels=list(doc.labels), label_error=doc.label_error, version=doc.version, seq=doc.mtime_ns)
+
+
+def _download(doc: RawDocument, path: str, max_bytes: int) -> int:
+    """The bytes into ``path`` (a new private file), at most ``max_bytes`` (:class:`TooLarge`)."""
+    n = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with doc.open() as src, os.fdopen(fd, "wb") as dst:
+        while block := src.read(1 << 20):
+            n += len(block)
+            if n > max_bytes:
+                raise TooLarge(f"over the {max_bytes} byte limit")
+            dst.write(block)
+    return n
 
 
 def sync_source(store_url: str | None, name: str, cfg: dict, *, prune: bool = False, acl: bool = False,
@@ -203,5 +240,5 @@ def sync_source(store_url: str | None, name: str, cfg: dict, *, prune: bool = Fa
     if acl:
         n = sync.acl_sync()
         if n:
-            rep.outcomes[Action.ACL] = rep.outcomes.get(Action.ACL, 0) + n
+            rep.outcomes["acl"] = rep.outcomes.get("acl", 0) + n
     return rep

@@ -20,6 +20,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from acl.model import ACL
 
@@ -29,7 +30,7 @@ from ingest.pipeline.budget import Budget, OutOfTime, Requeue, is_soft_timeout
 from ingest.obs import trace
 from ingest.obs.clock import Clock, merged
 from ingest.sources.base import DELETE, MOVE, RESCAN, UPSERT, ChangeEvent, folder_source, store_rel  # noqa: F401
-from ingest.stores.base import Action, ChunkRecord, DocRecord, ModelChanged
+from ingest.stores.base import ChunkRecord, DocRecord, ModelChanged
 
 log = logging.getLogger("ingest.pipeline.document")
 
@@ -109,21 +110,50 @@ def _row_versions(row) -> tuple | None:
     return None if row is None else (row["content_version"], row["acl_version"], row["size"], row["mtime_ns"])
 
 
+class TooLarge(ValueError):
+    """The bytes a connector sent are over ``MAX_FILE_BYTES`` (the document is quarantined)."""
+
+
+@dataclass
+class Fetched:
+    """One document as its connector read it: what decide, extract and apply need, the same
+    for a folder (read through one descriptor, ``ingest.sources.safefs``) and a DMS (downloaded).
+
+    ``copy_to(dest, max_bytes) -> content version`` writes the bytes to ``dest``, a new private
+    file (``dest`` None: only hash them); over ``max_bytes`` it raises ``ValueError``
+    (:class:`TooLarge`: quarantined as too large)."""
+    uri: str
+    acl: ACL
+    size: int | None
+    mtime_ns: int | None
+    copy_to: Callable[[str | None, int], str]
+    path: str  # what the parser's copy is named after, and what the passwords' globs are matched against
+    labels: list = field(default_factory=list)
+    label_error: str | None = None  # the labels could not be read: the document fails with bad-labels
+    version: str | None = None  # the source's revision (DMS etag); None: the content hash decides
+    seq: int | None = None  # the source's ordering stamp of this state (folder ctime_ns, DMS mtime), kept as
+    # source_seq: a task for an older state is dropped as stale
+    same: Callable[[], bool] | None = None  # batched apply: is the source still in the state that was read?
+
+
 @dataclass
 class Pending:
     """A document extracted and chunked, waiting for vectors (batched across documents)."""
+    held: list = field(default_factory=list)  # its children's store writes, applied with it (store.unit)
     doc: DocRecord
     chunks: list
     parsed: int
     embedded: int  # by its child documents
-    root: str
-    rel: str
-    stat: tuple  # (size, mtime_ns, dev, ino) when it was read
-    row: tuple | None  # the registry row's versions when it was read
+    key: tuple = ()  # (source, external id): the registry row and lock it is applied under
+    row: tuple | None = None  # the registry row's versions when it was read
+    same: Callable[[], bool] | None = None  # see Fetched.same
+    redo: Callable[[], Outcome] | None = None  # changed meanwhile: the ordinary path, one document
     fresh: set = field(default_factory=set)  # chunk text hashes not in the embedding cache
     elements: list | None = None  # what was chunked (to chunk again if the model is switched meanwhile)
     timings: dict = field(default_factory=dict)
-    held: list = field(default_factory=list)  # its children's store writes, applied with it (store.unit)
+    seq: int | None = None  # the source's ordering stamp of what was read (recorded once applied)
+    event: object = None  # the change it came from (for its trace)
+    started: float = 0.0  # when its change began (time.time())
 
 
 class Pipeline:
@@ -204,7 +234,7 @@ class Pipeline:
         finally:
             self._clocks.pop()
 
-    def _stage(self, name: str):
+    def stage(self, name: str):
         return self._clocks[-1].stage(name) if self._clocks else nullcontext()
 
     def _lap(self, name: str | None) -> None:
@@ -299,7 +329,7 @@ class Pipeline:
                     if is_transient(e) or is_soft_timeout(e):
                         raise
                     log.exception("change %s %s failed", ev.kind, ev.path)
-                    o = Outcome(Action.ERROR, detail=f"internal-error: {type(e).__name__}: {e}")
+                    o = Outcome("error", detail=f"internal-error: {type(e).__name__}: {e}")
                 if isinstance(o, Pending):
                     pending.append((i, ev, o))
                 else:
@@ -307,31 +337,15 @@ class Pipeline:
                     outs.append(o)
                     done.add(i)
             if pending:
-                texts = [c.embed_text for _, _, p in pending for c in p.chunks]
-                hashes = [c.embed_hash for _, _, p in pending for c in p.chunks]
-                t0 = time.perf_counter()
-                try:
-                    vecs, _ = self.vectors(texts, hashes, label=f"{len(pending)} document(s)")
-                    by_hash = dict(zip(hashes, vecs))
-                except OutOfTime:  # apply the documents whose vectors are all there
-                    by_hash = self.store.cached_vectors(self.embedder.model_id, list(set(hashes)))
-                share = (time.perf_counter() - t0) / max(1, len(hashes))  # one call: each document its share
-                counted: set[str] = set()
-                for i, ev, p in pending:
-                    if any(c.embed_hash not in by_hash for c in p.chunks):
-                        continue  # not embedded in time: it goes back to the queue
-                    try:
-                        with self.clocked() as c:
-                            o = self._apply_pending(p, by_hash, counted)
-                        o.timings = merged(p.timings, {"embed": share * len(p.chunks)}, c.stages, o.timings)
-                    except Exception as e:
-                        if is_transient(e) or is_soft_timeout(e):
-                            raise
-                        log.exception("change %s %s failed", ev.kind, ev.path)
-                        o = Outcome(Action.ERROR, p.doc.doc_id, detail=f"internal-error: {type(e).__name__}: {e}")
-                    self._log(ev, [o], batch, ctx, started)
+                evs = {id(p): ev for _, ev, p in pending}
+                index = {id(p): i for i, _, p in pending}
+
+                def applied(p: Pending, o: Outcome) -> None:
+                    self._log(evs[id(p)], [o], batch, ctx, started)
                     outs.append(o)
-                    done.add(i)
+                    done.add(index[id(p)])
+
+                self.apply_batch([p for _, _, p in pending], applied)
         except Exception as e:
             if not (isinstance(e, OutOfTime) or is_soft_timeout(e)):
                 raise
@@ -343,23 +357,51 @@ class Pipeline:
             raise Requeue([events[i] for i in left], [versions[i] for i in left], outs=outs)
         return outs
 
+    def apply_batch(self, pending: list[Pending], applied: Callable[[Pending, Outcome], None]) -> None:
+        """Embed the new chunks of several documents in one call, then apply each (one transaction
+        each), calling ``applied(p, outcome)`` as each is done. A document whose vectors did not fit
+        the time is left out (it goes back to the queue); a fault of one is recorded for it and the
+        others go on; a transient fault (store unreachable) propagates."""
+        from ingest.pipeline.faults import is_transient
+
+        texts = [c.embed_text for p in pending for c in p.chunks]
+        hashes = [c.embed_hash for p in pending for c in p.chunks]
+        t0 = time.perf_counter()
+        try:
+            vecs, _ = self.vectors(texts, hashes, label=f"{len(pending)} document(s)")
+            by_hash = dict(zip(hashes, vecs))
+        except OutOfTime:  # apply the documents whose vectors are all there
+            by_hash = self.store.cached_vectors(self.embedder.model_id, list(set(hashes)))
+        share = (time.perf_counter() - t0) / max(1, len(hashes))  # one call: each document its share
+        counted: set[str] = set()
+        for p in pending:
+            if any(c.embed_hash not in by_hash for c in p.chunks):
+                continue  # not embedded in time: it goes back to the queue
+            try:
+                with self.clocked() as c:
+                    o = self._apply_pending(p, by_hash, counted)
+                o.timings = merged(p.timings, {"embed": share * len(p.chunks)}, c.stages, o.timings)
+            except Exception as e:
+                if is_transient(e) or is_soft_timeout(e):
+                    raise
+                log.exception("change of %s failed", p.doc.uri)
+                o = Outcome("error", p.doc.doc_id, detail=f"internal-error: {type(e).__name__}: {e}")
+            applied(p, o)
+
     def _apply_pending(self, p: Pending, vectors: dict[str, bytes], counted: set[str]) -> Outcome:
-        source, key = folder_source(p.root), store_rel(p.rel)
+        source, key = p.key
         with self.store.lock(f"{source}\0{key}"):
             row = self.store.get_doc(source, key)
-            try:
-                st = os.stat(os.path.join(p.root, p.rel), follow_symlinks=False)
-                same_file = (st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino) == p.stat
-            except FileNotFoundError:
-                same_file = False
-            if same_file and _row_versions(row) == p.row:
+            if (p.same is None or p.same()) and _row_versions(row) == p.row:
                 embedded = len({c.embed_hash for c in p.chunks if c.embed_hash in p.fresh} - counted)
                 counted.update(c.embed_hash for c in p.chunks)
                 o = self._apply_chunks(p.doc, p.chunks, vectors, parsed=p.parsed,
                                        embedded=p.embedded + embedded, elements=p.elements, held=p.held)
                 o.cached = len(p.chunks) - embedded
+                if p.seq is not None:
+                    self.store.set_source_seq(p.doc.doc_id, p.seq)  # the state read is at least this new
                 return o
-        return self.upsert(p.root, p.rel)  # changed meanwhile: the ordinary path, under its lock
+        return p.redo()  # changed meanwhile: the ordinary path, under its lock
 
     def _log(self, ev: ChangeEvent, out: list[Outcome], batch: str | None, ctx: dict | None = None,
              started: float | None = None) -> None:
@@ -380,25 +422,25 @@ class Pipeline:
         with self.store.lock(f"{source}\0{key}"):
             row = self.store.get_doc(source, key)
             if row is None:
-                return Outcome(Action.MISSING)
+                return Outcome("missing")
             if is_regular_file(os.path.join(root, rel)):  # came back before we ran (a link or FIFO is no file)
-                return Outcome(Action.SKIPPED, row["doc_id"], detail="file exists again")
+                return Outcome("skipped", row["doc_id"], detail="file exists again")
             self.store.delete(row["doc_id"])
-            return Outcome(Action.DELETED, row["doc_id"])
+            return Outcome("deleted", row["doc_id"])
 
     def move(self, root: str, old: str, new: str) -> Outcome:
         source, ko, kn = folder_source(root), store_rel(old), store_rel(new)
         with self.store.lock(f"{source}\0{ko}", f"{source}\0{kn}"):
             row = self.store.get_doc(source, ko)
             if row is None:
-                return Outcome(Action.MISSING, detail=f"{ko} not indexed; treated as new")
+                return Outcome("missing", detail=f"{ko} not indexed; treated as new")
             if os.path.lexists(os.path.join(root, old)):
-                return Outcome(Action.SKIPPED, row["doc_id"], detail="source path still exists")
+                return Outcome("skipped", row["doc_id"], detail="source path still exists")
             target = self.store.get_doc(source, kn)
             if target is not None and target["doc_id"] != row["doc_id"]:
                 self.store.delete(target["doc_id"])  # the move replaced another document
             self.store.move(row["doc_id"], kn, file_uri(root, new))
-            return Outcome(Action.MOVED, row["doc_id"], detail=f"{ko} -> {kn}")
+            return Outcome("moved", row["doc_id"], detail=f"{ko} -> {kn}")
 
     def upsert(self, root: str, rel: str, *, defer: bool = False, version: int | None = None) -> "Outcome | Pending":
         """``defer``: stop before embedding and return a :class:`Pending` for ``handle_many``.
@@ -409,23 +451,30 @@ class Pipeline:
             main = next(rel[:-len(x)] for x in SIDECAR_SUFFIXES if rel.lower().endswith(x))
             if os.path.lexists(os.path.join(root, main)):
                 return self.upsert(root, main, defer=defer)
-            return Outcome(Action.IGNORED, detail=f"labels sidecar of missing {main}")
+            return Outcome("ignored", detail=f"labels sidecar of missing {main}")
         with self.clocked() as c:
             out = self._upsert(root, rel, defer, version)
         out.timings = merged(c.stages, out.timings)
         return out
 
+    def stale(self, row: dict | None, seq: int | None) -> Outcome | None:
+        """A task made for an older state than the registry's (``seq`` under its ``source_seq``)
+        is dropped as ``stale``; else None."""
+        have = row.get("source_seq") if row is not None else None
+        if seq is not None and have is not None and seq < have:
+            return Outcome("stale", row["doc_id"], detail=f"version {seq} is older than the indexed {have}")
+        return None
+
     def _upsert(self, root: str, rel: str, defer: bool, version: int | None) -> "Outcome | Pending":
         from ingest.sources.safefs import NotRegular, open_source
 
         source, key = folder_source(root), store_rel(rel)
-        path = os.path.join(root, rel)
         with self.store.lock(f"{source}\0{key}"):
             self._lap(None)  # waiting for the lock is no stage
             row = self.store.get_doc(source, key)
-            seq = row.get("source_seq") if row is not None else None
-            if version is not None and seq is not None and version < seq:
-                return Outcome(Action.STALE, row["doc_id"], detail=f"version {version} is older than the indexed {seq}")
+            stale = self.stale(row, version)
+            if stale is not None:
+                return stale
             try:
                 sf = open_source(root, rel)  # the one descriptor everything below is read from
             except (FileNotFoundError, NotRegular) as e:
@@ -433,8 +482,8 @@ class Pipeline:
                 what = "not a regular file" if isinstance(e, NotRegular) else None
                 if row is not None:
                     self.store.delete(row["doc_id"])
-                    return Outcome(Action.DELETED, row["doc_id"], detail=what and f"{what}: {e}")
-                return Outcome(Action.IGNORED, detail=f"{what}: {e}") if what else Outcome(Action.MISSING)
+                    return Outcome("deleted", row["doc_id"], detail=what and f"{what}: {e}")
+                return Outcome("ignored", detail=f"{what}: {e}") if what else Outcome("missing")
             except (OSError, ValueError) as e:
                 doc_id = row["doc_id"] if row else new_doc_id(self.store, source, key)
                 base = DocRecord(doc_id=doc_id, source=source, external_id=key, uri=file_uri(root, rel), mime=None,
@@ -442,55 +491,71 @@ class Pipeline:
                                  acl=ACL.unknown(f"cannot open {key}: {getattr(e, 'strerror', None) or e}"))
                 return self._fail(base, "unreadable", f"cannot open file: {getattr(e, 'strerror', None) or e}")
             with sf:
-                out = self._upsert_stat(source, root, rel, key, path, row, sf, defer)
-            doc_id = out.doc.doc_id if isinstance(out, Pending) else out.doc_id
-            if doc_id is not None:
-                self.store.set_source_seq(doc_id, sf.st.st_ctime_ns)  # the state read is at least this new
+                out = self.document(source, key, _folder_fetched(sf, root, rel), row, defer=defer)
+            if isinstance(out, Pending):
+                out.redo = lambda: self.upsert(root, rel)
             return out
 
-    def _upsert_stat(self, source: str, root: str, rel: str, key: str, path: str, row: dict | None, sf,
-                     defer: bool) -> "Outcome | Pending":
-        st = sf.st
-        acl = sf.acl()
-        try:
-            labels, label_error = source_labels_at(sf.dir_fd, sf.name, sf.fd, origin=sf.rel), None
-        except (ValueError, OSError) as e:
-            labels, label_error = [], str(e)
-        relabel = row is not None and json.loads(row.get("source_labels") or "[]") != labels
-        if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns and not relabel:
-            if row["acl_version"] == acl.version:
-                return Outcome(Action.SKIPPED, row["doc_id"])
-            self.store.set_acl(row["doc_id"], acl)
-            return Outcome(Action.ACL, row["doc_id"])
+    def document(self, source: str, key: str, f: Fetched, row: dict | None, *,
+                 defer: bool = False) -> "Outcome | Pending":
+        """The one per-document path, for every source (call it under the document's lock):
+        decide (skip | move | ACL-only | touch | content), then extract, quality, classify, chunk,
+        embed and apply. ``defer``: stop before embedding and return a :class:`Pending`
+        (:meth:`apply_batch` embeds many documents' chunks together).
+
+        Decide, cheapest first: the source's revision (DMS), else size and mtime (folder), unchanged
+        with the same labels -> a move (other URI) and/or an ACL-only update, else skipped; then, for
+        a folder, the content hash: unchanged -> an ACL update or a touch, never a parse."""
+        relabel = row is not None and json.loads(row.get("source_labels") or "[]") != f.labels
+        unchanged = row is not None and not relabel and (
+            row["content_version"] == f.version if f.version is not None
+            else (row["size"], row["mtime_ns"]) == (f.size, f.mtime_ns))
+        if unchanged:
+            done = []
+            if row["uri"] != f.uri:
+                self.store.move(row["doc_id"], key, f.uri)
+                done.append("moved")
+            if row["acl_version"] != f.acl.version:
+                self.store.set_acl(row["doc_id"], f.acl)
+                done.append("acl")
+            out = Outcome(done[0] if len(done) == 1 else "moved" if done else "skipped", row["doc_id"],
+                          detail="+".join(done) if len(done) > 1 else None)
+            return self._seq(out, f)
         doc_id = row["doc_id"] if row else new_doc_id(self.store, source, key)
-        base = DocRecord(doc_id=doc_id, source=source, external_id=key, uri=file_uri(root, rel), mime=None,
-                         size=st.st_size, mtime_ns=st.st_mtime_ns, content_version=None, acl=acl,
-                         source_labels=labels)
-        if label_error:
-            return self._fail(base, "bad-labels", label_error)
-        if st.st_size > MAX_FILE_BYTES:
-            return self._fail(base, "too-large", f"{st.st_size} bytes is over the {MAX_FILE_BYTES} byte limit",
-                              status="quarantined")
-        try:
-            version = sf.sha256(MAX_FILE_BYTES)
-        except ValueError as e:  # grew past the limit, or was swapped while being opened
-            return self._fail(base, "unreadable", f"cannot read file: {e}")
-        except OSError as e:
-            return self._fail(base, "unreadable", f"cannot read file: {e.strerror}")
-        base.content_version = version
-        self._lap("fetch")  # stat, permissions, content hash
-        if row is not None and row["content_version"] == version and not relabel:
-            if row["acl_version"] != acl.version:
-                self.store.set_acl(doc_id, acl, size=st.st_size, mtime_ns=st.st_mtime_ns)
-                return Outcome(Action.ACL, doc_id, detail="content unchanged")
-            self.store.touch(doc_id, st.st_size, st.st_mtime_ns)
-            return Outcome(Action.TOUCHED, doc_id)
-        if not defer:
-            return self._index(base, path, src=sf)
-        out = self._index(base, path, defer=True, src=sf)
+        base = DocRecord(doc_id=doc_id, source=source, external_id=key, uri=f.uri, mime=None,
+                         size=f.size, mtime_ns=f.mtime_ns, content_version=f.version, acl=f.acl,
+                         source_labels=list(f.labels))
+        if f.label_error:
+            return self._seq(self._fail(base, "bad-labels", f.label_error), f)
+        if f.size is not None and f.size > MAX_FILE_BYTES:
+            return self._seq(self._fail(base, "too-large", f"{f.size} bytes is over the {MAX_FILE_BYTES} byte "
+                                        "limit", status="quarantined"), f)
+        if f.version is None:
+            try:
+                base.content_version = f.copy_to(None, MAX_FILE_BYTES)  # hash only
+            except ValueError as e:  # grew past the limit, or was swapped while being opened
+                return self._seq(self._fail(base, "unreadable", f"cannot read file: {e}"), f)
+            except OSError as e:
+                return self._seq(self._fail(base, "unreadable", f"cannot read file: {e.strerror}"), f)
+            self._lap("fetch")  # stat, permissions, content hash
+            if row is not None and row["content_version"] == base.content_version and not relabel:
+                if row["acl_version"] != f.acl.version:
+                    self.store.set_acl(doc_id, f.acl, size=f.size, mtime_ns=f.mtime_ns)
+                    return self._seq(Outcome("acl", doc_id, detail="content unchanged"), f)
+                self.store.touch(doc_id, f.size, f.mtime_ns)
+                return self._seq(Outcome("touched", doc_id), f)
+        out = self._index(base, f.path, defer=defer, src=f)
         if isinstance(out, Pending):
-            out.root, out.rel, out.row = root, rel, _row_versions(row)
-            out.stat = (st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+            out.key, out.row, out.same = (source, key), _row_versions(row), f.same
+        return self._seq(out, f)
+
+    def _seq(self, out: "Outcome | Pending", f: Fetched) -> "Outcome | Pending":
+        if isinstance(out, Pending):  # its row is written when it is applied (apply_batch)
+            out.seq = f.seq
+            return out
+        doc_id = out.doc_id
+        if doc_id is not None and f.seq is not None:
+            self.store.set_source_seq(doc_id, f.seq)  # the state read is at least this new
         return out
 
     # -- the content path -------------------------------------------------------------
@@ -499,14 +564,14 @@ class Pipeline:
         """``held``: the children's writes (:meth:`_children`), which land with this record."""
         message = store_rel(message)  # a parser's message may name a file that is not UTF-8
         doc.status, doc.error_code, doc.error = status, code, message
-        with self._stage("store"), self.store.unit(held):
+        with self.stage("store"), self.store.unit(held):
             self.store.record_failure(doc)
-        return Outcome(Action.ERROR, doc.doc_id, parsed=parsed, detail=f"{code}: {message}")
+        return Outcome("error", doc.doc_id, parsed=parsed, detail=f"{code}: {message}")
 
     def _index(self, doc: DocRecord, path: str, depth: int = 0, *, defer: bool = False,
                src=None) -> "Outcome | Pending":
-        """``src``: the :class:`~ingest.sources.safefs.SourceFile` ``path`` was opened as; the
-        parser then reads a private copy of that descriptor's content, never ``path``."""
+        """``src``: the :class:`Fetched` document at ``path``; the parser then reads a private copy of
+        its content (for a folder, of the descriptor it was opened as), never ``path``."""
         workdir = tempfile.mkdtemp(prefix="ingest-parse-")  # child documents' bytes, private
         try:
             parse_path = path
@@ -515,6 +580,8 @@ class Pipeline:
                 parse_path = os.path.join(workdir, "source", os.path.basename(path))
                 try:
                     doc.content_version = src.copy_to(parse_path, MAX_FILE_BYTES)  # what is parsed is what is versioned
+                except TooLarge as e:
+                    return self._fail(doc, "too-large", str(e), status="quarantined")
                 except ValueError as e:
                     return self._fail(doc, "unreadable", f"cannot read file: {e}")
                 except OSError as e:
@@ -523,7 +590,7 @@ class Pipeline:
             try:
                 out = self._index_in(doc, parse_path, depth, Path(workdir), source_path=path)
                 if isinstance(out, Pending) and not defer:
-                    with self._stage("embed"):
+                    with self.stage("embed"):
                         vecs, _ = self.vectors([c.embed_text for c in out.chunks],
                                                [c.embed_hash for c in out.chunks], label=doc.uri)
                     n_chunks, n_fresh = len(out.chunks), len(out.fresh)
@@ -591,7 +658,7 @@ class Pipeline:
         ctx = ExtractContext(workdir=workdir, depth=depth, passwords=self.passwords,
                              source_path=source_path or path)
         try:
-            with self._stage("extract"):
+            with self.stage("extract"):
                 ex = self._extract(path, ctx)
         except ExtractionError as e:
             if e.code == "encrypted" and self.passwords_error:  # it may have held this one's password
@@ -602,7 +669,7 @@ class Pipeline:
         # children first: the parent's version is recorded only once they are all done
         with self.store.hold() as held:  # they land with this document, in one transaction
             kid_parsed, kid_embedded = self._children(doc, ex.children, depth)
-        with self._stage("quality"):
+        with self.stage("quality"):
             report = assess(ex)
         doc.quality = report.to_dict()
         if report.language and "language" not in doc.metadata:
@@ -622,14 +689,13 @@ class Pipeline:
             return self._fail(doc, "policy-skip", f"label {cls.skip} has the policy skip", parsed=1 + kid_parsed,
                               status="quarantined", held=held)
         self._follow_active_model()
-        with self._stage("chunk"):
+        with self.stage("chunk"):
             chunks = self.chunker.chunk(cls.elements)
         if not chunks:
             return self._fail(doc, "no-text", "the document has no extractable text", parsed=1 + kid_parsed,
                               status="quarantined", held=held)
-        p = Pending(doc, chunks, parsed=1 + kid_parsed, embedded=kid_embedded, root="", rel="", stat=(0, 0),
-                    row=None, elements=cls.elements, held=held)
-        with self._stage("embed"):
+        p = Pending(doc, chunks, parsed=1 + kid_parsed, embedded=kid_embedded, elements=cls.elements, held=held)
+        with self.stage("embed"):
             p.fresh = self.uncached({c.embed_hash for c in chunks})
         return p
 
@@ -643,14 +709,14 @@ class Pipeline:
         notes: list[str] = []
         for attempt in range(3):
             model_id, settings = self.embedder.model_id, self.chunker.settings
-            with self._stage("entities"):
+            with self.stage("entities"):
                 ents, notes = self.entities(chunks, (doc.quality or {}).get("language"))
             records = [ChunkRecord(chunk_id(doc.doc_id, c.index, c.text_hash), c.index, c.text, c.text_hash,
                                    c.tokens, c.page, c.section, vectors[c.embed_hash], settings, model_id,
                                    c.context, ents.get(c.text_hash, {}))
                        for c in chunks]
             try:
-                with self._stage("store"), self.store.unit(held):
+                with self.stage("store"), self.store.unit(held):
                     self.store.apply(doc, records)
                 break
             except ModelChanged:
@@ -660,7 +726,7 @@ class Pipeline:
                 chunks = self.chunker.chunk(elements)
                 vecs, computed = self.vectors([c.embed_text for c in chunks], [c.embed_hash for c in chunks])
                 vectors, embedded = dict(zip((c.embed_hash for c in chunks), vecs)), embedded + computed
-        return Outcome(Action.INDEXED, doc.doc_id, parsed=parsed, embedded=embedded, chunks=len(chunks), notes=notes)
+        return Outcome("indexed", doc.doc_id, parsed=parsed, embedded=embedded, chunks=len(chunks), notes=notes)
 
     def _children(self, parent: DocRecord, children, depth: int) -> tuple[int, int]:
         """Index a container's members as documents ``<parent>!<member>`` that inherit its
@@ -735,3 +801,25 @@ class Pipeline:
                 log.warning("embedding %s: %d/%d chunks (%.0f chunks/s)", label or "", k + len(piece), len(hs),
                             (k + len(piece)) / max(1e-6, last_note - t_start))
         return [have[h] for h in hashes], len(missing)
+
+
+def _folder_fetched(sf, root: str, rel: str) -> Fetched:
+    """A folder file as the pipeline takes it: everything from the one descriptor ``sf``
+    (:class:`ingest.sources.safefs.SourceFile`: type, ACL, labels, bytes)."""
+    st = sf.st
+    try:
+        labels, label_error = source_labels_at(sf.dir_fd, sf.name, sf.fd, origin=sf.rel), None
+    except (ValueError, OSError) as e:
+        labels, label_error = [], str(e)
+
+    def same() -> bool:
+        try:
+            now = os.stat(os.path.join(root, rel), follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return (now.st_size, now.st_mtime_ns, now.st_dev, now.st_ino) == (st.st_size, st.st_mtime_ns, st.st_dev,
+                                                                          st.st_ino)
+
+    return Fetched(uri=file_uri(root, rel), acl=sf.acl(), size=st.st_size, mtime_ns=st.st_mtime_ns,
+                   copy_to=sf.copy_to, path=os.path.join(root, rel), labels=labels, label_error=label_error,
+                   seq=st.st_ctime_ns, same=same)

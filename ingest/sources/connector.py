@@ -50,6 +50,8 @@ class Event:
     id: str  # the DMS item id
     path: str | None = None  # display path when the change feed gives it
     version: str | None = None  # etag/revision when the change feed gives it
+    seq: int | None = None  # the item's modification time (ns) when the feed gives it: an event for an
+    # older state than indexed is dropped as stale
 
 
 @dataclass
@@ -63,6 +65,8 @@ class RawDocument:
     mtime_ns: int | None = None
     metadata: dict = field(default_factory=dict)
     content: bytes | None = None
+    labels: list = field(default_factory=list)  # source labels (label sidecars: ``<name>.labels[.json]``)
+    label_error: str | None = None  # the labels could not be read (the document fails with bad-labels)
     opener: Callable[[], IO[bytes]] | None = None  # a stream of the bytes (downloads lazily)
 
     def open(self) -> IO[bytes]:
@@ -83,6 +87,38 @@ class Connector(Protocol):
     def fetch(self, ref: str) -> RawDocument | None: ...
     def list_ids(self) -> set[str]: ...
     def acl(self, ref: str) -> ACL: ...
+
+
+# -- labels sidecars, as a folder has them ----------------------------------------------------
+def sidecar_labels(read, path: str) -> tuple[list[str], str | None]:
+    """(labels, error) from the sidecars of the item at ``path`` (``<path>.labels``,
+    ``<path>.labels.json``), as a folder file has them. ``read(sidecar path, limit)`` returns the
+    sidecar's bytes (at most ``limit`` + 1), or None when there is none. A sidecar over the limit or
+    unparsable is an error (the document fails with ``bad-labels``), never silently no labels."""
+    from ingest.pipeline.classify import SIDECAR_SUFFIXES, parse_sidecar
+    from ingest.sources.safefs import MAX_SIDECAR_BYTES
+
+    labels: list[str] = []
+    try:
+        for suffix in SIDECAR_SUFFIXES:
+            data = read(path + suffix, MAX_SIDECAR_BYTES)
+            if data is None:
+                continue
+            if len(data) > MAX_SIDECAR_BYTES:
+                raise ValueError(f"{path}{suffix}: over the {MAX_SIDECAR_BYTES} byte limit for labels")
+            labels += parse_sidecar(data, path + suffix)
+    except (ValueError, ConnectorError) as e:
+        return [], str(e)
+    return list(dict.fromkeys(labels)), None
+
+
+def sidecar_main(path: str | None) -> str | None:
+    """For a labels sidecar's path, the path of the item it labels; else None."""
+    from ingest.pipeline.classify import SIDECAR_SUFFIXES
+
+    if not path:
+        return None
+    return next((path[:-len(x)] for x in SIDECAR_SUFFIXES if path.lower().endswith(x)), None)
 
 
 # -- ACL helpers shared by the adapters ------------------------------------------------------

@@ -42,6 +42,8 @@ def _gone(root: str, rel: str) -> bool:
 
 
 def reconcile(store, root: str, subtree: str = "") -> list[ChangeEvent]:
+    from ingest.sources.safefs import open_source
+
     root = os.path.abspath(root)
     source = folder_source(root)
     known = {k: v for k, v in store.docs_for_source(source).items() if _under(k, subtree)}
@@ -62,7 +64,7 @@ def reconcile(store, root: str, subtree: str = "") -> list[ChangeEvent]:
         st = os.lstat(start)
         if stat.S_ISREG(st.st_mode):  # a link to a file is not that file
             seen[subtree] = st
-    # the store keys a name that is not UTF-8 by its escaped form (ingest.pipeline.document.store_rel)
+    # the store keys a name that is not UTF-8 by its escaped form (ingest.sources.base.store_rel)
     names = {store_rel(rel): rel for rel in seen}
     seen = {store_rel(rel): st for rel, st in seen.items()}
 

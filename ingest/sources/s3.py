@@ -33,7 +33,7 @@ import posixpath
 from acl.model import ACL, EVERYONE, group_token, user_token
 
 from ingest.sources.connector import (ACL_CHANGE, DELETE, UPSERT, ConnectorError, CursorExpired, Event, ListingError,
-                        RawDocument, configured_acl, credential)
+                                      RawDocument, configured_acl, credential, sidecar_labels)
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 AUTH_USERS = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
@@ -174,14 +174,35 @@ class S3Connector:
         version = head.get("VersionId") if head.get("VersionId") not in (None, "null") else head["ETag"].strip('"')
         kw = {"VersionId": head["VersionId"]} if head.get("VersionId") not in (None, "null") else {}
         endpoint = (self.cfg.get("endpoint_url") or "https://s3.amazonaws.com").rstrip("/")
+        labels, label_error = sidecar_labels(self._read_sidecar, ref)
         return RawDocument(id=ref, name=posixpath.basename(ref), uri=f"{endpoint}/{self.bucket}/{ref}",
                            version=version, acl=self._acl(ref), size=head.get("ContentLength"),
+                           labels=labels, label_error=label_error,
                            mtime_ns=_ns(head["LastModified"]), metadata={"etag": head["ETag"].strip('"')},
                            opener=lambda: self._call("GetObject", self.client.get_object, Bucket=self.bucket,
                                                      Key=ref, **kw)["Body"])
 
     def acl(self, ref: str) -> ACL:
         return self._acl(ref)
+
+    def ref_at(self, path: str) -> str | None:
+        """The id of the item at ``path`` (a key is its own id)."""
+        return path
+
+    def _read_sidecar(self, key: str, limit: int) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        if self._items and key not in self._items:  # the listing says there is none
+            return None
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{limit}")["Body"]
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code")
+            if code in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise ConnectorError(f"source {self.name}: GetObject {key}: {code}") from None
+        with body:
+            return body.read(limit + 1)
 
 
 def _ns(dt) -> int:

@@ -34,8 +34,9 @@ from email.utils import parsedate_to_datetime
 
 from acl.model import ACL
 
-from ingest.sources.connector import (ACL_CHANGE, DELETE, UPSERT, ConnectorError, CursorExpired, Event, HTTPError, Http,
-                        ListingError, RawDocument, configured_acl, credential, tokens_acl)
+from ingest.sources.connector import (ACL_CHANGE, DELETE, UPSERT, ConnectorError, CursorExpired, Event, HTTPError,
+                                      Http, ListingError, RawDocument, configured_acl, credential, sidecar_labels,
+                                      tokens_acl)
 
 DAV, OC = "{DAV:}", "{http://owncloud.org/ns}"
 PROPFIND_BODY = (b'<?xml version="1.0" encoding="utf-8"?>'
@@ -62,6 +63,8 @@ class WebDAVConnector:
         self.fallback_acl = cfg.get("acl")
         self._items: dict[str, dict] = {}  # fileid -> {path, etag, perms, owner, size, mtime}
         self._shares: dict[str, list[dict]] | None = None
+        self._by_path: dict[str, str] = {}  # path -> fileid, of the listing _paths_of
+        self._paths_of: dict | None = None
 
     # -- PROPFIND ----------------------------------------------------------------------------
     def _propfind(self, path: str, depth: str) -> list[dict]:
@@ -241,10 +244,26 @@ class WebDAVConnector:
         if it is None:
             return None
         path = it["path"]
+        labels, label_error = sidecar_labels(self._read_sidecar, path)
         return RawDocument(id=ref, name=posixpath.basename(path), uri=self._href(path), version=it["etag"],
+                           labels=labels, label_error=label_error,
                            acl=self._acl_for(it, self._shares_now()), size=it["size"], mtime_ns=it["mtime_ns"],
                            metadata={"path": path, "permissions": it["perms"]},
                            opener=lambda: self.http.open("GET", self._href(path), stream=True))
+
+    def ref_at(self, path: str) -> str | None:
+        """The id of the item at ``path`` in the last listing, or None."""
+        if self._paths_of is not self._items:
+            self._by_path = {it["path"]: fid for fid, it in self._items.items()}
+            self._paths_of = self._items
+        return self._by_path.get(path)
+
+    def _read_sidecar(self, path: str, limit: int) -> bytes | None:
+        if self.ref_at(path) is None:
+            return None
+        resp = self.http.open("GET", self._href(path), headers={"Range": f"bytes=0-{limit}"}, stream=True)
+        with resp:
+            return resp.read(limit + 1)
 
     def acl(self, ref: str) -> ACL:
         it = self._items.get(ref) or self._item(ref)

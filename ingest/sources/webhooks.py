@@ -124,24 +124,20 @@ def _in_window(ts: float, window: float) -> bool:
     return abs(time.time() - ts) <= window
 
 
-_broker: dict[str, str] = {}
+_producers: dict = {}
 
 
 def enqueue_poll(store_url: str | None, source: str) -> None:
-    """One ``ingest.dms_poll`` task for ``source`` on the interactive lane (broker: ``$INGEST_BROKER``,
-    else the embedded SQLite broker beside the store)."""
-    from ingest.stores import store_path
-    from workers.app import app, configure, embedded_broker
+    """One ``ingest.dms_poll`` task for ``source`` on the interactive lane, through the queue's
+    producer (backpressure; coalescing on Redis). Broker: ``workers.app.resolve_broker``."""
+    from workers.app import resolve_broker
+    from workers.lanes import Producer
 
-    url = settings().broker or embedded_broker(store_path(store_url))
-    if _broker.get("url") != url:
-        configure(url)  # queues, serializer, and the SQLite transport's registration
-        _broker["url"] = url
-    with app.connection_for_write(url) as conn:  # this broker, not a pooled connection to an older one
-        from ingest.obs.lanes import queued_header
-
-        app.send_task("ingest.dms_poll", args=[store_url, source], queue="interactive", connection=conn,
-                      headers=queued_header())
+    url = resolve_broker(store_url)
+    producer = _producers.get((store_url, url))
+    if producer is None:
+        producer = _producers[(store_url, url)] = Producer(store_url, url)
+    producer.send_poll(source)
 
 
 class Receiver:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -215,3 +216,24 @@ class VendorServer(_Server):
             return [data]
 
         return self.start_wsgi(app)
+
+
+@contextlib.contextmanager
+def moto_server():
+    """A moto S3 server on a free loopback port, emptied first; yields (url, boto3 client)."""
+    import urllib.request
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        # moto keeps its buckets in this process across server instances: every use starts from none
+        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
+        yield url, boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="k",
+                                aws_secret_access_key="s")
+    finally:
+        server.stop()
