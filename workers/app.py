@@ -51,6 +51,7 @@ def visibility_timeout() -> int:
 
 
 def configure(broker_url: str | None = None) -> Celery:
+    s = settings()
     url = resolve_broker(None, broker_url)
     if app.conf.broker_url and app.conf.broker_url != url and app._pool is not None:
         # another broker than before (tests, tools): drop connections to the old one
