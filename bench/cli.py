@@ -2,6 +2,7 @@
 
     python bench/cli.py                 # 10,000 chunks, 5 cold runs per variant
     python bench/cli.py --runs 5 --chunks 10000
+    python bench/cli.py --no-before    # without the PyTorch-query variant (slow on a loaded machine)
 
 Each run is a fresh ``python -m ingest.cli.main search QUERY --store DB --as everyone`` process
 (a new query each time, so nothing is cached), timed wall clock from spawn to exit; its peak
@@ -67,6 +68,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--base", type=int, default=300, help="real embeddings the synthetic vectors derive from")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-before", action="store_true",
+                    help="skip the 'torch store, torch query' variant (each run imports PyTorch: ~10 s+)")
     a = ap.parse_args(argv)
 
     import numpy as np
@@ -95,6 +98,8 @@ def main(argv=None) -> int:
         "onnx-int8 store": (stores["onnx-int8"], "hybrid", {}),
         "bm25 (no model)": (stores["onnx-int8"], "bm25", {}),
     }
+    if a.no_before:
+        variants.pop("torch store, torch query (before)")
     qi = iter(queries)
     # one untimed run per variant first: builds a missing ONNX file, warms the page cache
     for db, mode, extra in variants.values():
