@@ -23,7 +23,9 @@ Phases, in this order (machines are noisy: everything is compared inside one run
       exactly as a user types it (its own worker is started and loads the model):
       wall time, and the steady-state rate from ``outcomes.ts`` (first -> last).
 
-Ratio = phase A chunks/s / max(R1, R2) chunks/s; target >= 0.7.
+Ratio = phase A chunks/s / max(R1, R2) chunks/s; target >= 1.5 (issue 16: the pipeline runs the
+default backend for new stores, onnx-int8; R1/R2 are always raw sentence-transformers PyTorch
+``encode``, the plain model id; with the torch backend the ratio was 0.71-0.76).
 
   E   (--entities) named entities on vs off, same run: phase A's path (warm worker, ``ingest
       add``) twice more into fresh stores, the worker configured with ``[nlp] entities = false``
@@ -52,7 +54,7 @@ from pathlib import Path
 from _common import (REPO, child_env, cores, ingest_cmd, parse_json_summary, table, timed_cli, verdict,
                      work_dir, write_results)
 
-TARGET_RATIO = 0.7
+TARGET_RATIO = 1.5
 TARGET_ENTITY_COST = 0.15
 WARM_FORMATS = ("docx", "pdf", "md", "txt", "html")
 
@@ -72,6 +74,12 @@ def store_texts(db: Path, source: str | None = None) -> list[str]:
             return [r[0] for r in c.execute("SELECT text FROM chunks ORDER BY rowid")]
         return [r[0] for r in c.execute("SELECT c.text FROM chunks c JOIN documents d ON d.doc_id=c.doc_id"
                                         " WHERE d.source=? ORDER BY c.rowid", (source,))]
+
+
+def _default_model_id() -> str:
+    from ingest.pipeline.embed import default_model_id
+
+    return default_model_id()
 
 
 def raw_encode(texts: list[str], repeats: int = 1) -> dict:
@@ -301,7 +309,9 @@ def main(argv=None) -> int:
     res: dict = {"parameters": {"docs": a.docs, "paragraphs": a.paragraphs, "seed": a.seed,
                                 "raw_repeats": a.raw_repeats,
                                 "worker_concurrency": a.concurrency or "pipeline default",
-                                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}}
+                                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                                "pipeline_model_id": _default_model_id(),
+                                "raw_model_id": "sentence-transformers PyTorch (plain model id)"}}
     with work_dir(keep=a.keep) as work:
         corpus = work / "corpus"
         generate_bench_corpus(corpus, a.docs, seed=a.seed, paragraphs=a.paragraphs)

@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 
 from ingest.config import settings
-from ingest.pipeline.embed import Embedder, embed_threads
+from ingest.pipeline.embed import Embedder, embed_device, embed_threads
 
 log = logging.getLogger("ingest.pipeline.embed")
 
@@ -219,11 +219,10 @@ def providers() -> list:
     """CUDA when ONNX Runtime has it and ``$INGEST_DEVICE`` does not say cpu; else the CPU."""
     import onnxruntime as ort
 
-    dev = settings().device
-    have = ort.get_available_providers()
-    if dev != "cpu" and "CUDAExecutionProvider" in have:
-        idx = dev.split(":", 1)[1] if dev.startswith("cuda:") else "0"
-        return [("CUDAExecutionProvider", {"device_id": int(idx)}), "CPUExecutionProvider"]
+    dev = embed_device()
+    if dev != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+        idx = int(dev.split(":", 1)[1]) if dev and ":" in dev else 0
+        return [("CUDAExecutionProvider", {"device_id": idx}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 

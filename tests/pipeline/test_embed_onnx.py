@@ -225,3 +225,61 @@ def test_reembed_switches_a_torch_store_to_int8(onnx_cache, tmp_path, embedder):
     assert {r[0] for r in store.db.execute("SELECT DISTINCT model_id FROM chunks")} == {INT8}
     hits = Index(store).search("soup", principal="everyone", k=1, mode="vector", audit=False)
     assert hits[0].text.startswith("A recipe")
+
+
+def test_new_stores_take_the_configured_backend_existing_stores_keep_their_model(tmp_path, monkeypatch):
+    from ingest.pipeline.embed import DEFAULT_BACKEND
+    from ingest.stores.sqlite import SQLiteStore
+
+    monkeypatch.delenv("INGEST_EMBED_BACKEND", raising=False)  # conftest pins torch for the other tests
+    assert default_model_id({}) == {"torch": DEFAULT_MODEL, "onnx-int8": INT8}[DEFAULT_BACKEND]
+    monkeypatch.setenv("INGEST_EMBED_BACKEND", "onnx-int8")
+    assert SQLiteStore(tmp_path / "new.db").model_id == INT8
+    SQLiteStore(tmp_path / "old.db", model_id=DEFAULT_MODEL).close()
+    assert SQLiteStore(tmp_path / "old.db").model_id == DEFAULT_MODEL  # kept until `ingest reembed`
+    monkeypatch.setenv("INGEST_EMBED_BACKEND", "torch")
+    assert default_model_id({}) == DEFAULT_MODEL
+
+
+@pytest.mark.parametrize("available, device, want", [
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], None, [("CUDAExecutionProvider", {"device_id": 0}),
+                                                                "CPUExecutionProvider"]),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], "cuda:1", [("CUDAExecutionProvider", {"device_id": 1}),
+                                                                    "CPUExecutionProvider"]),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], "cpu", ["CPUExecutionProvider"]),
+    (["CPUExecutionProvider"], None, ["CPUExecutionProvider"]),
+    (["CPUExecutionProvider"], "cuda", ["CPUExecutionProvider"]),
+])
+def test_cuda_provider_selected_when_onnxruntime_has_it(monkeypatch, available, device, want):
+    import onnxruntime as ort
+
+    from ingest.pipeline.embed_onnx import providers
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: list(available))
+    if device is None:
+        monkeypatch.delenv("INGEST_DEVICE", raising=False)
+    else:
+        monkeypatch.setenv("INGEST_DEVICE", device)
+    assert providers() == want
+
+
+def test_bad_cuda_device_is_a_clear_error(monkeypatch):
+    import onnxruntime as ort
+
+    from ingest.pipeline.embed_onnx import providers
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setenv("INGEST_DEVICE", "cuda:x")
+    with pytest.raises(ValueError, match="INGEST_DEVICE"):
+        providers()
+
+
+def test_intra_op_threads_follow_the_worker_share(onnx_cache, monkeypatch):
+    """Worker processes sharing the cores get one intra-op pool of cores / processes each."""
+    monkeypatch.delenv("INGEST_TORCH_THREADS", raising=False)
+    monkeypatch.setenv("INGEST_EMBED_THREADS", "1")
+    e = _fresh(INT8)
+    opts = e.model.get_session_options()
+    assert opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
+    assert e.model.get_providers() == ["CPUExecutionProvider"] and not e.on_gpu
+    assert e.encode(["one thread"]).shape == (1, 384)
