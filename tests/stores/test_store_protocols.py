@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ingest.stores.base import Store
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STORE_NAMES = {"store", "_store", "primary", "sink_store"}
 PROTOCOL = {m for c in Store.__mro__ for m in vars(c) if not m.startswith("__")}
 WHITE_BOX = {"db", "tx", "path", "kind", "reopen", "EF_SEARCH_MIN"}

@@ -10,7 +10,7 @@ import pytest
 from ingest import config
 from ingest.config import ConfigError, Settings, settings, settings_table
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
