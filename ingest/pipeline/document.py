@@ -139,7 +139,6 @@ class Fetched:
 @dataclass
 class Pending:
     """A document extracted and chunked, waiting for vectors (batched across documents)."""
-    held: list = field(default_factory=list)  # its children's store writes, applied with it (store.unit)
     doc: DocRecord
     chunks: list
     parsed: int
@@ -154,6 +153,7 @@ class Pending:
     seq: int | None = None  # the source's ordering stamp of what was read (recorded once applied)
     event: object = None  # the change it came from (for its trace)
     started: float = 0.0  # when its change began (time.time())
+    held: list = field(default_factory=list)  # its children's store writes, applied with it (store.unit)
 
 
 class Pipeline:
