@@ -167,6 +167,10 @@ class SQLBase:
         """Advance the store's generation (caches keyed by it are dropped)."""
         raise NotImplementedError
 
+    def _outbox(self, db, doc_ids, op: str) -> None:
+        """Queue a change of these documents for the secondary stores (in ``db``'s transaction)."""
+        raise NotImplementedError
+
     def _q(self, sql: str) -> str:
         return sql if self._PH == "%s" else sql.replace("%s", self._PH)
 

@@ -405,13 +405,6 @@ class PostgresStore(UnitMixin, RegistryMixin, LineageMixin, QualityMixin, Facets
             db.execute("UPDATE chunks SET allow_tokens=%s, deny_tokens=%s WHERE doc_id = ANY(%s)", (allow, deny, ids))
             self._outbox(db, ids, "acl")
 
-    def touch(self, doc_id: str, size: int, mtime_ns: int) -> None:
-        """Same content, new stat (e.g. `touch`): remember it so the next scan skips fast."""
-        with self.tx() as db:
-            db.execute("UPDATE documents SET size=%s, mtime_ns=%s, updated_at=%s WHERE doc_id=%s",
-                       (size, mtime_ns, time.time(), doc_id))
-            self._outbox(db, [doc_id], "touch")
-
     def move(self, doc_id: str, external_id: str, uri: str) -> None:
         """A rename: the document keeps its id, chunks and vectors."""
         with self.tx() as db:

@@ -2,11 +2,20 @@
 dialect-specific rest (apply, set_acl, move, delete ...) lives in each store."""
 from __future__ import annotations
 
+import time
+
 from ingest.stores.common import DOC_COLS, SQLBase
 
 
 class RegistryMixin(SQLBase):
     """Shared registry SQL."""
+
+    def touch(self, doc_id: str, size: int, mtime_ns: int) -> None:
+        """Same content, new stat (e.g. `touch`): remember it so the next scan skips fast."""
+        with self.tx() as db:
+            db.execute(self._q("UPDATE documents SET size=%s, mtime_ns=%s, updated_at=%s WHERE doc_id=%s"),
+                       (size, mtime_ns, time.time(), doc_id))
+            self._outbox(db, [doc_id], "touch")
 
     def all_doc_ids(self) -> list[str]:
         return [r["doc_id"] for r in self.db.execute("SELECT doc_id FROM documents ORDER BY doc_id")]

@@ -424,13 +424,6 @@ class SQLiteStore(UnitMixin, SQLiteSearchMixin, RegistryMixin, LineageMixin, Qua
             self._outbox(db, ids, "acl")
             self._bump(db)
 
-    def touch(self, doc_id: str, size: int, mtime_ns: int) -> None:
-        """Same content, new stat (e.g. `touch`): remember it so the next scan skips fast."""
-        with self.tx() as db:
-            db.execute("UPDATE documents SET size=?, mtime_ns=?, updated_at=? WHERE doc_id=?",
-                       (size, mtime_ns, time.time(), doc_id))
-            self._outbox(db, [doc_id], "touch")
-
     def move(self, doc_id: str, external_id: str, uri: str) -> None:
         """A rename: the document keeps its id, chunks and vectors."""
         with self.tx() as db:
