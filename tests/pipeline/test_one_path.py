@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from dms_servers import NextcloudLike, moto_server  # noqa: E402
+from tests.support.dms_servers import NextcloudLike, moto_server
 
 PAN = "4111 1111 1111 1111"  # a test card number (Luhn-valid): redacted by the policy below
 DOCS = {  # name -> (text, labels sidecar or None, readable by everyone)
