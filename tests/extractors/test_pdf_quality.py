@@ -381,7 +381,7 @@ def test_the_default_log_has_no_pypdf_line_and_the_trace_counts_them(tmp_path, p
             "from extractors import extract, sandbox\n"
             "print(sandbox.run(extract, sys.argv[1], label='pdf').third_party_warnings)\n")
     run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                         timeout=120, cwd=Path(__file__).resolve().parent.parent)
+                         timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert run.returncode == 0, run.stderr
     assert int(run.stdout.strip()) >= 1
     assert "pypdf" not in run.stderr and "WARNING" not in run.stderr, run.stderr
