@@ -18,6 +18,7 @@ from acl.posix import acl_for_path
 
 from ingest.sources.connector import ACL_CHANGE, DELETE, UPSERT, CursorExpired, Event, ListingError, RawDocument
 from ingest.sources.ignore import is_ignored, is_ignored_dir_name
+from ingest.sources.safefs import NotRegular, open_source
 
 
 class FolderConnector:
@@ -68,25 +69,28 @@ class FolderConnector:
         return set(self._scan())
 
     def fetch(self, ref: str) -> RawDocument | None:
-        path = os.path.join(self.root, ref)
+        """The file through one descriptor opened without following links (``safefs``): its
+        type, hash and ACL come from that descriptor; the bytes are read again from the same
+        inode (a file swapped meanwhile is refused). A link, FIFO or other non-regular file is
+        treated as gone, as the folder watcher does."""
         try:
-            st = os.stat(path, follow_symlinks=False)
-            version = _sha256(path)
-        except FileNotFoundError:
+            with open_source(self.root, ref) as sf:
+                st, version, acl = sf.st, sf.sha256(), sf.acl()
+        except (FileNotFoundError, NotRegular):
             return None
-        return RawDocument(id=ref, name=os.path.basename(ref), uri=Path(path).as_uri(), version=version,
-                           acl=acl_for_path(path, file_stat=st), size=st.st_size, mtime_ns=st.st_mtime_ns,
-                           opener=lambda: open(path, "rb"))
+        inode = (st.st_dev, st.st_ino)
+        return RawDocument(id=ref, name=os.path.basename(ref), uri=Path(os.path.join(self.root, ref)).as_uri(),
+                           version=version, acl=acl, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                           opener=lambda: _open_same(self.root, ref, inode))
 
     def acl(self, ref: str):
-        return acl_for_path(os.path.join(self.root, ref))
+        with open_source(self.root, ref) as sf:
+            return sf.acl()
 
 
-def _sha256(path: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+def _open_same(root: str, ref: str, inode: tuple[int, int]):
+    """A read stream of ``root/ref``, refused unless it is still the inode that was hashed."""
+    with open_source(root, ref) as sf:
+        if (sf.st.st_dev, sf.st.st_ino) != inode:
+            raise NotRegular(f"{ref}: the file changed while it was read")
+        return os.fdopen(sf.open_read(), "rb")
