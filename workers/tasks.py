@@ -72,7 +72,7 @@ def _give_up(task, store_url: str, fault: str, exc: BaseException, evs, batch: s
     from celery.exceptions import Reject
 
     from ingest.pipeline.faults import is_transient as _transient
-    from ingest.sources.base import store_rel
+    from ingest.sources.base import folder_source, store_rel
 
     req = task.request
     reason = store_rel(f"{type(exc).__name__}: {exc}")  # a name that is not UTF-8 must not stop the record
@@ -85,7 +85,8 @@ def _give_up(task, store_url: str, fault: str, exc: BaseException, evs, batch: s
                               args=_printable(list(req.args or [])), kwargs=_printable(dict(req.kwargs or {})),
                               fault=fault, reason=reason, attempts=req.retries + 1)
         for ev in evs:
-            store.log_outcome(action=Action.DEAD_LETTER, source=store_rel(f"folder:{ev.root}"), external_id=store_rel(ev.path),
+            store.log_outcome(action=Action.DEAD_LETTER, source=folder_source(ev.root),
+                              external_id=store_rel(ev.path),
                               doc_id=None, batch=batch, detail=f"{fault}: {reason}")
     except Exception as e2:
         if _transient(e2):  # the store is unreachable: the broker delivers it again later
