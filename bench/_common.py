@@ -31,6 +31,8 @@ RESULTS = REPO / "bench" / "results"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.support.common import wait_for  # noqa: E402,F401  (one polling helper for tests and benchmarks)
+
 
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -135,16 +137,6 @@ def summary(values: list[float]) -> dict:
         "min": min(values) if values else float("nan"),
         "mean": statistics.fmean(values) if values else float("nan"),
     }
-
-
-def wait_for(pred, timeout: float, interval: float = 0.05, what: str = "condition"):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        v = pred()
-        if v:
-            return v
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def indexed_count(store_path) -> int:
