@@ -31,7 +31,7 @@ RESULTS = REPO / "bench" / "results"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.support.common import wait_for  # noqa: E402,F401  (one polling helper for tests and benchmarks)
+from tests.support.common import stop_group, wait_for  # noqa: E402,F401  (one polling and one stopping helper)
 
 
 def cores() -> int:
@@ -102,6 +102,16 @@ def work_dir(keep: bool = False, prefix: str = "ingest-bench-"):
             print(f"(work files kept in {d})")
         else:
             shutil.rmtree(d, ignore_errors=True)
+
+
+@contextmanager
+def txt_corpus(keep: bool, name: str, folder: str, docs: int, seed: int):
+    """``(work folder, corpus folder)``: ``docs`` one-paragraph text documents in ``work/folder``."""
+    from corpora.generate import generate_bench_corpus
+
+    with work_dir(keep, prefix=f"ingest-bench-{name}-") as work:
+        generate_bench_corpus(work / folder, docs, seed=seed, formats=("txt",), paragraphs=1)
+        yield work, work / folder
 
 
 def child_env() -> dict:
@@ -179,13 +189,7 @@ class IngestRun:
             return ""
 
     def stop(self, timeout: float = 90) -> int | None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, signal.SIGINT, timeout)
         if self._logf is not None:
             self._logf.close()
             self._logf = None

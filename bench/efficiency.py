@@ -140,8 +140,10 @@ def breakdown(corpus: Path, db: Path) -> tuple[dict, list[list[str]]]:
                 per_fmt[cur["fmt"]][name] += dt
         return w
 
-    orig_extract = extractors.extract
-    extractors.extract = timed("extract", orig_extract)
+    from ingest.pipeline import document as pipeline_document
+
+    orig_extract = pipeline_document.extract  # the name the pipeline calls (imported at its module's top)
+    pipeline_document.extract = timed("extract", orig_extract)
     chunker = pipe.chunker
     chunker.chunk = timed("chunk", chunker.chunk)
     orig_encode = emb.encode
@@ -153,6 +155,7 @@ def breakdown(corpus: Path, db: Path) -> tuple[dict, list[list[str]]]:
 
     emb.encode = timed("embed", recording)  # instance attribute: shadows the method here only
     store.apply = timed("store_apply", store.apply)
+    pipe.entities = timed("entities", pipe.entities)  # named entities (spaCy NER), run per document at apply
     # warm every extractor family once (first use imports heavy parsers)
     files = sorted(p for p in corpus.iterdir() if p.is_file())
     seen_fmt = set()
@@ -170,7 +173,7 @@ def breakdown(corpus: Path, db: Path) -> tuple[dict, list[list[str]]]:
         per_fmt.clear()
         docs = 0
         chunks = 0
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for p in files:
             cur["fmt"] = p.suffix.lstrip(".")
             t = time.perf_counter()
@@ -181,16 +184,16 @@ def breakdown(corpus: Path, db: Path) -> tuple[dict, list[list[str]]]:
             docs += 1
             chunks += outs[-1].chunks
             per_fmt[cur["fmt"]]["chunks"] += outs[-1].chunks
-        total = time.perf_counter() - t0
+        total, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
-        extractors.extract = orig_extract
+        pipeline_document.extract = orig_extract
         del emb.encode
     other = total - sum(acc.values())
     groups = [g for g in inputs[1:] if g]  # [0] is the warm-up call; one call per document after it
     store.close()
-    stages = {k: acc.get(k, 0.0) for k in ("extract", "chunk", "embed", "store_apply")}
-    stages["other (stat, hash, ACL, registry, outcome log)"] = other
-    return ({"docs": docs, "chunks": chunks, "total_s": total, "chunks_per_s": chunks / total,
+    stages = {k: acc.get(k, 0.0) for k in ("extract", "chunk", "embed", "entities", "store_apply")}
+    stages["other (stat, hash, ACL, quality, labels, registry, outcome log)"] = other
+    return ({"docs": docs, "chunks": chunks, "total_s": total, "chunks_per_s": chunks / total, "cpu_s": cpu,
              "stages_s": stages, "stages_share": {k: v / total for k, v in stages.items()},
              "per_format": {f: dict(v) for f, v in per_fmt.items()}}, groups)
 
@@ -232,6 +235,28 @@ class Worker:
         self.proc = subprocess.Popen(ingest_cmd("worker", "--store", str(db), "--broker", broker, *extra),
                                      stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True, env={**child_env(), **(env or {})}, cwd=str(REPO))
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) of the worker's process tree so far: every live process
+        under it, plus what its reaped children spent (cutime/cstime of their parents)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        procs: dict[int, tuple[int, float]] = {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # fields[1] = ppid; utime, stime, cutime, cstime are fields[11:15]
+            procs[int(d)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
+        tree, grew = {self.proc.pid}, True
+        while grew:
+            more = {pid for pid, (ppid, _) in procs.items() if ppid in tree and pid not in tree}
+            tree |= more
+            grew = bool(more)
+        return sum(procs[pid][1] for pid in tree if pid in procs)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -359,7 +384,9 @@ def main(argv=None) -> int:
             print(f"    worker start-up + warm-up ({n_warm} docs, {n_warm // len(WARM_FORMATS)} per format): "
                   f"{warm_s:.1f}s",
                   flush=True)
+            cpu0 = worker.cpu_s()
             summary_a, wall_a, t0_a = run_add([corpus], db, broker)
+            worker_cpu_a = worker.cpu_s() - cpu0
         finally:
             worker.stop()
         outs_a = batch_outcomes(db, summary_a["batch"])
@@ -382,6 +409,17 @@ def main(argv=None) -> int:
               f"{timeline_a['after_last_outcome_s']:.2f}s after that", flush=True)
         print(f"    {docs_a} docs, {chunks_a} chunks ({chunks_a / docs_a:.1f} chunks/doc) in {wall_a:.2f}s "
               f"-> {pipe_cps:.1f} chunks/s; {embedded_a} embeddings computed", flush=True)
+        # is the machine busy, and with what: the worker tree's CPU over the wall (cores in use)
+        # and per chunk, against the in-process serial loop's wall per chunk (B0)
+        cpu_a = {"worker_cpu_s": round(worker_cpu_a, 3), "cores_busy": round(worker_cpu_a / wall_a, 2),
+                 "worker_cpu_ms_per_chunk": round(worker_cpu_a / chunks_a * 1000, 2)}
+        res["phase_a_cpu"] = cpu_a
+        bd_cpu = res.get("breakdown_in_process", {}).get("cpu_s")
+        print(f"    worker CPU {worker_cpu_a:.2f}s = {cpu_a['cores_busy']:.2f} of {cores()} cores busy, "
+              f"{cpu_a['worker_cpu_ms_per_chunk']:.1f} ms CPU per chunk"
+              + (f" (in-process loop: {bd_cpu / res['breakdown_in_process']['chunks'] * 1000:.1f}, ONNX Runtime's"
+                 " spinning pool threads included)" if bd_cpu else ""),
+              flush=True)
 
         # R2 --------------------------------------------------------------------------
         print("R2  raw encode (after: the same model inputs, timed again) ...", flush=True)
@@ -466,6 +504,19 @@ def main(argv=None) -> int:
               f"({q_over / max(1, docs_a) * 1000:+.0f} ms/doc; queueing/Celery/CLI cost, less whatever the "
               f"worker's parallel processes win back)")
         res["pipeline_wall_minus_in_process_loop_s"] = q_over
+        embed_ms = bd["stages_s"]["embed"] / bd["chunks"] * 1000
+        res["per_chunk_ms"] = {"embed": embed_ms,
+                               "everything_else": (bd["total_s"] - bd["stages_s"]["embed"]) / bd["chunks"] * 1000,
+                               "entities": bd["stages_s"]["entities"] / bd["chunks"] * 1000,
+                               "extract": bd["stages_s"]["extract"] / bd["chunks"] * 1000}
+        print(f"per chunk (in-process, serial wall): embedding {embed_ms:.1f} ms, everything else "
+              f"{res['per_chunk_ms']['everything_else']:.1f} ms (entities {res['per_chunk_ms']['entities']:.1f}, "
+              f"extract {res['per_chunk_ms']['extract']:.1f})")
+    # the CPU budget: on N busy cores the target allows N / (target x raw) CPU seconds per chunk
+    allowed_ms = cores() / (TARGET_RATIO * raw_best) * 1000
+    res["phase_a_cpu"]["target_allows_cpu_ms_per_chunk"] = round(allowed_ms, 2)
+    print(f"CPU per chunk: the worker spent {res['phase_a_cpu']['worker_cpu_ms_per_chunk']:.1f} ms; a ratio of "
+          f"{TARGET_RATIO} on {cores()} cores allows {allowed_ms:.1f} ms")
     print(f"\nratio pipeline/raw = {pipe_cps:.1f} / {raw_best:.1f} = {ratio:.2f}; target >= {TARGET_RATIO}: "
           f"{verdict(passed)}")
     if ent is not None:

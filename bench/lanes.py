@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import indexed_count, summary, table, verdict, work_dir, write_results
+from _common import indexed_count, summary, table, txt_corpus, verdict, write_results
 from _queue import Workers, start_redis, warm
 
 TARGET_P95_S = 5.0
@@ -134,12 +134,8 @@ def main() -> int:
     ap.add_argument("--modes", default="lanes,no-lanes")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    from corpora.generate import generate_bench_corpus
-
     results = []
-    with work_dir(args.keep, prefix="ingest-bench-lanes-") as work:
-        backlog_dir = work / "backfill"
-        generate_bench_corpus(backlog_dir, args.backlog, seed=args.seed, formats=("txt",), paragraphs=1)
+    with txt_corpus(args.keep, "lanes", "backfill", args.backlog, args.seed) as (work, backlog_dir):
         for mode in args.modes.split(","):
             r = run_mode(mode == "lanes", work, backlog_dir, args)
             results.append(r)

@@ -17,7 +17,8 @@
    queries are run once with the chosen settings. nDCG@10 (binary gains, as BEIR's qrels)
    and Recall@100, macro-averaged over queries.
 
-Writes ``bench/results/retrieval.json``.
+Writes ``bench/results/retrieval.json``; with ``--backend B``, B's entry of
+``bench/results/retrieval-backends.json`` instead (issue 16's gate: each backend against torch).
 """
 from __future__ import annotations
 
@@ -122,6 +123,50 @@ def build(docs: list[dict], rebuild: bool, tag: str) -> tuple[Path, dict]:
 
 
 EVERYONE = frozenset({"everyone"})
+BACKENDS_RESULTS = "retrieval-backends"
+
+
+def query_backend(backend: str) -> str:
+    """The backend that embeds the queries (``ingest.pipeline.embed.query_embedder``): the store's
+    own, except that a ``torch`` store's queries go through ONNX fp32 unless
+    ``$INGEST_QUERY_BACKEND=torch``."""
+    from ingest.config import settings
+
+    return "torch" if backend == "torch" and settings().query_backend == "torch" else \
+        ("onnx" if backend == "torch" else backend)
+
+
+def record_backend(backend: str, payload: dict) -> Path:
+    """Merge one backend's full-corpus run into ``bench/results/retrieval-backends.json``
+    (``{"runs": {backend: {...}}, "gate": ...}``), keeping the other backends' entries, and
+    compare each backend with the ``torch`` entry: issue 16's gate is hybrid test nDCG@10
+    within 0.005 of PyTorch and dense within 0.01."""
+    from _common import RESULTS
+
+    path = RESULTS / f"{BACKENDS_RESULTS}.json"
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    runs = doc.get("runs", {})
+    runs[backend] = {"machine": machine_info(), **payload}
+    gate = {}
+    ref, ref_name = runs.get("torch"), "runs.torch"
+    recorded = RESULTS / "retrieval.json"  # until a torch run is merged: the recorded PyTorch figure
+    if ref is None and recorded.exists():
+        ref = json.loads(recorded.read_text())
+        ref_name = f"retrieval.json ({ref.get('machine', {}).get('timestamp', '?')}, git {ref.get('machine', {}).get('git_commit', '?')[:8]})"
+    for b, run in runs.items():
+        if ref is None or b == "torch":
+            continue
+        d_h = run["results"]["hybrid"]["test"]["ndcg@10"] - ref["results"]["hybrid"]["test"]["ndcg@10"]
+        d_v = run["results"]["vector"]["test"]["ndcg@10"] - ref["results"]["vector"]["test"]["ndcg@10"]
+        gate[b] = {"hybrid_delta": round(d_h, 4), "dense_delta": round(d_v, 4),
+                   "holds": round(d_h, 4) >= -0.005 and round(d_v, 4) >= -0.01, "torch_reference": ref_name}
+    doc = {"benchmark": BACKENDS_RESULTS,
+           "note": "bench/retrieval.py --backend B on the full SciFact corpus, one index per backend, fusion "
+                   "tuned on train per backend; gate (issue 16): test nDCG@10 hybrid >= torch - 0.005, "
+                   "dense >= torch - 0.01",
+           "gate": gate, "runs": dict(sorted(runs.items()))}
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    return path
 
 
 def run_queries(index, queries: dict[str, str], qids: list[str], mode: str, k: int = 100) -> dict[str, list[str]]:
@@ -147,7 +192,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-tune", action="store_true", help="skip tuning; use the configured/default fusion")
     ap.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default=None,
                     help="embedding backend of the index (default: the configured one for new stores); "
-                    "results go to retrieval.json for torch, retrieval-<backend>.json otherwise")
+                    "results are merged into retrieval-backends.json, one entry per backend "
+                    "(without --backend: retrieval.json)")
     a = ap.parse_args(argv)
     if a.backend:
         os.environ["INGEST_EMBED_BACKEND"] = a.backend  # the `ingest add` child creates the store with it
@@ -227,7 +273,8 @@ def main(argv=None) -> int:
           f"{'PASS' if ok else 'FAIL'}{'  [sample: not comparable]' if a.sample else ''}")
     total = time.monotonic() - t_start
     payload = {
-        "dataset": "BEIR SciFact", "backend": backend, "model": default_model_id(), "corpus": str(a.corpus), "sample": a.sample or None,
+        "dataset": "BEIR SciFact", "backend": backend, "query_backend": query_backend(backend),
+        "model": default_model_id(), "corpus": str(a.corpus), "sample": a.sample or None,
         "index": build_meta,
         "fusion": {"method": "rrf", "rrf_k": best.rrf_k, "bm25_weight": best.bm25_weight,
                    "vector_weight": best.vector_weight, "bm25_max_df": best.bm25_max_df,
@@ -239,8 +286,10 @@ def main(argv=None) -> int:
     if a.sample:  # a sample's figures are not comparable: kept beside its index, not in results/
         out = WORK / tag / "retrieval.json"
         out.write_text(json.dumps({**payload, "machine": machine_info()}, indent=2) + "\n")
+    elif a.backend:  # the backend gate (issue 16): one entry per backend, retrieval.json left as it is
+        out = record_backend(backend, payload)
     else:
-        out = write_results("retrieval" if backend == "torch" else f"retrieval-{backend}", payload)
+        out = write_results("retrieval", payload)
     print(f"wrote {out} ({total:.0f} s in all)")
     store.close()
     return 0

@@ -19,7 +19,7 @@ import argparse
 import sqlite3
 import time
 
-from _common import parse_json_summary, table, timed_cli, work_dir, write_results
+from _common import parse_json_summary, table, timed_cli, txt_corpus, write_results
 from _queue import Workers, start_redis, warm
 
 
@@ -59,12 +59,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    from corpora.generate import generate_bench_corpus
-
     results = []
-    with work_dir(args.keep, prefix="ingest-bench-scale-") as work:
-        corpus = work / "corpus"
-        generate_bench_corpus(corpus, args.docs, seed=args.seed, formats=("txt",), paragraphs=1)
+    with txt_corpus(args.keep, "scale", "corpus", args.docs, args.seed) as (work, corpus):
         for n in (int(x) for x in args.workers.split(",")):
             t = time.monotonic()
             results.append(run(n, work, corpus, args))

@@ -102,6 +102,15 @@ class Extraction:
     def text(self) -> str:
         return "\n\n".join(e.text for e in self.elements if e.text)
 
+    @classmethod
+    def of(cls, elements: list[Element], extractor: str, extractor_version: str, mime: str,
+           warnings: list[str], pages: int | None = None) -> "Extraction":
+        """An extraction whose warnings say "no text" when there are no elements."""
+        if not elements:
+            warnings.append("no text")
+        return cls(elements=elements, extractor=extractor, extractor_version=extractor_version, mime=mime,
+                   pages=pages, warnings=warnings)
+
 
 class ExtractionError(Exception):
     """A document that cannot be extracted.

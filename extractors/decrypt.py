@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .base import ExtractContext, Extraction, ExtractionError
 from .detect import Detected, detect_file
+from .errors import ErrorCode
 from .mimes import (
     DOC, DOCM, DOCX, DOTM, DOTX, ENCRYPTED_OOXML, PPT, PPTM, PPTX, XLS, XLSM, XLSX, XLTM,
     XLTX,
@@ -42,7 +43,7 @@ def decrypt_office(p: Path, found: Detected, ctx: ExtractContext) -> Extraction:
         import msoffcrypto
     except ImportError as exc:
         raise ExtractionError(
-            "encrypted", f"{p.name}: password-protected Office document; decrypting needs "
+            ErrorCode.ENCRYPTED, f"{p.name}: password-protected Office document; decrypting needs "
             f"msoffcrypto-tool, which is not installed ({exc})") from exc
     plain = None
     for password in passwords:
@@ -57,7 +58,7 @@ def decrypt_office(p: Path, found: Detected, ctx: ExtractContext) -> Extraction:
         except Exception:  # noqa: BLE001 - wrong password or unsupported scheme: next one
             continue
     if plain is None:
-        raise ExtractionError("encrypted", f"{p.name}: configured password did not open it")
+        raise ExtractionError(ErrorCode.ENCRYPTED, f"{p.name}: configured password did not open it")
     directory = Path(ctx.workdir) if ctx.workdir else None
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -74,7 +75,7 @@ def decrypt_office(p: Path, found: Detected, ctx: ExtractContext) -> Extraction:
             tmp = named
         if inner.mime not in SUPPORTED_MIMES:
             raise ExtractionError(
-                "corrupt", f"{p.name}: decrypted content is {inner.mime}, not an Office document")
+                ErrorCode.CORRUPT, f"{p.name}: decrypted content is {inner.mime}, not an Office document")
         result = run(tmp, inner.mime, ctx)
     finally:
         tmp.unlink(missing_ok=True)

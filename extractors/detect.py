@@ -32,6 +32,7 @@ import zipfile
 from pathlib import Path
 
 from .base import ExtractionError
+from .errors import ErrorCode
 from .mimes import (
     BINARY_EXTENSIONS, BMP, BZIP2, DOC, DOCM, DOCX, DOTM, DOTX, EMAIL, EMPTY,
     ENCRYPTED_OOXML, EPUB, GIF, GZIP, HTML, IRM_PROTECTED, JPEG, JSON, MSG, NDJSON, OCTET,
@@ -130,7 +131,7 @@ class Detected:
 def detect(path: str | os.PathLike) -> str:
     """Return the MIME type of the file at ``path``, content first, extension second.
 
-    Never raises for content reasons; raises ``ExtractionError("corrupt")`` only when
+    Never raises for content reasons; raises ``ExtractionError(ErrorCode.CORRUPT)`` only when
     the file cannot be read at all. Unrecognised binary content is libmagic's answer
     or ``application/octet-stream``; a zero-byte file is ``application/x-empty``.
     """
@@ -145,7 +146,7 @@ def detect_file(p: Path) -> Detected:
         with open(p, "rb") as fh:
             head = fh.read(_HEAD_BYTES)
     except OSError as exc:
-        raise ExtractionError("corrupt", f"cannot read file: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"cannot read file: {exc}") from exc
     if not head:
         return Detected(EMPTY)
     textual = _looks_like_text(head)
@@ -311,7 +312,7 @@ def _sniff_ole(p: Path, ext: str) -> Detected:
             top = {e[0] for e in entries}
             if _is_irm(entries):
                 return Detected(IRM_PROTECTED, (
-                    "irm-protected",
+                    ErrorCode.IRM_PROTECTED,
                     f"{p.name}: Office document protected by Information Rights Management "
                     "(IRM/DRM); it can only be opened through the rights server",
                 ))
@@ -325,7 +326,7 @@ def _sniff_ole(p: Path, ext: str) -> Detected:
             if "PowerPoint Document" in top:
                 refusal = None
                 if "EncryptedSummary" in top or _ppt_encrypted_token(ole, top):
-                    refusal = ("encrypted", f"{p.name}: password-protected PowerPoint "
+                    refusal = (ErrorCode.ENCRYPTED, f"{p.name}: password-protected PowerPoint "
                                "97-2003 presentation (password required)")
                 return Detected(PPT, refusal)
             if any(name.startswith("__substg1.0_") for name in top):
@@ -351,7 +352,7 @@ def _is_irm(entries: list[list[str]]) -> bool:
 
 
 def _encrypted_ooxml_refusal(p: Path) -> tuple[str, str]:
-    return "encrypted", f"{p.name}: password-protected Office document (password required)"
+    return ErrorCode.ENCRYPTED, f"{p.name}: password-protected Office document (password required)"
 
 
 def _legacy_encryption(ole, p: Path, stream: str) -> tuple[str, str] | None:
@@ -365,7 +366,7 @@ def _legacy_encryption(ole, p: Path, stream: str) -> tuple[str, str] | None:
         if len(data) >= 12 and data[:2] == b"\xec\xa5":
             (flags,) = struct.unpack_from("<H", data, 10)
             if flags & 0x0100 or flags & 0x8000:  # fEncrypted, fObfuscated
-                return ("encrypted", f"{p.name}: password-protected Word 97-2003 document "
+                return (ErrorCode.ENCRYPTED, f"{p.name}: password-protected Word 97-2003 document "
                         "(password required)")
         return None
     # BIFF: walk records from the start; FILEPASS (0x002F) comes right after BOF.
@@ -375,7 +376,7 @@ def _legacy_encryption(ole, p: Path, stream: str) -> tuple[str, str] | None:
             break
         rtype, size = struct.unpack_from("<HH", data, pos)
         if rtype == 0x002F:
-            return ("encrypted", f"{p.name}: password-protected Excel 97-2003 workbook "
+            return (ErrorCode.ENCRYPTED, f"{p.name}: password-protected Excel 97-2003 workbook "
                     "(password required)")
         if rtype in (0x0085, 0x000A) and pos > 0:  # BOUNDSHEET or EOF: no FILEPASS
             break

@@ -91,28 +91,17 @@ def extract_docx(path: Path, mime: str = MIME) -> Extraction:
 
     try:
         document = _open_document(path)
-    except PackageNotFoundError as exc:
-        raise ExtractionError(
-            ErrorCode.CORRUPT, f"docx: not a readable ZIP/Word package (truncated or damaged): {exc}"
-        ) from exc
-    except KeyError as exc:
-        raise ExtractionError(ErrorCode.CORRUPT, f"docx: missing package part {exc}") from exc
+    except (PackageNotFoundError, KeyError) as exc:  # KeyError: a part the package names is missing
+        why = "missing package part" if isinstance(exc, KeyError) else \
+            "not a readable ZIP/Word package (truncated or damaged):"
+        raise ExtractionError(ErrorCode.CORRUPT, f"docx: {why} {exc}") from exc
 
     styles = _StyleIndex(document)
     warnings: list[str] = []
     body_elements = list(_walk_blocks(document.element.body, styles))
     headers, footers = _headers_and_footers(document, styles, warnings)
     elements = headers + body_elements + footers
-    if not elements:
-        warnings.append("no text")
-    return Extraction(
-        elements=elements,
-        extractor=EXTRACTOR,
-        extractor_version=f"python-docx-{lib_version}+{OUR_VERSION}",
-        mime=mime,
-        pages=None,
-        warnings=warnings,
-    )
+    return Extraction.of(elements, EXTRACTOR, f"python-docx-{lib_version}+{OUR_VERSION}", mime, warnings)
 
 
 # --------------------------------------------------------------------------- styles
@@ -265,24 +254,23 @@ def paragraph_text(p) -> str:
 # --------------------------------------------------------------------------- tables
 
 
-def _rows(tbl):
-    for child in tbl:
-        if child.tag == W_TR:
+def _children(parent, tag):
+    """``parent``'s children with ``tag``, looking through content controls and custom XML."""
+    for child in parent:
+        if child.tag == tag:
             yield child
         elif child.tag in (W_SDT, W_CUSTOM_XML):
             inner = child.find(W_SDT_CONTENT) if child.tag == W_SDT else child
             if inner is not None:
-                yield from _rows(inner)
+                yield from _children(inner, tag)
+
+
+def _rows(tbl):
+    return _children(tbl, W_TR)
 
 
 def _cells(tr):
-    for child in tr:
-        if child.tag == W_TC:
-            yield child
-        elif child.tag in (W_SDT, W_CUSTOM_XML):
-            inner = child.find(W_SDT_CONTENT) if child.tag == W_SDT else child
-            if inner is not None:
-                yield from _cells(inner)
+    return _children(tr, W_TC)
 
 
 def _grid_span(tc) -> int:

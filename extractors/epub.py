@@ -220,12 +220,5 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
                 element.meta["chapter"] = chapter
                 element.meta["href"] = target
             elements.extend(parts)
-    if not elements:
-        warnings.append("no text")
-    return Extraction(
-        elements=elements,
-        extractor="epub/unstructured",
-        extractor_version=f"unstructured-{unstructured_version}+{OUR_VERSION}",
-        mime=mime,
-        warnings=warnings,
-    )
+    return Extraction.of(elements, "epub/unstructured", f"unstructured-{unstructured_version}+{OUR_VERSION}",
+                         mime, warnings)

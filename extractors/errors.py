@@ -24,6 +24,11 @@ class ErrorCode(StrEnum):
     EXTRACTOR_CRASH = "extractor-crash"  # the parser process died or raised unexpectedly
     MISSING_TOOL = "missing-tool"  # an external program the format needs is not installed
     UNSAFE_XML = "unsafe-xml"  # entity expansion, external entities or DTDs in XML
+    # set by the pipeline (ingest.pipeline.document), never by a parser
+    UNREADABLE = "unreadable"  # the file could not be opened or read
+    BAD_LABELS = "bad-labels"  # a labels sidecar that is unsafe, too large or unparsable
+    PASSWORDS_FILE = "passwords-file"  # the configured passwords file is unusable
+    POLICY_SKIP = "policy-skip"  # a label whose policy is skip
 
 
 # codes that mean "the document is fine, there is just nothing to read" (quality gauges: share empty)

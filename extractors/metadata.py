@@ -109,24 +109,22 @@ def person(value: str) -> str | None:
     return s or None
 
 
-def people(values) -> list[str]:
+def _split_unique(values, sep: str, clean) -> list[str]:
     out: list[str] = []
     for v in values:
-        for one in re.split(r"\s*;\s*", v or ""):
-            p = person(one)
-            if p and p not in out:
-                out.append(p)
+        for one in re.split(sep, v or ""):
+            c = clean(one)
+            if c and c not in out:
+                out.append(c)
     return out[:MAX_LIST]
+
+
+def people(values) -> list[str]:
+    return _split_unique(values, r"\s*;\s*", person)
 
 
 def keywords(values) -> list[str]:
-    out: list[str] = []
-    for v in values:
-        for one in re.split(r"\s*[;,]\s*", v or ""):
-            k = _clean(one)
-            if k and k not in out:
-                out.append(k)
-    return out[:MAX_LIST]
+    return _split_unique(values, r"\s*[;,]\s*", _clean)
 
 
 def _open(p: Path):
@@ -184,42 +182,45 @@ def _first(fields: dict, *names):
     return None
 
 
-def _ooxml(p: Path) -> dict:
+def _zip_members(p: Path, *names: str) -> list:
     import zipfile
 
     with _open(p) as fh, zipfile.ZipFile(fh) as zf:
-        core, app = _member(zf, "docProps/core.xml"), _member(zf, "docProps/app.xml")
-    md: dict = {}
-    if core:
-        f = _xml_fields(core)
-        md.update(title=_first(f, "title"), authors=people(f.get("creator", [])),
-                  created=iso_utc(_first(f, "created")), modified=iso_utc(_first(f, "modified")),
-                  subject=_first(f, "subject"), keywords=keywords(f.get("keywords", [])),
-                  language=_first(f, "language"), last_modified_by=person(_first(f, "lastModifiedBy") or ""))
-    if app:
-        f = _xml_fields(app)
-        n = _first(f, "Pages", "Slides")
-        if n and n.isdigit():
-            md["pages"] = int(n)
-    return md
+        return [_member(zf, n) for n in names]
 
 
-def _odf(p: Path) -> dict:
-    import zipfile
+def _office_props(f: dict, creators: list, created: str, modified: str, kw: list) -> dict:
+    """The fields OOXML core.xml and ODF meta.xml share (Dublin Core and their own date names)."""
+    return dict(title=_first(f, "title"), authors=people(creators), created=iso_utc(_first(f, created)),
+                modified=iso_utc(_first(f, modified)), subject=_first(f, "subject"), keywords=keywords(kw),
+                language=_first(f, "language"))
 
-    with _open(p) as fh, zipfile.ZipFile(fh) as zf:
-        meta = _member(zf, "meta.xml")
-    if not meta:
-        return {}
-    f = _xml_fields(meta)
-    creators = f.get("initial-creator") or f.get("creator", [])
-    md = dict(title=_first(f, "title"), authors=people(creators), created=iso_utc(_first(f, "creation-date")),
-              modified=iso_utc(_first(f, "date")), subject=_first(f, "subject"),
-              keywords=keywords(f.get("keyword", []) + f.get("keywords", [])), language=_first(f, "language"))
-    n = _first(f, "document-statistic@page-count", "document-statistic@pageCount")
+
+def _page_count(md: dict, f: dict, *names: str) -> dict:
+    n = _first(f, *names)
     if n and n.isdigit():
         md["pages"] = int(n)
     return md
+
+
+def _ooxml(p: Path) -> dict:
+    core, app = _zip_members(p, "docProps/core.xml", "docProps/app.xml")
+    md: dict = {}
+    if core:
+        f = _xml_fields(core)
+        md.update(_office_props(f, f.get("creator", []), "created", "modified", f.get("keywords", [])),
+                  last_modified_by=person(_first(f, "lastModifiedBy") or ""))
+    return _page_count(md, _xml_fields(app), "Pages", "Slides") if app else md
+
+
+def _odf(p: Path) -> dict:
+    (meta,) = _zip_members(p, "meta.xml")
+    if not meta:
+        return {}
+    f = _xml_fields(meta)
+    md = _office_props(f, f.get("initial-creator") or f.get("creator", []), "creation-date", "date",
+                       f.get("keyword", []) + f.get("keywords", []))
+    return _page_count(md, f, "document-statistic@page-count", "document-statistic@pageCount")
 
 
 def _epub(p: Path) -> dict:

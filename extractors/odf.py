@@ -388,35 +388,32 @@ def _headers_footers(zf: zipfile.ZipFile, ctx: ExtractContext) -> tuple[list[Ele
     return headers, footers
 
 
-def _body(root, kind: str):
+def _body(root, kind: str, fmt: str):
     for child in root:
         if _q(child) == "office:body":
             for inner in child:
                 if _q(inner) == f"office:{kind}":
                     return inner
             return child  # OpenOffice.org 1.x: the content sits in office:body itself
-    return None
+    raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: no office:{kind} body")
+
+
+def _numbered(body, tag: str):
+    """``(1-based number, child)`` for each child of ``body`` that is a ``tag`` (sheets, slides)."""
+    return enumerate((child for child in body if _q(child) == tag), start=1)
 
 
 def _text_document(root) -> list[Element]:
-    body = _body(root, "text")
-    if body is None:
-        raise ExtractionError(ErrorCode.CORRUPT, "odt: no office:text body")
+    body = _body(root, "text", "odt")
     walker = Walker()
     walker.blocks(body)
     return walker.out
 
 
 def _spreadsheet(root) -> tuple[list[Element], int]:
-    body = _body(root, "spreadsheet")
-    if body is None:
-        raise ExtractionError(ErrorCode.CORRUPT, "ods: no office:spreadsheet body")
     out: list[Element] = []
     number = 0
-    for sheet in body:
-        if _q(sheet) != "table:table":
-            continue
-        number += 1
+    for number, sheet in _numbered(_body(root, "spreadsheet", "ods"), "table:table"):
         name = attr(sheet, "table", "name") or f"Sheet{number}"
         cells = table_cells(sheet, Walker(number))
         if not cells:
@@ -427,15 +424,9 @@ def _spreadsheet(root) -> tuple[list[Element], int]:
 
 
 def _presentation(root) -> tuple[list[Element], int]:
-    body = _body(root, "presentation")
-    if body is None:
-        raise ExtractionError(ErrorCode.CORRUPT, "odp: no office:presentation body")
     out: list[Element] = []
     number = 0
-    for page in body:
-        if _q(page) != "draw:page":
-            continue
-        number += 1
+    for number, page in _numbered(_body(root, "presentation", "odp"), "draw:page"):
         walker = Walker(number)
         notes: list = []
         for shape in page:
@@ -493,13 +484,4 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
         if fmt != "ods" and not decrypted:  # styles.xml is encrypted too
             headers, footers = _headers_footers(zf, ctx)
             elements = headers + elements + footers
-    if not elements:
-        warnings.append("no text")
-    return Extraction(
-        elements=elements,
-        extractor=f"{fmt}/lxml",
-        extractor_version=f"lxml-{etree.__version__}+{OUR_VERSION}",
-        mime=mime,
-        pages=pages,
-        warnings=warnings,
-    )
+    return Extraction.of(elements, f"{fmt}/lxml", f"lxml-{etree.__version__}+{OUR_VERSION}", mime, warnings, pages)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import library_warnings, metadata
 from .base import ExtractContext, Extraction, ExtractionError
+from .errors import ErrorCode
 from .mimes import (
     BINARY_EXTENSIONS, BMP, BZIP2, CSV, DOC, DOCM, DOCX, DOTM, DOTX, EMAIL, EPUB, GIF, GZIP,
     HTML, JPEG, JSON, MARKDOWN, MSG, NDJSON, ODP, ODS, ODT, OTP, OTS, OTT, PDF, PNG, PPT,
@@ -137,14 +138,14 @@ def run(p: Path, mime: str, ctx: ExtractContext) -> Extraction:
     except ModuleNotFoundError as exc:
         if exc.name == qualified:
             raise ExtractionError(
-                "extractor-crash", f"{fmt}: extractor module {qualified} is not installed"
+                ErrorCode.EXTRACTOR_CRASH, f"{fmt}: extractor module {qualified} is not installed"
             ) from exc
         raise ExtractionError(
-            "extractor-crash", f"{fmt}: parsing library not importable: {exc}"
+            ErrorCode.EXTRACTOR_CRASH, f"{fmt}: parsing library not importable: {exc}"
         ) from exc
     except Exception as exc:  # noqa: BLE001 - a broken module fails only its family
         raise ExtractionError(
-            "extractor-crash", f"{fmt}: extractor module {qualified} failed to load: "
+            ErrorCode.EXTRACTOR_CRASH, f"{fmt}: extractor module {qualified} failed to load: "
             f"{describe(exc)}"
         ) from exc
     stage(fmt)  # named in a timeout/crash message ("timeout after 120 s in pdf")
@@ -157,14 +158,14 @@ def run(p: Path, mime: str, ctx: ExtractContext) -> Extraction:
         raise
     except ImportError as exc:
         raise ExtractionError(
-            "extractor-crash", f"{fmt}: parsing library not importable: {exc}"
+            ErrorCode.EXTRACTOR_CRASH, f"{fmt}: parsing library not importable: {exc}"
         ) from exc
     except RecursionError as exc:
-        raise ExtractionError("corrupt", f"{fmt}: structure nested too deeply") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: structure nested too deeply") from exc
     except MemoryError as exc:
-        raise ExtractionError("memory", f"{fmt}: out of memory while parsing") from exc
+        raise ExtractionError(ErrorCode.MEMORY, f"{fmt}: out of memory while parsing") from exc
     except Exception as exc:  # noqa: BLE001 - the contract: nothing else escapes
-        raise ExtractionError("corrupt", f"{fmt}: {describe(exc)}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"{fmt}: {describe(exc)}") from exc
 
 
 def with_metadata(result: Extraction, p: Path, fmt: str) -> Extraction:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .base import ExtractContext, Extraction, ExtractionError
 from .decrypt import OFFICE_CRYPTO, decrypt_office
+from .errors import ErrorCode
 from .detect import detect_file
 from .mimes import EMPTY
 from .registry import SUPPORTED_MIMES, run, supported_summary
@@ -39,28 +40,28 @@ def extract(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
     try:
         st = p.stat()
     except OSError as exc:
-        raise ExtractionError("corrupt", f"cannot read file: {exc}") from exc
+        raise ExtractionError(ErrorCode.CORRUPT, f"cannot read file: {exc}") from exc
     if not stat.S_ISREG(st.st_mode):
-        raise ExtractionError("unsupported-type", f"{p.name}: not a regular file")
+        raise ExtractionError(ErrorCode.UNSUPPORTED_TYPE, f"{p.name}: not a regular file")
     if st.st_size == 0:
-        raise ExtractionError("empty-file", f"{p.name}: file is empty (0 bytes)")
+        raise ExtractionError(ErrorCode.EMPTY_FILE, f"{p.name}: file is empty (0 bytes)")
     if st.st_size > max_bytes:
         raise ExtractionError(
-            "too-large", f"{p.name}: {st.st_size} bytes is over the limit of {max_bytes} bytes"
+            ErrorCode.TOO_LARGE, f"{p.name}: {st.st_size} bytes is over the limit of {max_bytes} bytes"
         )
 
     found = detect_file(p)
     mime = found.mime
     if mime == EMPTY:  # emptied between stat() and read
-        raise ExtractionError("empty-file", f"{p.name}: file is empty (0 bytes)")
+        raise ExtractionError(ErrorCode.EMPTY_FILE, f"{p.name}: file is empty (0 bytes)")
     ctx = ctx or ExtractContext()
     if found.refusal is not None:
-        if found.refusal[0] == "encrypted" and mime in OFFICE_CRYPTO:
+        if found.refusal[0] == ErrorCode.ENCRYPTED and mime in OFFICE_CRYPTO:
             return decrypt_office(p, found, ctx)
         raise ExtractionError(*found.refusal)
     if mime not in SUPPORTED_MIMES:
         raise ExtractionError(
-            "unsupported-type",
+            ErrorCode.UNSUPPORTED_TYPE,
             f"{p.name}: detected as {mime}; supported: {supported_summary()}",
         )
     return run(p, mime, ctx)

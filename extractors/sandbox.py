@@ -20,6 +20,7 @@ Only the result crosses back, pickled through a pipe.
 """
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import pickle
@@ -85,15 +86,15 @@ def _serve(req: int, res: int, memory_mb: int | None) -> None:
                 result = ("err", e.code, e.message)
             except MemoryError:
                 where = _read_stage(_stage_buf, label) if _stage_buf is not None else label
-                result = ("err!", "memory", f"memory limit of {memory_mb} MiB exceeded in {where}")
+                result = ("err!", ErrorCode.MEMORY, f"memory limit of {memory_mb} MiB exceeded in {where}")
             except RecursionError:
-                result = ("err", "corrupt", f"{label}: structure nested too deeply (recursion limit)")
+                result = ("err", ErrorCode.CORRUPT, f"{label}: structure nested too deeply (recursion limit)")
             except BaseException as e:  # noqa: BLE001 - reported to the parent, never swallowed
-                result = ("err", "extractor-crash", f"{label}: {type(e).__name__}: {e}")
+                result = ("err", ErrorCode.EXTRACTOR_CRASH, f"{label}: {type(e).__name__}: {e}")
             try:
                 data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as e:  # noqa: BLE001
-                data = pickle.dumps(("err", "extractor-crash", f"{label}: result not transferable: {e}"))
+                data = pickle.dumps(("err", ErrorCode.EXTRACTOR_CRASH, f"{label}: result not transferable: {e}"))
             _write_all(res, len(data).to_bytes(8, "big") + data)
             if result[0] == "err!":  # memory may be fragmented or half-freed: start afresh
                 break
@@ -141,10 +142,8 @@ class _Server:
 
     def kill(self) -> int:
         for fd in (self.req_w, self.res_r):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         for kill in (lambda: os.killpg(self.pid, signal.SIGKILL), lambda: os.kill(self.pid, signal.SIGKILL)):
             try:
                 kill()

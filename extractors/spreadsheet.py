@@ -547,7 +547,4 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
         elements, pages, warnings = _xlsx(path, fmt, ctx)
         extractor = f"{fmt}/openpyxl"
         version = f"openpyxl-{openpyxl.__version__}+{OUR_VERSION}"
-    if not elements:
-        warnings.append("no text")
-    return Extraction(elements=elements, extractor=extractor, extractor_version=version,
-                      mime=mime, pages=pages, warnings=warnings)
+    return Extraction.of(elements, extractor, version, mime, warnings, pages)

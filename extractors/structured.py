@@ -314,12 +314,6 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
         library = f"defusedxml-{defusedxml.__version__}"
     if out.truncated:
         warnings.append(f"output truncated at {MAX_TEXT_CHARS} characters")
-    if not out.elements:
-        warnings.append("no text")
-    return Extraction(
-        elements=out.elements,
-        extractor=f"{fmt}/{library.split('-')[0]}",
-        extractor_version=f"{library}+{OUR_VERSION}" if "-" in library else f"python-json+{OUR_VERSION}",
-        mime=mime,
-        warnings=warnings,
-    )
+    return Extraction.of(out.elements, f"{fmt}/{library.split('-')[0]}",
+                         f"{library}+{OUR_VERSION}" if "-" in library else f"python-json+{OUR_VERSION}",
+                         mime, warnings)

@@ -238,14 +238,5 @@ def extract(path: Path, mime: str, ctx: ExtractContext) -> Extraction:
     else:
         elements = split_paragraphs(text)
         fmt = "txt"
-    if not elements:
-        warnings.append("no text")
     pages = max((e.page or 0 for e in elements), default=0) or None
-    return Extraction(
-        elements=elements,
-        extractor=f"{fmt}/text",
-        extractor_version=version,
-        mime=mime,
-        pages=pages,
-        warnings=warnings,
-    )
+    return Extraction.of(elements, f"{fmt}/text", version, mime, warnings, pages)

@@ -130,16 +130,8 @@ def extract_unstructured(path: Path, fmt: str, mime: str) -> Extraction:
         elements, pages = _add_slide_notes(path, elements)
     elif fmt == "xlsx":  # the last sheet with content; unstructured skips empty sheets
         pages = max((e.page for e in elements if e.page is not None), default=0)
-    if not elements:
-        warnings.append("no text")
-    return Extraction(
-        elements=elements,
-        extractor=f"{fmt}/unstructured",
-        extractor_version=f"unstructured-{unstructured_version}+{OUR_VERSION}",
-        mime=mime,
-        pages=pages,
-        warnings=warnings,
-    )
+    return Extraction.of(elements, f"{fmt}/unstructured", f"unstructured-{unstructured_version}+{OUR_VERSION}",
+                         mime, warnings, pages)
 
 
 def _lenient_csv(path: Path, mime: str, exc: Exception) -> Extraction:
@@ -158,15 +150,8 @@ def _lenient_csv(path: Path, mime: str, exc: Exception) -> Extraction:
         raise ExtractionError(ErrorCode.CORRUPT, f"csv: {err} (and {type(exc).__name__}: {exc})") from err
     warnings.append(f"read leniently after {type(exc).__name__}: {str(exc)[:200]}")
     elements = [Element("table", render_table(cells), meta={"cells": cells})] if cells else []
-    if not elements:
-        warnings.append("no text")
-    return Extraction(
-        elements=elements,
-        extractor="csv/text",
-        extractor_version=f"charset-normalizer-{charset_normalizer_version()}+{OUR_VERSION}",
-        mime=mime,
-        warnings=warnings,
-    )
+    return Extraction.of(elements, "csv/text", f"charset-normalizer-{charset_normalizer_version()}+{OUR_VERSION}",
+                         mime, warnings)
 
 
 def to_element(raw, fmt: str) -> Element | None:

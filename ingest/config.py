@@ -178,12 +178,12 @@ class Settings:
     # embedding
     embed_backend: str | None = _setting("INGEST_EMBED_BACKEND", "embed.backend", "str", None,
                                          "`torch`, `onnx` or `onnx-int8`: the backend of a NEW store; "
-                                         "unset: `torch`", choices=("torch", "onnx", "onnx-int8"))
+                                         "unset: `onnx-int8`", choices=("torch", "onnx", "onnx-int8"))
     query_backend: str = _setting("INGEST_QUERY_BACKEND", "embed.query_backend", "str", "onnx",
                                   "`torch` embeds the queries of a PyTorch store with PyTorch too",
                                   choices=("onnx", "torch"))
     embed_piece: int = _setting("INGEST_EMBED_PIECE", "embed.piece", "int", 256,
-                                "chunks per bounded embedding step (each piece is cached)", minimum=1)
+                                "chunks per bounded embedding (and named-entity) step; each piece is cached", minimum=1)
     embed_threads: int | None = _setting("INGEST_EMBED_THREADS", "embed.threads", "int", None,
                                          "intra-op threads per embedding process; unset: `INGEST_TORCH_THREADS`",
                                          minimum=1)

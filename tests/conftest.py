@@ -99,11 +99,42 @@ MODULE_SERVICES = {"test_dms_sync": ("webdav", "s3"), "test_webhooks": ("webdav"
                    "test_time_bounds": ("tesseract",), "test_queue_redis": ("redis",)}
 
 
+# -- the fast tier: ``-m "not slow and not heavy"`` (README) ------------------------------------------
+# ``heavy``: a test that needs one of these services, or one of the tests below that takes many seconds
+# on its own (big inputs, races run many times, real corpora). CI and the README's full command run
+# them all; the fast tier leaves them out and still covers every package, ACL and security included.
+HEAVY_SERVICES = {"postgres", "redis", "chroma", "qdrant", "milvus", "browser", "libreoffice", "tesseract"}
+HEAVY_TESTS = {
+    "test_spreadsheet": {"test_200k_row_sheet_is_streamed_with_bounded_memory", "test_200k_row_sheet_fits_a_small_sandbox",
+                         "test_ods_is_streamed_with_sheet_and_header_in_every_batch"},
+    "test_metadata": {"test_corpora_spot_checks"},
+    "test_perm_safety": {"test_symlink_swapped_in_between_checks_never_indexes_the_target",
+                         "test_sidecar_symlink_is_not_followed_nor_quoted"},
+    "test_odd_docs": {"test_a_real_flate_bomb_is_still_a_decompression_bomb",
+                      "test_corpora_generate_needs_only_the_base_install"},
+    "test_corpus": {"test_cli"},
+    # the randomised no-leak property (hundreds of scenarios); the fixed scenario stays in the fast tier
+    "test_no_leak": {"test_no_search_returns_an_unreadable_chunk", "test_a_filter_without_its_deny_check_is_caught"},
+    # every mode against the kernel (the other POSIX tests stay)
+    "test_acl_posix": {"test_search_agrees_with_kernel_for_every_mode"},
+    # a 200-document model switch and the re-embed CLI in fresh processes (each loads the model)
+    "test_reembed": {"test_model_switch_on_200_documents_never_empty_never_mixed",
+                     "test_reembed_cli_switches_to_the_same_weights_under_another_id",
+                     "test_reembed_cli_vectors_equal_the_pipelines_for_chunks_under_headings"},
+    "test_embed_onnx": {"test_backends_agree_with_the_pytorch_reference"},
+    "test_sinks": {"test_status_metrics_and_check_cover_every_sink"},
+    "test_dms_sync": {"test_cli_poll_persists_cursor_across_processes"},
+}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         names = {SERVICE_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in SERVICE_FIXTURES}
         params = getattr(getattr(item, "callspec", None), "params", {})
         names |= {PARAM_SERVICES[v] for v in params.values() if isinstance(v, str) and v in PARAM_SERVICES}
-        names |= set(MODULE_SERVICES.get(item.module.__name__.rsplit(".", 1)[-1], ()) if item.module else ())
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        names |= set(MODULE_SERVICES.get(module, ()))
         for n in sorted(names):
             item.add_marker(n)
+        if names & HEAVY_SERVICES or getattr(item, "originalname", item.name) in HEAVY_TESTS.get(module, ()):
+            item.add_marker("heavy")

@@ -27,6 +27,8 @@ from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport.sqlalchemy import Channel as _Channel
 from kombu.transport.sqlalchemy import Transport as _Transport
 
+from ingest.stores.common import use_wal
+
 POLL_SECONDS = 0.05
 IDLE_POLL_MAX = 2.0  # a safety net only: publishes through this transport ring the bell
 log = logging.getLogger("workers.broker")
@@ -105,11 +107,17 @@ class Bell:
 
 
 class Channel(_Channel):
+    def __init__(self, connection, **kwargs):
+        # the bell's path is fixed when the channel opens: kombu sets ``self.connection`` to
+        # None when a channel is closed, which another thread (or a retry's revive) may do
+        # while a put is under way, and a committed publish must not fail on the ring
+        self._bell_path = bell_path(connection.client.hostname)
+        super().__init__(connection, **kwargs)
+
     def _put(self, queue, payload, **kwargs):
         super()._put(queue, payload, **kwargs)  # committed: a woken consumer finds it
-        path = bell_path(self.connection.client.hostname)
-        if path:
-            ring(path)
+        if self._bell_path:
+            ring(self._bell_path)
 
 
 class Transport(_Transport):
@@ -161,10 +169,8 @@ def _engine_from_config(self):
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _):
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
+        use_wal(dbapi_conn)
+        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
 
     return engine
 

@@ -8,12 +8,17 @@
   in the config file (``interactive``, ``bulk``, ``maintenance``) or
   ``INGEST_MAX_DEPTH_<LANE>``; defaults 1000 / 20000 / 20000.
 * **Coalescing** (Redis broker): an event is sent only if no task for the same
-  (store, lane, kind, path) is waiting; a marker key ``SET NX`` with a time-to-live
+  (store, lane, kind, source, key, dest) is waiting; a marker key ``SET NX`` with a time-to-live
   says one is. The task deletes the marker when it *starts*, so an event that
   arrives while it runs gets a task of its own. Tasks read the current state of the
   document, so the waiting task also covers the events folded into it.
-* **Versions**: an upsert carries the file's ``ctime_ns`` as the producer saw it;
-  the task drops itself if the registry already holds a newer state.
+* **Order**: an event carries the ``seq`` its source saw (a folder file's ``ctime_ns`` from the
+  watcher's or the scan's ``lstat``); the task drops itself if the registry already holds a newer
+  state. The producer itself never looks at the filesystem.
+* **One task form** for every source: ``ingest.change(store_url, event, batch, pending=)`` with
+  ``event`` a :class:`ingest.sources.base.ChangeEvent` as a dict (``to_wire``), and
+  ``ingest.changes(store_url, [event, ...], batch, pending=[...])`` for a group of upserts;
+  ``ingest.poll(store_url, source, prune=, pending=)`` asks a configured source what changed.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Callable
 
 from ingest import config
 from ingest.config import settings
@@ -61,8 +67,8 @@ def max_depths(cfg: dict | None = None) -> dict[str, int]:
     return out
 
 
-def pending_key(store_url: str, lane: str, kind: str, root: str, path: str, dest: str | None) -> str:
-    h = hashlib.sha1("\0".join([store_url, lane, kind, root, path, dest or ""]).encode("utf-8", "surrogateescape")).hexdigest()
+def pending_key(store_url: str, lane: str, kind: str, source: str, key: str, dest: str | None) -> str:
+    h = hashlib.sha1("\0".join([store_url, lane, kind, source, key, dest or ""]).encode("utf-8", "surrogateescape")).hexdigest()
     return PENDING_PREFIX + h
 
 
@@ -87,19 +93,8 @@ def redis_client(broker_url: str):
     return c
 
 
-def event_version(ev) -> int | None:
-    from ingest.sources.base import UPSERT
-
-    if ev.kind != UPSERT:
-        return None
-    try:
-        return os.lstat(os.path.join(ev.root, ev.path)).st_ctime_ns
-    except OSError:
-        return None
-
-
 class Producer:
-    def __init__(self, store_url: str, broker_url: str, *, max_depth: dict[str, int] | None = None,
+    def __init__(self, store_url: str | None, broker_url: str, *, max_depth: dict[str, int] | None = None,
                  coalesce: bool = True, poll: float = 0.2):
         from .app import configure
 
@@ -158,7 +153,7 @@ class Producer:
 
     # -- send -------------------------------------------------------------------------
     def send(self, events, lane: str, batch: str | None = None, group: "int | list[int]" = 1) -> int:
-        """Queue one task per event (minus coalesced duplicates); returns how many events were sent.
+        """Queue one task per change event (minus coalesced duplicates); returns how many events were sent.
 
         ``group`` > 1 packs up to that many upserts into one ``ingest.changes`` task whose
         documents share one embedding call (bulk work; interactive changes go one by one);
@@ -173,15 +168,18 @@ class Producer:
         sizes = list(group) if isinstance(group, (list, tuple)) else [group]
         if not sizes or any(not isinstance(n, int) or n < 1 for n in sizes):
             raise ValueError(f"group sizes must be integers of at least 1, got {group!r}")
-        packed: list[list] = []
+        packed: list[dict] = []
+        pendings: list[str | None] = []
         tasks = 0  # ingest.changes tasks sent: the next one takes sizes[tasks] (the last size repeats)
         with self.app.producer_or_acquire() as producer:
             def flush():
                 nonlocal est, tasks
                 if packed:
-                    self.app.send_task("ingest.changes", args=[self.store_url, list(packed), batch], queue=route,
-                                       producer=producer, headers=queued_header())
+                    kwargs = {"pending": list(pendings)} if any(pendings) else {}
+                    self.app.send_task("ingest.changes", args=[self.store_url, list(packed), batch], kwargs=kwargs,
+                                       queue=route, producer=producer, headers=queued_header())
                     packed.clear()
+                    pendings.clear()
                     est += 1
                     tasks += 1
 
@@ -189,54 +187,76 @@ class Producer:
                 if est is None or est >= bound or i % CHECK_EVERY == 0:  # est: depth now, at most
                     flush()
                     est = self.wait_below(route)
-                kwargs = {"version": event_version(ev)}
+                pending = None
                 if self.coalesce:
-                    key = pending_key(self.store_url, route, ev.kind, ev.root, ev.path, ev.dest_path)
-                    if not self._r.set(key, "1", nx=True, ex=pending_ttl()):
+                    pending = pending_key(self.store_url or "", route, ev.kind, ev.source, ev.key, ev.dest)
+                    if not self._r.set(pending, "1", nx=True, ex=pending_ttl()):
                         continue  # a task for this change is already waiting: it will see this one too
-                    kwargs["pending"] = key
                 sent += 1
                 size = sizes[min(tasks, len(sizes) - 1)]
                 if size > 1 and ev.kind == UPSERT:
-                    packed.append([ev.kind, ev.root, ev.path, ev.dest_path, kwargs["version"], kwargs.get("pending")])
+                    packed.append(ev.to_wire())
+                    pendings.append(pending)
                     if len(packed) >= size:
                         flush()
                     continue
-                self.app.send_task("ingest.change", args=[self.store_url, ev.kind, ev.root, ev.path, ev.dest_path,
-                                                          batch], kwargs=kwargs, queue=route, producer=producer,
+                self.app.send_task("ingest.change", args=[self.store_url, ev.to_wire(), batch],
+                                   kwargs={"pending": pending} if pending else {}, queue=route, producer=producer,
                                    headers=queued_header())
                 est += 1
             flush()
         return sent
 
-    def send_poll(self, source: str, lane: str = "interactive", *, prune: bool = False) -> bool:
-        """Queue one ``ingest.dms_poll`` pass of a configured source (webhooks, the CLI), with the same
-        backpressure and coalescing as changes: while a poll of ``source`` waits on the lane, another
-        is not queued (the waiting one fetches whatever changed meanwhile). Returns whether one was sent."""
+    def send_poll(self, source: str, lane: str = "interactive", *, prune: bool = False, acl: bool = False) -> bool:
+        """Queue one ``ingest.poll`` pass of a configured source (webhooks, ``ingest poll``), with the
+        same backpressure and coalescing as changes: while a poll of ``source`` waits on the lane,
+        another is not queued (the waiting one fetches whatever changed meanwhile). Returns whether
+        one was sent."""
         from ingest.obs.lanes import queued_header
 
         if lane not in LANES:
             raise ValueError(f"unknown lane {lane!r}; lanes are {', '.join(LANES)}")
         route = lane if lanes_enabled() else "bulk"
         self.wait_below(route)
-        kwargs: dict = {"prune": prune}
+        kwargs: dict = {"prune": prune, **({"acl": True} if acl else {})}
         if self.coalesce:
-            key = pending_key(self.store_url or "", route, "poll", source, "", "prune" if prune else None)
+            passes = "+".join(name for name, on in (("prune", prune), ("acl", acl)) if on)
+            key = pending_key(self.store_url or "", route, "poll", source, "", passes or None)
             if not self._r.set(key, "1", nx=True, ex=pending_ttl()):
                 return False
             kwargs["pending"] = key
         with self.app.connection_for_write(self.broker_url) as conn:  # this broker, not a pooled older one
-            self.app.send_task("ingest.dms_poll", args=[self.store_url, source], kwargs=kwargs, queue=route,
+            self.app.send_task("ingest.poll", args=[self.store_url, source], kwargs=kwargs, queue=route,
                                connection=conn, headers=queued_header())
         return True
 
-    def resend(self, args: list, kwargs: dict, lane: str) -> None:
+    def resend(self, args: list, kwargs: dict, lane: str, task: str = "ingest.change") -> None:
         """Queue a task again as it was (``ingest retry``), without coalescing."""
         kwargs = {k: v for k, v in kwargs.items() if k != "pending"}
         from ingest.obs.lanes import queued_header
 
         self.wait_below(lane)
-        self.app.send_task("ingest.change", args=args, kwargs=kwargs, queue=lane, headers=queued_header())
+        self.app.send_task(task, args=args, kwargs=kwargs, queue=lane, headers=queued_header())
+
+
+_producers: dict = {}
+
+
+def poll_enqueuer(store_url: str | None, broker_url: str | None = None) -> "Callable[[str], bool]":
+    """``enqueue(source)``: one ``ingest.poll`` of a configured source on the interactive lane, through
+    the producer (backpressure; coalescing on Redis); the broker by ``workers.app.resolve_broker``.
+    What ``ingest serve`` gives the webhook receivers, and what ``ingest poll`` uses."""
+    from .app import resolve_broker
+
+    url = resolve_broker(store_url, broker_url)
+
+    def enqueue(source: str, *, prune: bool = False, acl: bool = False) -> bool:
+        producer = _producers.get((store_url, url))
+        if producer is None:
+            producer = _producers[(store_url, url)] = Producer(store_url, url)
+        return producer.send_poll(source, prune=prune, acl=acl)
+
+    return enqueue
 
 
 def clear_pending(broker_url: str, key: str) -> None:
@@ -255,6 +275,7 @@ def requeue_dead_letters(store_url: str, broker_url: str, ids: list[int] | None 
             raise LookupError(f"no dead letter waiting with id {', '.join(map(str, missing))}")
     producer = Producer(store_url, broker_url)
     for d in letters:
-        producer.resend(d["args"], d["kwargs"], d["lane"] if d["lane"] in LANES else "bulk")
+        producer.resend(d["args"], d["kwargs"], d["lane"] if d["lane"] in LANES else "bulk",
+                        d.get("task") or "ingest.change")
         store.mark_requeued(d["id"])
     return [d["id"] for d in letters]

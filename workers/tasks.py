@@ -1,9 +1,24 @@
-"""Celery tasks: one task per document change, idempotent, retried on transient faults."""
+"""Celery tasks: one task per document change, idempotent, retried on transient faults.
+
+One task form for every source (``workers.lanes.Producer`` sends them):
+
+* ``ingest.change(store_url, event, batch=None, pending=None)``: one change event
+  (:class:`ingest.sources.base.ChangeEvent` as a dict), a folder's file or a connector's item alike,
+  through :func:`ingest.pipeline.changes.handle`.
+* ``ingest.changes(store_url, events, batch=None, pending=None)``: several upserts, their new chunks
+  embedded together (:func:`ingest.pipeline.changes.handle_many`); ``pending``: their coalescing markers.
+* ``ingest.poll(store_url, source, prune=False, pending=None, acl=False)``: ask a configured source what changed
+  since its cursor and apply each change through the same per-document path (webhooks, ``ingest poll``).
+
+A message of the form before (``ingest.change(store_url, kind, root, path, dest_path, batch, version=)``,
+``ingest.changes`` with ``[kind, root, path, dest_path, version, pending]`` lists, ``ingest.dms_poll``)
+still queued after an upgrade is read as the event it describes.
+"""
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
-import sqlite3
 
 from celery.signals import worker_process_init
 
@@ -52,6 +67,17 @@ def pipeline_for(store_url: str):
     return p
 
 
+@contextlib.contextmanager
+def serving(store_url: str, pipeline):
+    """Run this process's tasks for ``store_url`` through ``pipeline`` (an embedded worker that
+    already holds a pipeline, or a test with its own embedder) until the block ends."""
+    _pipelines[store_url] = pipeline
+    try:
+        yield pipeline
+    finally:
+        _pipelines.pop(store_url, None)
+
+
 def task_context(task) -> dict:
     """Where a change came from, for its trace: lane, task id, when it was queued."""
     req = task.request
@@ -72,21 +98,21 @@ def _give_up(task, store_url: str, fault: str, exc: BaseException, evs, batch: s
     from celery.exceptions import Reject
 
     from ingest.pipeline.faults import is_transient as _transient
-    from ingest.sources.base import folder_source, store_rel
+    from ingest.sources.base import store_rel
 
     req = task.request
     reason = store_rel(f"{type(exc).__name__}: {exc}")  # a name that is not UTF-8 must not stop the record
     if fault == "transient":
         reason = f"gave up after {req.retries + 1} attempts: {reason}"
-    log.error("%s %s: %s fault: %s", task.name, ", ".join(f"{ev.kind} {ev.path}" for ev in evs), fault, reason)
+    log.error("%s %s: %s fault: %s", task.name, ", ".join(f"{ev.kind} {ev.key}" for ev in evs), fault, reason)
     try:
         store = pipeline_for(store_url).store
         store.add_dead_letter(task=task.name, lane=(req.delivery_info or {}).get("routing_key"),
                               args=_printable(list(req.args or [])), kwargs=_printable(dict(req.kwargs or {})),
                               fault=fault, reason=reason, attempts=req.retries + 1)
         for ev in evs:
-            store.log_outcome(action=Action.DEAD_LETTER, source=folder_source(ev.root),
-                              external_id=store_rel(ev.path),
+            store.log_outcome(action=Action.DEAD_LETTER, source=ev.registry_source,
+                              external_id=store_rel(ev.key),
                               doc_id=None, batch=batch, detail=f"{fault}: {reason}")
     except Exception as e2:
         if _transient(e2):  # the store is unreachable: the broker delivers it again later
@@ -110,14 +136,13 @@ def _printable(v):
     return v
 
 
-def _requeue(task, store_url: str, evs, versions, batch: str | None) -> None:
+def _requeue(task, store_url: str, evs, batch: str | None) -> None:
     """Queue changes again, one ``ingest.change`` task each, on the lane this task came from."""
     from ingest.obs.lanes import queued_header
 
     lane = (task.request.delivery_info or {}).get("routing_key") or "bulk"
-    for ev, version in zip(evs, versions):
-        app.send_task("ingest.change", args=[store_url, ev.kind, ev.root, ev.path, ev.dest_path, batch],
-                      kwargs={"version": version}, queue=lane, headers=queued_header())
+    for ev in evs:
+        app.send_task("ingest.change", args=[store_url, ev.to_wire(), batch], queue=lane, headers=queued_header())
 
 
 class _budgeted:
@@ -137,7 +162,7 @@ class _budgeted:
         self.pipeline.budget = None
 
 
-def _run(task, store_url: str, evs, batch: str | None, pendings, work, versions=None):
+def _run(task, store_url: str, evs, batch: str | None, pendings, work, result=None):
     """Run ``work()`` for a task's events with the failure semantics of every change task.
 
     Transient faults are retried with backoff and jitter, ``task_max_retries`` times, then
@@ -157,13 +182,13 @@ def _run(task, store_url: str, evs, batch: str | None, pendings, work, versions=
                 clear_pending(app.conf.broker_url, k)
         outs = work()
     except Requeue as r:  # a group ran short of time: what it did not finish goes back, one task each
-        _requeue(task, store_url, r.events, r.versions, batch)
+        _requeue(task, store_url, r.events, batch)
         log.warning("%s: %d of %d change(s) queued again one by one (the group ran short of time)",
                     task.name, len(r.events), len(evs))
         return [o.action for o in r.outs] + ["requeued"] * len(r.events)
     except OutOfTime as e:  # one document, progress kept (cached vectors): it goes on in a new task
-        _requeue(task, store_url, evs, versions or [None] * len(evs), batch)
-        log.warning("%s %s: %s; continued in a new task", task.name, ", ".join(ev.path for ev in evs), e)
+        _requeue(task, store_url, evs, batch)
+        log.warning("%s %s: %s; continued in a new task", task.name, ", ".join(ev.key for ev in evs), e)
         return ["continued"]
     except Exception as e:
         if not is_transient(e):
@@ -180,57 +205,107 @@ def _run(task, store_url: str, evs, batch: str | None, pendings, work, versions=
             raise
         except Exception as e2:  # the broker is unreachable too: leave the message to be delivered again
             raise Reject(f"retry could not be queued: {e2}", requeue=True) from e
-    return [o.action for o in outs]
+    return result(outs) if result is not None else [o.action for o in outs]
+
+
+def _legacy(args: tuple, kwargs: dict):
+    """(event, batch) from an ``ingest.change`` message of the form before one event type:
+    ``(kind, root, path, dest_path, batch)`` with ``version=`` (the file's ctime_ns)."""
+    from ingest.sources.base import ChangeEvent
+
+    kind, root, path, dest, batch = (list(args) + [None] * 5)[:5]
+    if not all(isinstance(x, str) for x in (kind, root, path)):
+        raise ValueError(f"not a change event: {list(args)!r}")
+    return ChangeEvent(kind, root, path, dest, seq=kwargs.get("version")), batch
+
+
+def _events(events: list) -> tuple[list, list]:
+    """(events, their pending markers) from ``ingest.changes``'s list: dicts, or the lists of the form
+    before (``[kind, root, path, dest_path, version, pending]``)."""
+    from ingest.sources.base import ChangeEvent
+
+    evs, pendings = [], []
+    for e in events:
+        if isinstance(e, (list, tuple)):
+            e = list(e) + [None] * (6 - len(e))
+            evs.append(ChangeEvent(e[0], e[1], e[2], e[3], seq=e[4]))
+            pendings.append(e[5])
+        else:
+            evs.append(ChangeEvent.from_wire(e))
+            pendings.append(None)
+    return evs, pendings
+
+
+def _malformed(task, store_url: str, exc: Exception, batch: str | None = None):
+    """A message no event can be read from: dead-lettered (permanent) with the reason, never retried."""
+    return _give_up(task, store_url, "permanent", exc, [], batch)
 
 
 @app.task(name="ingest.change", bind=True, acks_late=True, max_retries=None)
-def change(self, store_url: str, kind: str, root: str, path: str, dest_path: str | None = None,
-           batch: str | None = None, version: int | None = None, pending: str | None = None):
-    """One document change. Idempotent: it looks at the current state of the document."""
+def change(self, store_url: str, event, batch: str | None = None, *legacy, pending: str | None = None, **old):
+    """One document change, of any source. Idempotent: it looks at the current state of the document."""
     from ingest.sources.base import ChangeEvent
 
-    ev = ChangeEvent(kind, root, path, dest_path)
+    try:
+        if isinstance(event, dict) and not legacy:
+            ev = ChangeEvent.from_wire(event)
+        else:
+            ev, batch = _legacy((event, batch, *legacy), old)
+    except (TypeError, ValueError) as e:
+        return _malformed(self, store_url, e, batch)
 
     def work():
         with _budgeted(self, pipeline_for(store_url)) as p:
-            return p.handle(ev, batch=batch, ctx=task_context(self), version=version)
+            from ingest.pipeline.changes import handle
 
-    return _run(self, store_url, [ev], batch, [pending], work, [version])
+            return handle(p, ev, batch=batch, ctx=task_context(self))
+
+    return _run(self, store_url, [ev], batch, [pending], work)
 
 
 @app.task(name="ingest.changes", bind=True, acks_late=True, max_retries=None)
-def changes(self, store_url: str, events: list, batch: str | None = None):
+def changes(self, store_url: str, events: list, batch: str | None = None, pending: list | None = None):
     """Several upserts in one task (bulk lane): their new chunks share one embedding call.
-    ``events``: ``[kind, root, path, dest_path, version, pending]`` lists. Per-document
+    ``events``: change events as dicts; ``pending``: their coalescing markers. Per-document
     faults are recorded per document by the pipeline and the rest of the group goes on;
     a fault of the whole task (store unreachable) is retried like ``ingest.change``."""
-    from ingest.sources.base import ChangeEvent
-
-    evs = [ChangeEvent(*e[:4]) for e in events]
-    versions = [e[4] if len(e) > 4 else None for e in events]
+    try:
+        evs, pendings = _events(events)
+    except (TypeError, ValueError) as e:
+        return _malformed(self, store_url, e, batch)
+    pendings = [a or b for a, b in zip(pending or [None] * len(evs), pendings)]
 
     def work():
         with _budgeted(self, pipeline_for(store_url)) as p:
-            return p.handle_many(evs, batch=batch, ctx=task_context(self), versions=versions)
+            from ingest.pipeline.changes import handle_many
 
-    return _run(self, store_url, evs, batch, [e[5] if len(e) > 5 else None for e in events], work, versions)
+            return handle_many(p, evs, batch=batch, ctx=task_context(self))
+
+    return _run(self, store_url, evs, batch, pendings, work)
 
 
-@app.task(name="ingest.dms_poll", bind=True, acks_late=True, max_retries=5)
-def dms_poll(self, store_url: str, source: str, prune: bool = False, pending: str | None = None):
-    """One sync pass of a configured DMS source (config from ``$INGEST_CONFIG``); webhooks enqueue it
-    (``workers.lanes.Producer.send_poll``)."""
+def _poll(self, store_url: str, source: str, prune: bool, acl: bool, pending: str | None):
     from ingest import config
     from ingest.pipeline.connector_sync import sync_source
-    from ingest.sources.connector import ConnectorError
 
-    if pending:  # from now on a new notification needs a poll of its own
-        from .lanes import clear_pending
-
-        clear_pending(app.conf.broker_url, pending)
-    try:
-        rep = sync_source(store_url, source, config.load(), prune=prune, pipeline=pipeline_for(store_url),
+    def work():
+        rep = sync_source(store_url, source, config.load(), prune=prune, acl=acl, pipeline=pipeline_for(store_url),
                           ctx=task_context(self))
-    except (sqlite3.OperationalError, ConnectorError) as e:  # store busy or source unreachable: transient
-        raise self.retry(exc=e, countdown=min(2 ** self.request.retries * 5, 300))
-    return {"events": rep.events, "outcomes": rep.outcomes, "pruned": rep.pruned}
+        return {"events": rep.events, "outcomes": rep.outcomes, "pruned": rep.pruned}
+
+    return _run(self, store_url, [], None, [pending], work, result=lambda r: r)
+
+
+@app.task(name="ingest.poll", bind=True, acks_late=True, max_retries=None)
+def poll(self, store_url: str, source: str, prune: bool = False, pending: str | None = None, acl: bool = False):
+    """One sync pass of a configured source (``[sources.<name>]`` of ``$INGEST_CONFIG``): its changes
+    since the saved cursor, each through the one per-document path, then the next cursor. Webhooks
+    and ``ingest poll`` enqueue it (``workers.lanes.Producer.send_poll``). Source unreachable or store
+    busy: retried with backoff like a change, then dead-lettered. ``acl``: also the permission-only pass."""
+    return _poll(self, store_url, source, prune, acl, pending)
+
+
+@app.task(name="ingest.dms_poll", bind=True, acks_late=True, max_retries=None)
+def dms_poll(self, store_url: str, source: str, prune: bool = False, pending: str | None = None):
+    """The name ``ingest.poll`` had before: a message of it still queued after an upgrade."""
+    return _poll(self, store_url, source, prune, False, pending)

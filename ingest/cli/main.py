@@ -127,12 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
 
-    p = sub.add_parser("poll", help="one sync pass of a DMS source from the config ([sources.NAME])")
+    p = sub.add_parser("poll", help="queue one sync pass of a source from the config ([sources.NAME]) for the "
+                                    "workers, as a webhook does (--inline: run it here)")
     p.add_argument("source", metavar="NAME")
     _store_arg(p)
-    p.add_argument("--config", default=None, help="config file (default: $INGEST_CONFIG or ~/.ingest/config.toml)")
+    p.add_argument("--broker", default=None, help="Celery broker URL (default: $INGEST_BROKER, else the SQLite "
+                                                  "broker beside the store)")
+    p.add_argument("--config", default=None, help="config file (default: $INGEST_CONFIG or ~/.ingest/config.toml); "
+                                                  "queued, the worker reads its own $INGEST_CONFIG")
     p.add_argument("--prune", action="store_true", help="also list all ids and delete what is gone")
     p.add_argument("--acl", action="store_true", help="also re-read every document's permissions (ACL-only)")
+    p.add_argument("--inline", action="store_true", help="run the pass in this process and report what it did, "
+                                                         "instead of queueing it (no worker needed)")
     p.add_argument("--json", action="store_true")
 
     from ingest.cli import lineage as lineage_cli
@@ -410,11 +416,22 @@ def cmd_status(a) -> int:
 
 
 def _dead_what(d: dict) -> str:
-    """What a dead-lettered task was about: 'upsert a/b.txt', or the paths of a group."""
+    """What a dead-lettered task was about: 'upsert a/b.txt', the keys of a group, or 'poll <source>'
+    (messages of the earlier form, ``[store, kind, root, path, ...]``, too)."""
     args = d["args"]
+
+    def what(e) -> tuple[str, str]:
+        if isinstance(e, dict):
+            return str(e.get("kind")), str(e.get("key"))
+        return str(e[0]), str(e[2]) if len(e) > 2 else ""
+
     if d["task"] == "ingest.changes" and len(args) > 1:
-        paths = [e[2] for e in args[1]]
-        return f"{len(paths)} upserts: " + ", ".join(paths[:3]) + (" ..." if len(paths) > 3 else "")
+        keys = [what(e)[1] for e in args[1]]
+        return f"{len(keys)} upserts: " + ", ".join(keys[:3]) + (" ..." if len(keys) > 3 else "")
+    if d["task"] in ("ingest.poll", "ingest.dms_poll"):
+        return f"poll {args[1] if len(args) > 1 else '?'}"
+    if len(args) > 1 and isinstance(args[1], dict):
+        return " ".join(what(args[1]))
     return " ".join(str(x) for x in (args[1:2] + args[3:4]))
 
 
@@ -459,11 +476,30 @@ def cmd_serve(a) -> int:
 
 
 def cmd_poll(a) -> int:
+    """Queue one ``ingest.poll`` of the source through the queue's producer (the path a webhook takes);
+    ``--inline``: run the same pass here and print its report."""
     from dataclasses import asdict
 
+    cfg = config.load(a.config)
+    if not a.inline:
+        from ingest.sources.connector import make_connector
+        from ingest.stores import store_url as canonical
+        from workers.lanes import poll_enqueuer
+
+        make_connector(a.source, cfg)  # an unknown or misconfigured source fails here, not in a worker
+        store = canonical(a.store)
+        sent = poll_enqueuer(store, a.broker)(a.source, prune=a.prune, acl=a.acl)
+        if a.json:
+            print(json.dumps({"source": a.source, "queued": sent, "lane": "interactive"}))
+        elif sent:
+            print(f"{a.source}: a sync pass is queued on the interactive lane (`ingest worker`, or `ingest run`"
+                  " on this store, runs it; `ingest poll --inline` runs it here)")
+        else:
+            print(f"{a.source}: a sync pass is already waiting on the interactive lane; it covers this one")
+        return 0
     from ingest.pipeline.connector_sync import sync_source
 
-    rep = sync_source(a.store, a.source, config.load(a.config), prune=a.prune, acl=a.acl)
+    rep = sync_source(a.store, a.source, cfg, prune=a.prune, acl=a.acl)
     if a.json:
         print(json.dumps(asdict(rep), indent=2))
     else:

@@ -4,7 +4,7 @@ Histograms of stage durations and freshness lag are accumulated from the ``outco
 (each row read once per serving process, so a scrape costs only the rows written since the
 last one); gauges (documents by status, lanes, quality, alerts) are read fresh every scrape.
 
-Served by ``ingest serve`` at ``/metrics`` (bearer token from ``[serve.tokens]`` required unless
+Served by ``ingest serve`` at ``/metrics`` (``ingest.serve.obs_http.metrics_app``; bearer token from ``[serve.tokens]`` required unless
 ``[serve.metrics] public = true``) and by ``ingest worker --metrics-port N``.
 """
 from __future__ import annotations
@@ -14,15 +14,9 @@ import math
 import threading
 import time
 
-from ingest.config import settings
 from ingest.obs.clock import STAGES
-from ingest.config import section
 from ingest.obs import quality
 from ingest.obs.lanes import lane_stats
-from ingest.obs.quality import rules
-from ingest.serve.auth import principal_from_request
-from ingest.stores import open_store, store_path
-from workers.app import embedded_broker
 
 STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, math.inf)
 LAG_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, math.inf)
@@ -45,12 +39,6 @@ class _Hist:
             n += c
             out.append(("+Inf" if le == math.inf else repr(float(le)), n))
         return out
-
-
-def default_broker(store_url: str | None) -> str:
-    from workers.app import resolve_broker
-
-    return resolve_broker(store_url)
 
 
 class StoreCollector:
@@ -176,27 +164,3 @@ def registry_for(store, cfg: dict, broker_url: str | None, refresh_every: float 
     reg = CollectorRegistry(auto_describe=False)
     reg.register(StoreCollector(store, cfg, broker_url, refresh_every))
     return reg
-
-
-def app(store_url: str | None, cfg: dict, *, public: bool | None = None):
-    """WSGI app for ``/metrics`` (mounted by ``ingest serve``)."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    rules(cfg)  # a bad [quality.alerts] table fails `ingest serve` at start, not every scrape
-    s = section(cfg, "serve.metrics")
-    public = bool(s.get("public", False)) if public is None else public
-    reg = registry_for(open_store(store_url), cfg, default_broker(store_url), float(s.get("refresh_seconds", 60)))
-
-    def wsgi(environ, start_response):
-        if environ.get("PATH_INFO", "/") not in ("/", ""):
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"not found\n"]
-        if not public and principal_from_request(environ, cfg) is None:
-            start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")])
-            return [b"a bearer token from [serve.tokens] is required (or set [serve.metrics] public = true)\n"]
-        data = generate_latest(reg)
-        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(data)))])
-        return [data]
-
-    return wsgi
-

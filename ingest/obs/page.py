@@ -3,7 +3,7 @@ trend as small inline SVG charts, open quality alerts, and the documents that ar
 their reasons. Read-only; one self-contained HTML document (no scripts, no external assets, a
 Content-Security-Policy that forbids them).
 
-Authenticated like the other endpoints: ``Authorization: Bearer <token>`` from ``[serve.tokens]``;
+Served by ``ingest.serve.obs_http.status_app``, authenticated like the other endpoints: ``Authorization: Bearer <token>`` from ``[serve.tokens]``;
 a browser signs in once at ``login`` with the same token, kept in an HttpOnly, SameSite=Strict
 cookie. ``[serve.status] principals = ["alice", ...]`` limits the page to those principals.
 """
@@ -12,19 +12,11 @@ from __future__ import annotations
 import html
 import json
 import time
-import urllib.parse
 
 from ingest.stores.common import redact
-from ingest.config import section
 from ingest.obs import quality
 from ingest.obs.lanes import lane_stats
-from ingest.obs.metrics import default_broker
-from ingest.serve.auth import principal_for_token, principal_from_request
-from ingest.stores import open_store
 
-COOKIE = "ingest_token"
-CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'")
 CHARTS = (("share-empty", "share_empty", True), ("share-flagged", "share_flagged", True),
           ("share-quarantined", "share_quarantined", True), ("ocr-confidence", "ocr_confidence", False))
 
@@ -156,67 +148,9 @@ def render(st: dict, principal: str) -> str:
     return "".join(out)
 
 
-def _login(msg: str) -> str:
+def login_page(msg: str) -> str:
     return ("<!doctype html><html lang=en><head><meta charset=utf-8><title>ingest status: sign in</title>"
             f"<style>{_STYLE}</style></head><body><header><h1>ingest status</h1></header><main>"
             f"<h2>Sign in</h2><p>{html.escape(msg)}</p><form method=post action=\"login\">"
             "<label>Token <input type=password name=token id=token autocomplete=off></label> "
             "<button type=submit id=signin>Sign in</button></form></main></body></html>")
-
-
-def app(store_url: str | None, cfg: dict):
-    """WSGI app for ``/`` (mounted by ``ingest serve``)."""
-    store = open_store(store_url)
-    broker = default_broker(store_url)
-    allowed = section(cfg, "serve.status").get("principals")
-
-    def reply(start_response, status, body: str, headers=()):
-        data = body.encode()
-        start_response(status, [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(data))),
-                                 ("Content-Security-Policy", CSP), ("X-Content-Type-Options", "nosniff"),
-                                 ("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer"), *headers])
-        return [data]
-
-    def base(environ) -> str:
-        return (environ.get("SCRIPT_NAME", "") or "") + "/"
-
-    def wsgi(environ, start_response):
-        path, method = environ.get("PATH_INFO", "/") or "/", environ.get("REQUEST_METHOD", "GET")
-        if path == "/login":
-            if method == "POST":
-                n = min(int(environ.get("CONTENT_LENGTH") or 0), 8192)
-                form = urllib.parse.parse_qs(environ["wsgi.input"].read(n).decode("utf-8", "replace"))
-                token = (form.get("token") or [""])[0]
-                if principal_for_token(token, cfg) is None:
-                    return reply(start_response, "401 Unauthorized",
-                                 _login("That token is not known."))
-                secure = "; Secure" if environ.get("wsgi.url_scheme") == "https" else ""
-                cookie = (f"{COOKIE}={urllib.parse.quote(token, safe='')}; HttpOnly; SameSite=Strict; "
-                          f"Path={base(environ)}{secure}")
-                return reply(start_response, "303 See Other", "", [("Set-Cookie", cookie),
-                                                                   ("Location", base(environ))])
-            return reply(start_response, "200 OK", _login(""))
-        if path != "/":
-            return reply(start_response, "404 Not Found", "<p>not found</p>")
-        if method not in ("GET", "HEAD"):
-            return reply(start_response, "405 Method Not Allowed", "<p>read-only</p>", [("Allow", "GET, HEAD")])
-        principal = principal_from_request(environ, cfg)
-        if principal is None:
-            from http.cookies import CookieError, SimpleCookie
-
-            try:
-                c = SimpleCookie(environ.get("HTTP_COOKIE", ""))
-            except CookieError:
-                c = SimpleCookie()
-            if COOKIE in c:
-                principal = principal_for_token(urllib.parse.unquote(c[COOKIE].value), cfg)
-        if principal is None:
-            return reply(start_response, "401 Unauthorized",
-                         _login("Sign in with a token from [serve.tokens]."),
-                         [("WWW-Authenticate", "Bearer")])
-        if allowed is not None and principal not in allowed:
-            return reply(start_response, "403 Forbidden", f"<p>{html.escape(principal)} may not see the status "
-                         "page ([serve.status] principals)</p>")
-        return reply(start_response, "200 OK", render(state(store, cfg, broker), principal))
-
-    return wsgi

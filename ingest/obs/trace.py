@@ -11,7 +11,8 @@ import json
 import logging
 import time
 
-from ingest.search.access import find_doc
+from ingest.stores.base import Action
+from ingest.stores.common import find_doc
 
 log = logging.getLogger("ingest.outcome")
 
@@ -25,7 +26,7 @@ def record(store, o, *, source: str, external_id: str | None, batch: str | None 
     queued = ctx.get("queued_at")
     if queued is not None and started is not None:
         stages["queue"] = max(0.0, started - float(queued))
-    n_own = o.chunks if o.action == "indexed" else 0
+    n_own = o.chunks if o.action == Action.INDEXED else 0
     tr = {
         "event": event, "lane": ctx.get("lane"), "task": ctx.get("task"), "queued_at": queued,
         "started_at": started, "stages": {k: round(v, 6) for k, v in stages.items()},
@@ -37,7 +38,7 @@ def record(store, o, *, source: str, external_id: str | None, batch: str | None 
     if getattr(o, "notes", None):
         tr["notes"] = list(o.notes)
     warned = row and row["quality"] and json.loads(row["quality"]).get("third_party_warnings")
-    if warned and o.action == "indexed":  # the parsing libraries' warnings, counted, not logged
+    if warned and o.action == Action.INDEXED:  # the parsing libraries' warnings, counted, not logged
         tr["third_party_warnings"] = warned
     store.log_outcome(action=o.action, source=source, external_id=external_id, doc_id=o.doc_id, batch=batch,
                       parsed=o.parsed, embedded=o.embedded, detail=o.detail, trace=tr)

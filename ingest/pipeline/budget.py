@@ -48,12 +48,12 @@ class OutOfTime(Exception):
 
 
 class Requeue(Exception):
-    """Raised to the task: queue ``events`` (with ``versions``) again, one task each;
-    ``outs``: the outcomes of what was done."""
+    """Raised to the task: queue ``events`` (change events, their ``seq`` kept) again, one task
+    each; ``outs``: the outcomes of what was done."""
 
-    def __init__(self, events: list, versions: list, *, outs: list | None = None):
+    def __init__(self, events: list, *, outs: list | None = None):
         super().__init__(f"{len(events)} change(s) to queue again")
-        self.events, self.versions, self.outs = events, versions, outs or []
+        self.events, self.outs = events, outs or []
 
 
 def is_soft_timeout(exc: BaseException) -> bool:

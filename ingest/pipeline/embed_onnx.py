@@ -7,9 +7,12 @@ quantize_dynamic`` with the settings in :data:`INT8_SETTINGS`. Nothing is downlo
 is cached under ``$INGEST_EMBED_CACHE`` (default ``$XDG_CACHE_HOME/ingest/onnx``, i.e.
 ``~/.cache/ingest/onnx``) beside a JSON sidecar holding its sha256 and the key of what it was
 built from (weights, exporter settings); a file whose checksum or key does not match is built
-again. At load time the file is read once from one descriptor (no links followed, size from
-``fstat``, bounded), its checksum verified on those bytes, and the session created from the
-same bytes.
+again. At load time the file is opened once (no links followed, size from ``fstat``, bounded),
+copied in the kernel into a sealed ``memfd`` (no write, shrink or grow once sealed), its checksum
+verified on those bytes, and the session created from the same bytes (ONNX Runtime reads the
+memfd by path: no copy in Python, none held by the session). The graph ONNX Runtime optimises
+from it is kept beside it with its own checksum and loaded instead next time
+(:func:`_optimized_paths`).
 
 Only the build imports torch; loading and running need ``onnxruntime``, ``tokenizers`` and
 numpy, so a cold query costs about a second instead of ten.
@@ -26,11 +29,12 @@ import threading
 from pathlib import Path
 
 from ingest.config import settings
-from ingest.pipeline.embed import Embedder, embed_device, embed_threads
+from ingest.embedding import EmbedderBase, embed_device, embed_threads
 
 log = logging.getLogger("ingest.pipeline.embed")
 
 BUILD_VERSION = 1  # bump when the export or quantization below changes: cached files are rebuilt
+OPT_VERSION = 1  # bump when the session options of OnnxEmbedder._load change: optimised graphs are made again
 OPSET = 17
 # Dynamic (activations quantized per batch at run time), per-channel weights, MatMul only.
 # Measured on all-MiniLM-L6-v2 (bench/embed.py): ONNX Runtime's defaults (per-tensor, every
@@ -80,8 +84,9 @@ def check_pooling(model_dir: Path) -> None:
                                  "only mean pooling is supported (use the torch backend)")
 
 
-def _read_bounded(path: Path) -> bytes:
-    """The file's bytes, read once from one descriptor opened without following links."""
+def _open_bounded(path: Path) -> tuple[int, os.stat_result]:
+    """(descriptor, its fstat) of a regular file of at most MAX_MODEL_BYTES, opened without
+    following links."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
@@ -94,8 +99,19 @@ def _read_bounded(path: Path) -> bytes:
             raise OnnxBuildError(f"{path}: not a regular file")
         if st.st_size > MAX_MODEL_BYTES:
             raise OnnxBuildError(f"{path}: {st.st_size} bytes, more than the {MAX_MODEL_BYTES} allowed")
-        chunks, left = [], st.st_size
-        while left > 0:
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes, read once from one descriptor opened without following links."""
+    fd, st = _open_bounded(path)
+    try:
+        first = os.read(fd, st.st_size)  # a regular file comes in one read: no second copy to join
+        chunks, left = [first], st.st_size - len(first)
+        while left > 0 and first:
             b = os.read(fd, min(left, 1 << 24))
             if not b:
                 break
@@ -155,23 +171,87 @@ def _paths(model_dir: Path, variant: str) -> tuple[Path, Path, str]:
     return d / f"{stem}.onnx", d / f"{stem}.json", key
 
 
-def _verified(path: Path, side: Path, key: str) -> bytes | None:
+class VerifiedModel:
+    """The verified bytes of a cached ONNX file, as ONNX Runtime loads them: a sealed in-memory
+    copy (``memfd``: no write, shrink or grow possible once it is sealed, so the bytes checked
+    are the bytes loaded) that ONNX Runtime reads by path (``/proc/self/fd/N``) with no Python
+    copy of it; where that is not available, the bytes themselves."""
+
+    def __init__(self, fd: int | None = None, data: bytes | None = None, sha256: str | None = None):
+        self.fd, self.data, self.sha256 = fd, data, sha256
+
+    def source(self):
+        """What ``onnxruntime.InferenceSession`` takes: a path or the bytes."""
+        return f"/proc/self/fd/{self.fd}" if self.fd is not None else self.data
+
+    def close(self) -> None:
+        fd, self.fd, self.data = self.fd, None, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self):
+        self.close()
+
+
+def _sealed_copy(path: Path) -> tuple[int, int] | None:
+    """(sealed memfd holding the file's bytes, size): the file opened once without following
+    links, bounded by ``fstat``, copied in the kernel; None where memfd/sealing is missing."""
+    import fcntl
+
+    if not (hasattr(os, "memfd_create") and hasattr(fcntl, "F_ADD_SEALS") and os.path.isdir("/proc/self/fd")):
+        return None
+    fd, st = _open_bounded(path)
+    mfd = None
+    try:
+        mfd = os.memfd_create("ingest-onnx", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        off = 0
+        while off < st.st_size:
+            n = os.sendfile(mfd, fd, off, min(st.st_size - off, 1 << 30))
+            if not n:
+                break
+            off += n
+        fcntl.fcntl(mfd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                    | fcntl.F_SEAL_SEAL)
+        out, mfd = (mfd, off), None
+        return out
+    except OSError:  # no memfd, sendfile or sealing here: the caller reads the bytes instead
+        return None
+    finally:
+        os.close(fd)
+        if mfd is not None:
+            os.close(mfd)
+
+
+def _sha256_fd(fd: int, size: int) -> str:
+    import mmap
+
+    if not size:
+        return hashlib.sha256(b"").hexdigest()
+    with mmap.mmap(fd, size, prot=mmap.PROT_READ) as m:
+        return hashlib.sha256(m).hexdigest()
+
+
+def _verified(path: Path, side: Path, key: str) -> VerifiedModel | None:
     try:
         meta = json.loads(_read_bounded(side))
-        data = _read_bounded(path)
+        if meta.get("key") != key:
+            return None
+        sealed = _sealed_copy(path)
+        model = VerifiedModel(sealed[0]) if sealed is not None else VerifiedModel(data=_read_bounded(path))
     except (OSError, ValueError, OnnxBuildError):
         return None
-    if meta.get("key") != key:
-        return None
-    if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+    digest = _sha256_fd(model.fd, sealed[1]) if model.fd is not None else hashlib.sha256(model.data).hexdigest()
+    if digest != meta.get("sha256"):
+        model.close()
         log.warning("embedding cache %s: checksum mismatch, building it again", path)
         return None
-    return data
+    model.sha256 = digest
+    return model
 
 
 def load_verified(model_dir: Path, variant: str, *, build_missing: bool = True, force: bool = False,
-                  max_len: int = 256) -> tuple[bytes, Path]:
-    """(bytes of the verified ONNX file, its path); builds it first when needed."""
+                  max_len: int = 256) -> tuple[VerifiedModel, Path]:
+    """(the verified ONNX file's bytes, its path); builds it first when needed."""
     if variant not in ("onnx", "onnx-int8"):
         raise ValueError(f"ONNX backend: unknown variant {variant!r}")
     path, side, key = _paths(model_dir, variant)
@@ -212,7 +292,7 @@ def load_verified(model_dir: Path, variant: str, *, build_missing: bool = True, 
                                             "int8": INT8_SETTINGS if variant == "onnx-int8" else None}, indent=1))
             os.replace(tmp_side, side)
         log.info("built %s (%d bytes) in %.1f s", path.name, len(data), time.monotonic() - t0)
-        return data, path
+        return VerifiedModel(data=data, sha256=digest), path
 
 
 def providers() -> list:
@@ -226,7 +306,67 @@ def providers() -> list:
     return ["CPUExecutionProvider"]
 
 
-class OnnxEmbedder(Embedder):
+def _recorded_sha256(side: Path, key: str) -> str | None:
+    """The checksum the sidecar records for the cached file built from ``key``, if any."""
+    try:
+        meta = json.loads(_read_bounded(side))
+    except (OSError, ValueError, OnnxBuildError):
+        return None
+    return meta.get("sha256") if meta.get("key") == key else None
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _optimized_paths(path: Path, sha256: str, prov: list) -> tuple[Path, Path, str]:
+    """(file, sidecar, key) of the graph ONNX Runtime optimised from the verified file ``path``
+    (checksum ``sha256``) at ``ORT_ENABLE_ALL``: optimising the int8 graph (quantisation fusions)
+    is a fifth of a cold query's work. The optimised graph may hold operators fused for this
+    runtime version, execution providers and CPU, so all of them are its key."""
+    import platform
+
+    import onnxruntime as ort
+
+    key = hashlib.sha256(json.dumps([OPT_VERSION, sha256, ort.__version__, prov, platform.machine(),
+                                     _cpu_flags()]).encode()).hexdigest()
+    stem = f"{path.stem}-opt-{key[:16]}"
+    return path.with_name(stem + ".onnx"), path.with_name(stem + ".json"), key
+
+
+def _keep_optimized(tmp: Path, path: Path, side: Path, key: str) -> None:
+    """Put the graph ONNX Runtime wrote to ``tmp`` in place with its checksum (best effort: a
+    cache folder this process cannot write to only means optimising again next time)."""
+    try:
+        h = hashlib.sha256()
+        with open(tmp, "rb") as f:
+            for b in iter(lambda: f.read(1 << 24), b""):
+                h.update(b)
+        side_tmp = tmp.with_suffix(".json")
+        side_tmp.write_text(json.dumps({"key": key, "sha256": h.hexdigest(), "optimized_from": path.name}, indent=1))
+        os.replace(tmp, path)
+        os.replace(side_tmp, side)
+        for old in path.parent.glob(path.name.rsplit("-opt-", 1)[0] + "-opt-*"):  # of an older runtime or file
+            if old.name not in (path.name, side.name):
+                old.unlink()
+    except OSError as e:
+        log.debug("optimised ONNX graph not kept: %s", e)
+    finally:
+        for p in (tmp, tmp.with_suffix(".json")):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+
+class OnnxEmbedder(EmbedderBase):
     """Same interface as :class:`ingest.pipeline.embed.Embedder`; vectors from ONNX Runtime."""
 
     def __init__(self, model_id: str, batch_size: int | None = None):
@@ -237,7 +377,6 @@ class OnnxEmbedder(Embedder):
     def _load(self):
         import onnxruntime as ort
 
-        data, path = load_verified(self.dir, self.backend, max_len=self.max_tokens + 2)
         so = ort.SessionOptions()
         threads = embed_threads()
         if threads:  # several worker processes share the cores: one intra-op pool each
@@ -247,7 +386,25 @@ class OnnxEmbedder(Embedder):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
         prov = providers()
-        sess = ort.InferenceSession(data, sess_options=so, providers=prov)
+        cpu_only = prov == ["CPUExecutionProvider"]
+        path, side, key = _paths(self.dir, self.backend)
+        recorded = _recorded_sha256(side, key) if cpu_only else None
+        # the graph ONNX Runtime made of this file before (keyed by the file's recorded checksum, and
+        # verified on its own): neither the file nor optimising it again is needed
+        model = _verified(*_optimized_paths(path, recorded, prov)) if recorded else None
+        tmp = opt = None
+        if model is None:
+            model, path = load_verified(self.dir, self.backend, max_len=self.max_tokens + 2)
+            if cpu_only:
+                opt = _optimized_paths(path, model.sha256, prov)
+                tmp = opt[0].with_name(f".{opt[0].stem}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+                so.optimized_model_filepath = str(tmp)
+        try:
+            sess = ort.InferenceSession(model.source(), sess_options=so, providers=prov)
+        finally:
+            model.close()
+        if tmp is not None:
+            _keep_optimized(tmp, *opt)
         self.on_gpu = sess.get_providers()[0] == "CUDAExecutionProvider"
         if self.on_gpu and self.batch_size < 128:
             self.batch_size = 128  # a GPU wants larger batches; 128 x 256 tokens fits any card

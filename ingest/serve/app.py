@@ -18,17 +18,27 @@ import threading
 import time
 
 from ingest.config import section
+from ingest.sources import webhooks
 
 log = logging.getLogger("ingest.serve.app")
 
 # Longest prefix wins. Add one line per feature.
 MOUNTS: dict[str, str] = {
-    "/hooks": "ingest.sources.webhooks:app",
-    "/metrics": "ingest.obs.metrics:app",
+    "/hooks": "ingest.serve.app:hooks_app",
+    "/metrics": "ingest.serve.obs_http:metrics_app",
     "/search": "ingest.serve.search_http:make_app",
     "/facets": "ingest.serve.search_http:make_facets_app",
-    "/": "ingest.obs.page:app",
+    "/": "ingest.serve.obs_http:status_app",
 }
+
+
+# The factories that need the queue: this layer (above workers/) resolves the broker and hands it, or an
+# enqueue callable, to the apps below it, so sources/ and obs/ never import workers/.
+def hooks_app(store_url: str | None, cfg: dict):
+    """``/hooks``: the webhook receivers, enqueueing polls through the queue's producer."""
+    from workers.lanes import poll_enqueuer
+
+    return webhooks.app(store_url, cfg, enqueue=poll_enqueuer(store_url))
 
 
 def json_response(start_response, status: str, body, headers: list | None = None):
@@ -153,7 +163,7 @@ def serve_in_background(store_url: str | None, cfg: dict, port: int, host: str =
     from a background thread. The caller stops the server (its pool threads are not daemons)."""
     from cheroot import wsgi
 
-    server = wsgi.Server((host, port), Dispatcher(store_url, cfg, {"/metrics": "ingest.obs.metrics:app"}),
+    server = wsgi.Server((host, port), Dispatcher(store_url, cfg, {"/metrics": MOUNTS["/metrics"]}),
                          numthreads=2)
     server.prepare()
     threading.Thread(target=server.serve, name="metrics", daemon=True).start()

@@ -17,8 +17,9 @@ Config: ``type = "box"``, ``token = "env:BOX_TOKEN"``, ``root_folder = "0"``,
 """
 from __future__ import annotations
 
-from ingest.sources.connector import iso_ns
-from ingest.sources.connector import (ACL_CHANGE, DELETE, UPSERT, CursorExpired, Event, HTTPError, Http, ListingError,
+from ingest.sources.connector import iso_ns, listed_ids
+from ingest.sources.base import ChangeEvent
+from ingest.sources.connector import (ACL_CHANGE, DELETE, UPSERT, CursorExpired, HTTPError, Http,
                         RawDocument, credential, tokens_acl)
 
 DELETES = {"ITEM_TRASH", "ITEM_DELETE"}
@@ -52,10 +53,10 @@ class BoxConnector:
                     break
         return files
 
-    def changes(self, cursor: str | None) -> tuple[list[Event], str]:
+    def changes(self, cursor: str | None) -> tuple[list[ChangeEvent], str]:
         if cursor is None:
             pos = self.http.json("GET", "2.0/events", params={"stream_position": "now"})["next_stream_position"]
-            return [Event(UPSERT, f["id"], f.get("name"), f.get("sha1")) for f in self._walk()], str(pos)
+            return [ChangeEvent(UPSERT, self.source, f["id"], path=f.get("name"), version=f.get("sha1")) for f in self._walk()], str(pos)
         events, pos = [], cursor
         while True:
             try:
@@ -70,26 +71,18 @@ class BoxConnector:
                 if src.get("type") != "file":
                     continue
                 kind = ev.get("event_type")
-                events.append(Event(DELETE if kind in DELETES else ACL_CHANGE if kind in ACL_EVENTS else UPSERT,
-                                    src["id"], src.get("name"), src.get("sha1")))
+                events.append(ChangeEvent(DELETE if kind in DELETES else ACL_CHANGE if kind in ACL_EVENTS else UPSERT,
+                                          self.source, src["id"], path=src.get("name"), version=src.get("sha1")))
             pos = str(page.get("next_stream_position", pos))
             if not page.get("entries"):
                 return events, pos
 
     def list_ids(self) -> set[str]:
-        try:
-            return {f["id"] for f in self._walk()}
-        except Exception as e:
-            raise ListingError(f"source {self.name}: listing failed, nothing pruned: {e}") from None
+        return listed_ids(self.name, lambda: (f["id"] for f in self._walk()))
 
     def _file(self, ref: str) -> dict | None:
-        try:
-            f = self.http.json("GET", f"2.0/files/{ref}", params={"fields": FILE_FIELDS})
-        except HTTPError as e:
-            if e.status == 404:
-                return None
-            raise
-        return None if f.get("trashed_at") or f.get("item_status", "active") != "active" else f
+        f = self.http.json_or_none(f"2.0/files/{ref}", params={"fields": FILE_FIELDS})
+        return None if f is None or f.get("trashed_at") or f.get("item_status", "active") != "active" else f
 
     def fetch(self, ref: str) -> RawDocument | None:
         f = self._file(ref)

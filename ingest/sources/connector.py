@@ -1,8 +1,10 @@
 """The connector contract every DMS source (and the folder source) implements.
 
 * ``changes(cursor) -> (events, next_cursor)``: what changed since ``cursor`` (``None``: everything,
-  i.e. an initial crawl or a full resync). Raises :class:`CursorExpired` when the system no longer
-  accepts the cursor (Graph 410, Drive/Box/Dropbox "reset"); the caller then resyncs from ``None``.
+  i.e. an initial crawl or a full resync), as :class:`ingest.sources.base.ChangeEvent`, the one event
+  type of every source (``source``: the connector's ``<type>:<name>``; ``key``: the item id). Raises :class:`CursorExpired` when
+  the system no longer accepts the cursor (Graph 410, Drive/Box/Dropbox "reset"); the caller then
+  resyncs from ``None``.
 * ``fetch(ref) -> RawDocument | None``: the item's metadata, ACL and version, with its bytes behind
   :meth:`RawDocument.open` (downloaded only when the content is needed); ``None`` when it is gone.
 * ``list_ids() -> set[str]``: every live item id, for pruning. Raises :class:`ListingError` (never
@@ -25,11 +27,9 @@ from typing import IO, Callable, Iterable, Protocol
 
 from acl.model import ACL, EVERYONE, group_token, user_token
 
-log = logging.getLogger("ingest.sources.connector")
+from ingest.sources.base import ACL_CHANGE, DELETE, UPSERT, ChangeEvent  # noqa: F401  (the connectors' names)
 
-UPSERT = "upsert"  # created, edited or moved (the fetch tells which)
-DELETE = "delete"
-ACL_CHANGE = "acl"  # permissions only
+log = logging.getLogger("ingest.sources.connector")
 
 
 class ConnectorError(RuntimeError):
@@ -42,16 +42,6 @@ class CursorExpired(ConnectorError):
 
 class ListingError(ConnectorError):
     """The id listing failed (or is incomplete): prune nothing."""
-
-
-@dataclass(frozen=True)
-class Event:
-    kind: str  # upsert | delete | acl
-    id: str  # the DMS item id
-    path: str | None = None  # display path when the change feed gives it
-    version: str | None = None  # etag/revision when the change feed gives it
-    seq: int | None = None  # the item's modification time (ns) when the feed gives it: an event for an
-    # older state than indexed is dropped as stale
 
 
 @dataclass
@@ -83,7 +73,7 @@ class Connector(Protocol):
     name: str  # the configured source name ([sources.<name>])
     source: str  # registry key, "<type>:<name>"
 
-    def changes(self, cursor: str | None) -> tuple[list[Event], str]: ...
+    def changes(self, cursor: str | None) -> tuple[list[ChangeEvent], str]: ...
     def fetch(self, ref: str) -> RawDocument | None: ...
     def list_ids(self) -> set[str]: ...
     def acl(self, ref: str) -> ACL: ...
@@ -95,7 +85,7 @@ def sidecar_labels(read, path: str) -> tuple[list[str], str | None]:
     ``<path>.labels.json``), as a folder file has them. ``read(sidecar path, limit)`` returns the
     sidecar's bytes (at most ``limit`` + 1), or None when there is none. A sidecar over the limit or
     unparsable is an error (the document fails with ``bad-labels``), never silently no labels."""
-    from ingest.pipeline.classify import SIDECAR_SUFFIXES, parse_sidecar
+    from ingest.sources.labels import SIDECAR_SUFFIXES, parse_sidecar
     from ingest.sources.safefs import MAX_SIDECAR_BYTES
 
     labels: list[str] = []
@@ -114,7 +104,7 @@ def sidecar_labels(read, path: str) -> tuple[list[str], str | None]:
 
 def sidecar_main(path: str | None) -> str | None:
     """For a labels sidecar's path, the path of the item it labels; else None."""
-    from ingest.pipeline.classify import SIDECAR_SUFFIXES
+    from ingest.sources.labels import SIDECAR_SUFFIXES
 
     if not path:
         return None
@@ -211,6 +201,15 @@ class Http:
             raise ConnectorError(f"{self.what}: {method} {_redact(self.url(path_or_url))} returned "
                                  f"something that is not JSON") from None
 
+    def json_or_none(self, path_or_url: str, *, params: dict | None = None) -> dict | None:
+        """``GET`` as :meth:`json`; ``None`` when the item is not there (HTTP 404)."""
+        try:
+            return self.json("GET", path_or_url, params=params)
+        except HTTPError as e:
+            if e.status == 404:
+                return None
+            raise
+
 
 def _redact(url: str) -> str:
     """Drop the query (cursors, tokens), the fragment and any ``user:password@`` from a URL before it
@@ -269,6 +268,21 @@ def iso_ns(stamp: str | None) -> int | None:
     from datetime import datetime
 
     return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1e9) if stamp else None
+
+
+def required(cfg: dict, key: str, source: str, kind: str) -> str:
+    """``cfg[key]``, or a ``ValueError`` saying that a source of this kind needs it."""
+    if not cfg.get(key):
+        raise ValueError(f"source {source}: {kind} needs {key}")
+    return cfg[key]
+
+
+def listed_ids(source: str, list_ids: Callable[[], Iterable[str]]) -> set[str]:
+    """Every id ``list_ids()`` lists, or a :class:`ListingError` (so nothing is pruned) if it fails."""
+    try:
+        return set(list_ids())
+    except Exception as e:
+        raise ListingError(f"source {source}: listing failed, nothing pruned: {e}") from None
 
 
 def credential(cfg: dict, key: str, source: str) -> str | None:

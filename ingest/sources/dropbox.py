@@ -17,8 +17,9 @@ Config: ``type = "dropbox"``, ``token = "env:DROPBOX_TOKEN"``, ``base_url``
 from __future__ import annotations
 
 import json
-from ingest.sources.connector import iso_ns
-from ingest.sources.connector import (DELETE, UPSERT, CursorExpired, Event, HTTPError, Http, ListingError, RawDocument,
+from ingest.sources.connector import iso_ns, listed_ids
+from ingest.sources.base import ChangeEvent
+from ingest.sources.connector import (DELETE, UPSERT, CursorExpired, HTTPError, Http, RawDocument,
                         credential, tokens_acl)
 
 
@@ -47,7 +48,7 @@ class DropboxConnector:
                 raise CursorExpired(f"source {self.name}: list_folder cursor reset") from None
             raise
 
-    def changes(self, cursor: str | None) -> tuple[list[Event], str]:
+    def changes(self, cursor: str | None) -> tuple[list[ChangeEvent], str]:
         try:
             state = json.loads(cursor) if cursor else {"cursor": None, "paths": {}}
             dbx, paths = state["cursor"], dict(state["paths"])
@@ -62,25 +63,23 @@ class DropboxConnector:
                 if tag == "file":
                     old = paths.get(low)
                     if old and old != e["id"]:
-                        events.append(Event(DELETE, old))
+                        events.append(ChangeEvent(DELETE, self.source, old))
                     for p, i in list(paths.items()):  # a move: the id had another path
                         if i == e["id"] and p != low:
                             del paths[p]
                     paths[low] = e["id"]
-                    events.append(Event(UPSERT, e["id"], e.get("path_display"), e.get("rev")))
+                    events.append(ChangeEvent(UPSERT, self.source, e["id"], path=e.get("path_display"), version=e.get("rev")))
                 elif tag == "deleted":
                     for p, i in list(paths.items()):
                         if p == low or p.startswith(low + "/"):
-                            events.append(Event(DELETE, i))
+                            events.append(ChangeEvent(DELETE, self.source, i))
                             del paths[p]
             last = page.get("cursor", last)
         return events, json.dumps({"cursor": last, "paths": paths}, sort_keys=True)
 
     def list_ids(self) -> set[str]:
-        try:
-            return {e["id"] for page in self._pages(None) for e in page.get("entries", []) if e.get(".tag") == "file"}
-        except Exception as e:
-            raise ListingError(f"source {self.name}: listing failed, nothing pruned: {e}") from None
+        return listed_ids(self.name, lambda: (e["id"] for page in self._pages(None) for e in page.get("entries", [])
+                                              if e.get(".tag") == "file"))
 
     def fetch(self, ref: str) -> RawDocument | None:
         try:

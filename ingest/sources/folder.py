@@ -209,10 +209,16 @@ class Coalescer:
         else:
             raise ValueError(f"unknown event kind {kind!r}")
 
-    def _upsert(self, p: str, now: float) -> None:
+    def _pending(self, kind: str, p: str, now: float) -> _Entry | None:
+        """The event pending for file ``p``; when there is none, a new ``kind`` event is put and ``None`` returned."""
         e = self._file(p)
         if e is None:
-            self._put(UPSERT, p, now)
+            self._put(kind, p, now)
+        return e
+
+    def _upsert(self, p: str, now: float) -> None:
+        e = self._pending(UPSERT, p, now)
+        if e is None:
             return
         if e.kind == DELETE:
             e.kind = UPSERT
@@ -220,9 +226,8 @@ class Coalescer:
         self._touch((_FILE, p), now)
 
     def _delete(self, p: str, now: float) -> None:
-        e = self._file(p)
+        e = self._pending(DELETE, p, now)
         if e is None:
-            self._put(DELETE, p, now)
             return
         if e.kind == MOVE:
             self._unlink_move(e)
@@ -525,8 +530,18 @@ class FolderWatcher:
             if final:
                 return
 
+    def _seq(self, rel: str) -> int | None:
+        """The file's ctime_ns now, the event's ordering stamp (a task for an older state than indexed
+        is dropped). ``lstat``: nothing is opened or followed; the task reads the file through one
+        descriptor (``ingest.sources.safefs``) and takes everything else from it."""
+        try:
+            return os.lstat(os.path.join(self.root, rel)).st_ctime_ns
+        except OSError:
+            return None
+
     def _deliver(self, batch: list[tuple[str, str, str | None]]) -> None:
-        events = [ChangeEvent(kind, self.root, path, dest) for kind, path, dest in batch]
+        events = [ChangeEvent(kind, self.root, path, dest, seq=self._seq(path) if kind == UPSERT else None)
+                  for kind, path, dest in batch]
         try:
             self._emit(events)
         except Exception:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import stat as stat_mod
 from pathlib import Path
 
 from acl.posix import acl_for_path
 
-from ingest.sources.connector import ACL_CHANGE, DELETE, UPSERT, CursorExpired, Event, ListingError, RawDocument
-from ingest.sources.ignore import is_ignored, is_ignored_dir_name
+from ingest.sources.base import ACL_CHANGE, DELETE, UPSERT, ChangeEvent
+from ingest.sources.connector import CursorExpired, ListingError, RawDocument
+from ingest.sources.folder import walk
 from ingest.sources.safefs import NotRegular, open_source
 
 
@@ -30,26 +30,25 @@ class FolderConnector:
         self.source = "folder:" + self.root
 
     def _scan(self) -> dict[str, list]:
-        if not os.path.isdir(self.root):
-            raise ListingError(f"source {self.name}: {self.root} is not a readable folder; nothing pruned")
+        """{relative path: [size, mtime_ns, ACL version]} of every regular, non-ignored file, from the
+        folder's one listing (:func:`ingest.sources.folder.walk`, as the reconcile scan lists it). A
+        listing with any part unreadable raises :class:`ListingError` (nothing is pruned on a partial
+        listing)."""
+        errors: list[str] = []
+        try:
+            listing = list(walk(self.root, errors=errors))
+        except OSError as e:
+            raise ListingError(f"source {self.name}: {self.root} is not a readable folder ({e.strerror or e}); "
+                               "nothing pruned") from None
+        if errors:
+            raise ListingError(f"source {self.name}: cannot list {errors[0]} under {self.root}; nothing pruned")
         out = {}
-        for dirpath, dirs, files in os.walk(self.root, onerror=self._walk_error):
-            dirs[:] = [d for d in dirs if not is_ignored_dir_name(d)]
-            for n in files:
-                path = os.path.join(dirpath, n)
-                rel = os.path.relpath(path, self.root).replace(os.sep, "/")
-                try:
-                    st = os.stat(path, follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat_mod.S_ISREG(st.st_mode) and not is_ignored(rel):
-                    out[rel] = [st.st_size, st.st_mtime_ns, acl_for_path(path, file_stat=st).version]
+        for rel, st in listing:
+            out[rel] = [st.st_size, st.st_mtime_ns, acl_for_path(os.path.join(self.root, rel), file_stat=st).version]
         return out
 
-    def _walk_error(self, e: OSError):
-        raise ListingError(f"source {self.name}: cannot list {e.filename}: {e.strerror}; nothing pruned")
-
-    def changes(self, cursor: str | None) -> tuple[list[Event], str]:
+    def changes(self, cursor: str | None) -> tuple[list[ChangeEvent], str]:
+        """Folder events (``source``: the root), as the watcher and the reconcile scan make them."""
         try:
             old = json.loads(cursor) if cursor else {}
         except ValueError:
@@ -59,10 +58,10 @@ class FolderConnector:
         for rel, snap in now.items():
             was = old.get(rel)
             if was is None or was[:2] != snap[:2]:
-                events.append(Event(UPSERT, rel, rel))
+                events.append(ChangeEvent(UPSERT, self.root, rel))
             elif was[2] != snap[2]:
-                events.append(Event(ACL_CHANGE, rel, rel))
-        events += [Event(DELETE, rel, rel) for rel in old if rel not in now]
+                events.append(ChangeEvent(ACL_CHANGE, self.root, rel))
+        events += [ChangeEvent(DELETE, self.root, rel) for rel in old if rel not in now]
         return events, json.dumps(now, sort_keys=True)
 
     def list_ids(self) -> set[str]:

@@ -17,8 +17,9 @@ Config: ``type = "gdrive"``, ``token = "env:GDRIVE_TOKEN"`` (OAuth access token,
 """
 from __future__ import annotations
 
-from ingest.sources.connector import iso_ns
-from ingest.sources.connector import (DELETE, UPSERT, CursorExpired, Event, HTTPError, Http, ListingError, RawDocument,
+from ingest.sources.connector import iso_ns, listed_ids
+from ingest.sources.base import ChangeEvent
+from ingest.sources.connector import (DELETE, UPSERT, CursorExpired, HTTPError, Http, ListingError, RawDocument,
                         credential, tokens_acl)
 
 FILE_FIELDS = "id,name,md5Checksum,headRevisionId,mimeType,trashed,webViewLink,size,modifiedTime"
@@ -48,10 +49,10 @@ class DriveConnector:
             if not token:
                 return out
 
-    def changes(self, cursor: str | None) -> tuple[list[Event], str]:
+    def changes(self, cursor: str | None) -> tuple[list[ChangeEvent], str]:
         if cursor is None:
             start = self.http.json("GET", "drive/v3/changes/startPageToken")["startPageToken"]
-            return [Event(UPSERT, f["id"], f.get("name"), self._version(f)) for f in self._files()], start
+            return [ChangeEvent(UPSERT, self.source, f["id"], path=f.get("name"), version=self._version(f)) for f in self._files()], start
         events, token = [], cursor
         while True:
             try:
@@ -67,9 +68,10 @@ class DriveConnector:
                     continue
                 f = ch.get("file") or {}
                 if ch.get("removed") or f.get("trashed"):
-                    events.append(Event(DELETE, ch["fileId"]))
+                    events.append(ChangeEvent(DELETE, self.source, ch["fileId"]))
                 elif self._version(f):
-                    events.append(Event(UPSERT, ch["fileId"], f.get("name"), self._version(f)))
+                    events.append(ChangeEvent(UPSERT, self.source, ch["fileId"], path=f.get("name"),
+                                              version=self._version(f)))
             if page.get("nextPageToken"):
                 token = page["nextPageToken"]
             elif page.get("newStartPageToken"):
@@ -79,19 +81,11 @@ class DriveConnector:
                                    "newStartPageToken")
 
     def list_ids(self) -> set[str]:
-        try:
-            return {f["id"] for f in self._files()}
-        except Exception as e:
-            raise ListingError(f"source {self.name}: listing failed, nothing pruned: {e}") from None
+        return listed_ids(self.name, lambda: (f["id"] for f in self._files()))
 
     def fetch(self, ref: str) -> RawDocument | None:
-        try:
-            f = self.http.json("GET", f"drive/v3/files/{ref}", params={"fields": FILE_FIELDS})
-        except HTTPError as e:
-            if e.status == 404:
-                return None
-            raise
-        if f.get("trashed") or not self._version(f):
+        f = self.http.json_or_none(f"drive/v3/files/{ref}", params={"fields": FILE_FIELDS})
+        if f is None or f.get("trashed") or not self._version(f):
             return None
         mt = f.get("modifiedTime")
         return RawDocument(id=ref, name=f.get("name", ref), uri=f.get("webViewLink") or f"gdrive:{ref}",

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from ingest.sources.connector import iso_ns
-from ingest.sources.connector import (DELETE, UPSERT, CursorExpired, Event, HTTPError, Http, ListingError, RawDocument,
+from ingest.sources.connector import iso_ns, listed_ids, required
+from ingest.sources.base import ChangeEvent
+from ingest.sources.connector import (DELETE, UPSERT, CursorExpired, HTTPError, Http, ListingError, RawDocument,
                         credential, tokens_acl)
 
 GRAPH = "https://graph.microsoft.com/v1.0"
@@ -45,16 +46,14 @@ def _ident_tokens(ident: dict, users: list, groups: list) -> None:
 class GraphConnector:
     def __init__(self, name: str, cfg: dict):
         self.name, self.cfg = name, cfg
-        self.drive = cfg.get("drive_id")
-        if not self.drive:
-            raise ValueError(f"source {name}: graph needs drive_id")
+        self.drive = required(cfg, "drive_id", name, "graph")
         self.source = f"graph:{name}"
         self.http = Http(cfg.get("base_url", GRAPH), token=credential(cfg, "token", name), what=f"source {name}")
         self.public_links = bool(cfg.get("public_links", False))
 
-    def changes(self, cursor: str | None) -> tuple[list[Event], str]:
+    def changes(self, cursor: str | None) -> tuple[list[ChangeEvent], str]:
         url = cursor or f"drives/{self.drive}/root/delta"
-        events: list[Event] = []
+        events: list[ChangeEvent] = []
         while True:
             try:
                 page = self.http.json("GET", url, headers={"Prefer": "deltashowsharingchanges"})
@@ -64,9 +63,9 @@ class GraphConnector:
                 raise
             for it in page.get("value", []):
                 if it.get("deleted") is not None:
-                    events.append(Event(DELETE, it["id"]))
+                    events.append(ChangeEvent(DELETE, self.source, it["id"]))
                 elif it.get("file") is not None:
-                    events.append(Event(UPSERT, it["id"], it.get("name"), it.get("cTag")))
+                    events.append(ChangeEvent(UPSERT, self.source, it["id"], path=it.get("name"), version=it.get("cTag")))
             if "@odata.nextLink" in page:
                 url = page["@odata.nextLink"]
             elif "@odata.deltaLink" in page:
@@ -75,20 +74,11 @@ class GraphConnector:
                 raise ListingError(f"source {self.name}: delta page has neither nextLink nor deltaLink")
 
     def list_ids(self) -> set[str]:
-        try:
-            events, _ = self.changes(None)
-        except Exception as e:
-            raise ListingError(f"source {self.name}: listing failed, nothing pruned: {e}") from None
-        return {e.id for e in events if e.kind != DELETE}
+        return listed_ids(self.name, lambda: (e.id for e in self.changes(None)[0] if e.kind != DELETE))
 
     def fetch(self, ref: str) -> RawDocument | None:
-        try:
-            it = self.http.json("GET", f"drives/{self.drive}/items/{ref}")
-        except HTTPError as e:
-            if e.status == 404:
-                return None
-            raise
-        if it.get("deleted") is not None or it.get("file") is None:
+        it = self.http.json_or_none(f"drives/{self.drive}/items/{ref}")
+        if it is None or it.get("deleted") is not None or it.get("file") is None:
             return None
         mtime = it.get("lastModifiedDateTime")
         return RawDocument(id=ref, name=it.get("name", ref), uri=it.get("webUrl") or f"graph:{self.drive}/{ref}",

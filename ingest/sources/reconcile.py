@@ -5,7 +5,8 @@ permission changes (ACL version), deletions, and moves (a vanished document
 whose content hash equals a new file's). Reading file contents happens only for
 move detection, and only for new files whose size matches a vanished document.
 A document is reported deleted only when ``lstat`` says the path does not exist;
-a path we cannot examine (permissions, I/O error) is never pruned.
+a path we cannot examine (permissions, I/O error) is never pruned. An upsert carries the
+file's ctime_ns from the listing's ``lstat`` as its ``seq`` (a task for an older state is dropped).
 """
 from __future__ import annotations
 
@@ -42,8 +43,6 @@ def _gone(root: str, rel: str) -> bool:
 
 
 def reconcile(store, root: str, subtree: str = "") -> list[ChangeEvent]:
-    from ingest.sources.safefs import open_source
-
     root = os.path.abspath(root)
     source = folder_source(root)
     known = {k: v for k, v in store.docs_for_source(source).items() if _under(k, subtree)}
@@ -76,10 +75,10 @@ def reconcile(store, root: str, subtree: str = "") -> list[ChangeEvent]:
         if row is None:
             new_files.append(rel)
         elif row["size"] != st.st_size or row["mtime_ns"] != st.st_mtime_ns:
-            events.append(ChangeEvent(UPSERT, root, names[rel]))
+            events.append(ChangeEvent(UPSERT, root, names[rel], seq=st.st_ctime_ns))
         elif acl_for_path(os.path.join(root, names[rel]), stat_cache=stat_cache,
                           file_stat=st).version != row["acl_version"]:
-            events.append(ChangeEvent(UPSERT, root, names[rel]))
+            events.append(ChangeEvent(UPSERT, root, names[rel], seq=st.st_ctime_ns))
 
     missing = {rel: row for rel, row in known.items()
                if rel not in seen and not any(_under(rel, f) for f in failed) and _gone(root, rel)}
@@ -102,6 +101,6 @@ def reconcile(store, root: str, subtree: str = "") -> list[ChangeEvent]:
             del missing[match]
             events.append(ChangeEvent(MOVE, root, match, names[rel]))
         else:
-            events.append(ChangeEvent(UPSERT, root, names[rel]))
+            events.append(ChangeEvent(UPSERT, root, names[rel], seq=seen[rel].st_ctime_ns))
     events.extend(ChangeEvent(DELETE, root, rel) for rel in sorted(missing))
     return events

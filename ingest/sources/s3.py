@@ -32,8 +32,9 @@ import posixpath
 
 from acl.model import ACL, EVERYONE, group_token, user_token
 
-from ingest.sources.connector import (ACL_CHANGE, DELETE, UPSERT, ConnectorError, CursorExpired, Event, ListingError,
-                                      RawDocument, configured_acl, credential, sidecar_labels)
+from ingest.sources.base import ChangeEvent
+from ingest.sources.connector import (ACL_CHANGE, DELETE, UPSERT, ConnectorError, CursorExpired, ListingError,
+                                      RawDocument, configured_acl, credential, required, sidecar_labels)
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 AUTH_USERS = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
@@ -43,9 +44,7 @@ READS = {"READ", "FULL_CONTROL"}
 class S3Connector:
     def __init__(self, name: str, cfg: dict):
         self.name, self.cfg = name, cfg
-        self.bucket = cfg.get("bucket")
-        if not self.bucket:
-            raise ValueError(f"source {name}: s3 needs bucket")
+        self.bucket = required(cfg, "bucket", name, "s3")
         self.source = f"s3:{name}"
         self.prefix = cfg.get("prefix", "")
         self.acl_mode = cfg.get("acl_mode", "grants")
@@ -135,7 +134,7 @@ class S3Connector:
         return ACL(frozenset(allow))
 
     # -- the contract --------------------------------------------------------------------------
-    def changes(self, cursor: str | None) -> tuple[list[Event], str]:
+    def changes(self, cursor: str | None) -> tuple[list[ChangeEvent], str]:
         try:
             old = json.loads(cursor) if cursor else {}
             old = {k: (v[0], v[1]) for k, v in old.items()}
@@ -149,10 +148,10 @@ class S3Connector:
             snap[key] = (it["version"], aclv)
             was = old.get(key)
             if was is None or was[0] != it["version"]:
-                events.append(Event(UPSERT, key, key, it["version"]))
+                events.append(ChangeEvent(UPSERT, self.source, key, path=key, version=it["version"]))
             elif was[1] != aclv:
-                events.append(Event(ACL_CHANGE, key, key))
-        events += [Event(DELETE, key, key) for key in old if key not in items]
+                events.append(ChangeEvent(ACL_CHANGE, self.source, key, path=key))
+        events += [ChangeEvent(DELETE, self.source, key, path=key) for key in old if key not in items]
         return events, json.dumps(snap, sort_keys=True)
 
     def list_ids(self) -> set[str]:

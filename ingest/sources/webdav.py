@@ -34,7 +34,8 @@ from email.utils import parsedate_to_datetime
 
 from acl.model import ACL
 
-from ingest.sources.connector import (ACL_CHANGE, DELETE, UPSERT, ConnectorError, CursorExpired, Event, HTTPError,
+from ingest.sources.base import ChangeEvent
+from ingest.sources.connector import (ACL_CHANGE, DELETE, UPSERT, ConnectorError, CursorExpired, HTTPError,
                                       Http, ListingError, RawDocument, configured_acl, credential, sidecar_labels,
                                       tokens_acl)
 
@@ -184,7 +185,7 @@ class WebDAVConnector:
         return acl
 
     # -- the contract ----------------------------------------------------------------------------
-    def changes(self, cursor: str | None) -> tuple[list[Event], str]:
+    def changes(self, cursor: str | None) -> tuple[list[ChangeEvent], str]:
         try:
             old = json.loads(cursor) if cursor else {"folders": {}, "items": {}, "shares": {}}
             old_folders, old_items, old_shares = old["folders"], old["items"], old["shares"]
@@ -199,10 +200,10 @@ class WebDAVConnector:
         for fid, it in items.items():
             was = old_items.get(fid)
             if was is None or was["etag"] != it["etag"] or was["path"] != it["path"]:
-                events.append(Event(UPSERT, fid, it["path"], it["etag"]))
+                events.append(ChangeEvent(UPSERT, self.source, fid, path=it["path"], version=it["etag"]))
             elif was["perms"] != it["perms"] or any(_under(it["path"], p) for p in changed_share_paths):
-                events.append(Event(ACL_CHANGE, fid, it["path"]))
-        events += [Event(DELETE, fid, it["path"]) for fid, it in old_items.items() if fid not in items]
+                events.append(ChangeEvent(ACL_CHANGE, self.source, fid, path=it["path"]))
+        events += [ChangeEvent(DELETE, self.source, fid, path=it["path"]) for fid, it in old_items.items() if fid not in items]
         return events, json.dumps({"folders": folders, "items": items, "shares": digests}, sort_keys=True)
 
     def list_ids(self) -> set[str]:

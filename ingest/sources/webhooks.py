@@ -1,8 +1,8 @@
 """Webhook receivers, mounted by ``ingest serve`` under ``/hooks/<name>``.
 
 A notification only says *that* a source changed: once verified, it enqueues one poll of that
-source (task ``ingest.dms_poll``) on the ``interactive`` lane, and nothing else in its body is
-trusted. Anything unverified gets 401 and enqueues nothing. One table per receiver::
+source (task ``ingest.poll``, through the enqueue callable ``ingest serve`` gives it) on the
+``interactive`` lane, and nothing else in its body is trusted. Anything unverified gets 401 and enqueues nothing. One table per receiver::
 
     [webhooks.<name>]
     scheme = "graph" | "drive" | "box" | "dropbox" | "hmac" | "nextcloud" | "standard" | "github"
@@ -56,8 +56,8 @@ import threading
 import time
 import urllib.parse
 from datetime import datetime
+from typing import Callable
 
-from ingest.config import settings
 
 log = logging.getLogger("ingest.webhooks")
 
@@ -124,24 +124,9 @@ def _in_window(ts: float, window: float) -> bool:
     return abs(time.time() - ts) <= window
 
 
-_producers: dict = {}
-
-
-def enqueue_poll(store_url: str | None, source: str) -> None:
-    """One ``ingest.dms_poll`` task for ``source`` on the interactive lane, through the queue's
-    producer (backpressure; coalescing on Redis). Broker: ``workers.app.resolve_broker``."""
-    from workers.app import resolve_broker
-    from workers.lanes import Producer
-
-    url = resolve_broker(store_url)
-    producer = _producers.get((store_url, url))
-    if producer is None:
-        producer = _producers[(store_url, url)] = Producer(store_url, url)
-    producer.send_poll(source)
-
-
 class Receiver:
-    def __init__(self, name: str, cfg: dict, store_url: str | None, full_cfg: dict, enqueue=None):
+    def __init__(self, name: str, cfg: dict, store_url: str | None, full_cfg: dict,
+                 enqueue: Callable[[], None] | None = None):
         from ingest.config import secret
 
         self.name, self.cfg, self.store_url, self.full_cfg = name, cfg, store_url, full_cfg
@@ -160,7 +145,7 @@ class Receiver:
         if self.scheme == "standard":
             self.keys = [_whsec(k, name) for k in self.secrets]
         self.replay = ReplayGuard(2 * max(self.window, 600))
-        self.enqueue = enqueue or (lambda: enqueue_poll(self.store_url, self.source))
+        self.enqueue = enqueue or _no_queue
 
     # -- verification per scheme; each returns (replay keys, or () if nothing to enqueue; response) --
     def verify_headers(self, method: str, headers: dict) -> None:
@@ -300,8 +285,14 @@ def _whsec(value: str, name: str) -> bytes:
     return key
 
 
-def app(store_url: str | None, cfg: dict, enqueue=None):
-    """WSGI app for ``ingest serve``: ``/hooks/<name>`` per ``[webhooks.<name>]``."""
+def _no_queue() -> None:
+    raise RuntimeError("no queue to enqueue into (the receiver was built without one)")
+
+
+def app(store_url: str | None, cfg: dict, enqueue: Callable[[str], None] | None = None):
+    """WSGI app for ``/hooks/<name>`` per ``[webhooks.<name>]``. ``enqueue(source)`` queues one poll
+    of a source; the layer that serves this app gives it (``ingest serve``: the queue's producer,
+    ``workers.lanes.poll_enqueuer``), so the receivers never reach up into the queue."""
     from ingest.config import section
 
     receivers = {name: Receiver(name, table, store_url, cfg, enqueue and (lambda s=table["source"]: enqueue(s)))

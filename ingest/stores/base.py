@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from acl.model import ACL
+from ingest.embedding import embed_text, text_hash
 
 
 class Action(StrEnum):
@@ -85,8 +86,6 @@ class ChunkRecord:
     @property
     def embed_hash(self) -> str:
         """The embedding cache key: the hash of exactly what the model embeds (text and context)."""
-        from ingest.pipeline.chunking import embed_text, text_hash
-
         return text_hash(embed_text(self.text, self.context))
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 from ingest.stores.base import Hit
@@ -59,6 +62,18 @@ def redact(url: str) -> str:
 
 
 # registry upsert; a store may add columns (PostgreSQL: allow_tokens, deny_tokens) after these
+def find_doc(store, ref: str) -> dict:
+    """A document by doc id, URI, or file path."""
+    row = store.get_doc_by_id(ref)
+    if row is None and "://" in ref:
+        row = store.get_doc_by_uri(ref)
+    if row is None and "://" not in ref:
+        row = store.get_doc_by_uri(Path(os.path.abspath(os.path.expanduser(ref))).as_uri())
+    if row is None:
+        raise LookupError(f"no document {ref!r} in the store (looked it up as doc id, URI and path)")
+    return row
+
+
 _UPSERT_SET = ("source", "external_id", "uri", "mime", "size", "mtime_ns", "content_version", "acl_version", "acl",
                "status", "error_code", "error", "extractor", "extractor_version", "n_chunks", "flags", "labels",
                "updated_at", "parent_id", "quality", "metadata")
@@ -150,6 +165,27 @@ def flagged(rows) -> list[dict]:
     return out
 
 
+def diff_by_doc(a, b, differ, limit: int) -> list[str]:
+    """At most ``limit`` lines saying how ``a`` and ``b`` (each with ``all_doc_ids()``) differ:
+    ``differ(doc_ids)`` yields one line per differing document of a batch of 200 ids."""
+    ids = sorted(set(a.all_doc_ids()) | set(b.all_doc_ids()))
+    out: list[str] = []
+    for i in range(0, len(ids), 200):
+        for line in differ(ids[i:i + 200]):
+            out.append(line)
+            if len(out) >= limit:
+                return out
+    return out
+
+
+def flags_with_acl(doc) -> list[str]:
+    """A document's flags, with ``acl-unknown`` when its ACL could not be read."""
+    flags = list(doc.flags)
+    if not doc.acl.known and "acl-unknown" not in flags:
+        flags.append("acl-unknown")
+    return flags
+
+
 class SQLBase:
     """What every SQL mixin needs from its store: ``db`` (a connection), ``tx()`` (a transaction),
     ``_q`` (the driver's placeholder for the ``%s`` the shared SQL is written with)."""
@@ -176,3 +212,23 @@ class SQLBase:
 
     def _audit_lock(self, db) -> None:
         """Serialise the audit hash chain (SQLite's BEGIN IMMEDIATE already does)."""
+
+
+def use_wal(conn: sqlite3.Connection, timeout: float = 60.0) -> None:
+    """Put a SQLite connection's file in WAL mode (the mode persists in the file).
+
+    Switching takes the file alone for a moment, and SQLite answers "database is locked" at
+    once, without its busy handler, while another process is opening the same new file (two
+    ``ingest add`` on one new store, each with its embedded broker): retried here until
+    ``timeout``. A file already in WAL mode costs one read and takes no lock."""
+    deadline, delay = time.monotonic() + timeout, 0.005
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(0.25, delay * 2)

@@ -1,6 +1,6 @@
 """What the model embedded, kept per chunk: SQLite schema 8 and PostgreSQL schema 9.
 
-The pipeline embeds ``ingest.pipeline.chunking.embed_text(text, context)`` (the section path, then the
+The pipeline embeds ``ingest.embedding.embed_text(text, context)`` (the section path, then the
 chunk text) and keys the embedding cache by its hash (``Chunk.embed_hash``). Up to schema 7 a
 chunk row kept only ``text`` and ``text_hash`` (the bare text), so ``ingest reembed`` embedded
 the bare text and cached it under the bare hash: after the switch the new model's vectors lacked
@@ -25,7 +25,7 @@ chunker's settings, which start with its version) can:
 * ``heading-aware/2`` rows were embedded with their section path: that chunker stores the full
   path in ``section`` and embeds it cut after ``CONTEXT_MAX_TOKENS`` word pieces of the
   tokenizer of the model that embedded the row (``chunks.model_id``). The backfill recomputes
-  that cut with ``ingest.pipeline.chunking.section_context`` (a path of at most that many ASCII
+  that cut with ``ingest.embedding.section_context`` (a path of at most that many ASCII
   characters is never cut, so the tokenizer is only loaded for longer ones; it is a tokenizer
   file, no model), and ``embed_hash = sha256(embed_text(text, context))``: again exactly what
   was embedded, and the key its cache entry has. If the tokenizer cannot be loaded (a model
@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import logging
 
+from ingest.embedding import CONTEXT_MAX_TOKENS, DEFAULT_MODEL, EmbedderBase, embed_text, section_context, text_hash
+
 log = logging.getLogger("ingest.stores")
 
 _V2 = "heading-aware/2 %"  # the settings string of the chunker that introduced the context
@@ -46,18 +48,14 @@ _BATCH = 2000
 def backfill(db, ph: str) -> None:
     """Set ``context`` and ``embed_hash`` of the ``heading-aware/2`` rows (see the module text);
     run inside the migration's transaction. ``ph``: the driver's placeholder."""
-    from ingest.pipeline.chunking import CONTEXT_MAX_TOKENS, embed_text, section_context, text_hash
-
-    tokenizers: dict[str, object] = {}
+    tokenizers: dict[str | None, EmbedderBase | None] = {}
 
     def context(section: str, model_id: str | None) -> str:
         if len(section) <= CONTEXT_MAX_TOKENS and section.isascii():  # each word piece spans >= 1 character
             return section
         if model_id not in tokenizers:
-            from ingest.pipeline.embed import DEFAULT_MODEL, get_embedder
-
             try:
-                e = get_embedder(model_id or DEFAULT_MODEL)
+                e = EmbedderBase(model_id or DEFAULT_MODEL)
                 e.count_tokens("")
                 tokenizers[model_id] = e
             except Exception as err:  # no model directory, no tokenizer file: logged, see above

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ingest.stores.entities import parse_entity
+
 _LIST_KEYS = ("source", "uri_prefix", "path_prefix", "mime", "labels", "labels_any", "exclude_labels", "doc_ids")
 _TIME_KEYS = ("modified_after", "modified_before")
 _META_KEYS = ("entities_any", "entities", "author", "title_contains", "created_after", "created_before")
@@ -65,7 +67,7 @@ class Filters:
     doc_ids: tuple[str, ...] = ()
     modified_after_ns: int | None = None
     modified_before_ns: int | None = None
-    entities_any: tuple[str, ...] = ()  # entity keys ("ORG:globex", ingest.pipeline.nlp.entity_key)
+    entities_any: tuple[str, ...] = ()  # entity keys ("ORG:globex", ingest.stores.entities.entity_key)
     entities_all: tuple[str, ...] = ()
     author: tuple[str, ...] = ()  # lower case
     title_contains: str | None = None  # lower case
@@ -130,8 +132,6 @@ def normalise(filters: "dict | Filters | None") -> Filters:
         if key in _TIME_KEYS:
             kw[key + "_ns"] = _time_ns(key, value)
         elif key in ("entities_any", "entities"):
-            from ingest.pipeline.nlp import parse_entity
-
             try:
                 keys = tuple(sorted({parse_entity(v) for v in _strings(key, value)}))
             except ValueError as e:
@@ -184,10 +184,110 @@ def to_dict(f: Filters) -> dict:
     return out
 
 
-# -- SQLite ---------------------------------------------------------------------------------------
+# -- SQL --------------------------------------------------------------------------------------------
+# One translation (``_where``) over two dialects: what differs between SQLite and PostgreSQL is the
+# placeholder, how a list binds, and the JSON/text functions; the contract is the same.
 # A chunk's label set as SQL: its own labels (JSON array) and its document's flags as "flag:<f>".
 _SQLITE_LABELS = ("(SELECT value FROM json_each(c.labels)"
                   " UNION ALL SELECT 'flag:' || value FROM json_each(d.flags))")
+# PostgreSQL runs over ``chunks c`` (which carries the ACL arrays): document conditions go through
+# a sub-select of documents, so no column name is ambiguous; labels as in SQLite (own + "flag:").
+_PG_LABELS = ("(SELECT jsonb_array_elements_text(c.labels::jsonb) AS value UNION ALL"
+              " SELECT 'flag:' || f FROM documents fd, jsonb_array_elements_text(fd.flags::jsonb) f"
+              " WHERE fd.doc_id = c.doc_id)")
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    p: str  # the placeholder
+    true: str  # the condition that holds for every row
+    labels: str  # a chunk's label set: a sub-select with one column, ``value``
+    label_arg: str  # a placeholder compared with a label
+    prefix: str  # "{col} starts with" the next two args: (length, prefix)
+    contains: str  # "lower({expr}) contains" the next arg (already lower case)
+    authors: str  # a sub-select of the document's authors, one column ``a`` (table alias a)
+    author: str  # the expression for one author in ``authors``
+    title: str  # the document's title
+    created: str  # the document's created date, comparable as a string
+    list_binds_once: bool  # True: a list is one argument (``= ANY(%s)``), else one ``?`` per value
+
+    def any_of(self, col: str, values) -> tuple[str, list]:
+        if self.list_binds_once:
+            return f"{col} = ANY({self.p})", [list(values)]
+        return f"{col} IN ({','.join(self.p * len(values))})", list(values)
+
+
+_SQLITE = _Dialect(p="?", true="1", labels=_SQLITE_LABELS, label_arg="?", prefix="substr({col}, 1, ?) = ?",
+                   contains="instr(lower({expr}), ?) > 0", authors="json_each(d.metadata, '$.authors') a",
+                   author="a.value", title="json_extract(d.metadata, '$.title')",
+                   created="json_extract(d.metadata, '$.created')", list_binds_once=False)
+_POSTGRES = _Dialect(p="%s", true="TRUE", labels=_PG_LABELS, label_arg="%s::text",
+                     prefix="left({col}, %s) = %s", contains="strpos(lower({expr}), %s) > 0",
+                     authors="jsonb_array_elements_text(d.metadata::jsonb -> 'authors') a", author="a",
+                     title="d.metadata::jsonb ->> 'title'", created="(d.metadata::jsonb ->> 'created') COLLATE \"C\"",
+                     list_binds_once=True)
+
+
+def _where(f: Filters, sql: _Dialect) -> tuple[list, list, list, list]:
+    """``(document conditions, their args, chunk conditions, their args)`` in dialect ``sql``."""
+    doc: list[str] = []
+    dargs: list = []
+    conds: list[str] = []
+    args: list = []
+
+    def add(to: list, to_args: list, cond: str, cond_args: list) -> None:
+        to.append(cond)
+        to_args.extend(cond_args)
+
+    def starts_with(col: str, prefixes) -> list[str]:  # no LIKE: no wildcard to escape, case-sensitive
+        for p in prefixes:
+            dargs.extend([len(p), p])
+        return [sql.prefix.format(col=col) for _ in prefixes]
+
+    for col, values in (("d.source", f.source), ("d.doc_id", f.doc_ids)):
+        if values:
+            add(doc, dargs, *sql.any_of(col, values))
+    if f.uri_prefix:
+        doc.append("(" + " OR ".join(starts_with("d.uri", f.uri_prefix)) + ")")
+    if f.mime:
+        exact = [m for m in f.mime if not m.endswith("/*")]
+        parts = []
+        if exact:
+            part, part_args = sql.any_of("d.mime", exact)
+            parts.append(part)
+            dargs.extend(part_args)
+        parts += starts_with("d.mime", [m[:-1] for m in f.mime if m.endswith("/*")])  # "text/*" -> "text/"
+        doc.append("(" + " OR ".join(parts) + ")")
+    if f.author:
+        doc.append(f"EXISTS (SELECT 1 FROM {sql.authors} WHERE "
+                   + " OR ".join(sql.contains.format(expr=sql.author) for _ in f.author) + ")")
+        dargs.extend(f.author)
+    for value, cond in ((f.modified_after_ns, f"d.mtime_ns >= {sql.p}"),
+                        (f.modified_before_ns, f"d.mtime_ns < {sql.p}"),
+                        (f.title_contains, sql.contains.format(expr=sql.title)),
+                        (f.created_after, f"{sql.created} >= {sql.p}"),
+                        (f.created_before, f"{sql.created} < {sql.p}")):
+        if value is not None:
+            add(doc, dargs, cond, [value])
+    for label in f.labels:
+        add(conds, args, f"{sql.label_arg} IN {sql.labels}", [label])
+    for values, cond in ((f.labels_any, "EXISTS"), (f.exclude_labels, "NOT EXISTS")):
+        if values:
+            part, part_args = sql.any_of("l.value", values)
+            add(conds, args, f"{cond} (SELECT 1 FROM {sql.labels} l WHERE {part})", part_args)
+    if f.entities_any:
+        if sql.list_binds_once:
+            add(conds, args, "jsonb_exists_any(c.entities::jsonb, %s)", [list(f.entities_any)])
+        else:
+            part, part_args = sql.any_of("key", f.entities_any)
+            add(conds, args, f"EXISTS (SELECT 1 FROM json_each(c.entities) WHERE {part})", part_args)
+    if f.entities_all:
+        if sql.list_binds_once:
+            add(conds, args, "jsonb_exists_all(c.entities::jsonb, %s)", [list(f.entities_all)])
+        else:
+            for key in f.entities_all:
+                add(conds, args, "? IN (SELECT key FROM json_each(c.entities))", [key])
+    return doc, dargs, conds, args
 
 
 def sqlite_where(f: Filters) -> tuple[str, list]:
@@ -196,134 +296,15 @@ def sqlite_where(f: Filters) -> tuple[str, list]:
     The one place filters become SQLite SQL. The ACL is not in here: callers AND it in
     (``c.doc_id IN (<readable>)``), inside the same query, before ranking and limiting.
     """
-    conds: list[str] = []
-    args: list = []
-
-    def any_of(column: str, values: tuple[str, ...]) -> None:
-        conds.append(f"{column} IN ({','.join('?' * len(values))})")
-        args.extend(values)
-
-    if f.source:
-        any_of("d.source", f.source)
-    if f.doc_ids:
-        any_of("d.doc_id", f.doc_ids)
-    if f.uri_prefix:  # substr, not LIKE: no wildcard characters to escape, case-sensitive
-        conds.append("(" + " OR ".join("substr(d.uri, 1, ?) = ?" for _ in f.uri_prefix) + ")")
-        for p in f.uri_prefix:
-            args.extend([len(p), p])
-    if f.mime:
-        exact = [m for m in f.mime if not m.endswith("/*")]
-        major = [m[:-1] for m in f.mime if m.endswith("/*")]  # "text/*" -> "text/"
-        parts = []
-        if exact:
-            parts.append(f"d.mime IN ({','.join('?' * len(exact))})")
-            args.extend(exact)
-        for m in major:
-            parts.append("substr(d.mime, 1, ?) = ?")
-            args.extend([len(m), m])
-        conds.append("(" + " OR ".join(parts) + ")")
-    for label in f.labels:
-        conds.append(f"? IN {_SQLITE_LABELS}")
-        args.append(label)
-    if f.labels_any:
-        conds.append(f"EXISTS (SELECT 1 FROM {_SQLITE_LABELS} WHERE value IN ({','.join('?' * len(f.labels_any))}))")
-        args.extend(f.labels_any)
-    if f.exclude_labels:
-        conds.append(f"NOT EXISTS (SELECT 1 FROM {_SQLITE_LABELS} WHERE value IN "
-                     f"({','.join('?' * len(f.exclude_labels))}))")
-        args.extend(f.exclude_labels)
-    if f.modified_after_ns is not None:
-        conds.append("d.mtime_ns >= ?")
-        args.append(f.modified_after_ns)
-    if f.modified_before_ns is not None:
-        conds.append("d.mtime_ns < ?")
-        args.append(f.modified_before_ns)
-    if f.entities_any:
-        conds.append(f"EXISTS (SELECT 1 FROM json_each(c.entities) WHERE key IN ({','.join('?' * len(f.entities_any))}))")
-        args.extend(f.entities_any)
-    for key in f.entities_all:
-        conds.append("? IN (SELECT key FROM json_each(c.entities))")
-        args.append(key)
-    if f.author:
-        conds.append("EXISTS (SELECT 1 FROM json_each(d.metadata, '$.authors') a WHERE "
-                     + " OR ".join("instr(lower(a.value), ?) > 0" for _ in f.author) + ")")
-        args.extend(f.author)
-    if f.title_contains is not None:
-        conds.append("instr(lower(json_extract(d.metadata, '$.title')), ?) > 0")
-        args.append(f.title_contains)
-    if f.created_after is not None:
-        conds.append("json_extract(d.metadata, '$.created') >= ?")
-        args.append(f.created_after)
-    if f.created_before is not None:
-        conds.append("json_extract(d.metadata, '$.created') < ?")
-        args.append(f.created_before)
-    return (" AND ".join(conds) or "1"), args
-
-
-# -- PostgreSQL -----------------------------------------------------------------------------------
-# The same contract over ``chunks c`` (which carries the ACL arrays): document conditions go through
-# a sub-select of documents, so no column name is ambiguous; labels as in SQLite (own + "flag:").
-_PG_LABELS = ("(SELECT jsonb_array_elements_text(c.labels::jsonb) AS value UNION ALL"
-              " SELECT 'flag:' || f FROM documents fd, jsonb_array_elements_text(fd.flags::jsonb) f"
-              " WHERE fd.doc_id = c.doc_id)")
+    doc, dargs, conds, args = _where(f, _SQLITE)
+    return (" AND ".join(doc + conds) or _SQLITE.true), dargs + args
 
 
 def postgres_where(f: Filters) -> tuple[str, list]:
     """``(condition, args)`` over ``chunks c`` with ``%s`` placeholders; ``("TRUE", [])`` for no
     filter. The one place filters become PostgreSQL SQL; the ACL is ANDed in by the caller."""
-    doc, dargs, conds, args = [], [], [], []
-    if f.source:
-        doc.append("d.source = ANY(%s)")
-        dargs.append(list(f.source))
-    if f.doc_ids:
-        doc.append("d.doc_id = ANY(%s)")
-        dargs.append(list(f.doc_ids))
-    if f.uri_prefix:  # left(), not LIKE: no wildcard characters to escape, case-sensitive
-        doc.append("(" + " OR ".join("left(d.uri, %s) = %s" for _ in f.uri_prefix) + ")")
-        for p in f.uri_prefix:
-            dargs.extend([len(p), p])
-    if f.mime:
-        parts = ["d.mime = ANY(%s)"]
-        dargs.append([m for m in f.mime if not m.endswith("/*")])
-        for m in (m[:-1] for m in f.mime if m.endswith("/*")):  # "text/*" -> "text/"
-            parts.append("left(d.mime, %s) = %s")
-            dargs.extend([len(m), m])
-        doc.append("(" + " OR ".join(parts) + ")")
-    if f.modified_after_ns is not None:
-        doc.append("d.mtime_ns >= %s")
-        dargs.append(f.modified_after_ns)
-    if f.modified_before_ns is not None:
-        doc.append("d.mtime_ns < %s")
-        dargs.append(f.modified_before_ns)
-    if f.author:
-        doc.append("EXISTS (SELECT 1 FROM jsonb_array_elements_text(d.metadata::jsonb -> 'authors') a WHERE "
-                   + " OR ".join("strpos(lower(a), %s) > 0" for _ in f.author) + ")")
-        dargs.extend(f.author)
-    if f.title_contains is not None:
-        doc.append("strpos(lower(d.metadata::jsonb ->> 'title'), %s) > 0")
-        dargs.append(f.title_contains)
-    if f.created_after is not None:
-        doc.append("(d.metadata::jsonb ->> 'created') COLLATE \"C\" >= %s")
-        dargs.append(f.created_after)
-    if f.created_before is not None:
-        doc.append("(d.metadata::jsonb ->> 'created') COLLATE \"C\" < %s")
-        dargs.append(f.created_before)
+    doc, dargs, conds, args = _where(f, _POSTGRES)
     if doc:
-        conds.append(f"c.doc_id IN (SELECT d.doc_id FROM documents d WHERE {' AND '.join(doc)})")
-        args.extend(dargs)
-    for label in f.labels:
-        conds.append(f"%s::text IN {_PG_LABELS}")
-        args.append(label)
-    if f.labels_any:
-        conds.append(f"EXISTS (SELECT 1 FROM {_PG_LABELS} l WHERE l.value = ANY(%s))")
-        args.append(list(f.labels_any))
-    if f.exclude_labels:
-        conds.append(f"NOT EXISTS (SELECT 1 FROM {_PG_LABELS} l WHERE l.value = ANY(%s))")
-        args.append(list(f.exclude_labels))
-    if f.entities_any:
-        conds.append("jsonb_exists_any(c.entities::jsonb, %s)")
-        args.append(list(f.entities_any))
-    if f.entities_all:
-        conds.append("jsonb_exists_all(c.entities::jsonb, %s)")
-        args.append(list(f.entities_all))
-    return (" AND ".join(conds) or "TRUE"), args
+        conds = [f"c.doc_id IN (SELECT d.doc_id FROM documents d WHERE {' AND '.join(doc)})"] + conds
+        args = dargs + args
+    return (" AND ".join(conds) or _POSTGRES.true), args

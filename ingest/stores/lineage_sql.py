@@ -44,6 +44,7 @@ import time
 from typing import Any
 
 from ingest.config import settings
+from ingest.embedding import embed_text, split_model_id, text_hash
 from ingest.stores.base import ModelChanged
 from ingest.stores.common import SQLBase
 
@@ -175,9 +176,7 @@ class LineageMixin(SQLBase):
     def _check_model(self, db, chunks) -> None:
         """Refuse chunks embedded with a model this store has switched away from (a worker
         that had not yet noticed the switch), or with the store's model run by another backend
-        (``m`` vs ``m#onnx-int8``, see ingest.pipeline.embed): they would mix models in one index."""
-        from ingest.pipeline.embed import split_model_id
-
+        (``m`` vs ``m#onnx-int8``, see ingest.embedding): they would mix models in one index."""
         active = self._meta_get(db, "model_id")
         others = {c.model_id for c in chunks} - {active}
         if not others:
@@ -373,9 +372,7 @@ class LineageMixin(SQLBase):
 
     def model_missing(self, model_id: str, limit: int) -> list[tuple[str, str]]:
         """(embed hash, embed text) of chunks that have no vector for ``model_id`` yet: what the
-        pipeline embeds (``ingest.pipeline.chunking.embed_text(text, context)``) and the key it caches it by."""
-        from ingest.pipeline.chunking import embed_text, text_hash
-
+        pipeline embeds (``ingest.embedding.embed_text(text, context)``) and the key it caches it by."""
         rows = self.db.execute(self._q(
             "SELECT chunk_id, embed_hash, text, context FROM chunks WHERE rowid IN (SELECT MIN(c.rowid)"
             + self._MISSING + " GROUP BY c.embed_hash LIMIT %s)"), (model_id, limit)).fetchall()

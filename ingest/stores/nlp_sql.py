@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 
 from ingest.stores.common import SQLBase
+from ingest.stores.filters import Filters
 
 # one self-contained migration per store
 SQLITE_NLP = [
@@ -48,8 +49,6 @@ class FacetsMixin(SQLBase):
     def facets(self, entity_type: str, tokens: frozenset[str], k: int = 20, filters=None) -> list[dict]:
         """The ``k`` most mentioned entities of one type over the chunks ``tokens`` may read that
         match ``filters``: ``[{"name", "key", "count" (mentions), "chunks", "docs"}]``, most first."""
-        from ingest.stores.filters import Filters
-
         prefix = facet_type(entity_type) + ":"
         k = facet_k(k)
         if not tokens:

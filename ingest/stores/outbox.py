@@ -33,7 +33,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ingest.stores.common import redact
+from ingest.config import ConfigError, secret, section
+from ingest.stores import PG_SCHEMES, store_path
+from ingest.stores.common import diff_by_doc, redact
+from ingest.stores.postgres import PostgresStore
+from ingest.stores.sqlite import SQLiteStore
 
 log = logging.getLogger("ingest.outbox")
 
@@ -57,19 +61,13 @@ class Sink:
     @property
     def store(self):
         if self._store is None:
-            from ingest.stores import PG_SCHEMES, store_path
-
             if self.vector:
                 from ingest.stores.sinks import open_sink
 
                 self._store = open_sink(self.url)
             elif self.url.startswith(PG_SCHEMES):
-                from ingest.stores.postgres import PostgresStore
-
                 self._store = PostgresStore(self.url)
             else:
-                from ingest.stores.sqlite import SQLiteStore
-
                 self._store = SQLiteStore(store_path(self.url))
         return self._store
 
@@ -85,8 +83,6 @@ class Sink:
 def configured_sinks(cfg: dict | None = None, urls: list[str] | tuple[str, ...] = ()) -> list[Sink]:
     """Sinks from ``[sinks.<name>] url = "..."`` in the config (secrets: ``env:``/``file:``)
     and from ``--sink URL`` options (named by the URL without its password)."""
-    from ingest.config import ConfigError, secret, section
-
     sinks = []
     for name, table in sorted(section(cfg or {}, "sinks").items()):
         if not isinstance(table, dict) or not isinstance(table.get("url"), str):
@@ -234,20 +230,17 @@ def diff_stores(a, b, limit: int = 50) -> list[str]:
     (``ingest.stores.sinks``): ids, versions, ACL, chunk ids, payloads, vectors within 1e-6."""
     if hasattr(b, "diff"):
         return b.diff(a, limit)
-    ids = sorted(set(a.all_doc_ids()) | set(b.all_doc_ids()))
-    out: list[str] = []
-    for i in range(0, len(ids), 200):
-        part = ids[i:i + 200]
+
+    def differ(part: list[str]):
         sa, sb = a.export_docs(part), b.export_docs(part)
         for d in part:
             x, y = sa[d], sb[d]
             if x is None or y is None:
-                out.append(f"{d}: only in {'the first' if y is None else 'the second'} store")
+                yield f"{d}: only in {'the first' if y is None else 'the second'} store"
             elif x["doc"] != y["doc"]:
                 keys = [k for k in x["doc"] if x["doc"][k] != y["doc"].get(k)]
-                out.append(f"{d}: document fields differ: {', '.join(keys)}")
+                yield f"{d}: document fields differ: {', '.join(keys)}"
             elif x["chunks"] != y["chunks"]:
-                out.append(f"{d}: chunks differ ({len(x['chunks'])} vs {len(y['chunks'])})")
-            if len(out) >= limit:
-                return out
-    return out
+                yield f"{d}: chunks differ ({len(x['chunks'])} vs {len(y['chunks'])})"
+
+    return diff_by_doc(a, b, differ, limit)

@@ -29,10 +29,11 @@ import time
 from contextlib import contextmanager
 
 from acl.model import ACL
+from ingest.embedding import DEFAULT_MODEL, EmbedderBase, default_model_id, split_model_id
 
 from ingest.stores.base import ChunkRecord, DocRecord, Hit
 from ingest.stores.common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, context_runs, doc_values,
-                     flagged, marked_spans, redact, to_hits, upsert_doc_sql)
+                     flags_with_acl, flagged, marked_spans, redact, to_hits, upsert_doc_sql)
 from ingest.stores.embed_inputs import POSTGRES_EMBED_INPUTS, run_migration
 from ingest.stores.nlp_sql import POSTGRES_NLP, FacetsMixin
 from ingest.stores.operations_sql import GroupsMixin, OperationsMixin
@@ -41,6 +42,7 @@ from ingest.stores.quality_sql import QUALITY_DDL, QualityMixin
 from ingest.stores.registry_sql import RegistryMixin
 from ingest.stores.lineage_sql import LineageMixin
 from ingest.stores.unit import UnitMixin, held_write
+from ingest.stores.filters import Filters, postgres_where
 
 SCHEMA_VERSION = 10
 _MIGRATE_LOCK = 0x1A6E57  # advisory lock key for schema changes
@@ -164,9 +166,7 @@ def _lock_key(key: str) -> int:
 
 
 def _dim_for(model_id: str) -> int:
-    from ingest.pipeline.embed import DEFAULT_MODEL, get_embedder, split_model_id
-
-    return 384 if split_model_id(model_id)[0] == DEFAULT_MODEL else get_embedder(model_id).dim
+    return 384 if split_model_id(model_id)[0] == DEFAULT_MODEL else EmbedderBase(model_id).dim
 
 
 class _AdvisoryLock:
@@ -192,19 +192,12 @@ class PostgresStore(UnitMixin, RegistryMixin, LineageMixin, QualityMixin, Facets
                     OutboxMixin):
     _VEC_DIM = "vector_dims(embedding)"
 
-    @staticmethod
-    def _json_num(col: str, key: str) -> str:
-        return f"({col}::jsonb ->> '{key}')::double precision"
-
-    @staticmethod
-    def _has_flag_like() -> str:
-        return "EXISTS(SELECT 1 FROM jsonb_array_elements_text(documents.flags::jsonb) j WHERE j LIKE %s)"
+    _JSON_NUM = "({col}::jsonb ->> '{key}')::double precision"
+    _HAS_FLAG_LIKE = "EXISTS(SELECT 1 FROM jsonb_array_elements_text(documents.flags::jsonb) j WHERE j LIKE %s)"
 
     def __init__(self, url: str, model_id: str | None = None, dim: int | None = None):
         """``model_id``/``dim``: the embedding model (and its vector size) of a new store; an
         existing store keeps its own (``dim`` spares loading a model just to learn its size)."""
-        from ingest.pipeline.embed import default_model_id
-
         if not url.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"not a PostgreSQL URL: {redact(url)!r}")
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
@@ -333,25 +326,13 @@ class PostgresStore(UnitMixin, RegistryMixin, LineageMixin, QualityMixin, Facets
                                " FROM documents WHERE parent_id=%s", (doc_id,))
         return {r["external_id"]: r for r in rows}
 
-    @staticmethod
-    def _descendants(db, doc_id: str) -> list[str]:
-        return [r["id"] for r in db.execute(
-            "WITH RECURSIVE d(id) AS (SELECT doc_id FROM documents WHERE parent_id=%s"
-            " UNION SELECT documents.doc_id FROM documents JOIN d ON documents.parent_id=d.id) SELECT id FROM d",
-            (doc_id,))]
-
-    def doc_id_taken(self, doc_id: str) -> bool:
-        return self.db.execute("SELECT 1 FROM documents WHERE doc_id=%s", (doc_id,)).fetchone() is not None
-
     @held_write
     def apply(self, doc: DocRecord, chunks: list[ChunkRecord]) -> None:
         """Replace the document and all its chunks in one transaction."""
         import numpy as np
 
         now = time.time()
-        flags = list(doc.flags)
-        if not doc.acl.known and "acl-unknown" not in flags:
-            flags.append("acl-unknown")
+        flags = flags_with_acl(doc)
         allow, deny = sorted(doc.acl.allow), sorted(doc.acl.deny)
         with self.tx() as db:
             self._check_model(db, chunks)
@@ -405,32 +386,9 @@ class PostgresStore(UnitMixin, RegistryMixin, LineageMixin, QualityMixin, Facets
             db.execute("UPDATE chunks SET allow_tokens=%s, deny_tokens=%s WHERE doc_id = ANY(%s)", (allow, deny, ids))
             self._outbox(db, ids, "acl")
 
-    def move(self, doc_id: str, external_id: str, uri: str) -> None:
-        """A rename: the document keeps its id, chunks and vectors."""
-        with self.tx() as db:
-            gone = [r["doc_id"] for r in db.execute(
-                "DELETE FROM documents WHERE source=(SELECT source FROM documents WHERE doc_id=%s)"
-                " AND external_id=%s AND doc_id<>%s AND status<>'indexed' RETURNING doc_id",
-                (doc_id, external_id, doc_id))]
-            old = db.execute("SELECT external_id, uri FROM documents WHERE doc_id=%s", (doc_id,)).fetchone()
-            db.execute("UPDATE documents SET external_id=%s, uri=%s, updated_at=%s WHERE doc_id=%s",
-                       (external_id, uri, time.time(), doc_id))
-            kids = self._descendants(db, doc_id)
-            for d in kids:  # children are addressed <parent>!<member>
-                db.execute("UPDATE documents SET external_id=%s || substr(external_id, %s),"
-                           " uri=%s || substr(uri, %s) WHERE doc_id=%s",
-                           (external_id, len(old["external_id"]) + 1, uri, len(old["uri"]) + 1, d))
-            self._outbox(db, gone, "delete")
-            self._outbox(db, [doc_id, *kids], "move")
-
-    @held_write
-    def delete(self, doc_id: str) -> None:
-        """Remove a document, its chunks, and its child documents, in one transaction."""
-        with self.tx() as db:
-            ids = [doc_id, *self._descendants(db, doc_id)]
-            db.execute("DELETE FROM chunks WHERE doc_id = ANY(%s)", (ids,))
-            db.execute("DELETE FROM documents WHERE doc_id = ANY(%s)", (ids,))
-            self._outbox(db, ids, "delete")
+    def _drop_docs(self, db, doc_ids: list[str]) -> None:
+        db.execute("DELETE FROM chunks WHERE doc_id = ANY(%s)", (doc_ids,))
+        db.execute("DELETE FROM documents WHERE doc_id = ANY(%s)", (doc_ids,))
 
     # -- replication (outbox sinks) -------------------------------------------------
     def export_docs(self, doc_ids: list[str]) -> dict[str, dict | None]:
@@ -525,8 +483,6 @@ class PostgresStore(UnitMixin, RegistryMixin, LineageMixin, QualityMixin, Facets
     def _where(self, tokens: frozenset[str], filters) -> tuple[str, list]:
         """The ACL and the filters as one condition over ``chunks c`` (inside the query, before
         ranking and limiting), and its arguments."""
-        from ingest.stores.filters import Filters, postgres_where
-
         fsql, fargs = postgres_where(filters or Filters())
         toks = sorted(tokens)
         return f"{self._ACL} AND {fsql}", [toks, toks, *fargs]

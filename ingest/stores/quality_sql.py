@@ -1,11 +1,10 @@
 """Extraction quality over time (:class:`ingest.stores.base.QualityLog`), as store methods: written once with ``%s``
 placeholders (``self._q`` swaps them for the driver's), read by column name. ingest/obs
-speaks no SQL; each store supplies two dialect parts: :meth:`QualityMixin._json_num` (a number
-inside a JSON text column) and :meth:`QualityMixin._has_flag_like` (a flag in the JSON list of
+speaks no SQL; each store supplies two dialect parts: ``QualityMixin._JSON_NUM`` (a number
+inside a JSON text column) and ``QualityMixin._HAS_FLAG_LIKE`` (a flag in the JSON list of
 ``documents.flags`` matching a LIKE pattern). Literals travel as parameters."""
 from __future__ import annotations
 
-from extractors.errors import EMPTY_CODES
 from ingest.stores.common import SQLBase
 
 # quality over time (SQLite schema 5, PostgreSQL schema 5); {serial} / {real} per dialect
@@ -25,25 +24,25 @@ _ALERT_COLS = "source, measure, baseline, value, since, message, raised_at"
 class QualityMixin(SQLBase):
     """Quality gauges, snapshots and alerts (ingest.obs.quality)."""
 
-    @staticmethod
-    def _json_num(col: str, key: str) -> str:
-        """SQL: the number at ``key`` of the JSON object in ``col`` (NULL when absent)."""
-        raise NotImplementedError
+    # SQL: the number at ``{key}`` of the JSON object in ``{col}`` (NULL when absent)
+    _JSON_NUM: str = ""
+    # SQL: true when ``documents.flags`` holds a flag LIKE the pattern given as its one parameter
+    _HAS_FLAG_LIKE: str = ""
 
-    @staticmethod
-    def _has_flag_like() -> str:
-        """SQL: true when ``documents.flags`` holds a flag LIKE the pattern given as its one parameter."""
-        raise NotImplementedError
+    def _json_num(self, col: str, key: str) -> str:
+        return self._JSON_NUM.format(col=col, key=key)
 
     def quality_gauges(self) -> dict[str, dict]:
         """Every source's gauges over its documents now: ``{source: {"documents": n, "share_empty": ...}}``."""
+        from extractors.errors import EMPTY_CODES  # here: the extractors package is heavy to import
+
         def share(cond: str) -> str:
             return f"CAST(SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS DOUBLE PRECISION) / COUNT(*)"
 
         rows = self.db.execute(self._q(
             "SELECT source, COUNT(*) AS documents,"
             f" {share('COALESCE(error_code, %s) IN (%s, %s)')} AS share_empty,"
-            f" {share(self._has_flag_like())} AS share_flagged,"
+            f" {share(self._HAS_FLAG_LIKE)} AS share_flagged,"
             f" {share('status = %s')} AS share_quarantined,"
             f" AVG({self._json_num('quality', 'ocr_confidence')}) AS ocr_confidence,"
             f" AVG({self._json_num('quality', 'bad_char_ratio')}) AS garbage_ratio"

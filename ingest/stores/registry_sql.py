@@ -1,10 +1,11 @@
 """Registry reads and writes both stores run as is (:class:`ingest.stores.base.Registry`); the
-dialect-specific rest (apply, set_acl, move, delete ...) lives in each store."""
+dialect-specific rest (apply, set_acl, dropping rows ...) lives in each store."""
 from __future__ import annotations
 
 import time
 
 from ingest.stores.common import DOC_COLS, SQLBase
+from ingest.stores.unit import held_write
 
 
 class RegistryMixin(SQLBase):
@@ -16,6 +17,49 @@ class RegistryMixin(SQLBase):
             db.execute(self._q("UPDATE documents SET size=%s, mtime_ns=%s, updated_at=%s WHERE doc_id=%s"),
                        (size, mtime_ns, time.time(), doc_id))
             self._outbox(db, [doc_id], "touch")
+
+    def move(self, doc_id: str, external_id: str, uri: str) -> None:
+        """A rename: the document keeps its id, chunks and vectors."""
+        with self.tx() as db:
+            gone = [r["doc_id"] for r in db.execute(self._q(
+                "SELECT doc_id FROM documents WHERE source=(SELECT source FROM documents WHERE doc_id=%s)"
+                " AND external_id=%s AND doc_id<>%s AND status<>'indexed'"), (doc_id, external_id, doc_id))]
+            for d in gone:
+                db.execute(self._q("DELETE FROM documents WHERE doc_id=%s"), (d,))
+            self._outbox(db, gone, "delete")
+            old = db.execute(self._q("SELECT external_id, uri FROM documents WHERE doc_id=%s"), (doc_id,)).fetchone()
+            db.execute(self._q("UPDATE documents SET external_id=%s, uri=%s, updated_at=%s WHERE doc_id=%s"),
+                       (external_id, uri, time.time(), doc_id))
+            kids = self._descendants(db, doc_id)
+            for d in kids:  # children are addressed <parent>!<member>
+                db.execute(self._q("UPDATE documents SET external_id=%s || substr(external_id, %s),"
+                                   " uri=%s || substr(uri, %s) WHERE doc_id=%s"),
+                           (external_id, len(old["external_id"]) + 1, uri, len(old["uri"]) + 1, d))
+            self._outbox(db, [doc_id, *kids], "move")
+            self._bump(db)
+
+    @held_write
+    def delete(self, doc_id: str) -> None:
+        """Remove a document, its chunks, and its child documents, in one transaction."""
+        with self.tx() as db:
+            ids = [doc_id, *self._descendants(db, doc_id)]
+            self._drop_docs(db, ids)
+            self._outbox(db, ids, "delete")
+            self._bump(db)
+
+    def _descendants(self, db, doc_id: str) -> list[str]:
+        """Every document below ``doc_id`` (attachments, archive members, theirs ...)."""
+        return [r["id"] for r in db.execute(self._q(
+            "WITH RECURSIVE d(id) AS (SELECT doc_id FROM documents WHERE parent_id=%s"
+            " UNION SELECT documents.doc_id FROM documents JOIN d ON documents.parent_id=d.id) SELECT id FROM d"),
+            (doc_id,))]
+
+    def doc_id_taken(self, doc_id: str) -> bool:
+        return self.db.execute(self._q("SELECT 1 FROM documents WHERE doc_id=%s"), (doc_id,)).fetchone() is not None
+
+    def _drop_docs(self, db, doc_ids: list[str]) -> None:
+        """Delete these documents and every row that belongs to them (in ``db``'s transaction)."""
+        raise NotImplementedError
 
     def all_doc_ids(self) -> list[str]:
         return [r["doc_id"] for r in self.db.execute("SELECT doc_id FROM documents ORDER BY doc_id")]

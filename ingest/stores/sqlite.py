@@ -22,10 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from acl.model import ACL
+from ingest.embedding import default_model_id
 
 from ingest.stores.base import ChunkRecord, DocRecord, Hit
 from ingest.stores.common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, context_runs, doc_values,
-                     flagged, marked_spans, to_hits, upsert_doc_sql)
+                     flags_with_acl, flagged, marked_spans, to_hits, upsert_doc_sql, use_wal)
 from ingest.stores.operations_sql import GroupsMixin, OperationsMixin
 from ingest.stores.outbox_sql import OutboxMixin
 from ingest.stores.quality_sql import QUALITY_DDL, QualityMixin
@@ -207,17 +208,10 @@ class SQLiteStore(UnitMixin, SQLiteSearchMixin, RegistryMixin, LineageMixin, Qua
                   GroupsMixin, OutboxMixin):
     _PH = "?"
 
-    @staticmethod
-    def _json_num(col: str, key: str) -> str:
-        return f"json_extract({col}, '$.{key}')"
-
-    @staticmethod
-    def _has_flag_like() -> str:
-        return "EXISTS(SELECT 1 FROM json_each(documents.flags) j WHERE j.value LIKE ?)"
+    _JSON_NUM = "json_extract({col}, '$.{key}')"
+    _HAS_FLAG_LIKE = "EXISTS(SELECT 1 FROM json_each(documents.flags) j WHERE j.value LIKE ?)"
 
     def __init__(self, path: str | os.PathLike, model_id: str | None = None):
-        from ingest.pipeline.embed import default_model_id
-
         self._model_id = model_id or default_model_id()  # a new store's; an existing one keeps its own
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,7 +226,7 @@ class SQLiteStore(UnitMixin, SQLiteSearchMixin, RegistryMixin, LineageMixin, Qua
             c = sqlite3.connect(self.path, timeout=60, isolation_level=None,
                                 check_same_thread=False)
             c.row_factory = sqlite3.Row
-            c.execute("PRAGMA journal_mode=WAL")
+            use_wal(c)
             c.execute("PRAGMA synchronous=NORMAL")
             c.execute("PRAGMA busy_timeout=60000")
             self._local.conn, self._local.pid = c, os.getpid()
@@ -283,8 +277,23 @@ class SQLiteStore(UnitMixin, SQLiteSearchMixin, RegistryMixin, LineageMixin, Qua
         row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         return int(row[0]) if row else 0
 
+    def _current(self, db) -> bool:
+        """Nothing to migrate: the schema is this version's, the tables every store gets exist and
+        the store has its uid. Read only, so opening a current store takes no write lock and
+        commits nothing (``ingest search`` opens it once per process)."""
+        try:
+            row = db.execute("SELECT (SELECT value FROM meta WHERE key='schema_version'),"
+                             " (SELECT value FROM meta WHERE key='uid'),"
+                             " (SELECT COUNT(*) FROM sqlite_master WHERE name IN ('dir_groups', 'dir_groups_member'))"
+                             ).fetchone()
+        except sqlite3.OperationalError:  # no meta table: a new store
+            return False
+        return row[0] == str(SCHEMA_VERSION) and row[1] is not None and row[2] == 2
+
     def migrate(self) -> None:
         db = self.db
+        if self._current(db):
+            return
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT)")
@@ -304,6 +313,9 @@ class SQLiteStore(UnitMixin, SQLiteSearchMixin, RegistryMixin, LineageMixin, Qua
                 run_migration(db, MIGRATIONS[version])
             for stmt in _DIR_GROUPS.split(";"):
                 db.execute(stmt)
+            # this store's identity (caches beside it are keyed by it: a store made again at the same path
+            # and generation is not the same store)
+            db.execute("INSERT OR IGNORE INTO meta VALUES('uid', ?)", (os.urandom(16).hex(),))
             db.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
             db.execute("COMMIT")
         except BaseException:
@@ -347,16 +359,6 @@ class SQLiteStore(UnitMixin, SQLiteSearchMixin, RegistryMixin, LineageMixin, Qua
         return {r["external_id"]: dict(r) for r in rows}
 
     @staticmethod
-    def _descendants(db, doc_id: str) -> list[str]:
-        return [r[0] for r in db.execute(
-            "WITH RECURSIVE d(id) AS (SELECT doc_id FROM documents WHERE parent_id=?"
-            " UNION SELECT doc_id FROM documents JOIN d ON documents.parent_id=d.id) SELECT id FROM d",
-            (doc_id,))]
-
-    def doc_id_taken(self, doc_id: str) -> bool:
-        return self.db.execute("SELECT 1 FROM documents WHERE doc_id=?", (doc_id,)).fetchone() is not None
-
-    @staticmethod
     def _acl_rows(db, doc_id: str, acl: ACL) -> None:
         db.execute("DELETE FROM doc_acl WHERE doc_id=?", (doc_id,))
         db.executemany("INSERT INTO doc_acl VALUES(?,?,1)", [(doc_id, t) for t in sorted(acl.allow)])
@@ -366,9 +368,7 @@ class SQLiteStore(UnitMixin, SQLiteSearchMixin, RegistryMixin, LineageMixin, Qua
     def apply(self, doc: DocRecord, chunks: list[ChunkRecord]) -> None:
         """Replace the document and all its chunks in one transaction."""
         now = time.time()
-        flags = list(doc.flags)
-        if not doc.acl.known and "acl-unknown" not in flags:
-            flags.append("acl-unknown")
+        flags = flags_with_acl(doc)
         with self.tx() as db:
             self._check_model(db, chunks)
             self._upsert_doc(db, doc, now, n_chunks=len(chunks), flags=flags, indexed=True)
@@ -424,33 +424,9 @@ class SQLiteStore(UnitMixin, SQLiteSearchMixin, RegistryMixin, LineageMixin, Qua
             self._outbox(db, ids, "acl")
             self._bump(db)
 
-    def move(self, doc_id: str, external_id: str, uri: str) -> None:
-        """A rename: the document keeps its id, chunks and vectors."""
-        with self.tx() as db:
-            gone = [r[0] for r in db.execute(
-                "SELECT doc_id FROM documents WHERE source=(SELECT source FROM documents WHERE doc_id=?)"
-                " AND external_id=? AND doc_id<>? AND status<>'indexed'", (doc_id, external_id, doc_id))]
-            db.executemany("DELETE FROM documents WHERE doc_id=?", [(d,) for d in gone])
-            self._outbox(db, gone, "delete")
-            old = db.execute("SELECT external_id, uri FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
-            db.execute("UPDATE documents SET external_id=?, uri=?, updated_at=? WHERE doc_id=?",
-                       (external_id, uri, time.time(), doc_id))
-            kids = self._descendants(db, doc_id)
-            for d in kids:  # children are addressed <parent>!<member>
-                db.execute("UPDATE documents SET external_id=? || substr(external_id, ?), uri=? || substr(uri, ?)"
-                           " WHERE doc_id=?", (external_id, len(old[0]) + 1, uri, len(old[1]) + 1, d))
-            self._outbox(db, [doc_id, *kids], "move")
-            self._bump(db)
-
-    @held_write
-    def delete(self, doc_id: str) -> None:
-        """Remove a document, its chunks, and its child documents, in one transaction."""
-        with self.tx() as db:
-            ids = [doc_id, *self._descendants(db, doc_id)]
-            for d in ids:
-                self._drop(db, d)
-            self._outbox(db, ids, "delete")
-            self._bump(db)
+    def _drop_docs(self, db, doc_ids: list[str]) -> None:
+        for d in doc_ids:
+            self._drop(db, d)
 
     @staticmethod
     def _drop(db, doc_id: str) -> None:

@@ -28,17 +28,21 @@ the connection's scratch tables, ``temp.ingest_inst`` among them).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import math
 import re
 import threading
 from collections import OrderedDict
 
+from ingest.stores import vector_cache
 from ingest.stores.common import SQLBase, process_executor
 from ingest.stores.filters import Filters, sqlite_where
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 PREFILTER_MIN = 20_000  # rows from which the vector side pre-scores in bfloat16
+VECTOR_CACHE_MIN = 2_000  # rows from which a cold process maps the vectors from a file (ingest.stores.vector_cache)
 POSTINGS_BUDGET = 4_000_000  # scored postings kept (12 bytes each: ~48 MB)
 COL_WEIGHTS = (1.0, 0.5)  # bm25(chunks_fts, 1.0, 0.5): the text column, the section column
 _K1, _B = 1.2, 0.75  # FTS5's bm25() constants
@@ -157,28 +161,57 @@ class SQLiteSearchMixin(SQLBase):
                 if m is not None and m.gen == gen and (m.mat is not None or not vectors):
                     return m
                 if vectors:
-                    rows = db.execute("SELECT rowid, doc_id, vec FROM chunks ORDER BY rowid").fetchall()
-                    rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                    dix, doc_pos = _doc_index([r[1] for r in rows])
-                    mat = mat16 = None
-                    if rows:
-                        mat = np.frombuffer(bytearray(b"".join(r[2] for r in rows)),
-                                            dtype=np.float32).reshape(len(rows), -1)
-                        if len(rows) >= PREFILTER_MIN:
-                            import torch
+                    ids = m if m is not None and m.gen == gen else self._ids_map(db, gen)
+                    cache = self._vector_cache_key(db, gen) if len(ids.rowids) >= VECTOR_CACHE_MIN else None
+                    mat = vector_cache.load(*cache, ids.rowids) if cache is not None else None
+                    if mat is not None:
+                        m = _RowMap(gen, ids.rowids, ids.dix, ids.doc_pos, mat)
+                    else:
+                        rows = db.execute("SELECT rowid, doc_id, vec FROM chunks ORDER BY rowid").fetchall()
+                        rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                        dix, doc_pos = _doc_index([r[1] for r in rows])
+                        if rows:
+                            mat = np.frombuffer(bytearray(b"".join(r[2] for r in rows)),
+                                                dtype=np.float32).reshape(len(rows), -1)
+                        m = _RowMap(gen, rowids, dix, doc_pos, mat)
+                        # written by a process's first read only: a long-lived one does not rewrite it per write
+                        if cache is not None and mat is not None and not st.get("vectors_read") \
+                                and np.array_equal(rowids, ids.rowids):
+                            vector_cache.save(*cache, rowids, mat)
+                    st["vectors_read"] = True
+                    if ids.bm25 is not None and np.array_equal(m.rowids, ids.rowids):
+                        m.bm25 = ids.bm25
+                    if mat is not None and len(m.rowids) >= PREFILTER_MIN:
+                        import torch
 
-                            mat16 = torch.from_numpy(mat).to(torch.bfloat16)
-                    m = _RowMap(gen, rowids, dix, doc_pos, mat, mat16)
-                else:  # rowid and doc_id only: read from the (doc_id, idx) index, not the large rows
-                    rows = sorted(tuple(r) for r in db.execute("SELECT rowid, doc_id FROM chunks"))
-                    rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                    dix, doc_pos = _doc_index([r[1] for r in rows])
-                    m = _RowMap(gen, rowids, dix, doc_pos)
+                        m.mat16 = torch.from_numpy(mat).to(torch.bfloat16)
+                else:
+                    m = self._ids_map(db, gen)
                 st["map"] = m
                 if st["post_gen"] != gen:
                     st["post"].clear()
                     st["post_n"], st["post_gen"] = 0, gen
                 return m
+
+    @staticmethod
+    def _ids_map(db, gen: int) -> _RowMap:
+        """The row map without vectors: rowid and doc_id only, read from the (doc_id, idx) index,
+        not the large rows."""
+        import numpy as np
+
+        rows = sorted(tuple(r) for r in db.execute("SELECT rowid, doc_id FROM chunks"))
+        rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        dix, doc_pos = _doc_index([r[1] for r in rows])
+        return _RowMap(gen, rowids, dix, doc_pos)
+
+    def _vector_cache_key(self, db, gen: int) -> tuple[Any, str, int, str] | None:
+        """(store path, uid, generation, model id) of the vector cache file beside a store file;
+        None for a store without a file or a uid."""
+        path = getattr(self, "path", None)
+        meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('uid', 'model_id')").fetchall())
+        if path is None or not meta.get("uid") or not meta.get("model_id"):
+            return None
+        return path, meta["uid"], gen, meta["model_id"]
 
     def _vectors(self) -> _RowMap:
         return self._rowmap(vectors=True)

@@ -90,21 +90,24 @@ def test_parse_binary_xattr_and_malformed_values():
         parse_acl_xattr(data[:-8], st)
 
 
-def test_named_user(world_dir, users):
+def _file_with_acl(world_dir, mode: int, entries: str):
+    """``world_dir/f.txt`` with mode ``mode`` and the POSIX.1e ACL ``entries`` (``setfacl -m``)."""
     f = world_dir / "f.txt"
     f.write_text("x")
-    os.chmod(f, 0o600)
-    setfacl(f, "-m", "u:ingt_bob:r")
+    os.chmod(f, mode)
+    setfacl(f, "-m", entries)
+    return f
+
+
+def test_named_user(world_dir, users):
+    f = _file_with_acl(world_dir, 0o600, "u:ingt_bob:r")
     acl = acl_for_path(f)
     assert acl.permits(resolve("ingt_bob")) and not acl.permits(resolve("ingt_alice"))
     assert_agrees_with_kernel(users, {str(f): "u:bob:r"})
 
 
 def test_named_group_with_mask(world_dir, users):
-    f = world_dir / "f.txt"
-    f.write_text("x")
-    os.chmod(f, 0o600)
-    setfacl(f, "-m", "g:ingt_other:r,m::-")  # the mask takes the group's read away
+    f = _file_with_acl(world_dir, 0o600, "g:ingt_other:r,m::-")  # the mask takes the group's read away
     assert not acl_for_path(f).permits(resolve("ingt_carol"))
     assert_agrees_with_kernel(users, {str(f): "g:other:r, mask none"})
     setfacl(f, "-m", "m::r")
@@ -114,10 +117,7 @@ def test_named_group_with_mask(world_dir, users):
 
 def test_group_entry_blocks_other(world_dir, users):
     """Other may read, but a matching group entry that grants nothing denies -- no fall-through."""
-    f = world_dir / "f.txt"
-    f.write_text("x")
-    os.chmod(f, 0o644)
-    setfacl(f, "-m", "g:ingt_other:-")
+    f = _file_with_acl(world_dir, 0o644, "g:ingt_other:-")
     acl = acl_for_path(f)
     assert acl.permits(resolve("everyone")) and acl.permits(resolve("ingt_alice"))
     assert not acl.permits(resolve("ingt_carol"))

@@ -204,7 +204,7 @@ def test_file_replaced_by_non_regular_is_removed(tree, users, pipe, embedder, re
     try:
         p2 = Pipeline(store2, embedder, sandbox=False)
         evs = reconcile(store2, str(root))
-        assert any(ev.kind == DELETE and ev.path == "bob/b.txt" for ev in evs)
+        assert any(ev.kind == DELETE and ev.key == "bob/b.txt" for ev in evs)
         for ev in evs:
             p2.handle(ev)
         assert store2.get_doc(src, "bob/b.txt") is None

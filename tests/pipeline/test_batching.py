@@ -8,6 +8,7 @@ import pytest
 from ingest.pipeline.document import Pipeline
 from ingest.sources.base import DELETE, UPSERT, ChangeEvent
 from ingest.stores.sqlite import SQLiteStore
+from tests.support.common import RecordingEmbedder
 
 pytestmark = pytest.mark.slow
 
@@ -39,20 +40,6 @@ def _two_notes(world_dir, embedder):
     return root, store, Pipeline(store, embedder, sandbox=False)
 
 
-class CountingEmbedder:
-    """Wraps the real embedder; records every encode call's size."""
-
-    def __init__(self, inner):
-        self.inner, self.calls = inner, []
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def encode(self, texts):
-        self.calls.append(len(texts))
-        return self.inner.encode(texts)
-
-
 def test_handle_many_equals_one_by_one_with_one_encode_call(world_dir, embedder):
     root = world_dir / "docs"
     root.mkdir()
@@ -61,10 +48,10 @@ def test_handle_many_equals_one_by_one_with_one_encode_call(world_dir, embedder)
     events = [ChangeEvent(UPSERT, str(root), p.name) for p in sorted(root.iterdir())]
 
     one = SQLiteStore(world_dir / "one.db")
-    e1 = CountingEmbedder(embedder)
+    e1 = RecordingEmbedder(embedder)
     outs1 = [o for ev in events for o in Pipeline(one, e1, sandbox=False).handle(ev)]
     many = SQLiteStore(world_dir / "many.db")
-    e2 = CountingEmbedder(embedder)
+    e2 = RecordingEmbedder(embedder)
     outs2 = Pipeline(many, e2, sandbox=False).handle_many(events)
 
     assert [o.action for o in outs1] == [o.action for o in outs2]

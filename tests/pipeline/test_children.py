@@ -149,6 +149,7 @@ def test_a_parent_that_fails_after_its_children_replaces_nothing(pipeline, world
 def test_a_quarantined_container_lands_with_its_children(pipeline, world_dir, monkeypatch):
     """A container quarantined on its own text (here: judged so) is recorded with its
     reason in the same transaction as its children, which are indexed."""
+    import ingest.pipeline.document as document
     import ingest.pipeline.quality as quality
 
     real = quality.assess
@@ -159,7 +160,7 @@ def test_a_quarantined_container_lands_with_its_children(pipeline, world_dir, mo
             report.verdict, report.reasons = quality.QUARANTINED, ["garbled: judged so by the test"]
         return report
 
-    monkeypatch.setattr(quality, "assess", assess)
+    monkeypatch.setattr(document, "assess", assess)  # as the pipeline calls it
     root = world_dir / "mail"
     root.mkdir()
     _mail_with(root / "m.eml", {"x.txt": "The only text mentions lonelyword."})

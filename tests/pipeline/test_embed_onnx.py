@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from acl.model import ACL, EVERYONE
+from ingest.pipeline.chunking import chunk_id, text_hash
 from ingest.pipeline.embed import DEFAULT_MODEL, default_model_id, get_embedder, split_model_id, with_backend
 from ingest.stores.base import ChunkRecord, DocRecord, ModelChanged
 
@@ -59,6 +60,14 @@ def _fresh(model_id):
 
     return _factory(model_id)(model_id)
 
+
+
+def _apply_text(store, i: int, name: str, text: str, vec, model: str) -> None:
+    """Document ``d<i>`` (``file:///r/<name>``, readable by everyone) with one chunk, ``text``, embedded as ``vec``."""
+    d = DocRecord(doc_id=f"d{i}", source="folder:/r", external_id=name, uri=f"file:///r/{name}",
+                  mime="text/plain", size=1, mtime_ns=1, content_version="v1", acl=ACL(frozenset({EVERYONE})))
+    store.apply(d, [ChunkRecord(chunk_id(d.doc_id, 0, text_hash(text)), 0, text, text_hash(text), 8, None, "",
+                                vec.tobytes(), "c", model)])
 
 def test_model_ids_record_the_backend():
     assert split_model_id(DEFAULT_MODEL) == (DEFAULT_MODEL, "torch")
@@ -150,6 +159,8 @@ def test_cached_file_with_a_wrong_checksum_is_rebuilt(onnx_cache, caplog):
     data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights
     path.write_bytes(bytes(data))
     assert embed_onnx._verified(path, path.with_suffix(".json"), side["key"]) is None
+    for p in onnx_cache.glob(path.stem + "-opt-*"):  # else loads start from the kept optimised graph,
+        p.unlink()                                    # never reading the file (its own test is below)
     with caplog.at_level("WARNING", logger="ingest.pipeline.embed"):
         again = _fresh(INT8).encode(TEXTS[:3])  # loads -> checksum wrong -> rebuilt
     assert "checksum mismatch" in caplog.text
@@ -170,7 +181,6 @@ def test_cached_file_with_a_wrong_checksum_is_rebuilt(onnx_cache, caplog):
 def test_cold_search_offline_without_torch(onnx_cache, tmp_path, embedder):
     """`ingest search` on an int8 store and on a PyTorch store, offline, in fresh processes:
     answers, and never imports torch or sentence_transformers."""
-    from ingest.pipeline.chunking import chunk_id, text_hash
     from ingest.stores.sqlite import SQLiteStore
 
     texts = ["The library opens at nine on Sundays.", "Aspirin and heart attacks in older adults.",
@@ -180,10 +190,7 @@ def test_cold_search_offline_without_torch(onnx_cache, tmp_path, embedder):
         store = SQLiteStore(db, model_id=model)
         vecs = enc.encode(texts)
         for i, t in enumerate(texts):
-            d = DocRecord(doc_id=f"d{i}", source="folder:/r", external_id=f"f{i}.txt", uri=f"file:///r/f{i}.txt",
-                          mime="text/plain", size=1, mtime_ns=1, content_version="v1", acl=ACL(frozenset({EVERYONE})))
-            store.apply(d, [ChunkRecord(chunk_id(d.doc_id, 0, text_hash(t)), 0, t, text_hash(t), 8, None, "",
-                                        vecs[i].tobytes(), "c", model)])
+            _apply_text(store, i, f"f{i}.txt", t, vecs[i], model)
         store.close()
         probe = ("import sys, runpy; sys.argv = ['ingest'] + sys.argv[1:]\n"
                  "try:\n    runpy.run_module('ingest.cli.main', run_name='__main__')\n"
@@ -206,17 +213,13 @@ def test_reembed_switches_a_torch_store_to_int8(onnx_cache, tmp_path, embedder):
     from ingest.search.index import Index
     from ingest.stores.sqlite import SQLiteStore
 
-    from ingest.pipeline.chunking import chunk_id, text_hash
 
     store = SQLiteStore(tmp_path / "s.db", model_id=DEFAULT_MODEL)
 
     texts = ["Solar panels on the school roof.", "A recipe for lentil soup with cumin."]
     vecs = embedder.encode(texts)
     for i, t in enumerate(texts):
-        d = DocRecord(doc_id=f"d{i}", source="folder:/r", external_id=f"f{i}", uri=f"file:///r/f{i}",
-                      mime="text/plain", size=1, mtime_ns=1, content_version="v1", acl=ACL(frozenset({EVERYONE})))
-        store.apply(d, [ChunkRecord(chunk_id(d.doc_id, 0, text_hash(t)), 0, t, text_hash(t), 8, None, "",
-                                    vecs[i].tobytes(), "c", DEFAULT_MODEL)])
+        _apply_text(store, i, f"f{i}", t, vecs[i], DEFAULT_MODEL)
     out = reembed(store, INT8)
     assert out["switched"] and store.model_id == INT8
     got = {r[0]: np.frombuffer(r[1], np.float32) for r in store.db.execute("SELECT text, vec FROM chunks")}
@@ -232,13 +235,49 @@ def test_new_stores_take_the_configured_backend_existing_stores_keep_their_model
     from ingest.stores.sqlite import SQLiteStore
 
     monkeypatch.delenv("INGEST_EMBED_BACKEND", raising=False)  # conftest pins torch for the other tests
-    assert default_model_id({}) == {"torch": DEFAULT_MODEL, "onnx-int8": INT8}[DEFAULT_BACKEND]
+    assert default_model_id({}) == {"torch": DEFAULT_MODEL, "onnx": ONNX, "onnx-int8": INT8}[DEFAULT_BACKEND]
     monkeypatch.setenv("INGEST_EMBED_BACKEND", "onnx-int8")
     assert SQLiteStore(tmp_path / "new.db").model_id == INT8
     SQLiteStore(tmp_path / "old.db", model_id=DEFAULT_MODEL).close()
     assert SQLiteStore(tmp_path / "old.db").model_id == DEFAULT_MODEL  # kept until `ingest reembed`
     monkeypatch.setenv("INGEST_EMBED_BACKEND", "torch")
     assert default_model_id({}) == DEFAULT_MODEL
+
+
+@pytest.mark.parametrize("recorded", [DEFAULT_MODEL, INT8])
+def test_the_pipeline_of_an_existing_store_embeds_with_its_recorded_model_not_the_default(
+        tmp_path, monkeypatch, recorded):
+    """A store made before the default changed (PyTorch) is embedded by PyTorch until `ingest reembed`;
+    the worker's pipeline asks for the store's model id, never the default for new stores."""
+    from ingest.pipeline import document
+    from ingest.pipeline.document import Pipeline
+    from ingest.stores.sqlite import SQLiteStore
+
+    SQLiteStore(tmp_path / "old.db", model_id=recorded).close()
+    asked = []
+    monkeypatch.setattr(document, "get_embedder", lambda model_id: asked.append(model_id) or object())
+    for backend in (None, "torch", "onnx", "onnx-int8"):  # None: the default for new stores
+        if backend is None:
+            monkeypatch.delenv("INGEST_EMBED_BACKEND", raising=False)
+        else:
+            monkeypatch.setenv("INGEST_EMBED_BACKEND", backend)
+        store = SQLiteStore(tmp_path / "old.db")
+        assert store.model_id == recorded
+        Pipeline(store, sandbox=False, nlp=False).embedder
+        store.close()
+    assert asked == [recorded] * 4
+
+
+def test_settings_name_the_default_backend():
+    """The settings table (README) says which backend an unset `[embed] backend` means."""
+    from dataclasses import fields
+
+    from ingest.config import Settings
+    from ingest.pipeline.embed import BACKENDS, DEFAULT_BACKEND
+
+    assert DEFAULT_BACKEND in BACKENDS
+    meaning = next(f for f in fields(Settings) if f.name == "embed_backend").metadata["meaning"]
+    assert f"unset: `{DEFAULT_BACKEND}`" in meaning
 
 
 @pytest.mark.parametrize("available, device, want", [
@@ -283,3 +322,36 @@ def test_intra_op_threads_follow_the_worker_share(onnx_cache, monkeypatch):
     assert opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
     assert e.model.get_providers() == ["CPUExecutionProvider"] and not e.on_gpu
     assert e.encode(["one thread"]).shape == (1, 384)
+
+
+def test_optimised_graph_is_kept_and_gives_the_same_vectors(onnx_cache, caplog):
+    """The graph ONNX Runtime optimised on the first load is kept beside the cached file (with
+    its checksum) and later loads start from it: the same vectors bit for bit; a corrupt one is
+    refused and made again."""
+    from ingest.pipeline import embed_onnx
+
+    mdir = get_embedder(DEFAULT_MODEL).dir
+    for variant, model_id in (("onnx-int8", INT8), ("onnx", ONNX)):
+        path = embed_onnx.build(mdir, variant)
+        for p in onnx_cache.glob(path.stem + "-opt-*"):
+            p.unlink()
+        first = _fresh(model_id).encode(TEXTS)  # optimised from the file itself, graph written
+        opts = sorted(onnx_cache.glob(path.stem + "-opt-*"))
+        assert [p.suffix for p in opts] == [".json", ".onnx"], opts
+        onnx_file = opts[1]
+        side = json.loads(opts[0].read_text())
+        import hashlib
+
+        assert hashlib.sha256(onnx_file.read_bytes()).hexdigest() == side["sha256"]
+        stamp = onnx_file.stat().st_mtime_ns
+        again = _fresh(model_id).encode(TEXTS)  # from the kept graph
+        assert np.array_equal(first, again)
+        assert onnx_file.stat().st_mtime_ns == stamp
+        data = bytearray(onnx_file.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        onnx_file.write_bytes(bytes(data))
+        with caplog.at_level("WARNING", logger="ingest.pipeline.embed"):
+            third = _fresh(model_id).encode(TEXTS)
+        assert "checksum mismatch" in caplog.text
+        assert np.array_equal(first, third)
+        assert hashlib.sha256(onnx_file.read_bytes()).hexdigest() == json.loads(opts[0].read_text())["sha256"]

@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from ingest.pipeline.nlp import EntityExtractor, NLPConfig, entity_key, normalise, parse_entity
+from ingest.pipeline.nlp import EntityExtractor, NLPConfig
+from ingest.stores.entities import entity_key, normalise, parse_entity
 
 PARAS = [
     "Globex Corporation's board met in Springfield on March 3, 2024. Jane Smith, the chief executive of "
@@ -197,12 +198,11 @@ def test_facets_over_http_and_cli_follow_the_principal(world_dir, embedder, monk
     import subprocess
     import sys
     import threading
-    import urllib.error
-    import urllib.request
     from pathlib import Path
     from urllib.parse import urlencode
 
     from ingest.serve.app import MOUNTS, make_server
+    from tests.support.common import http_json
     from ingest.stores.sqlite import SQLiteStore
 
     for folder, mode, text in (("public", 0o644, "The Microsoft Corporation signed a contract with Initech in Boston last week. " * 3),
@@ -227,14 +227,7 @@ def test_facets_over_http_and_cli_follow_the_principal(world_dir, embedder, monk
     threading.Thread(target=srv.serve, daemon=True).start()
 
     def get(query, token):
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/facets?{query}")
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
+        return http_json(f"http://127.0.0.1:{port}/facets?{query}", token)
 
     try:
         q = urlencode({"type": "ORG", "k": 10})
@@ -265,3 +258,79 @@ def test_facets_over_http_and_cli_follow_the_principal(world_dir, embedder, monk
                          env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert {Path(h["uri"]).parent.name for h in json.loads(out.stdout)} == {"private"}
+
+
+def _budget(left):
+    """A task budget of 100 s whose time left is ``left()``: a stand-in for the clock, so a slow model
+    is simulated deterministically."""
+    from ingest.pipeline.budget import Budget
+
+    class Scripted(Budget):
+        def left(self) -> float:
+            return left()
+
+    return Scripted(100.0)
+
+
+def _time_up_after_first_entity_piece(p):
+    return _budget(lambda: 0.0 if p.nlp.texts_processed else 100.0)
+
+
+def test_entities_run_in_bounded_pieces_and_go_on_from_the_cache(folder, store, embedder, monkeypatch):
+    """A document whose named entities do not fit the task's time: the model runs in pieces of
+    INGEST_EMBED_PIECE texts, each cached; out of time, the document goes back to the queue
+    (OutOfTime with progress, never quarantined), and the next try runs only what is missing."""
+    from ingest.pipeline.budget import OutOfTime
+
+    monkeypatch.setenv("INGEST_EMBED_PIECE", "2")
+    _write(folder / "long.md", _doc(PARAS * 3))  # 9 paragraphs: a chunk each
+    p = _pipeline(store, embedder)
+    p.budget = _time_up_after_first_entity_piece(p)
+    with pytest.raises(OutOfTime) as e:
+        p.upsert(str(folder), "long.md")
+    assert e.value.stage == "entities" and e.value.progress
+    assert p.nlp.texts_processed == 2  # one piece ran, then time was up
+    assert store.get_doc(f"folder:{folder}", "long.md") is None  # not written, not quarantined: queued again
+
+    p.budget = None  # a new task: the first piece comes from the cache
+    out = p.upsert(str(folder), "long.md")
+    assert out.action == "indexed" and out.chunks >= 9
+    assert p.nlp.texts_processed == 2 + (out.chunks - 2)  # the cached piece did not run again
+    from ingest.search.index import Index
+
+    hits = Index(store, config={}).search("Globex settlement", principal="everyone", k=20)
+    assert any(h.entities.get("ORG:Globex Corporation") for h in hits)
+
+
+def test_a_group_whose_entities_run_out_of_time_queues_its_documents_again(folder, store, embedder, monkeypatch):
+    from ingest.pipeline.budget import Requeue
+    from ingest.sources.base import UPSERT, ChangeEvent
+
+    monkeypatch.setenv("INGEST_EMBED_PIECE", "2")
+    _write(folder / "a.md", _doc(PARAS))
+    _write(folder / "b.md", _doc(list(reversed(PARAS))))
+    p = _pipeline(store, embedder)
+    p.budget = _time_up_after_first_entity_piece(p)
+    evs = [ChangeEvent(UPSERT, str(folder), "a.md"), ChangeEvent(UPSERT, str(folder), "b.md")]
+    with pytest.raises(Requeue) as r:
+        p.handle_many(evs)
+    assert sorted(ev.key for ev in r.value.events) == ["a.md", "b.md"]  # back to the queue, none failed
+    assert store.dead_letters() == [] and store.get_doc(f"folder:{folder}", "a.md") is None
+    p.budget = None
+    assert [o.action for o in p.handle_many(evs)] == ["indexed", "indexed"]
+
+
+def test_a_document_that_cannot_start_its_entities_in_its_own_task_is_quarantined(folder, store, embedder):
+    """No time left before the first entity piece and nothing of the document kept in this task
+    (its vectors were all cached): handing it on would loop for ever, so it is quarantined."""
+    from ingest.pipeline.document import Pipeline
+
+    _write(folder / "b.md", _doc(PARAS))  # the same text indexed without entities: its vectors are cached
+    assert Pipeline(store, embedder, sandbox=False, nlp=False).upsert(str(folder), "b.md").action == "indexed"
+    _write(folder / "a.md", _doc(PARAS))
+    p = _pipeline(store, embedder)
+    p.budget = _budget(lambda: 0.0)
+    out = p.upsert(str(folder), "a.md")
+    assert "timeout after 100 s in entities" in out.detail, (out.action, out.detail)
+    assert store.get_doc(f"folder:{folder}", "a.md")["status"] == "quarantined"
+    assert p.nlp.texts_processed == 0

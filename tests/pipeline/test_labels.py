@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from extractors.base import Element
 from ingest.pipeline import classify as c
+from ingest.sources import labels as source_labels
 
 
 def labels_in(text):
@@ -114,24 +115,24 @@ def test_classify_redacts_only_redact_labels_and_skips():
 def test_source_labels_from_sidecars_and_xattr(tmp_path):
     f = tmp_path / "report.pdf"
     f.write_bytes(b"x")
-    assert c.source_labels_for_path(f) == []
+    assert source_labels.source_labels_for_path(f) == []
     (tmp_path / "report.pdf.labels").write_text("confidential\nproject:apollo\n\n")
     (tmp_path / "report.pdf.labels.json").write_text(json.dumps({"labels": ["legal-hold", "confidential"]}))
-    os.setxattr(f, c.XATTR, b"sensitivity:restricted, team/finance")
-    assert c.source_labels_for_path(f) == ["confidential", "project:apollo", "legal-hold", "sensitivity:restricted",
+    os.setxattr(f, source_labels.XATTR, b"sensitivity:restricted, team/finance")
+    assert source_labels.source_labels_for_path(f) == ["confidential", "project:apollo", "legal-hold", "sensitivity:restricted",
                                            "team/finance"]
     (tmp_path / "report.pdf.labels.json").write_text("[1, 2")
     with pytest.raises(ValueError, match=r"report\.pdf\.labels\.json: not valid JSON"):
-        c.source_labels_for_path(f)
+        source_labels.source_labels_for_path(f)
     (tmp_path / "report.pdf.labels.json").write_text('["bad;label"]')
     with pytest.raises(ValueError, match="label #1 has characters") as err:
-        c.source_labels_for_path(f)
+        source_labels.source_labels_for_path(f)
     assert "bad;label" not in str(err.value)  # a sidecar's content is never quoted
 
 
 def test_labels_from_dms_metadata():
     meta = {"sensitivityLabel": {"displayName": "Highly Confidential"}, "tags": "hr, payroll",
             "classification": "Secret", "title": "ignored"}
-    assert c.labels_from_metadata(meta) == ["hr", "payroll", "sensitivity:highly confidential",
+    assert source_labels.labels_from_metadata(meta) == ["hr", "payroll", "sensitivity:highly confidential",
                                             "classification:secret"]
-    assert c.labels_from_metadata(None) == [] and c.labels_from_metadata({"sensitivity": "  "}) == []
+    assert source_labels.labels_from_metadata(None) == [] and source_labels.labels_from_metadata({"sensitivity": "  "}) == []

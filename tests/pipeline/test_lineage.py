@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from tests.support.common import run_events
-from ingest.pipeline.classify import CARD, EMAIL, XATTR, LabelPolicy
+from tests.support.common import RecordingEmbedder, run_events
+from ingest.pipeline.classify import CARD, EMAIL, LabelPolicy
+from ingest.sources.labels import XATTR
 from ingest.pipeline.document import Pipeline, folder_source
 from ingest.search.index import Index
 from ingest.sources.base import UPSERT, ChangeEvent
@@ -23,20 +24,6 @@ CARD_NO = "4111 1111 1111 1111"
 MAIL = "jane.doe@example.com"
 PAY = (f"# Invoice 2291\n\nPlease charge the corporate card {CARD_NO} for the Oslo workshop and send the "
        f"receipt to {MAIL} by Friday.\n")
-
-
-class Recording:
-    """The real embedder, with every text it is asked to embed written down."""
-
-    def __init__(self, real):
-        self.real, self.inputs = real, []
-
-    def __getattr__(self, name):
-        return getattr(self.real, name)
-
-    def encode(self, texts):
-        self.inputs.extend(texts)
-        return self.real.encode(texts)
 
 
 def cli(*args):
@@ -64,7 +51,7 @@ def _fts(store, word):
 
 def test_redact_policy_keeps_card_and_email_out_of_text_fts_and_embedding(world_dir, root, embedder):
     store = sq.SQLiteStore(world_dir / "redact.db")
-    rec = Recording(embedder)
+    rec = RecordingEmbedder(embedder)
     policy = LabelPolicy({"pii:payment_card": "redact", "pii:email": "redact"})
     outs = run_events(Pipeline(store, rec, sandbox=False, policy=policy), root)
     assert sorted(o.action for o in outs) == ["indexed", "indexed"]

@@ -69,7 +69,7 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def test_folder_webdav_and_s3_documents_come_out_the_same(world_dir, store, embedder, moto_s3):
+def test_folder_webdav_and_s3_documents_come_out_the_same(world_dir, store, embedder, moto_s3, monkeypatch):
     from ingest.pipeline.connector_sync import ConnectorSync
     from ingest.sources.base import folder_source
     from ingest.sources.connector import make_connector
@@ -135,14 +135,25 @@ def test_folder_webdav_and_s3_documents_come_out_the_same(world_dir, store, embe
         assert _state(path, "s3:bkt")["faq.txt"]["labels"][:1] == ["team:all"]
 
         # an out-of-order update older than the indexed state is dropped as stale
-        from ingest.sources.connector import UPSERT, Event
+        from ingest.sources.base import UPSERT, ChangeEvent
 
         row = store.get_doc("webdav:nc", next(iter(store.docs_for_source("webdav:nc"))))
         assert row["source_seq"], row
-        old = Event(UPSERT, row["external_id"], None, seq=row["source_seq"] - 10**9)
+        old = ChangeEvent(UPSERT, "webdav:nc", row["external_id"], seq=row["source_seq"] - 10**9)
         out = dav_sync.apply(old)
         assert out.action == "stale", out
         assert store.get_doc("webdav:nc", row["external_id"])["content_version"] == row["content_version"]
+
+        # a DMS item's event takes the entry every change task takes (ingest.pipeline.changes), as a
+        # folder's does: the connector comes from [sources.nc] of the config
+        from ingest.pipeline import changes
+
+        monkeypatch.setattr("ingest.config.load",
+                            lambda *a, **k: {"sources": {"nc": dav.source_cfg(public_links=True)}})
+        assert [o.action for o in changes.handle(pipeline, old)] == ["stale"]
+        same = ChangeEvent(UPSERT, "webdav:nc", row["external_id"])
+        assert [o.action for o in changes.handle(pipeline, same)] == ["skipped"]
+        assert [o.action for o in changes.handle_many(pipeline, [same])] == ["skipped"]
     finally:
         dav.stop()
 

@@ -8,15 +8,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from ingest.search.index import Index
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.common import REPO, http_json
 TOPICS = {
     "harbour": ("Harbour Expansion Plan", ["The harbour dredging contract was awarded in March.",
                                            "Crane capacity at the container terminal doubles by 2027.",
@@ -166,15 +163,7 @@ def server(built, monkeypatch, tmp_path):
     srv.stop()
 
 
-def _get(url, token=None, method="GET"):
-    req = urllib.request.Request(url, method=method)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+_get = http_json
 
 
 def test_http_search_needs_a_token_and_takes_the_principal_from_it(server, built):

@@ -333,7 +333,7 @@ def test_cli_poll_persists_cursor_across_processes(dav, world_dir):
                    f'user = "crawler"\npassword = "env:NC_PW"\n')
     env = dict(os.environ, NC_PW="crawlpw")
     cmd = [sys.executable, "-m", "ingest.cli.main", "poll", "nc", "--store", str(world_dir / "cli.db"), "--config",
-           str(cfg), "--json"]
+           str(cfg), "--json", "--inline"]
     r1 = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r1.returncode == 0, r1.stderr
     assert _json.loads(r1.stdout)["outcomes"] == {"indexed": 1}
@@ -344,3 +344,15 @@ def test_cli_poll_persists_cursor_across_processes(dav, world_dir):
     assert "crawlpw" not in r1.stderr + r2.stderr
     r3 = subprocess.run(cmd[:4] + ["nope"] + cmd[5:], env=env, capture_output=True, text=True, timeout=60)
     assert r3.returncode == 2 and "no source 'nope'" in r3.stderr
+    # without --inline it queues the pass through the producer, as a webhook does (nothing runs here)
+    from tests.support.queue_helpers import queued
+
+    broker = f"sqla+sqlite:///{world_dir}/cli-broker.sqlite"
+    benv = dict(env, INGEST_BROKER=broker)
+    r4 = subprocess.run(cmd[:-1], env=benv, capture_output=True, text=True, timeout=120)
+    assert r4.returncode == 0, r4.stderr
+    assert _json.loads(r4.stdout) == {"source": "nc", "queued": True, "lane": "interactive"}
+    assert queued(broker) == [("ingest.poll", [str(world_dir / "cli.db"), "nc"])]
+    assert dav.requests["GET"] == gets  # nothing fetched: the worker does that
+    r5 = subprocess.run(cmd[:4] + ["nope"] + cmd[5:-1], env=benv, capture_output=True, text=True, timeout=60)
+    assert r5.returncode == 2 and "no source 'nope'" in r5.stderr and len(queued(broker)) == 1

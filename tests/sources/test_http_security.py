@@ -7,8 +7,8 @@ import base64
 
 import pytest
 
-from tests.support.dms_servers import _Server, free_port
-class Recorder(_Server):
+from tests.support.dms_servers import HTTPTestServer, free_port
+class Recorder(HTTPTestServer):
     """A server that records each request's headers and answers from ``routes`` (path -> (status, headers, body))."""
 
     def __init__(self, routes=None):

@@ -1,5 +1,5 @@
 """Webhook receivers fed the examples from the vendors' own documentation, through the real `ingest serve`
-server into a real Celery broker (the embedded SQLite one): each accepted once (one `ingest.dms_poll`
+server into a real Celery broker (the embedded SQLite one): each accepted once (one `ingest.poll`
 enqueued, as every scheme does), refused when forged (401, nothing enqueued), ignored when replayed.
 Sent with http.client so that the request carries exactly the documented headers (Nextcloud sends no
 Content-Type). Then a property test: no request, however malformed, gets a 500 (defect 14)."""
@@ -141,7 +141,7 @@ def test_graph_validation_and_notification(served):
     forged = body.replace(b"secretClientValue", b"guessedClientValue")
     check(port, n, "/hooks/graph", body, {"Content-Type": "application/json"}, forged,
           {"Content-Type": "application/json"}, expect=202)
-    assert queued(broker) == [("ingest.dms_poll", [store, "src"])]
+    assert queued(broker) == [("ingest.poll", [store, "src"])]
 
 
 def test_drive_sync_and_change(served):

@@ -110,7 +110,7 @@ def test_signed_request_enqueues_exactly_one_poll_and_forgeries_none(hooks, name
     first = sign(scheme, body, delivery="7")
     status, _, _ = post(url, body, first)
     assert status in (200, 202)
-    assert q() == [("ingest.dms_poll", [store, "src"])]
+    assert q() == [("ingest.poll", [store, "src"])]
 
     # the same request again (same delivery id / message number / body): acknowledged, nothing enqueued
     status, text, _ = post(url, body, first)
@@ -190,7 +190,7 @@ def test_receiver_config_errors_are_specific():
 def run_queued(broker_url):
     """Consume the interactive lane and run each task's code (what a worker does with it)."""
     from workers.app import configure
-    from workers.tasks import dms_poll
+    from workers.tasks import poll
 
     app = configure(broker_url)
     results = []
@@ -198,8 +198,8 @@ def run_queued(broker_url):
         ch = conn.default_channel
         while (msg := ch.basic_get("interactive")) is not None:
             args, kwargs, _ = msg.decode()
-            assert msg.headers["task"] == "ingest.dms_poll"
-            results.append(dms_poll.apply(args=args, kwargs=kwargs, throw=True).get())
+            assert msg.headers["task"] == "ingest.poll"
+            results.append(poll.apply(args=args, kwargs=kwargs, throw=True).get())
             msg.ack()
     return results
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.support.common import REPO, run_events, wait_for
+from tests.support.common import REPO, acl_delete_move, run_events, wait_for
 from ingest.stores.outbox import Pump, Sink, configured_sinks, diff_stores
 
 PAUSE = float(os.environ.get("INGEST_TEST_SINK_PAUSE", "3"))
@@ -67,12 +67,7 @@ def test_secondary_stopped_mid_ingest_converges_to_the_primary(world_dir, embedd
                 run_events(pipe, root, subtree=f"doc{i:02d}.txt")
             for i in range(0, 4):
                 _write(root, i, "edited")  # content edits
-            os.chmod(root / "doc05.txt", 0o600)  # ACL-only changes
-            os.chmod(root / "doc06.txt", 0o640)
-            (root / "doc07.txt").unlink()  # deletes
-            (root / "doc08.txt").unlink()
-            os.rename(root / "doc09.txt", root / "renamed09.txt")  # a move
-            run_events(pipe, root)
+            acl_delete_move(pipe, root)
             done.set()
 
         t = threading.Thread(target=more)

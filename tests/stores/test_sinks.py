@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.support.common import REPO, run_events, wait_for
-from tests.support.sink_helpers import KINDS, ChromaServer, SinkSetup, Wire
+from tests.support.common import REPO, acl_delete_move, run_events, wait_for
+from tests.support.sink_helpers import KINDS, ChromaServer, SinkSetup, Wire, synthetic_docs
 
 PAUSE = float(os.environ.get("INGEST_TEST_SINK_PAUSE", "3"))
 EXAMPLES = int(os.environ.get("SINK_NO_LEAK_EXAMPLES", "40"))
@@ -43,21 +43,6 @@ def sink(request, world_dir):
     s = SinkSetup(request.param, world_dir, chroma)
     yield s
     s.up()
-
-
-def _synthetic(store, ids, n_chunks=2, acl=None, dim=24, version="v1"):
-    from acl.model import ACL, EVERYONE
-    from ingest.stores.base import ChunkRecord, DocRecord
-
-    for d in ids:
-        chunks = []
-        for j in range(n_chunks):
-            v = np.random.default_rng(abs(hash((d, j, version))) % 2**32).standard_normal(dim).astype(np.float32)
-            v /= np.linalg.norm(v)
-            chunks.append(ChunkRecord(f"{d}-{version}-{j}", j, f"chunk {j} of {d} {version}", f"h{d}{j}{version}", 4,
-                                      j + 1, "Intro", v.tobytes(), "c", "m"))
-        store.apply(DocRecord(d, "folder:/r", f"{d}.txt", f"file:///r/{d}.txt", "text/plain", 1, 1, version,
-                              acl or ACL(frozenset({EVERYONE})), labels=["pii:email"]), chunks)
 
 
 def _cli(*args, env_extra=None):
@@ -83,7 +68,7 @@ def test_contract_no_orphans_acl_only_sends_no_vectors(sink, world_dir):
     from ingest.stores.sqlite import SQLiteStore
 
     primary = SQLiteStore(world_dir / "p.db", model_id="m")
-    _synthetic(primary, [f"d{i}" for i in range(6)], n_chunks=4)
+    synthetic_docs(primary, [f"d{i}" for i in range(6)], n_chunks=4)
     s = Sink("vec", sink.url)
     pump = Pump(primary, [s])
     try:
@@ -95,7 +80,7 @@ def test_contract_no_orphans_acl_only_sends_no_vectors(sink, world_dir):
 
         wire = Wire(target, 24)  # counts the vectors in every call into the database's client library
         mark = wire.mark()
-        _synthetic(primary, ["d1"], n_chunks=1, version="v2")  # a shorter new version
+        synthetic_docs(primary, ["d1"], n_chunks=1, version="v2")  # a shorter new version
         pump.drain(60)
         assert wire.since(mark)[0] == 1  # the one new chunk's vector went out (the count is not vacuous)
         assert [p["chunk_id"] for p, _ in target.export(["d1"])["d1"]] == ["d1-v2-0"]  # no orphan of v1
@@ -137,7 +122,7 @@ def test_no_search_of_a_sink_returns_an_unreadable_chunk(sink, world_dir):
     from tests.support import no_leak as nl
     from acl.directory import Directory, FileBackend
     from ingest.stores.outbox import Pump, Sink
-    from ingest.stores.sinks import SinkIndex
+    from ingest.search.sink_index import SinkIndex
     from ingest.stores.sqlite import SQLiteStore
 
     class StubSinkIndex(SinkIndex):
@@ -206,12 +191,7 @@ def test_sink_down_mid_ingest_converges(sink, world_dir, embedder, pause, reques
             for i in range(0, 3):
                 _write(root, i, "edited " * 40)  # content edits (doc00..02 grow)
             (root / "doc03.txt").write_text("Short now.")  # a shorter version
-            os.chmod(root / "doc05.txt", 0o600)  # ACL-only changes
-            os.chmod(root / "doc06.txt", 0o640)
-            (root / "doc07.txt").unlink()  # deletes
-            (root / "doc08.txt").unlink()
-            os.rename(root / "doc09.txt", root / "renamed09.txt")  # a move
-            run_events(pipe, root)
+            acl_delete_move(pipe, root)
             done.set()
 
         t = threading.Thread(target=more)
@@ -258,7 +238,7 @@ def test_cli_rebuild_after_the_collection_was_dropped(sink, world_dir):
 
     db = world_dir / "p.db"
     primary = SQLiteStore(db, model_id="m")
-    _synthetic(primary, [f"d{i}" for i in range(30)])
+    synthetic_docs(primary, [f"d{i}" for i in range(30)])
     (world_dir / "c.toml").write_text(f'[sinks.vec]\nurl = "{sink.url}"\n')
     env = {"INGEST_CONFIG": str(world_dir / "c.toml")}
     r = _cli("sync", "--store", str(db), "--check", env_extra=env)
@@ -283,11 +263,12 @@ def test_open_index_on_a_sink_url(world_dir):
     from acl.directory import Directory, FileBackend
     from acl.model import ACL
     from ingest.stores.outbox import Pump, Sink
-    from ingest.stores.sinks import SinkError, SinkIndex, open_sink, sink_class
+    from ingest.search.sink_index import SinkIndex
+    from ingest.stores.sinks import SinkError, open_sink, sink_class
     from ingest.stores.sqlite import SQLiteStore
 
     primary = SQLiteStore(world_dir / "p.db", model_id="m")
-    _synthetic(primary, ["a", "b"], acl=ACL(frozenset({"group:file:team"})))
+    synthetic_docs(primary, ["a", "b"], acl=ACL(frozenset({"group:file:team"})))
     url = f"qdrant+local://{world_dir}/q"
     pump = Pump(primary, [Sink("q", url)])
     pump.drain(60)
@@ -323,7 +304,7 @@ def test_status_metrics_and_check_cover_every_sink(world_dir, chroma_server):
 
     db = world_dir / "p.db"
     primary = SQLiteStore(db, model_id="m")
-    _synthetic(primary, [f"d{i}" for i in range(5)])
+    synthetic_docs(primary, [f"d{i}" for i in range(5)])
     sinks = {kind: SinkSetup(kind, world_dir, chroma_server) for kind in KINDS}
     (world_dir / "c.toml").write_text("".join(f'[sinks.{k}]\nurl = "{s.url}"\n' for k, s in sinks.items()))
     env = {"INGEST_CONFIG": str(world_dir / "c.toml")}
@@ -340,7 +321,7 @@ def test_status_metrics_and_check_cover_every_sink(world_dir, chroma_server):
     assert sorted((s["name"], s["lag_rows"]) for s in out["sinks"]) == [(k, 0) for k in sorted(KINDS)]
     assert pending(generate_latest(reg).decode()) == {k: 0.0 for k in KINDS}
 
-    _synthetic(primary, ["d7", "d8"])
+    synthetic_docs(primary, ["d7", "d8"])
     try:
         sinks["chroma"].down()
         r = _cli("sync", "--store", str(db), "--timeout", "3", env_extra=env)

@@ -32,6 +32,48 @@ def run_events(pipeline, root, subtree=""):
     return outs
 
 
+def acl_delete_move(pipeline, root: Path) -> None:
+    """The churn besides content edits, for the outbox and sink catch-up tests: ACL-only changes
+    (doc05, doc06), deletes (doc07, doc08) and a move (doc09 -> renamed09), then a reconcile."""
+    os.chmod(root / "doc05.txt", 0o600)
+    os.chmod(root / "doc06.txt", 0o640)
+    (root / "doc07.txt").unlink()
+    (root / "doc08.txt").unlink()
+    os.rename(root / "doc09.txt", root / "renamed09.txt")
+    run_events(pipeline, root)
+
+
+def http_json(url: str, token: str | None = None, method: str = "GET") -> tuple[int, dict]:
+    """``(status, JSON body)`` of an HTTP request, with a bearer token when given; errors too."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+class RecordingEmbedder:
+    """Wraps a real embedder: ``calls`` holds each encode call's size, ``inputs`` every text embedded."""
+
+    def __init__(self, inner):
+        self.inner, self.calls, self.inputs = inner, [], []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def encode(self, texts):
+        self.calls.append(len(texts))
+        self.inputs.extend(texts)
+        return self.inner.encode(texts)
+
+
 def kernel_can_read(user: str, path: str) -> bool:
     """Ask the kernel: can this user open the file for reading?"""
     pw = pwd.getpwnam(user)
@@ -42,6 +84,18 @@ def kernel_can_read(user: str, path: str) -> bool:
             "except PermissionError: print('no')\n")
     out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, check=True)
     return out.stdout.strip() == "yes"
+
+
+def stop_group(proc, sig: int, timeout: float) -> None:
+    """Send ``sig`` to a child started with ``start_new_session``; SIGKILL its whole process group
+    when it has not ended within ``timeout`` seconds."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
 
 
 def wait_for(pred, timeout=30.0, interval=0.05, what="condition"):

@@ -29,7 +29,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class _Server:
+class HTTPTestServer:
     def start_wsgi(self, app):
         from cheroot import wsgi
 
@@ -97,7 +97,7 @@ def _oc_provider(owner_of, shares):
     return OcProvider
 
 
-class NextcloudLike(_Server):
+class NextcloudLike(HTTPTestServer):
     """``/remote.php/dav/files/crawler`` (crawler:crawlpw), ``/remote.php/dav/files/bob`` (bob only),
     and ``/ocs/v2.php/apps/files_sharing/api/v1/shares``."""
 
@@ -176,7 +176,7 @@ class NextcloudLike(_Server):
                 "ocs_url": self.url + self.OCS, **extra}
 
 
-class VendorServer(_Server):
+class VendorServer(HTTPTestServer):
     """Routes: ``(method, path) -> handler(environ, query, body) -> (status, json_or_bytes[, headers])``.
     Counts requests per route."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.common import REPO, stop_group
 
 
 class Worker:
@@ -38,13 +38,7 @@ class Worker:
         self.proc.wait()
 
     def stop(self, timeout: float = 60) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, signal.SIGTERM, timeout)
 
     def succeeded(self) -> int:
         return self.log.read_text(errors="replace").count("succeeded in")

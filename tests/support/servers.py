@@ -53,7 +53,7 @@ def free_port() -> int:
 from tests.support.ci import missing  # noqa: E402  (skip outside CI, fail in CI)
 
 
-def _wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if proc is not None and proc.poll() is not None:
@@ -98,7 +98,7 @@ class PostgresServer:
     def start(self) -> "PostgresServer":
         self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60", "-l", str(self.data / "server.log"),
                   "-o", f"-p {self.port} -h 127.0.0.1 -k {self.data} -c max_connections=200", "start")
-        _wait_port(self.port, 30)
+        wait_port(self.port, 30)
         return self
 
     def stop(self) -> None:

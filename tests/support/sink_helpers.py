@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from tests.support.ci import missing
-from tests.support.servers import _wait_port, free_port
+from tests.support.servers import wait_port, free_port
 
 KINDS = ("qdrant", "chroma", "milvus")
 _HOLD = r"""
@@ -52,7 +52,7 @@ class ChromaServer:
     def start(self) -> "ChromaServer":
         self.proc = subprocess.Popen([self.exe, "run", "--path", str(self.folder), "--host", "127.0.0.1",
                                       "--port", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(self.port, 60, self.proc)
+        wait_port(self.port, 60, self.proc)
         return self
 
     def stop(self) -> None:
@@ -161,3 +161,21 @@ class Wire:
         """(vectors sent, method names called) since ``mark``."""
         part = self.calls[mark:]
         return sum(n for _, n in part), [m for m, _ in part]
+
+
+def synthetic_docs(store, ids, n_chunks=2, acl=None, dim=24, version="v1"):
+    """Documents ``ids`` in ``store``, each with ``n_chunks`` chunks of random unit vectors (seeded by id)."""
+    import numpy as np
+
+    from acl.model import ACL, EVERYONE
+    from ingest.stores.base import ChunkRecord, DocRecord
+
+    for d in ids:
+        chunks = []
+        for j in range(n_chunks):
+            v = np.random.default_rng(abs(hash((d, j, version))) % 2**32).standard_normal(dim).astype(np.float32)
+            v /= np.linalg.norm(v)
+            chunks.append(ChunkRecord(f"{d}-{version}-{j}", j, f"chunk {j} of {d} {version}", f"h{d}{j}{version}", 4,
+                                      j + 1, "Intro", v.tobytes(), "c", "m"))
+        store.apply(DocRecord(d, "folder:/r", f"{d}.txt", f"file:///r/{d}.txt", "text/plain", 1, 1, version,
+                              acl or ACL(frozenset({EVERYONE})), labels=["pii:email"]), chunks)

@@ -26,9 +26,14 @@ def _producer(store_url, redis_server, **kw):
 
 
 def _upsert(root, rel):
+    """An upsert as the folder source makes it: its ``seq`` the file's ctime_ns as the watcher saw it."""
     from ingest.sources.base import UPSERT, ChangeEvent
 
-    return ChangeEvent(UPSERT, str(root), rel)
+    try:
+        seq = os.lstat(os.path.join(root, rel)).st_ctime_ns
+    except FileNotFoundError:
+        seq = None
+    return ChangeEvent(UPSERT, str(root), rel, seq=seq)
 
 
 def _outcomes(store):
@@ -153,7 +158,8 @@ def test_permanent_fault_is_dead_lettered_shown_by_status_and_requeued_by_retry(
     root = world_dir / "docs"
     root.mkdir()
     q = _producer(store_url, redis_server)
-    q.app.send_task("ingest.change", args=[store_url, "explode", str(root), "x.txt", None, None], queue="bulk")
+    q.app.send_task("ingest.change", args=[store_url, {"kind": "explode", "source": str(root), "key": "x.txt"}],
+                    queue="bulk")
     w = workers(store_url, redis_server.url, "a", world_dir)
 
     def dead():

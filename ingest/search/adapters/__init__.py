@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from ingest.search.index import Index, open_index
+
 
 def hit_metadata(hit) -> dict:
     """Everything a hit carries except its text, JSON-able (framework metadata)."""
@@ -23,6 +25,4 @@ def hit_metadata(hit) -> dict:
 
 def open_for(index_or_path):
     """An ``Index`` from an ``Index`` or a store path/URL."""
-    from ingest.search.index import Index, open_index
-
     return index_or_path if isinstance(index_or_path, Index) else open_index(index_or_path)

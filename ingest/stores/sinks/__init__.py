@@ -48,7 +48,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
+from acl.model import ACL
+
 from ingest.stores.base import Hit
+from ingest.stores.common import diff_by_doc
 
 SCHEMES: dict[str, str] = {  # URL scheme -> "module:Class"
     "qdrant": "ingest.stores.sinks.qdrant:QdrantSink",
@@ -125,8 +128,6 @@ def _loads(v):
 
 def chunk_payloads(state: dict) -> list[tuple[dict, bytes]]:
     """A document's state as the primary exports it -> (payload, float32 vector bytes) per chunk."""
-    from acl.model import ACL
-
     d = state["doc"]
     acl = ACL.from_json(d["acl"])
     doc_meta = {k: _loads(v) for k, v in dict(d).items() if k not in _SKIP and k not in _TOP_DOC
@@ -285,10 +286,7 @@ class VectorSink:
     def diff(self, primary, limit: int = 50, atol: float = 1e-6) -> list[str]:
         """Documents where this sink differs from the primary (ids, versions, ACL, labels, chunk ids,
         texts, every payload field, vectors within ``atol``); ``[]`` when equal."""
-        ids = sorted(set(primary.all_doc_ids()) | set(self.all_doc_ids()))
-        out: list[str] = []
-        for i in range(0, len(ids), 200):
-            part = ids[i:i + 200]
+        def differ(part: list[str]):
             want, have = primary.export_docs(part), self.export(part)
             for d in part:
                 w = chunk_payloads(want[d]) if want[d] is not None else []
@@ -296,22 +294,21 @@ class VectorSink:
                 if not w and not h:
                     continue
                 if not h or not w:
-                    out.append(f"{d}: {'missing in the sink' if not h else 'in the sink, not in the primary'}")
+                    yield f"{d}: {'missing in the sink' if not h else 'in the sink, not in the primary'}"
                 elif [p["chunk_id"] for p, _ in w] != [p["chunk_id"] for p, _ in h]:
-                    out.append(f"{d}: chunk ids differ ({len(w)} vs {len(h)})")
+                    yield f"{d}: chunk ids differ ({len(w)} vs {len(h)})"
                 else:
                     for (pw, vw), (ph, vh) in zip(w, h):
                         keys = [k for k in PAYLOAD_KEYS if pw.get(k) != ph.get(k)]
                         if keys:
-                            out.append(f"{d}: chunk {pw['chunk_id']}: {', '.join(keys)} differ")
+                            yield f"{d}: chunk {pw['chunk_id']}: {', '.join(keys)} differ"
                             break
                         vw = np.frombuffer(vw, dtype=np.float32)
                         if vh is None or len(vh) != len(vw) or not np.allclose(vw, vh, rtol=0, atol=atol):
-                            out.append(f"{d}: chunk {pw['chunk_id']}: vector differs")
+                            yield f"{d}: chunk {pw['chunk_id']}: vector differs"
                             break
-                if len(out) >= limit:
-                    return out
-        return out
+
+        return diff_by_doc(primary, self, differ, limit)
 
     def models(self) -> dict[str, str]:
         """{model_id: collection} of what the sink holds."""
@@ -340,43 +337,3 @@ class VectorSink:
                            p["section"] or "", p["doc_version"], list(p["labels"]) + [f"flag:{f}" for f in p["flags"]],
                            acl, p["metadata"].get("extractor"), p["model_id"]))
         return out
-
-
-class SinkIndex:
-    """``ingest.open_index(SINK_URL)``: vector search run inside a sink with its native ACL filter,
-    the caller's principal resolved through the same directory as the primary store's search."""
-
-    def __init__(self, sink: VectorSink, directory, model_id: str | None = None, query_cache: int = 256):
-        from ingest.search.index import _QueryCache
-
-        self.sink, self.directory = sink, directory
-        self._model_id = model_id
-        self.query_cache = _QueryCache(query_cache)
-
-    @property
-    def model_id(self) -> str:
-        if self._model_id is None:
-            models = self.sink.models()
-            if len(models) != 1:
-                raise SinkError(f"sink holds {len(models)} models ({', '.join(sorted(models)) or 'none'}): "
-                                "give model_id")
-            self._model_id = next(iter(models))
-        return self._model_id
-
-    def _qvec(self, model_id: str, query: str):
-        return self.query_cache.get(model_id, query)
-
-    def search(self, query: str, principal=None, k: int = 10, filters: dict | None = None, mode: str = "vector",
-               audit: bool = False, **_) -> list[Hit]:
-        if not isinstance(query, str) or not query.strip():
-            raise ValueError("search: the query is empty")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"search: k must be an integer of at least 1, got {k!r}")
-        if mode != "vector":
-            raise ValueError(f"search: a vector-database sink answers vector searches only, not {mode!r}")
-        if filters:
-            raise ValueError("search: filters are not supported against a sink yet (filter by labels in the "
-                             "store's own query language, see the README)")
-        tokens = self.directory.resolve(principal)
-        model = self.model_id
-        return self.sink.search(self._qvec(model, query), tokens, k, model)
