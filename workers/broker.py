@@ -7,7 +7,11 @@
   after each empty poll the wait doubles, up to ``IDLE_POLL_MAX`` s, and a ring ends it.
   Where inotify is not available the 50 ms polling stays;
 * the SQLite file in WAL mode with a busy timeout, so producers and the worker
-  do not trip over each other's locks.
+  do not trip over each other's locks;
+* processes that open one new broker file at once (two ``ingest add`` on one new store)
+  do not fail on each other: kombu creates its tables and queue rows by "look, then
+  create", guarded by a thread lock only; here the loser of that race reads what the
+  winner created.
 
 ``workers.app`` maps ``sqla+sqlite:///...`` URLs onto this transport through
 kombu's alias table.
@@ -24,6 +28,7 @@ import time
 from queue import Empty
 
 from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport.sqlalchemy import _MUTEX, metadata
 from kombu.transport.sqlalchemy import Channel as _Channel
 from kombu.transport.sqlalchemy import Transport as _Transport
 
@@ -114,6 +119,31 @@ class Channel(_Channel):
         self._bell_path = bell_path(connection.client.hostname)
         super().__init__(connection, **kwargs)
 
+    def _open(self):
+        """kombu's, with the tables created so that another process creating them at the
+        same moment is not an error."""
+        from sqlalchemy.orm import sessionmaker
+
+        host = self.connection.client.hostname
+        with _MUTEX:
+            if host not in self._engines:
+                engine = self._engine_from_config()
+                _create_tables(engine)
+                self._engines[host] = engine, sessionmaker(bind=engine)
+        return self._engines[host]
+
+    def _get_or_create(self, queue):
+        """kombu's, where another process inserting the same queue row first (a unique-key
+        error) means the row is there to read."""
+        from sqlalchemy.exc import IntegrityError
+
+        for _ in range(_RACE_TRIES):
+            try:
+                return super()._get_or_create(queue)
+            except IntegrityError:
+                self.session.rollback()
+        return super()._get_or_create(queue)
+
     def _put(self, queue, payload, **kwargs):
         super()._put(queue, payload, **kwargs)  # committed: a woken consumer finds it
         if self._bell_path:
@@ -159,6 +189,23 @@ class Transport(_Transport):
             self._bell.close()
             self._bell = None
         return super().close_connection(connection)
+
+
+_RACE_TRIES = 5
+
+
+def _create_tables(engine) -> None:
+    """``metadata.create_all`` looks before it creates: another process may create a table
+    in between ("already exists"); looking again then finds it."""
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(_RACE_TRIES):
+        try:
+            metadata.create_all(engine)
+            return
+        except OperationalError as e:
+            if "already exists" not in str(e) or attempt == _RACE_TRIES - 1:
+                raise
 
 
 def _engine_from_config(self):

@@ -60,17 +60,42 @@ def ingest_add(store: str, broker: str, root: Path) -> subprocess.Popen:
                             text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=str(REPO))
 
 
-def finish(proc: subprocess.Popen, timeout: float) -> dict:
-    out, err = proc.communicate(timeout=timeout)
+def finish(proc: subprocess.Popen, timeout: float, workers=(), redis=None) -> dict:
+    """The `ingest add`'s summary; if it does not end in ``timeout``, fail with what the
+    workers logged last and what Redis holds, so a hang can be read from the CI log."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"`ingest add` did not finish in {timeout:.0f} s\n" + _diagnosis(err, workers, redis))
     assert proc.returncode == 0, err[-3000:]
     return json.loads(out[out.index("{"):])
+
+
+def _diagnosis(err: str, workers, redis) -> str:
+    parts = [f"ingest add stderr:\n{err[-1500:]}"]
+    for w in workers:
+        parts.append(f"{w.log.name} (last lines):\n{w.tail(2500)}")
+    if redis is not None:
+        try:
+            c = redis.client()
+            sizes = {}
+            for k in c.keys("*"):
+                t = c.type(k).decode()
+                sizes[k.decode(errors="replace")[:60]] = (t, {"list": c.llen, "hash": c.hlen, "zset": c.zcard}
+                                                          .get(t, lambda _k: None)(k))
+            parts.append(f"redis keys: {sizes}")
+        except Exception as e:  # the diagnosis must not hide the failure
+            parts.append(f"redis not readable: {e!r}")
+    return "\n".join(parts)
 
 
 def test_two_workers_on_redis_equal_the_single_process_result(corpus, reference, redis_server, store_url, workers,
                                                               world_dir):
     a = workers(store_url, redis_server.url, "a", world_dir)
     b = workers(store_url, redis_server.url, "b", world_dir)
-    summary = finish(ingest_add(store_url, redis_server.url, corpus), timeout=900)
+    summary = finish(ingest_add(store_url, redis_server.url, corpus), timeout=480, workers=(a, b), redis=redis_server)
     assert summary["queued"] == N_DOCS
     assert summary["outcomes"].get("indexed") == N_DOCS, summary
     assert content(store_url, corpus) == reference
@@ -80,7 +105,7 @@ def test_two_workers_on_redis_equal_the_single_process_result(corpus, reference,
 def test_kill9_a_worker_mid_run_then_restart_loses_and_duplicates_nothing(corpus, reference, redis_server,
                                                                            store_url, workers, world_dir):
     a = workers(store_url, redis_server.url, "a", world_dir)
-    workers(store_url, redis_server.url, "b", world_dir)
+    b = workers(store_url, redis_server.url, "b", world_dir)
     add = ingest_add(store_url, redis_server.url, corpus)
     wait_for(lambda: indexed_count(store_url) >= N_DOCS // 4, timeout=600, what="a quarter indexed")
     a.kill9()
@@ -88,7 +113,7 @@ def test_kill9_a_worker_mid_run_then_restart_loses_and_duplicates_nothing(corpus
     assert n_mid < N_DOCS, "finished before the kill: the test proves nothing"
     time.sleep(2)
     a.start()  # the killed worker's unacknowledged task comes back after the visibility timeout
-    summary = finish(add, timeout=900)
+    summary = finish(add, timeout=480, workers=(a, b), redis=redis_server)
     assert summary["outcomes"].get("indexed", 0) + summary["outcomes"].get("skipped", 0) >= N_DOCS - 1
     time.sleep(10)  # let a redelivered duplicate run: it must be a no-op
     got = content(store_url, corpus)
@@ -98,8 +123,8 @@ def test_kill9_a_worker_mid_run_then_restart_loses_and_duplicates_nothing(corpus
 
 def test_redis_restart_mid_run_completes_without_loss(corpus, reference, redis_server, store_url, workers,
                                                       world_dir):
-    workers(store_url, redis_server.url, "a", world_dir)
-    workers(store_url, redis_server.url, "b", world_dir)
+    a = workers(store_url, redis_server.url, "a", world_dir)
+    b = workers(store_url, redis_server.url, "b", world_dir)
     add = ingest_add(store_url, redis_server.url, corpus)
     wait_for(lambda: indexed_count(store_url) >= N_DOCS // 4, timeout=600, what="a quarter indexed")
     redis_server.stop()  # graceful: the AOF holds the queues and the unacknowledged tasks
@@ -107,7 +132,7 @@ def test_redis_restart_mid_run_completes_without_loss(corpus, reference, redis_s
     assert n_mid < N_DOCS, "finished before the restart: the test proves nothing"
     time.sleep(3)
     redis_server.start()
-    finish(add, timeout=900)
+    finish(add, timeout=480, workers=(a, b), redis=redis_server)
     wait_for(lambda: indexed_count(store_url) == N_DOCS, timeout=120, what="all indexed")
     got = content(store_url, corpus)
     assert_whole(got, N_DOCS)
