@@ -19,6 +19,12 @@
   ``event`` a :class:`ingest.sources.base.ChangeEvent` as a dict (``to_wire``), and
   ``ingest.changes(store_url, [event, ...], batch, pending=[...])`` for a group of upserts;
   ``ingest.poll(store_url, source, prune=, pending=)`` asks a configured source what changed.
+* **Lost messages** (Redis): kombu's Redis transport takes a message off the list (``BRPOP``) and
+  then records it as unacknowledged in a second command; a Redis shutdown between the two loses
+  the message, and its coalescing marker then holds back the next event for the document until
+  the marker's time-to-live. :meth:`Producer.idle` tells a waiting producer (``ingest add``) that
+  nothing is queued or held by a worker, and ``send(..., fresh=True)`` sends what its batch still
+  lacks again, replacing the stale markers (tasks are idempotent).
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ from ingest.config import settings
 log = logging.getLogger("ingest.queue")
 
 LANES = ("interactive", "bulk", "maintenance")
+UNACKED_KEY = "unacked"  # kombu's Redis transport: delivered, not yet acknowledged messages (its default)
 CHECK_EVERY = 50
 RESUME_FRACTION = 0.8
 PENDING_PREFIX = "ingest:pending:"
@@ -151,9 +158,20 @@ class Producer:
         log.warning("lane %s at %d again: producer resumed after %.1f s", lane, d, waited)
         return d
 
+    def idle(self) -> bool | None:
+        """Redis: True when no task waits in any lane and no worker holds one (kombu's unacknowledged
+        hash is empty); None where the broker cannot tell (the embedded broker)."""
+        if not self.redis:
+            return None
+        if any(self.depth().values()):
+            return False
+        return not self._r.hlen(UNACKED_KEY)
+
     # -- send -------------------------------------------------------------------------
-    def send(self, events, lane: str, batch: str | None = None, group: "int | list[int]" = 1) -> int:
+    def send(self, events, lane: str, batch: str | None = None, group: "int | list[int]" = 1, *,
+             fresh: bool = False) -> int:
         """Queue one task per change event (minus coalesced duplicates); returns how many events were sent.
+        ``fresh``: send every event, replacing any coalescing marker (a lost task's is stale).
 
         ``group`` > 1 packs up to that many upserts into one ``ingest.changes`` task whose
         documents share one embedding call (bulk work; interactive changes go one by one);
@@ -190,7 +208,7 @@ class Producer:
                 pending = None
                 if self.coalesce:
                     pending = pending_key(self.store_url or "", route, ev.kind, ev.source, ev.key, ev.dest)
-                    if not self._r.set(pending, "1", nx=True, ex=pending_ttl()):
+                    if not self._r.set(pending, "1", nx=not fresh, ex=pending_ttl()):
                         continue  # a task for this change is already waiting: it will see this one too
                 sent += 1
                 size = sizes[min(tasks, len(sizes) - 1)]

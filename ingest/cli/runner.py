@@ -72,9 +72,10 @@ class Queue:
         self.app = self.producer.app
 
     def send(self, events: list[ChangeEvent], lane: str, batch: str | None = None,
-             group: "int | list[int]" = 1) -> int:
-        """Queue events on a lane (see workers.lanes.Producer.send; ``group``: upserts per task)."""
-        return self.producer.send(events, lane, batch, group)
+             group: "int | list[int]" = 1, *, fresh: bool = False) -> int:
+        """Queue events on a lane (see workers.lanes.Producer.send; ``group``: upserts per task;
+        ``fresh``: not coalesced with tasks already waiting)."""
+        return self.producer.send(events, lane, batch, group, fresh=fresh)
 
     def depth(self) -> dict[str, int]:
         """Messages waiting per lane."""
@@ -219,6 +220,58 @@ class Runner:
         self.lock.release()
 
 
+class LostWork:
+    """``ingest add`` on Redis: the changes of its batch a broker restart lost are sent again.
+
+    When the batch has made no progress for ``stall_s`` and the broker says nothing is queued and
+    no worker holds a task (:meth:`workers.lanes.Producer.idle`), on two looks ``settle_s`` apart,
+    the batch's documents without an outcome can only have been lost (see ``workers.lanes``):
+    they are sent again, fresh (tasks are idempotent). After ``max_sends`` such rounds the run
+    fails, naming what never got an outcome, rather than wait for ever."""
+
+    STALL_S, SETTLE_S, MAX_SENDS = 15.0, 3.0, 3
+
+    def __init__(self, queue: "Queue", store, events: list[ChangeEvent], batch: str, *,
+                 concurrency: int | None = None):
+        self.queue, self.store, self.events, self.batch = queue, store, events, batch
+        self.concurrency = concurrency
+        self.stall_s, self.settle_s, self.max_sends = self.STALL_S, self.SETTLE_S, self.MAX_SENDS
+        self.last_done, self.since = -1, time.monotonic()
+        self.quiet_at: float | None = None
+        self.sends = 0
+
+    def check(self, done: int) -> int:
+        """Called while waiting; returns how many changes it sent again."""
+        now = time.monotonic()
+        if done != self.last_done:
+            self.last_done, self.since, self.quiet_at = done, now, None
+            return 0
+        if now - self.since < self.stall_s or self.queue.producer.idle() is not True:
+            self.quiet_at = None
+            return 0
+        if self.quiet_at is None:
+            self.quiet_at = now
+            return 0
+        if now - self.quiet_at < self.settle_s:
+            return 0
+        have = self.store.batch_done(self.batch)
+        missing = [ev for ev in self.events if ev.key not in have and (ev.dest is None or ev.dest not in have)]
+        if not missing:
+            return 0
+        if self.sends >= self.max_sends:
+            names = ", ".join(ev.key for ev in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise RuntimeError(f"{len(missing)} change(s) got no outcome after {self.sends + 1} sends while the "
+                               f"queue was empty and no worker held a task: {names}")
+        self.sends += 1
+        log.warning("%d change(s) of this run were lost by the broker (a restart?): nothing is queued or "
+                    "running and they have no outcome; sending them again (%d/%d)", len(missing), self.sends,
+                    self.max_sends)
+        self.queue.send(missing, "bulk", batch=self.batch, group=bulk_group(len(missing), self.concurrency),
+                        fresh=True)
+        self.since, self.quiet_at = now, None
+        return len(missing)
+
+
 def add_exit_code(ends: dict[str, int]) -> int:
     """``ingest add``'s exit status: 1 when anything ended dead-lettered or failed; 0 when
     everything ended indexed, flagged, unchanged or quarantined with a reason."""
@@ -255,13 +308,16 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
         if broker_url is None and lock.try_acquire():
             purge_delivered(broker)
             own_worker = start_worker(store_url, broker, concurrency=concurrency, loglevel=loglevel)
-        total = queue.send(events, "bulk", batch=batch, group=bulk_group(len(events), concurrency))
+        # not coalesced: the run waits for its own documents, and a marker left by a lost task must
+        # not hold one back (a task already waiting for a document makes the second one a no-op)
+        total = queue.send(events, "bulk", batch=batch, group=bulk_group(len(events), concurrency), fresh=True)
         bar = None
         if progress and total:
             from tqdm import tqdm
 
             bar = tqdm(total=total, unit="doc", desc="ingest add", file=sys.stderr)
         done, t0, polls = 0, time.monotonic(), 0
+        lost = LostWork(queue, store, events, batch, concurrency=concurrency)
         while done < total:
             time.sleep(0.05)
             polls += 1
@@ -275,6 +331,8 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
             if bar is not None:
                 bar.update(n - done)
             done = n
+            if done < total:
+                lost.check(done)
             if own_worker is not None and own_worker.poll() is not None:
                 raise RuntimeError(f"the worker exited with status {own_worker.returncode} "
                                    f"after {done}/{total} documents; run `ingest add` again to finish")

@@ -31,6 +31,11 @@ class OperationsMixin(SQLBase):
         return self.db.execute(self._q("SELECT COUNT(DISTINCT external_id) AS n FROM outcomes WHERE batch=%s"),
                                (batch,)).fetchone()["n"]
 
+    def batch_done(self, batch: str) -> set[str]:
+        """The external ids of a batch's documents that have an outcome (what ``batch_progress`` counts)."""
+        rows = self.db.execute(self._q("SELECT DISTINCT external_id FROM outcomes WHERE batch=%s"), (batch,))
+        return {r["external_id"] for r in rows}
+
     def batch_outcomes(self, batch: str) -> dict[str, int]:
         rows = self.db.execute(self._q("SELECT action, COUNT(*) AS n FROM outcomes WHERE batch=%s GROUP BY action"),
                                (batch,))
