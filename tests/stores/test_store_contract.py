@@ -254,6 +254,8 @@ def test_outcomes_and_status_counts(any_store):
                       parsed=1, embedded=2 if action == "indexed" else 0)
     s.log_outcome(action="indexed", source="folder:/r", external_id="f0", doc_id=None, batch="b1")
     assert s.batch_progress("b1") == 3
+    assert s.batch_done("b1") == {"f0", "f1", "f2"}
+    assert s.batch_done("another batch") == set()
     assert s.batch_outcomes("b1") == {"indexed": 3, "error": 1}
     assert s.counters() == {"parsed": 3, "embedded": 4, "last_id": s.counters()["last_id"]}
     st = s.status()
