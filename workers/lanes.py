@@ -163,9 +163,12 @@ class Producer:
         hash is empty); None where the broker cannot tell (the embedded broker)."""
         if not self.redis:
             return None
-        if any(self.depth().values()):
+        import redis
+
+        try:
+            return not any(self.depth().values()) and not self._r.hlen(UNACKED_KEY)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):  # Redis away (restarting): it holds what it holds, not idle
             return False
-        return not self._r.hlen(UNACKED_KEY)
 
     # -- send -------------------------------------------------------------------------
     def send(self, events, lane: str, batch: str | None = None, group: "int | list[int]" = 1, *,

@@ -118,3 +118,23 @@ def test_lost_work_waits_for_a_quiet_broker_and_gives_up_with_names():
     quiet.check(1)
     with pytest.raises(RuntimeError, match=r"2 change\(s\) got no outcome after 3 sends .*: b, c"):
         quiet.check(1)
+
+
+def test_the_broker_is_idle_only_when_it_says_so(redis_server, world_dir):
+    from workers.lanes import UNACKED_KEY, Producer
+
+    p = Producer(str(world_dir / "index.db"), redis_server.url)
+    r = redis_server.client()
+    assert p.idle() is True  # nothing queued, nothing held
+    r.lpush("bulk", b"{}")
+    assert p.idle() is False  # a task waits
+    r.delete("bulk")
+    r.hset(UNACKED_KEY, "tag", b"[]")
+    assert p.idle() is False  # a worker holds one
+    r.delete(UNACKED_KEY)
+    redis_server.stop()
+    try:
+        assert p.idle() is False  # Redis away: it is not known to be empty, and the waiting add goes on waiting
+    finally:
+        redis_server.start()
+    assert p.idle() is True
