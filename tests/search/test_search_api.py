@@ -111,8 +111,15 @@ def test_repeated_query_embedding_comes_from_the_cache(built, embedder):
 
 
 def test_langchain_and_llamaindex_return_the_native_chunks(built):
-    pytest.importorskip("langchain_core")
-    pytest.importorskip("llama_index.core")
+    import importlib
+
+    from tests.support.ci import missing
+
+    for mod, extra in (("langchain_core", "langchain"), ("llama_index.core", "llamaindex")):
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            missing(f"{mod} is not installed (pip install -e '.[{extra}]'; the test extras include it)")
     from ingest.search.adapters.langchain import IngestRetriever as LCRetriever
     from ingest.search.adapters.llamaindex import IngestRetriever as LIRetriever
 
