@@ -31,6 +31,9 @@ from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport.sqlalchemy import _MUTEX, metadata
 from kombu.transport.sqlalchemy import Channel as _Channel
 from kombu.transport.sqlalchemy import Transport as _Transport
+from sqlalchemy import create_engine, event
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import sessionmaker
 
 from ingest.stores.common import use_wal
 
@@ -122,8 +125,6 @@ class Channel(_Channel):
     def _open(self):
         """kombu's, with the tables created so that another process creating them at the
         same moment is not an error."""
-        from sqlalchemy.orm import sessionmaker
-
         host = self.connection.client.hostname
         with _MUTEX:
             if host not in self._engines:
@@ -135,14 +136,11 @@ class Channel(_Channel):
     def _get_or_create(self, queue):
         """kombu's, where another process inserting the same queue row first (a unique-key
         error) means the row is there to read."""
-        from sqlalchemy.exc import IntegrityError
-
-        for _ in range(_RACE_TRIES):
-            try:
-                return super()._get_or_create(queue)
-            except IntegrityError:
-                self.session.rollback()
-        return super()._get_or_create(queue)
+        try:
+            return super()._get_or_create(queue)
+        except IntegrityError:
+            self.session.rollback()
+            return super()._get_or_create(queue)
 
     def _put(self, queue, payload, **kwargs):
         super()._put(queue, payload, **kwargs)  # committed: a woken consumer finds it
@@ -196,9 +194,7 @@ _RACE_TRIES = 5
 
 def _create_tables(engine) -> None:
     """``metadata.create_all`` looks before it creates: another process may create a table
-    in between ("already exists"); looking again then finds it."""
-    from sqlalchemy.exc import OperationalError
-
+    in between ("already exists"); looking again then finds it (three tables: a few tries)."""
     for attempt in range(_RACE_TRIES):
         try:
             metadata.create_all(engine)
@@ -209,8 +205,6 @@ def _create_tables(engine) -> None:
 
 
 def _engine_from_config(self):
-    from sqlalchemy import create_engine, event
-
     conninfo = self.connection.client
     engine = create_engine(conninfo.hostname, connect_args={"timeout": 60})
 

@@ -331,7 +331,7 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
             if bar is not None:
                 bar.update(n - done)
             done = n
-            if done < total:
+            if done < total and polls % 20 == 0:  # about once a second: it may ask the broker
                 lost.check(done)
             if own_worker is not None and own_worker.poll() is not None:
                 raise RuntimeError(f"the worker exited with status {own_worker.returncode} "
