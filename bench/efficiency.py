@@ -34,6 +34,7 @@ default backend for new stores, onnx-int8; R1/R2 are always raw sentence-transfo
       ``--entities-only`` runs just this phase (and writes ``entities_cost`` into the results).
 
     python bench/efficiency.py [--docs 60] [--paragraphs 16] [--no-cold] [--entities | --entities-only]
+    INGEST_EMBED_BACKEND=torch-bf16 python bench/efficiency.py ...   # another backend: efficiency-<backend>.json
 """
 from __future__ import annotations
 
@@ -523,9 +524,18 @@ def main(argv=None) -> int:
         res["entities_cost"] = ent
         print(f"entities cost = 1 - {ent['chunks_per_s_on']:.1f} / {ent['chunks_per_s_off']:.1f} = {ent['cost']:.1%}; "
               f"target <= {TARGET_ENTITY_COST:.0%}: {verdict(ent['pass'])}")
-    out = write_results("efficiency", res)
+    out = write_results(results_name(), res)
     print(f"wrote {out}")
     return 0 if passed else 1
+
+
+def results_name() -> str:
+    """``efficiency`` for the default backend (the figure of issue 16); ``efficiency-<backend>`` for
+    another one chosen with ``$INGEST_EMBED_BACKEND`` (kept beside it, never over it)."""
+    from ingest.embedding import DEFAULT_BACKEND, split_model_id
+
+    backend = split_model_id(_default_model_id())[1]
+    return "efficiency" if backend == DEFAULT_BACKEND else f"efficiency-{backend}"
 
 
 def _entities_report(ent: dict, res: dict) -> int:
@@ -534,13 +544,13 @@ def _entities_report(ent: dict, res: dict) -> int:
 
     from _common import RESULTS
 
-    path = RESULTS / "efficiency.json"
+    path = RESULTS / f"{results_name()}.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     old.pop("benchmark", None)
     old["entities_cost"] = {**ent, "parameters": res["parameters"]}
     print(f"entities cost = 1 - {ent['chunks_per_s_on']:.1f} / {ent['chunks_per_s_off']:.1f} = {ent['cost']:.1%}; "
           f"target <= {TARGET_ENTITY_COST:.0%}: {verdict(ent['pass'])}")
-    print(f"wrote {write_results('efficiency', old)}")
+    print(f"wrote {write_results(results_name(), old)}")
     return 0 if ent["pass"] else 1
 
 

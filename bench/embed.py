@@ -5,7 +5,8 @@
     python bench/embed.py --backends onnx,onnx-int8   # without the torch wrapper (= raw encode)
 
 The same ``--n`` texts go through: raw ``SentenceTransformer.encode`` (PyTorch, batch 32, the
-reference), then ``get_embedder(id).encode`` for ``torch``, ``onnx`` and ``onnx-int8``, each
+reference), then ``get_embedder(id).encode`` for ``torch``, ``onnx``, ``onnx-int8`` and
+``torch-bf16`` (fast only where the CPU has bfloat16 in hardware: ``bf16_in_hardware`` is recorded), each
 after one warm-up batch (model load and ONNX build are not timed), rounds interleaved
 (``--rounds``) so load on the machine hits all alike. Reported: chunks/s, ratio to raw, and
 cosine of each backend's vectors to the raw PyTorch ones (mean, min). Threads: one intra-op
@@ -42,13 +43,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--backends", default="torch,onnx,onnx-int8",
+    ap.add_argument("--backends", default="torch,onnx,onnx-int8,torch-bf16",
                     help="comma-separated; 'torch' (get_embedder's PyTorch path) runs the same "
                     "SentenceTransformer.encode as raw, so a loaded machine may leave it out")
     a = ap.parse_args(argv)
 
     import numpy as np
 
+    from ingest.embedding import bf16_in_hardware
     from ingest.pipeline.embed import DEFAULT_MODEL, get_embedder, with_backend
 
     xs = texts(a.n)
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
     print(f"int8 {res['onnx-int8']['ratio_to_raw']:.2f}x raw (target >= {TARGET_INT8}): {'PASS' if ok else 'FAIL'}")
     out = write_results("embed", {"n": a.n, "rounds": a.rounds, "results": res, "target_int8_ratio": TARGET_INT8,
                                   "pass": ok, "backends": backends, "threads": os.environ.get("INGEST_EMBED_THREADS"),
-                                  "load_avg": os.getloadavg()})
+                                  "bf16_in_hardware": bf16_in_hardware(), "load_avg": os.getloadavg()})
     print(f"wrote {out}")
     return 0
 

@@ -19,16 +19,16 @@ from ingest.config import settings
 CONTEXT_MAX_TOKENS = 48  # the longest section path put in front of a chunk
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-BACKENDS = ("torch", "onnx", "onnx-int8")
-# New stores embed with int8 ONNX: 1.9x raw PyTorch, SciFact nDCG@10 within the bounds of the
-# PyTorch figures (bench/README.md, "Embedding backends"); existing stores keep their model id
-# until `ingest reembed`. PyTorch stays the reference the tests compare against.
+BACKENDS = ("torch", "onnx", "onnx-int8", "torch-bf16")
 # New stores embed with int8 ONNX: the full SciFact gate of issue 16 held (bench/retrieval.py
 # --backend B, bench/results/retrieval-backends.json: test nDCG@10 hybrid within 0.005 of PyTorch,
-# dense within 0.01) and the pipeline runs at >= 1.5x raw PyTorch encode (bench/efficiency.py).
-# Existing stores keep their model id until `ingest reembed`. PyTorch stays the reference the
-# tests compare against (tests/conftest.py pins it for the suite's stores).
+# dense within 0.01) and it embeds at ~2x raw PyTorch encode (bench/embed.py) on any x86 CPU.
+# `torch-bf16` (PyTorch, matrix products in bfloat16) is faster still where the CPU multiplies
+# bfloat16 in hardware (AMX, AVX512-BF16) or on a GPU, and slow elsewhere: `auto` picks it there
+# (:func:`resolve_backend`). Existing stores keep their model id until `ingest reembed`. PyTorch
+# stays the reference the tests compare against (tests/conftest.py pins it for the suite's stores).
 DEFAULT_BACKEND = "onnx-int8"
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags: bfloat16 products in hardware
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -63,10 +63,35 @@ def default_model_id(cfg: dict | None = None) -> str:
             cfg = {}
     sec = cfg.get("embed", {}) if isinstance(cfg.get("embed", {}), dict) else {}
     model = str(sec.get("model") or DEFAULT_MODEL)
-    backend = settings(cfg).embed_backend or DEFAULT_BACKEND
+    backend = resolve_backend(settings(cfg).embed_backend or DEFAULT_BACKEND)
     if "#" in model:
         raise ValueError(f"[embed] model {model!r}: give the backend as [embed] backend, not after '#'")
     return with_backend(model, backend)
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def bf16_in_hardware() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (else PyTorch emulates it, slowly)."""
+    return any(f in cpu_flags() for f in BF16_CPU_FLAGS)
+
+
+def resolve_backend(backend: str) -> str:
+    """``auto``: ``torch-bf16`` on a CPU with bfloat16 products in hardware, else ``onnx-int8``;
+    any other name is itself. The choice is made once, for a new store (its model id keeps it)."""
+    if backend != "auto":
+        return backend
+    return "torch-bf16" if bf16_in_hardware() else "onnx-int8"
 
 
 def embed_threads() -> int | None:

@@ -47,6 +47,9 @@ def _warm_up(store_url: str) -> None:
     try:
         p = pipeline_for(store_url)
         p.embedder.model  # noqa: B018 - loads it
+        from ingest.pipeline.embed import prepare_queries
+
+        prepare_queries(p.embedder.model_id)  # a PyTorch store's query model, before the first search
         if p.nlp is not None:  # the entity model too ([nlp] entities)
             p.nlp.nlp  # noqa: B018
         from extractors import warm_up

@@ -29,7 +29,7 @@ import threading
 from pathlib import Path
 
 from ingest.config import settings
-from ingest.embedding import EmbedderBase, embed_device, embed_threads
+from ingest.embedding import EmbedderBase, cpu_flags, embed_device, embed_threads
 
 log = logging.getLogger("ingest.pipeline.embed")
 
@@ -315,17 +315,6 @@ def _recorded_sha256(side: Path, key: str) -> str | None:
     return meta.get("sha256") if meta.get("key") == key else None
 
 
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 def _optimized_paths(path: Path, sha256: str, prov: list) -> tuple[Path, Path, str]:
     """(file, sidecar, key) of the graph ONNX Runtime optimised from the verified file ``path``
     (checksum ``sha256``) at ``ORT_ENABLE_ALL``: optimising the int8 graph (quantisation fusions)
@@ -336,7 +325,7 @@ def _optimized_paths(path: Path, sha256: str, prov: list) -> tuple[Path, Path, s
     import onnxruntime as ort
 
     key = hashlib.sha256(json.dumps([OPT_VERSION, sha256, ort.__version__, prov, platform.machine(),
-                                     _cpu_flags()]).encode()).hexdigest()
+                                     " ".join(sorted(cpu_flags()))]).encode()).hexdigest()
     stem = f"{path.stem}-opt-{key[:16]}"
     return path.with_name(stem + ".onnx"), path.with_name(stem + ".json"), key
 

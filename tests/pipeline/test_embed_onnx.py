@@ -20,6 +20,7 @@ from ingest.stores.base import ChunkRecord, DocRecord, ModelChanged
 REPO = Path(__file__).resolve().parents[2]
 ONNX = DEFAULT_MODEL + "#onnx"
 INT8 = DEFAULT_MODEL + "#onnx-int8"
+BF16 = DEFAULT_MODEL + "#torch-bf16"
 # a fixed set: short queries, sentences, a long paragraph (truncated at 256 tokens), odd text
 TEXTS = [
     "vegetarian dish", "What is the opening time of the city library on Sundays?",
@@ -116,6 +117,71 @@ def test_backends_agree_with_the_pytorch_reference(onnx_cache, embedder):
     assert float(alone @ int8[5]) > 0.99 and float(alone @ ref[5]) > 0.97
 
 
+def test_bf16_backend_agrees_with_the_pytorch_reference(embedder):
+    """``torch-bf16``: the same PyTorch model, its products in bfloat16 (where the CPU lacks
+    bfloat16 in hardware PyTorch emulates it: slower, the same vectors)."""
+    texts = fixed_set()
+    ref = embedder.encode(texts)
+    bf = _fresh(BF16)
+    assert bf.backend == "torch-bf16" and split_model_id(BF16) == (DEFAULT_MODEL, "torch-bf16")
+    v = bf.encode(texts)
+    assert v.dtype == np.float32 and v.shape == ref.shape
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+    c = (v * ref).sum(1)
+    assert c.mean() >= 0.999 and c.min() >= 0.99, c
+    assert float(bf.encode([texts[5]])[0] @ v[5]) > 0.999  # batch mates do not move a vector
+    import torch
+
+    assert not torch.is_autocast_enabled("cpu")  # the autocast ends with the call
+
+
+def test_bf16_without_hardware_bf16_embeds_in_float32(embedder, monkeypatch, caplog):
+    """Where the CPU would emulate bfloat16 (3-7x slower than float32), ``torch-bf16`` computes in
+    float32: the reference's vectors, and one warning naming the way out."""
+    from ingest.pipeline import embed
+
+    monkeypatch.setattr(embed, "bf16_in_hardware", lambda: False)
+    bf = _fresh(BF16)
+    with caplog.at_level("WARNING", logger="ingest.pipeline.embed"):
+        v = bf.encode(TEXTS)
+        bf.encode(TEXTS[:2])
+    assert np.allclose(v, embedder.encode(TEXTS), atol=1e-5)
+    warned = [r.getMessage() for r in caplog.records if "no bfloat16 in hardware" in r.getMessage()]
+    assert len(warned) == 1 and "#onnx-int8" in warned[0]
+
+
+def test_workers_put_the_query_model_of_a_pytorch_store_on_disk(monkeypatch):
+    """A PyTorch store's queries go through the ONNX fp32 export: the worker's warm-up builds it, so the
+    first `ingest search` does not; an ONNX store needs nothing more."""
+    from ingest.pipeline import embed, embed_onnx
+
+    built = []
+    monkeypatch.setattr(embed_onnx, "build", lambda mdir, variant: built.append(variant))
+    for model_id in (DEFAULT_MODEL, BF16, INT8, ONNX):
+        embed.prepare_queries(model_id)
+    assert built == ["onnx", "onnx"]
+    monkeypatch.setenv("INGEST_QUERY_BACKEND", "torch")
+    embed.prepare_queries(BF16)
+    assert built == ["onnx", "onnx"]
+
+
+def test_auto_backend_takes_bf16_only_where_the_cpu_has_it(monkeypatch):
+    from ingest import embedding
+
+    monkeypatch.delenv("INGEST_EMBED_BACKEND", raising=False)
+    for flags, want in ((frozenset({"avx2", "amx_bf16", "amx_tile"}), BF16),
+                        (frozenset({"avx512f", "avx512_bf16"}), BF16),
+                        (frozenset({"avx2", "avx512f", "avx512_vnni"}), INT8), (frozenset(), INT8)):
+        monkeypatch.setattr(embedding, "cpu_flags", lambda flags=flags: flags)
+        assert default_model_id({"embed": {"backend": "auto"}}) == want
+        monkeypatch.setenv("INGEST_EMBED_BACKEND", "auto")
+        assert default_model_id({}) == want
+        monkeypatch.delenv("INGEST_EMBED_BACKEND")
+    assert embedding.resolve_backend("torch") == "torch"
+    with pytest.raises(ValueError, match="not one of"):
+        embedding.with_backend(DEFAULT_MODEL, "auto")  # a model id names a backend, never `auto`
+
+
 def test_store_refuses_to_mix_backends(tmp_path):
     from ingest.stores.sqlite import SQLiteStore
 
@@ -130,7 +196,7 @@ def test_store_refuses_to_mix_backends(tmp_path):
     store = SQLiteStore(tmp_path / "int8.db", model_id=INT8)
     assert store.model_id == INT8
     store.apply(doc(1), [chunk(1, INT8)])
-    for other in (DEFAULT_MODEL, ONNX):
+    for other in (DEFAULT_MODEL, ONNX, BF16):
         with pytest.raises(ModelChanged, match="never mixed"):
             store.apply(doc(2), [chunk(2, other)])
     assert store.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == 1
