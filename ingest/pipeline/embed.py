@@ -90,13 +90,13 @@ class Embedder(EmbedderBase):
 def prepare_queries(model_id: str) -> None:
     """Put on disk what the queries of a store with this model are embedded by, so that the first
     ``ingest search`` does not build it: a PyTorch store's (``torch``, ``torch-bf16``) queries go
-    through the ONNX fp32 export (:func:`query_embedder`), built here once (cached, verified).
-    An ONNX store's own file is built when its embedder loads."""
+    through the ONNX fp32 export (:func:`query_embedder`), built here when it is not on disk (the
+    query side verifies its checksum). An ONNX store's own file is built when its embedder loads."""
     if split_model_id(model_id)[1] in TORCH_BACKENDS and settings().query_backend != "torch" \
             and model_id not in _factories:
         from ingest.pipeline import embed_onnx
 
-        embed_onnx.build(get_embedder(model_id).dir, "onnx")
+        embed_onnx.ensure_built(get_embedder(model_id).dir, "onnx")
 
 
 _embedders: dict[str, EmbedderBase] = {}

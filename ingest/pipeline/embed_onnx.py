@@ -158,6 +158,14 @@ def _quantize(src: Path, out: Path) -> None:
                      op_types_to_quantize=s["op_types_to_quantize"], weight_type=getattr(QuantType, s["weight_type"]))
 
 
+def ensure_built(model_dir: Path, variant: str) -> None:
+    """Build the cached file when it is missing or its sidecar names other sources; cheap when it is
+    there (the checksum is verified where the file is loaded, not here)."""
+    path, side, key = _paths(model_dir, variant)
+    if not (_recorded_sha256(side, key) and path.is_file()):
+        build(model_dir, variant)
+
+
 def build(model_dir: Path, variant: str, *, max_len: int = 256, force: bool = False) -> Path:
     """The cached ONNX file of ``model_dir`` for ``variant`` (``onnx`` or ``onnx-int8``), built
     when missing, stale or corrupt. Safe against concurrent builders (a lock file per model)."""

@@ -150,17 +150,22 @@ def test_bf16_without_hardware_bf16_embeds_in_float32(embedder, monkeypatch, cap
     assert len(warned) == 1 and "#onnx-int8" in warned[0]
 
 
-def test_workers_put_the_query_model_of_a_pytorch_store_on_disk(monkeypatch):
+def test_workers_put_the_query_model_of_a_pytorch_store_on_disk(onnx_cache, tmp_path, monkeypatch):
     """A PyTorch store's queries go through the ONNX fp32 export: the worker's warm-up builds it, so the
     first `ingest search` does not; an ONNX store needs nothing more."""
     from ingest.pipeline import embed, embed_onnx
 
     built = []
     monkeypatch.setattr(embed_onnx, "build", lambda mdir, variant: built.append(variant))
+    monkeypatch.setenv("INGEST_EMBED_CACHE", str(tmp_path))  # nothing built yet
     for model_id in (DEFAULT_MODEL, BF16, INT8, ONNX):
         embed.prepare_queries(model_id)
     assert built == ["onnx", "onnx"]
     monkeypatch.setenv("INGEST_QUERY_BACKEND", "torch")
+    embed.prepare_queries(BF16)
+    assert built == ["onnx", "onnx"]
+    monkeypatch.delenv("INGEST_QUERY_BACKEND")
+    monkeypatch.setenv("INGEST_EMBED_CACHE", str(onnx_cache))  # built: only its sidecar is read
     embed.prepare_queries(BF16)
     assert built == ["onnx", "onnx"]
 
