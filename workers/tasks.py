@@ -47,9 +47,6 @@ def _warm_up(store_url: str) -> None:
     try:
         p = pipeline_for(store_url)
         p.embedder.model  # noqa: B018 - loads it
-        from ingest.pipeline.embed import prepare_queries
-
-        prepare_queries(p.embedder.model_id)  # a PyTorch store's query model, before the first search
         if p.nlp is not None:  # the entity model too ([nlp] entities)
             p.nlp.nlp  # noqa: B018
         from extractors import warm_up
@@ -57,6 +54,13 @@ def _warm_up(store_url: str) -> None:
         warm_up()
     except Exception:  # the first task will load (and report) it again
         log.warning("warm-up failed", exc_info=True)
+        return
+    try:
+        from ingest.pipeline.embed import prepare_queries
+
+        prepare_queries(p.embedder.model_id)  # a PyTorch store's query model, before the first search
+    except Exception:  # the first search builds it instead
+        log.warning("could not prepare the query model of %s", p.embedder.model_id, exc_info=True)
 
 
 def pipeline_for(store_url: str):
