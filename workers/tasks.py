@@ -23,6 +23,7 @@ import random
 from celery.signals import worker_process_init
 
 from ingest.config import settings
+from ingest.pipeline.embed import prepare_queries
 from ingest.pipeline.faults import is_transient  # noqa: F401  (re-exported for tests)
 from ingest.stores.base import Action
 
@@ -56,8 +57,6 @@ def _warm_up(store_url: str) -> None:
         log.warning("warm-up failed", exc_info=True)
         return
     try:
-        from ingest.pipeline.embed import prepare_queries
-
         prepare_queries(p.embedder.model_id)  # a PyTorch store's query model, before the first search
     except Exception:  # the first search builds it instead
         log.warning("could not prepare the query model of %s", p.embedder.model_id, exc_info=True)

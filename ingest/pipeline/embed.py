@@ -30,7 +30,7 @@ from ingest.config import settings
 from ingest.embedding import (BACKENDS, DEFAULT_BACKEND, DEFAULT_MODEL, EmbedderBase, bf16_in_hardware,  # noqa: F401
                               default_model_id, embed_device, embed_threads, model_dir, split_model_id,
                               with_backend)
-from ingest.pipeline.embed_onnx import OnnxEmbedder
+from ingest.pipeline.embed_onnx import OnnxEmbedder, ensure_built
 
 TORCH_BACKENDS = ("torch", "torch-bf16")
 log = logging.getLogger("ingest.pipeline.embed")
@@ -94,9 +94,7 @@ def prepare_queries(model_id: str) -> None:
     query side verifies its checksum). An ONNX store's own file is built when its embedder loads."""
     if split_model_id(model_id)[1] in TORCH_BACKENDS and settings().query_backend != "torch" \
             and model_id not in _factories:
-        from ingest.pipeline import embed_onnx
-
-        embed_onnx.ensure_built(get_embedder(model_id).dir, "onnx")
+        ensure_built(get_embedder(model_id).dir, "onnx")
 
 
 _embedders: dict[str, EmbedderBase] = {}
