@@ -250,13 +250,13 @@ def test_cached_file_with_a_wrong_checksum_is_rebuilt(onnx_cache, caplog):
 
 
 def test_cold_search_offline_without_torch(onnx_cache, tmp_path, embedder):
-    """`ingest search` on an int8 store and on a PyTorch store, offline, in fresh processes:
-    answers, and never imports torch or sentence_transformers."""
+    """`ingest search` on an int8 store, a PyTorch store and a bf16 PyTorch store, offline, in fresh
+    processes: answers, and never imports torch or sentence_transformers."""
     from ingest.stores.sqlite import SQLiteStore
 
     texts = ["The library opens at nine on Sundays.", "Aspirin and heart attacks in older adults.",
              "Quarterly revenue grew with subscriptions."]
-    for model, enc in ((INT8, _fresh(INT8)), (DEFAULT_MODEL, embedder)):
+    for model, enc in ((INT8, _fresh(INT8)), (DEFAULT_MODEL, embedder), (BF16, _fresh(BF16))):
         db = tmp_path / f"{split_model_id(model)[1]}.db"
         store = SQLiteStore(db, model_id=model)
         vecs = enc.encode(texts)
