@@ -14,11 +14,12 @@ Backends (``[embed] backend`` in the config, ``$INGEST_EMBED_BACKEND`` overrides
   layer norms, softmax and pooling stay float32). Fast only where bfloat16 is multiplied in
   hardware (CPUs with AMX or AVX512-BF16, GPUs); ``auto`` picks it there, ``onnx-int8`` elsewhere.
 
-The model id records the backend (``<model>#onnx``, ``<model>#onnx-int8``), so a store,
+The model id records the backend (``<model>#onnx``, ``<model>#onnx-int8``, ``<model>#torch-bf16``), so a store,
 which keeps one active model id, never mixes vectors of two backends; ``ingest reembed
 --model <id>`` switches, as for any other model. The backend only chooses the model id of
 a NEW store: an existing store keeps its model until ``ingest reembed``. The default for new
-stores is ``onnx-int8`` (:data:`DEFAULT_BACKEND`).
+stores is ``onnx-int8`` (:data:`DEFAULT_BACKEND`); ``auto`` resolves once, when a store is made
+(:func:`ingest.embedding.resolve_backend`).
 """
 from __future__ import annotations
 
