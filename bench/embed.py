@@ -6,7 +6,7 @@
 
 The same ``--n`` texts go through: raw ``SentenceTransformer.encode`` (PyTorch, batch 32, the
 reference), then ``get_embedder(id).encode`` for ``torch``, ``onnx``, ``onnx-int8`` and
-``torch-bf16`` (fast only where the CPU has bfloat16 in hardware: ``bf16_in_hardware`` is recorded), each
+``torch-bf16`` and ``openvino-bf16`` (fast only where the CPU has bfloat16 in hardware: ``bf16_in_hardware`` is recorded), each
 after one warm-up batch (model load and ONNX build are not timed), rounds interleaved
 (``--rounds``) so load on the machine hits all alike. Reported: chunks/s, ratio to raw, and
 cosine of each backend's vectors to the raw PyTorch ones (mean, min). Threads: one intra-op
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--backends", default="torch,onnx,onnx-int8,torch-bf16",
+    ap.add_argument("--backends", default="torch,onnx,onnx-int8,torch-bf16,openvino-bf16",
                     help="comma-separated; 'torch' (get_embedder's PyTorch path) runs the same "
                     "SentenceTransformer.encode as raw, so a loaded machine may leave it out")
     a = ap.parse_args(argv)

@@ -127,15 +127,13 @@ BACKENDS_RESULTS = "retrieval-backends"
 
 
 def query_backend(backend: str) -> str:
-    """The backend that embeds the queries (``ingest.pipeline.embed.query_embedder``): the store's
-    own, except that a PyTorch store's (``torch``, ``torch-bf16``) queries go through ONNX fp32
-    unless ``$INGEST_QUERY_BACKEND=torch``."""
-    from ingest.config import settings
-    from ingest.pipeline.embed import TORCH_BACKENDS
+    """The backend that embeds the queries: the product's own choice
+    (``ingest.pipeline.embed.query_embedder``: a PyTorch or OpenVINO store's queries go through
+    ONNX fp32 unless ``$INGEST_QUERY_BACKEND=torch``)."""
+    from ingest.embedding import DEFAULT_MODEL, split_model_id, with_backend
+    from ingest.pipeline.embed import query_embedder
 
-    if backend not in TORCH_BACKENDS:
-        return backend
-    return backend if settings().query_backend == "torch" else "onnx"
+    return split_model_id(query_embedder(with_backend(DEFAULT_MODEL, backend)).model_id)[1]
 
 
 def record_backend(backend: str, payload: dict) -> Path:
@@ -192,7 +190,7 @@ def main(argv=None) -> int:
                     "whose relevant abstracts are all among them); 0 = all")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached index")
     ap.add_argument("--no-tune", action="store_true", help="skip tuning; use the configured/default fusion")
-    ap.add_argument("--backend", choices=("torch", "onnx", "onnx-int8", "torch-bf16"), default=None,
+    ap.add_argument("--backend", choices=("torch", "onnx", "onnx-int8", "torch-bf16", "openvino-bf16"), default=None,
                     help="embedding backend of the index (default: the configured one for new stores); "
                     "results are merged into retrieval-backends.json, one entry per backend "
                     "(without --backend: retrieval.json)")

@@ -177,10 +177,10 @@ class Settings:
                                   "backoff cap", minimum=0)
     # embedding
     embed_backend: str | None = _setting("INGEST_EMBED_BACKEND", "embed.backend", "str", None,
-                                         "`torch`, `onnx`, `onnx-int8`, `torch-bf16` or `auto` (`torch-bf16` "
-                                         "where the CPU has bfloat16 in hardware, else `onnx-int8`): the "
-                                         "backend of a NEW store; unset: `onnx-int8`",
-                                         choices=("torch", "onnx", "onnx-int8", "torch-bf16", "auto"))
+                                         "`torch`, `onnx`, `onnx-int8`, `torch-bf16`, `openvino-bf16` or `auto` "
+                                         "(`openvino-bf16` where the CPU has bfloat16 in hardware, else "
+                                         "`onnx-int8`): the backend of a NEW store; unset: `onnx-int8`",
+                                         choices=("torch", "onnx", "onnx-int8", "torch-bf16", "openvino-bf16", "auto"))
     query_backend: str = _setting("INGEST_QUERY_BACKEND", "embed.query_backend", "str", "onnx",
                                   "`torch` embeds the queries of a PyTorch store with PyTorch too",
                                   choices=("onnx", "torch"))

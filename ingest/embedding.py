@@ -2,7 +2,8 @@
 check and switch vectors): what the model embeds for a chunk (:func:`embed_text`) and its cache key
 (:func:`text_hash`), the model id with its backend (:func:`split_model_id`), and a model's files
 (:class:`EmbedderBase`: tokenizer, token window, vector size; no torch). Loading and running the
-model is ``ingest.pipeline.embed`` (PyTorch) and ``ingest.pipeline.embed_onnx`` (ONNX Runtime).
+model is ``ingest.pipeline.embed`` (PyTorch), ``ingest.pipeline.embed_onnx`` (ONNX Runtime) and
+``ingest.pipeline.embed_openvino`` (OpenVINO).
 """
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ from ingest.config import settings
 CONTEXT_MAX_TOKENS = 48  # the longest section path put in front of a chunk
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-BACKENDS = ("torch", "onnx", "onnx-int8", "torch-bf16")
+BACKENDS = ("torch", "onnx", "onnx-int8", "torch-bf16", "openvino-bf16")
 # New stores embed with int8 ONNX: the full SciFact gate of issue 16 held (bench/retrieval.py
 # --backend B, bench/results/retrieval-backends.json: test nDCG@10 hybrid within 0.005 of PyTorch,
 # dense within 0.01) and it embeds at ~2x raw PyTorch encode (bench/embed.py) on any x86 CPU.
-# `torch-bf16` (PyTorch, matrix products in bfloat16) is faster still where the CPU multiplies
-# bfloat16 in hardware (AMX, AVX512-BF16) or on a GPU, and slow elsewhere: `auto` picks it there
-# (:func:`resolve_backend`). Existing stores keep their model id until `ingest reembed`. PyTorch
+# `openvino-bf16` (OpenVINO, matrix products in bfloat16) and `torch-bf16` (PyTorch, the same) are
+# faster still where the CPU multiplies bfloat16 in hardware (AMX, AVX512-BF16), and slow elsewhere:
+# `auto` picks `openvino-bf16` there (:func:`resolve_backend`). Existing stores keep their model id until `ingest reembed`. PyTorch
 # stays the reference the tests compare against (tests/conftest.py pins it for the suite's stores).
 DEFAULT_BACKEND = "onnx-int8"
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags: bfloat16 products in hardware
@@ -87,11 +88,12 @@ def bf16_in_hardware() -> bool:
 
 
 def resolve_backend(backend: str) -> str:
-    """``auto``: ``torch-bf16`` on a CPU with bfloat16 products in hardware, else ``onnx-int8``;
-    any other name is itself. The choice is made once, for a new store (its model id keeps it)."""
+    """``auto``: ``openvino-bf16`` on a CPU with bfloat16 products in hardware (it loads in half a
+    second, ``torch-bf16`` in seconds), else ``onnx-int8``; any other name is itself. The choice is
+    made once, for a new store (its model id keeps it)."""
     if backend != "auto":
         return backend
-    return "torch-bf16" if bf16_in_hardware() else "onnx-int8"
+    return "openvino-bf16" if bf16_in_hardware() else "onnx-int8"
 
 
 def embed_threads() -> int | None:

@@ -12,9 +12,13 @@ Backends (``[embed] backend`` in the config, ``$INGEST_EMBED_BACKEND`` overrides
 * ``onnx-int8``: the same, weights quantized to int8.
 * ``torch-bf16``: sentence-transformers with PyTorch, its matrix products in bfloat16 (autocast;
   layer norms, softmax and pooling stay float32). Fast only where bfloat16 is multiplied in
-  hardware (CPUs with AMX or AVX512-BF16, GPUs); ``auto`` picks it there, ``onnx-int8`` elsewhere.
+  hardware (CPUs with AMX or AVX512-BF16, GPUs).
+* ``openvino-bf16``: the ``onnx`` export run by OpenVINO with bfloat16 inference precision
+  (``ingest.pipeline.embed_openvino``): on such CPUs the fastest, and it loads in half a second;
+  ``auto`` picks it there, ``onnx-int8`` elsewhere.
 
-The model id records the backend (``<model>#onnx``, ``<model>#onnx-int8``, ``<model>#torch-bf16``), so a store,
+The model id records the backend (``<model>#onnx``, ``<model>#onnx-int8``, ``<model>#torch-bf16``,
+``<model>#openvino-bf16``), so a store,
 which keeps one active model id, never mixes vectors of two backends; ``ingest reembed
 --model <id>`` switches, as for any other model. The backend only chooses the model id of
 a NEW store: an existing store keeps its model until ``ingest reembed``. The default for new
@@ -32,8 +36,11 @@ from ingest.embedding import (BACKENDS, DEFAULT_BACKEND, DEFAULT_MODEL, Embedder
                               default_model_id, embed_device, embed_threads, model_dir, split_model_id,
                               with_backend)
 from ingest.pipeline.embed_onnx import OnnxEmbedder, ensure_built
+from ingest.pipeline.embed_openvino import OpenVinoEmbedder
 
 TORCH_BACKENDS = ("torch", "torch-bf16")
+# backends whose queries go through the ONNX Runtime fp32 export (no torch or OpenVINO import)
+QUERY_VIA_ONNX = TORCH_BACKENDS + ("openvino-bf16",)
 log = logging.getLogger("ingest.pipeline.embed")
 
 
@@ -90,10 +97,10 @@ class Embedder(EmbedderBase):
 
 def prepare_queries(model_id: str) -> None:
     """Put on disk what the queries of a store with this model are embedded by, so that the first
-    ``ingest search`` does not build it: a PyTorch store's (``torch``, ``torch-bf16``) queries go
-    through the ONNX fp32 export (:func:`query_embedder`), built here when it is not on disk (the
-    query side verifies its checksum). An ONNX store's own file is built when its embedder loads."""
-    if split_model_id(model_id)[1] in TORCH_BACKENDS and settings().query_backend != "torch" \
+    ``ingest search`` does not build it: a PyTorch or OpenVINO store's queries go through the ONNX
+    fp32 export (:func:`query_embedder`), built here when it is not on disk (the query side verifies
+    its checksum). An ONNX store's own file is built when its embedder loads."""
+    if split_model_id(model_id)[1] in QUERY_VIA_ONNX and settings().query_backend != "torch" \
             and model_id not in _factories:
         ensure_built(get_embedder(model_id).dir, "onnx")
 
@@ -107,7 +114,8 @@ def _factory(model_id: str):
     f = _factories.get(model_id)
     if f is not None:
         return f
-    return Embedder if split_model_id(model_id)[1] in TORCH_BACKENDS else OnnxEmbedder  # the backends, by model id
+    backend = split_model_id(model_id)[1]  # the backends, by model id
+    return Embedder if backend in TORCH_BACKENDS else OpenVinoEmbedder if backend == "openvino-bf16" else OnnxEmbedder
 
 
 def register_embedder(model_id: str, factory) -> None:
@@ -130,12 +138,12 @@ def get_embedder(model_id: str = DEFAULT_MODEL) -> EmbedderBase:
 
 def query_embedder(model_id: str = DEFAULT_MODEL):
     """The embedder for search queries against a store whose model is ``model_id``, without
-    the heavy imports: a PyTorch store's queries go through the ONNX fp32 export of the same
-    weights (cosine to PyTorch >= 0.9999, see bench/embed.py; to ``torch-bf16`` as close), so
-    ``ingest search``, ``ingest serve`` and the Python API never import torch.
-    ``$INGEST_QUERY_BACKEND=torch`` keeps PyTorch for queries too. Documents are always embedded
-    by the store's own backend."""
-    if model_id in _factories or split_model_id(model_id)[1] not in TORCH_BACKENDS \
+    the heavy imports: a PyTorch or OpenVINO store's queries go through the ONNX fp32 export of
+    the same weights (cosine to PyTorch >= 0.9999, see bench/embed.py; to ``torch-bf16`` and
+    ``openvino-bf16`` as close), so ``ingest search``, ``ingest serve`` and the Python API never
+    import torch or OpenVINO. ``$INGEST_QUERY_BACKEND=torch`` keeps a PyTorch store's own backend
+    for queries too. Documents are always embedded by the store's own backend."""
+    if model_id in _factories or split_model_id(model_id)[1] not in QUERY_VIA_ONNX \
             or settings().query_backend == "torch":
         return get_embedder(model_id)
     return get_embedder(with_backend(model_id, "onnx"))

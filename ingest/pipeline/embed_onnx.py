@@ -366,10 +366,13 @@ def _keep_optimized(tmp: Path, path: Path, side: Path, key: str) -> None:
 class OnnxEmbedder(EmbedderBase):
     """Same interface as :class:`ingest.pipeline.embed.Embedder`; vectors from ONNX Runtime."""
 
+    BACKENDS: tuple[str, ...] = ("onnx", "onnx-int8")
+
     def __init__(self, model_id: str, batch_size: int | None = None):
         super().__init__(model_id, batch_size or 32)
-        if self.backend not in ("onnx", "onnx-int8"):
-            raise ValueError(f"OnnxEmbedder: {model_id!r} is not an ONNX model id")
+        if self.backend not in self.BACKENDS:
+            raise ValueError(f"{type(self).__name__}: {model_id!r} is not a model id of "
+                             f"{' or '.join(self.BACKENDS)}")
 
     def _load(self):
         import onnxruntime as ort
@@ -440,7 +443,11 @@ class OnnxEmbedder(EmbedderBase):
                     e = encs[i].ids
                     ids[r, :len(e)] = e
                     mask[r, :len(e)] = 1
-                out[idx] = sess.run(None, {"input_ids": ids, "attention_mask": mask,
-                                           "token_type_ids": np.zeros_like(ids)})[0]
+                out[idx] = self._run(sess, {"input_ids": ids, "attention_mask": mask,
+                                            "token_type_ids": np.zeros_like(ids)})
             self.computed += len(texts)
         return out
+
+    def _run(self, sess, feed: dict):
+        """One padded batch through the loaded model: its pooled, normalised vectors."""
+        return sess.run(None, feed)[0]

@@ -14,6 +14,7 @@ import pytest
 
 from acl.model import ACL, EVERYONE
 from ingest.pipeline.chunking import chunk_id, text_hash
+from ingest.embedding import bf16_in_hardware
 from ingest.pipeline.embed import DEFAULT_MODEL, default_model_id, get_embedder, split_model_id, with_backend
 from ingest.stores.base import ChunkRecord, DocRecord, ModelChanged
 
@@ -21,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 ONNX = DEFAULT_MODEL + "#onnx"
 INT8 = DEFAULT_MODEL + "#onnx-int8"
 BF16 = DEFAULT_MODEL + "#torch-bf16"
+OV = DEFAULT_MODEL + "#openvino-bf16"
 # a fixed set: short queries, sentences, a long paragraph (truncated at 256 tokens), odd text
 TEXTS = [
     "vegetarian dish", "What is the opening time of the city library on Sundays?",
@@ -150,6 +152,59 @@ def test_bf16_without_hardware_bf16_embeds_in_float32(embedder, monkeypatch, cap
     assert len(warned) == 1 and "#onnx-int8" in warned[0]
 
 
+def test_openvino_backend_agrees_with_the_pytorch_reference(onnx_cache, embedder):
+    """``openvino-bf16``: the verified ONNX fp32 export run by OpenVINO, bfloat16 where the CPU has it."""
+    texts = fixed_set()
+    ref = embedder.encode(texts)
+    ov = _fresh(OV)
+    assert ov.backend == "openvino-bf16" and split_model_id(OV) == (DEFAULT_MODEL, "openvino-bf16")
+    v = ov.encode(texts)
+    assert ov.precision == ("bf16" if bf16_in_hardware() else "f32")
+    assert v.dtype == np.float32 and v.shape == ref.shape
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+    c = (v * ref).sum(1)
+    assert c.mean() >= 0.999 and c.min() >= 0.99, c
+    assert float(ov.encode([texts[5]])[0] @ v[5]) > 0.999  # batch mates do not move a vector
+    assert np.allclose(ov.encode(texts[::-1])[::-1], v, atol=2e-3)  # order and batching
+    assert "torch" not in ov.__dict__ and ov.computed == 2 * len(texts) + 1
+
+
+def test_openvino_without_hardware_bf16_embeds_in_float32(onnx_cache, monkeypatch, caplog):
+    """Without bfloat16 in hardware OpenVINO compiles in float32: the fp32 export's vectors, and one
+    warning naming the way out."""
+    from ingest.pipeline import embed_openvino
+
+    monkeypatch.setattr(embed_openvino, "bf16_in_hardware", lambda: False)
+    ov = _fresh(OV)
+    with caplog.at_level("WARNING", logger="ingest.pipeline.embed"):
+        v = ov.encode(TEXTS)
+        ov.encode(TEXTS[:2])
+    assert ov.precision == "f32"
+    assert np.allclose(v, _fresh(ONNX).encode(TEXTS), atol=1e-4)
+    warned = [r.getMessage() for r in caplog.records if "no bfloat16 in hardware" in r.getMessage()]
+    assert len(warned) == 1 and "#onnx-int8" in warned[0]
+
+
+def test_openvino_loads_only_the_verified_export(onnx_cache, tmp_path, monkeypatch, caplog):
+    """It runs the same cached fp32 file as ``onnx``: a file whose bytes no longer match the checksum
+    its sidecar records is built again before OpenVINO reads it, never loaded."""
+    import hashlib
+    import shutil
+
+    for f in onnx_cache.glob("*-onnx.*"):  # the session's fp32 export and its sidecar
+        shutil.copy(f, tmp_path / f.name)
+    monkeypatch.setenv("INGEST_EMBED_CACHE", str(tmp_path))
+    (path,) = tmp_path.glob("*-onnx.onnx")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights
+    path.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="ingest.pipeline.embed"):
+        v = _fresh(OV).encode(TEXTS[:3])  # loads -> checksum wrong -> rebuilt -> OpenVINO reads that
+    assert "checksum mismatch" in caplog.text
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == json.loads(path.with_suffix(".json").read_text())["sha256"]
+    assert np.allclose(v, _fresh(ONNX).encode(TEXTS[:3]), atol=2e-2)
+
+
 def test_workers_put_the_query_model_of_a_pytorch_store_on_disk(onnx_cache, tmp_path, monkeypatch):
     """A PyTorch store's queries go through the ONNX fp32 export: the worker's warm-up builds it, so the
     first `ingest search` does not; an ONNX store needs nothing more."""
@@ -158,24 +213,25 @@ def test_workers_put_the_query_model_of_a_pytorch_store_on_disk(onnx_cache, tmp_
     built = []
     monkeypatch.setattr(embed_onnx, "build", lambda mdir, variant: built.append(variant))
     monkeypatch.setenv("INGEST_EMBED_CACHE", str(tmp_path))  # nothing built yet
-    for model_id in (DEFAULT_MODEL, BF16, INT8, ONNX):
+    for model_id in (DEFAULT_MODEL, BF16, OV, INT8, ONNX):
         embed.prepare_queries(model_id)
-    assert built == ["onnx", "onnx"]
+    assert built == ["onnx", "onnx", "onnx"]
     monkeypatch.setenv("INGEST_QUERY_BACKEND", "torch")
     embed.prepare_queries(BF16)
-    assert built == ["onnx", "onnx"]
+    assert built == ["onnx", "onnx", "onnx"]
     monkeypatch.delenv("INGEST_QUERY_BACKEND")
     monkeypatch.setenv("INGEST_EMBED_CACHE", str(onnx_cache))  # built: only its sidecar is read
     embed.prepare_queries(BF16)
-    assert built == ["onnx", "onnx"]
+    embed.prepare_queries(OV)
+    assert built == ["onnx", "onnx", "onnx"]
 
 
 def test_auto_backend_takes_bf16_only_where_the_cpu_has_it(monkeypatch):
     from ingest import embedding
 
     monkeypatch.delenv("INGEST_EMBED_BACKEND", raising=False)
-    for flags, want in ((frozenset({"avx2", "amx_bf16", "amx_tile"}), BF16),
-                        (frozenset({"avx512f", "avx512_bf16"}), BF16),
+    for flags, want in ((frozenset({"avx2", "amx_bf16", "amx_tile"}), OV),
+                        (frozenset({"avx512f", "avx512_bf16"}), OV),
                         (frozenset({"avx2", "avx512f", "avx512_vnni"}), INT8), (frozenset(), INT8)):
         monkeypatch.setattr(embedding, "cpu_flags", lambda flags=flags: flags)
         assert default_model_id({"embed": {"backend": "auto"}}) == want
@@ -201,7 +257,7 @@ def test_store_refuses_to_mix_backends(tmp_path):
     store = SQLiteStore(tmp_path / "int8.db", model_id=INT8)
     assert store.model_id == INT8
     store.apply(doc(1), [chunk(1, INT8)])
-    for other in (DEFAULT_MODEL, ONNX, BF16):
+    for other in (DEFAULT_MODEL, ONNX, BF16, OV):
         with pytest.raises(ModelChanged, match="never mixed"):
             store.apply(doc(2), [chunk(2, other)])
     assert store.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == 1
@@ -250,13 +306,13 @@ def test_cached_file_with_a_wrong_checksum_is_rebuilt(onnx_cache, caplog):
 
 
 def test_cold_search_offline_without_torch(onnx_cache, tmp_path, embedder):
-    """`ingest search` on an int8 store, a PyTorch store and a bf16 PyTorch store, offline, in fresh
-    processes: answers, and never imports torch or sentence_transformers."""
+    """`ingest search` on an int8 store, a PyTorch store, a bf16 PyTorch store and an OpenVINO store,
+    offline, in fresh processes: answers, and never imports torch, sentence_transformers or openvino."""
     from ingest.stores.sqlite import SQLiteStore
 
     texts = ["The library opens at nine on Sundays.", "Aspirin and heart attacks in older adults.",
              "Quarterly revenue grew with subscriptions."]
-    for model, enc in ((INT8, _fresh(INT8)), (DEFAULT_MODEL, embedder), (BF16, _fresh(BF16))):
+    for model, enc in ((INT8, _fresh(INT8)), (DEFAULT_MODEL, embedder), (BF16, _fresh(BF16)), (OV, _fresh(OV))):
         db = tmp_path / f"{split_model_id(model)[1]}.db"
         store = SQLiteStore(db, model_id=model)
         vecs = enc.encode(texts)
@@ -266,7 +322,7 @@ def test_cold_search_offline_without_torch(onnx_cache, tmp_path, embedder):
         probe = ("import sys, runpy; sys.argv = ['ingest'] + sys.argv[1:]\n"
                  "try:\n    runpy.run_module('ingest.cli.main', run_name='__main__')\n"
                  "except SystemExit as e:\n    assert not e.code, e.code\n"
-                 "print('HEAVY', [m for m in ('torch', 'sentence_transformers') if m in sys.modules])")
+                 "print('HEAVY', [m for m in ('torch', 'sentence_transformers', 'openvino') if m in sys.modules])")
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO))
         env.pop("INGEST_QUERY_BACKEND", None)
         p = subprocess.run([sys.executable, "-c", probe, "search", "heart attack medicine", "--store", str(db),
