@@ -12,25 +12,33 @@ Phases, in this order (machines are noisy: everything is compared inside one run
       --broker <the store's embedded broker> --no-progress --json`` as a subprocess,
       served by a Celery worker (``ingest worker``) that was started before and warmed
       with one document of every format (model loaded, every extractor imported).
-      Pipeline time = wall time of that ``ingest add`` command, start to end: it
-      counts the CLI start, the reconcile scan, queueing every document as a Celery
-      task on the bulk lane, the worker's broker polling, fetch/hash/ACL, extraction,
-      chunking, embedding, the store transaction and the progress polling. It
-      excludes only the worker's one-time start-up (process start, model load,
-      extractor imports), which is paid once per worker, not per document.
+      Pipeline time = from the start of that ``ingest add`` command to the moment its
+      last document is stored, text and vectors searchable (the last outcome's
+      timestamp): it counts the CLI start, the reconcile scan, queueing every document
+      as a Celery task on the bulk lane, the worker's broker polling, fetch/hash/ACL,
+      extraction, chunking, embedding, the store transaction and the progress polling.
+      It excludes only the worker's one-time start-up (process start, model load,
+      extractor imports), which is paid once per worker, not per document. Named
+      entities come after indexing by default (``[nlp] after_indexing``: the
+      maintenance lane, which the worker takes when no change waits) and the command
+      waits for them too: the entity lag (last document stored -> command done) and
+      the ratio over the whole command are reported beside the figure.
   R2  raw encode #2: the same inputs again, after phase A (the best of R1/R2 is the baseline).
   C   (context, --no-cold to skip) a plain cold ``ingest add`` into a fresh store,
       exactly as a user types it (its own worker is started and loads the model):
       wall time, and the steady-state rate from ``outcomes.ts`` (first -> last).
 
-Ratio = phase A chunks/s / max(R1, R2) chunks/s; target >= 1.5 (issue 16: the pipeline runs the
+Ratio = phase A chunks/s (indexed) / max(R1, R2) chunks/s; target >= 1.5 (issue 16: the pipeline runs the
 default backend for new stores, onnx-int8; R1/R2 are always raw sentence-transformers PyTorch
 ``encode``, the plain model id; with the torch backend the ratio was 0.71-0.76).
 
   E   (--entities) named entities on vs off, same run: phase A's path (warm worker, ``ingest
       add``) twice more into fresh stores, the worker configured with ``[nlp] entities = false``
       and then ``true`` (``INGEST_CONFIG``), in the order off, on, off, on (noise evens out);
-      cost = 1 - (entities-on chunks/s) / (entities-off chunks/s), target <= 0.15.
+      cost = 1 - (entities-on chunks/s) / (entities-off chunks/s) of indexing (text searchable),
+      target <= 0.15 (issue 18: entities on the maintenance lane after indexing, "with freshness
+      of the text unchanged and the entity lag measured"); the entity lag and the cost over the
+      whole command (entities in) are reported beside it.
       ``--entities-only`` runs just this phase (and writes ``entities_cost`` into the results).
 
     python bench/efficiency.py [--docs 60] [--paragraphs 16] [--no-cold] [--entities | --entities-only]
@@ -218,6 +226,12 @@ def steady_state(outs: list[dict]) -> dict | None:
             "median_doc_s": statistics.median(gaps)}
 
 
+def indexed_s(db: Path, summary: dict, t_wall: float) -> float:
+    """Seconds from the start of an ``ingest add`` to its last document stored (searchable)."""
+    outs = batch_outcomes(db, summary["batch"])
+    return outs[-1]["ts"] - t_wall
+
+
 def run_add(paths: list[Path], db: Path, broker: str | None) -> tuple[dict, float, float]:
     args = ["add", *map(str, paths), "--store", str(db), "--no-progress", "--json"]
     if broker:
@@ -286,7 +300,8 @@ def entities_compare(corpus: Path, warm: Path, work: Path, concurrency: int | No
             worker = Worker(db, broker, concurrency, env={"INGEST_CONFIG": str(cfg)})
             try:
                 run_add([warm], db, broker)
-                summary, wall, _ = run_add([corpus], db, broker)
+                summary, wall, t_wall = run_add([corpus], db, broker)
+                index_s = indexed_s(db, summary, t_wall)
             finally:
                 worker.stop()
             with sqlite3.connect(db) as c:
@@ -295,17 +310,27 @@ def entities_compare(corpus: Path, warm: Path, work: Path, concurrency: int | No
                     " WHERE d.source=?", (folder_source(corpus),)).fetchone()
             if summary["outcomes"].get("indexed") != len(list(corpus.iterdir())):
                 raise RuntimeError(f"phase E ({mode}) did not index every document: {summary}")
-            runs[mode].append({"wall_s": wall, "chunks": chunks, "chunks_with_entities": with_ents or 0,
-                               "chunks_per_s": chunks / wall})
-            print(f"E   entities {mode:3} round {r + 1}: {chunks} chunks in {wall:.2f}s -> {chunks / wall:.1f} "
-                  f"chunks/s ({with_ents or 0} chunks with entities)", flush=True)
-    off = sum(x["chunks"] for x in runs["off"]) / sum(x["wall_s"] for x in runs["off"])
-    on = sum(x["chunks"] for x in runs["on"]) / sum(x["wall_s"] for x in runs["on"])
+            runs[mode].append({"wall_s": wall, "indexed_s": index_s, "entity_lag_s": wall - index_s, "chunks": chunks,
+                               "chunks_with_entities": with_ents or 0, "chunks_per_s": chunks / index_s,
+                               "chunks_per_s_whole_command": chunks / wall})
+            print(f"E   entities {mode:3} round {r + 1}: {chunks} chunks indexed in {index_s:.2f}s -> "
+                  f"{chunks / index_s:.1f} chunks/s; command done after {wall:.2f}s ({chunks / wall:.1f} chunks/s, "
+                  f"{with_ents or 0} chunks with entities)", flush=True)
+
+    def pooled(mode: str, key: str) -> float:
+        return sum(x["chunks"] for x in runs[mode]) / sum(x[key] for x in runs[mode])
+
+    off, on = pooled("off", "indexed_s"), pooled("on", "indexed_s")
     cost = 1 - on / off
+    whole = 1 - pooled("on", "wall_s") / pooled("off", "wall_s")
+    lag = statistics.mean(x["entity_lag_s"] - y["entity_lag_s"] for x, y in zip(runs["on"], runs["off"]))
     return {"runs": runs, "chunks_per_s_off": off, "chunks_per_s_on": on, "cost": cost,
+            "cost_whole_command": whole, "entity_lag_s": lag,
             "target_cost_max": TARGET_ENTITY_COST, "pass": cost <= TARGET_ENTITY_COST,
-            "method": "pooled chunks/s of the warm-worker `ingest add` path (phase A), entities off vs on, "
-                      "alternating off/on per round, fresh store each run"}
+            "method": "pooled chunks/s of indexing (command start -> last document stored) on the warm-worker "
+                      "`ingest add` path (phase A), entities off vs on, alternating off/on per round, fresh store "
+                      "each run; the entity lag is the extra time from the last document stored to the command's "
+                      "end with entities on (the command waits for the entities), against off"}
 
 
 # ------------------------------------------------------------------------------ main
@@ -398,7 +423,8 @@ def main(argv=None) -> int:
         embedded_a = sum(o["embedded"] for o in outs_a)
         if summary_a["outcomes"].get("indexed") != a.docs:
             raise RuntimeError(f"phase A did not index every document: {summary_a}")
-        pipe_cps = chunks_a / wall_a
+        index_a = outs_a[-1]["ts"] - t0_a  # the command's start -> its last document stored (searchable)
+        pipe_cps = chunks_a / index_a
         ss_a = steady_state(outs_a)
         # where the wall time goes: before the first document lands (CLI start, scan, queueing, the
         # first group's extraction + embedding), between the first and the last, after the last
@@ -408,8 +434,9 @@ def main(argv=None) -> int:
         print(f"    timeline: first document stored after {timeline_a['first_outcome_s']:.2f}s, last "
               f"{timeline_a['first_to_last_outcome_s']:.2f}s later, command done "
               f"{timeline_a['after_last_outcome_s']:.2f}s after that", flush=True)
-        print(f"    {docs_a} docs, {chunks_a} chunks ({chunks_a / docs_a:.1f} chunks/doc) in {wall_a:.2f}s "
-              f"-> {pipe_cps:.1f} chunks/s; {embedded_a} embeddings computed", flush=True)
+        print(f"    {docs_a} docs, {chunks_a} chunks ({chunks_a / docs_a:.1f} chunks/doc) indexed in {index_a:.2f}s "
+              f"-> {pipe_cps:.1f} chunks/s; {embedded_a} embeddings computed; the command (entities in) done "
+              f"after {wall_a:.2f}s -> {chunks_a / wall_a:.1f} chunks/s", flush=True)
         # is the machine busy, and with what: the worker tree's CPU over the wall (cores in use)
         # and per chunk, against the in-process serial loop's wall per chunk (B0)
         cpu_a = {"worker_cpu_s": round(worker_cpu_a, 3), "cores_busy": round(worker_cpu_a / wall_a, 2),
@@ -450,19 +477,24 @@ def main(argv=None) -> int:
 
     raw_best = max(r1["chunks_per_s"], r2["chunks_per_s"])
     ratio = pipe_cps / raw_best
+    ratio_whole = chunks_a / wall_a / raw_best
     passed = ratio >= TARGET_RATIO
     res.update({
-        "description": "pipeline chunks/s (wall time of `ingest add` on a warm Celery worker: queueing, "
-                       "extraction, chunking, embedding, storage; excludes the worker's one-time model "
-                       "load/imports) over raw SentenceTransformer encode chunks/s on the same chunk texts",
+        "description": "pipeline chunks/s (an `ingest add` on a warm Celery worker, from its start to its last "
+                       "document stored: queueing, extraction, chunking, embedding, storage; excludes the "
+                       "worker's one-time model load/imports; named entities come after, on the maintenance "
+                       "lane) over raw SentenceTransformer encode chunks/s on the same chunk texts; "
+                       "ratio_whole_command: the same over the whole command, entities in",
         "method": __doc__,
         "target": {"ratio_min": TARGET_RATIO},
         "pass": passed,
         "ratio": ratio,
+        "ratio_whole_command": ratio_whole,
         "chunks": chunks_a,
         "docs": docs_a,
         "chunks_per_doc": chunks_a / docs_a,
-        "pipeline": {"wall_s": wall_a, "chunks_per_s": pipe_cps, "embedded": embedded_a,
+        "pipeline": {"wall_s": wall_a, "indexed_s": index_a, "entity_lag_s": wall_a - index_a,
+                     "chunks_per_s": pipe_cps, "chunks_per_s_whole_command": chunks_a / wall_a, "embedded": embedded_a,
                      "worker_startup_and_warmup_s": warm_s, "outcomes": summary_a["outcomes"],
                      "steady_state_from_outcomes": ss_a, "timeline": timeline_a},
         "raw_before": r1, "raw_after": r2, "raw_best_chunks_per_s": raw_best,
@@ -472,7 +504,8 @@ def main(argv=None) -> int:
     })
 
     print()
-    rows = [("pipeline (ingest add, warm worker)", f"{chunks_a}", f"{wall_a:.2f}s", f"{pipe_cps:.1f}"),
+    rows = [("pipeline (ingest add, warm worker): indexed", f"{chunks_a}", f"{index_a:.2f}s", f"{pipe_cps:.1f}"),
+            ("the same, whole command (entities in)", f"{chunks_a}", f"{wall_a:.2f}s", f"{chunks_a / wall_a:.1f}"),
             ("raw encode before", f"{r1['chunks']}", f"{r1['seconds']:.2f}s", f"{r1['chunks_per_s']:.1f}"),
             ("raw encode after", f"{r2['chunks']}", f"{r2['seconds']:.2f}s", f"{r2['chunks_per_s']:.1f}"),
             ("raw encode, one call per document", f"{r1_doc['chunks']}", f"{r1_doc['seconds']:.2f}s",
@@ -520,10 +553,13 @@ def main(argv=None) -> int:
           f"{TARGET_RATIO} on {cores()} cores allows {allowed_ms:.1f} ms")
     print(f"\nratio pipeline/raw = {pipe_cps:.1f} / {raw_best:.1f} = {ratio:.2f}; target >= {TARGET_RATIO}: "
           f"{verdict(passed)}")
+    print(f"  (whole command, entities in: {chunks_a / wall_a:.1f} / {raw_best:.1f} = {ratio_whole:.2f}; entity lag "
+          f"{wall_a - index_a:.2f}s after the last document stored)")
     if ent is not None:
         res["entities_cost"] = ent
         print(f"entities cost = 1 - {ent['chunks_per_s_on']:.1f} / {ent['chunks_per_s_off']:.1f} = {ent['cost']:.1%}; "
               f"target <= {TARGET_ENTITY_COST:.0%}: {verdict(ent['pass'])}")
+        print(f"  (whole command: {ent['cost_whole_command']:.1%}; entity lag {ent['entity_lag_s']:.2f}s)")
     out = write_results(results_name(), res)
     print(f"wrote {out}")
     return 0 if passed else 1

@@ -8,6 +8,10 @@
   Where inotify is not available the 50 ms polling stays;
 * the SQLite file in WAL mode with a busy timeout, so producers and the worker
   do not trip over each other's locks;
+* lanes in strict order, as on Redis (its ``priority`` queue order): each poll reads the
+  ``interactive`` queue, then ``bulk``, then ``maintenance``, and takes the first message it finds,
+  so an interactive change goes ahead of a backfill, and maintenance (rescans, named entities
+  computed after indexing) runs when no change waits (kombu's own cycle is round robin);
 * processes that open one new broker file at once (two ``ingest add`` on one new store)
   do not fail on each other: kombu creates its tables and queue rows by "look, then
   create", guarded by a thread lock only; here the loser of that race reads what the
@@ -31,10 +35,12 @@ from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport.sqlalchemy import _MUTEX, metadata
 from kombu.transport.sqlalchemy import Channel as _Channel
 from kombu.transport.sqlalchemy import Transport as _Transport
+from kombu.utils.scheduling import FairCycle
 from sqlalchemy import create_engine, event
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
+from ingest.obs.lanes import LANES
 from ingest.stores.common import use_wal
 
 POLL_SECONDS = 0.05
@@ -114,7 +120,24 @@ class Bell:
             self.fd = None
 
 
+class _InOrder(FairCycle):
+    """kombu's cycle over a channel's queues, started from the first queue on every poll."""
+
+    def get(self, callback, **kwargs):
+        self.pos = 0
+        return super().get(callback, **kwargs)
+
+
+def _lane_rank(queue: str) -> int:
+    return LANES.index(queue) if queue in LANES else len(LANES)
+
+
 class Channel(_Channel):
+    def _reset_cycle(self):
+        """Queues in lane order (interactive, bulk, maintenance, then any other), each poll from the first."""
+        self._active_queues.sort(key=_lane_rank)
+        self._cycle = _InOrder(self._get_and_deliver, self._active_queues, Empty)
+
     def __init__(self, connection, **kwargs):
         # the bell's path is fixed when the channel opens: kombu sets ``self.connection`` to
         # None when a channel is closed, which another thread (or a retry's revive) may do

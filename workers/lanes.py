@@ -62,6 +62,11 @@ def lanes_enabled() -> bool:
     return settings().lanes
 
 
+def entities_lane() -> str:
+    """Where ``ingest.entities`` goes: the maintenance lane, taken only when no change waits."""
+    return "maintenance" if lanes_enabled() else "bulk"
+
+
 def max_depths(cfg: dict | None = None) -> dict[str, int]:
     cfg = config.load() if cfg is None else cfg
     table = config.section(cfg, "queue.max_depth")
@@ -250,6 +255,14 @@ class Producer:
             self.app.send_task("ingest.poll", args=[self.store_url, source], kwargs=kwargs, queue=route,
                                connection=conn, headers=queued_header())
         return True
+
+    def send_entities(self) -> None:
+        """Queue one ``ingest.entities`` (the entities the store owes) on the maintenance lane."""
+        from ingest.obs.lanes import queued_header
+
+        with self.app.connection_for_write(self.broker_url) as conn:
+            self.app.send_task("ingest.entities", args=[self.store_url], queue=entities_lane(), connection=conn,
+                               headers=queued_header())
 
     def resend(self, args: list, kwargs: dict, lane: str, task: str = "ingest.change") -> None:
         """Queue a task again as it was (``ingest retry``), without coalescing."""

@@ -9,6 +9,9 @@ One task form for every source (``workers.lanes.Producer`` sends them):
   embedded together (:func:`ingest.pipeline.changes.handle_many`); ``pending``: their coalescing markers.
 * ``ingest.poll(store_url, source, prune=False, pending=None, acl=False)``: ask a configured source what changed
   since its cursor and apply each change through the same per-document path (webhooks, ``ingest poll``).
+* ``ingest.entities(store_url)``: the named entities the store owes (``[nlp] after_indexing``: a
+  change task stores text and vectors first and queues this on the maintenance lane, which a worker
+  takes only when no change waits), :meth:`ingest.pipeline.document.Pipeline.settle_entities`.
 
 A message of the form before (``ingest.change(store_url, kind, root, path, dest_path, batch, version=)``,
 ``ingest.changes`` with ``[kind, root, path, dest_path, version, pending]`` lists, ``ingest.dms_poll``)
@@ -69,8 +72,21 @@ def pipeline_for(store_url: str):
         from ingest.pipeline.document import Pipeline
         from ingest.stores import open_store
 
-        p = _pipelines[store_url] = Pipeline(open_store(store_url))
+        p = _pipelines[store_url] = Pipeline(open_store(store_url), defer_entities=True)
     return p
+
+
+def owe_entities(store_url: str, p) -> None:
+    """After a change task: when its pipeline left entities owed, queue ``ingest.entities`` on the
+    maintenance lane (a worker takes it when no change waits; a task that finds nothing owed, the
+    work done by an earlier one, costs one query)."""
+    if p.entities_owed:
+        from ingest.obs.lanes import queued_header
+
+        from .lanes import entities_lane
+
+        p.entities_owed = 0
+        app.send_task("ingest.entities", args=[store_url], queue=entities_lane(), headers=queued_header())
 
 
 @contextlib.contextmanager
@@ -264,7 +280,10 @@ def change(self, store_url: str, event, batch: str | None = None, *legacy, pendi
         with _budgeted(self, pipeline_for(store_url)) as p:
             from ingest.pipeline.changes import handle
 
-            return handle(p, ev, batch=batch, ctx=task_context(self))
+            try:
+                return handle(p, ev, batch=batch, ctx=task_context(self))
+            finally:
+                owe_entities(store_url, p)
 
     return _run(self, store_url, [ev], batch, [pending], work)
 
@@ -285,7 +304,10 @@ def changes(self, store_url: str, events: list, batch: str | None = None, pendin
         with _budgeted(self, pipeline_for(store_url)) as p:
             from ingest.pipeline.changes import handle_many
 
-            return handle_many(p, evs, batch=batch, ctx=task_context(self))
+            try:
+                return handle_many(p, evs, batch=batch, ctx=task_context(self))
+            finally:
+                owe_entities(store_url, p)
 
     return _run(self, store_url, evs, batch, pendings, work)
 
@@ -295,8 +317,12 @@ def _poll(self, store_url: str, source: str, prune: bool, acl: bool, pending: st
     from ingest.pipeline.connector_sync import sync_source
 
     def work():
-        rep = sync_source(store_url, source, config.load(), prune=prune, acl=acl, pipeline=pipeline_for(store_url),
-                          ctx=task_context(self))
+        p = pipeline_for(store_url)
+        try:
+            rep = sync_source(store_url, source, config.load(), prune=prune, acl=acl, pipeline=p,
+                              ctx=task_context(self))
+        finally:
+            owe_entities(store_url, p)
         return {"events": rep.events, "outcomes": rep.outcomes, "pruned": rep.pruned}
 
     return _run(self, store_url, [], None, [pending], work, result=lambda r: r)
@@ -315,3 +341,18 @@ def poll(self, store_url: str, source: str, prune: bool = False, pending: str | 
 def dms_poll(self, store_url: str, source: str, prune: bool = False, pending: str | None = None):
     """The name ``ingest.poll`` had before: a message of it still queued after an upgrade."""
     return _poll(self, store_url, source, prune, False, pending)
+
+
+@app.task(name="ingest.entities", bind=True, acks_late=True, max_retries=None)
+def entities(self, store_url: str):
+    """The named entities the store owes, within the task's time; if some are left, the task queues
+    itself again (so a change that arrives meanwhile goes first). Faults as for a change task."""
+    def work():
+        with _budgeted(self, pipeline_for(store_url)) as p:
+            done, more = p.settle_entities()
+        if more:
+            p.entities_owed = 1
+            owe_entities(store_url, p)
+        return {"chunks": done, "more": more}
+
+    return _run(self, store_url, [], None, [], work, result=lambda r: r)

@@ -225,6 +225,9 @@ def cmd_add(a) -> int:
                 print(f"  ... and {len(docs) - 20} more {kind}")
         store = f" --store {a.store}" if a.store else ""
         print(", ".join(f"{n} {k}" for k, n in ends.items()) + f"; `ingest status{store}` lists them")
+        if summary.get("entities_owed"):
+            print(f"{summary['entities_owed']} chunk(s) still owe their named entities (no worker computed them); "
+                  f"the next `ingest add` or `ingest run` on this store queues them again")
     # the truth: anything that ended dead-lettered or failed (not quarantined with a reason) fails the run
     return add_exit_code(ends)
 
@@ -392,12 +395,14 @@ def cmd_status(a) -> int:
     st["queue"] = Queue(url, broker_for(url, a.broker)).depth() if a.broker or not is_postgres(url) else {}
     st["alerts"] = quality.refresh(store, config.load(a.config))
     st["dead_letters"] = store.dead_letters()
+    st["entities_owed"] = store.entities_owed()  # chunks whose named entities come after indexing
     if a.json:
         print(json.dumps(st, indent=2))
         return 0
     print(f"store   {st['store']} (schema {st['schema_version']})")
     print(f"docs    {st['documents']}  " + "  ".join(f"{k}={v}" for k, v in sorted(st["by_status"].items())))
-    print(f"chunks  {st['chunks']}")
+    print(f"chunks  {st['chunks']}" + (f"  ({st['entities_owed']} owe their named entities: computed after "
+                                       f"indexing, on the maintenance lane)" if st["entities_owed"] else ""))
     print("queue   " + ("  ".join(f"{k}={v}" for k, v in sorted(st["queue"].items())) or "empty"))
     _print_sinks(st.get("sinks", []))
     for source, reasons in sorted(st["by_reason"].items()):

@@ -181,6 +181,8 @@ class Runner:
                 self.watchers.append(w)
             evs = scan_events(self.store, self.roots)
             n = self.queue.send(evs, "bulk", group=bulk_group(len(evs), self.concurrency))
+            if self.store.entities_owed():  # a backlog left by a worker that stopped before it
+                self.queue.producer.send_entities()
             log.warning("watching %s; start-up scan queued %d change(s)", ", ".join(self.roots), n)
             if ready is not None:
                 ready.set()
@@ -272,6 +274,50 @@ class LostWork:
         return len(missing)
 
 
+def settle_entities(queue: "Queue", store, *, progress: bool, deadline: float | None, own_worker=None,
+                    stall_s: float = LostWork.STALL_S, max_sends: int = 2) -> int:
+    """Wait while the workers compute the named entities the store owes (``[nlp] after_indexing``),
+    with a progress bar. When the backlog has not moved for ``stall_s`` and nothing is queued or
+    running, one ``ingest.entities`` task is sent again (an earlier one may have been lost), at most
+    ``max_sends`` times; then the wait ends. Returns how many chunks are still owed (0 when done)."""
+    owed = store.entities_owed()
+    if not owed:
+        return 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=owed, unit="chunk", desc="entities", file=sys.stderr)
+    queue.producer.send_entities()  # the backlog may be older than this run (a worker stopped before it)
+    last, since, sends = owed, time.monotonic(), 0
+    try:
+        while owed:
+            time.sleep(0.1)
+            owed, now = store.entities_owed(), time.monotonic()
+            if bar is not None:
+                bar.total = max(bar.total, bar.n + owed)
+                bar.update(max(0, last - owed))
+            if owed != last:
+                last, since = owed, now
+            elif now - since > stall_s and queue.producer.idle() is True:
+                if sends >= max_sends:
+                    log.warning("%d chunk(s) still owe their entities and no worker is computing them; "
+                                "the next change task queues them again", owed)
+                    return owed
+                sends += 1
+                queue.producer.send_entities()
+                since = now
+            if own_worker is not None and own_worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with status {own_worker.returncode} while {owed} chunk(s) "
+                                   f"owed their entities; run `ingest add` again to finish")
+            if deadline is not None and now > deadline:
+                raise TimeoutError(f"{owed} chunk(s) still owe their named entities at the time limit")
+    finally:
+        if bar is not None:
+            bar.close()
+    return 0
+
+
 def add_exit_code(ends: dict[str, int]) -> int:
     """``ingest add``'s exit status: 1 when anything ended dead-lettered or failed; 0 when
     everything ended indexed, flagged, unchanged or quarantined with a reason."""
@@ -340,6 +386,10 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
                 raise TimeoutError(f"{done}/{total} documents done after {timeout:.0f} s")
         if bar is not None:
             bar.close()
+        indexed_s = time.monotonic() - t0
+        owed = settle_entities(queue, store, progress=progress, own_worker=own_worker,
+                               deadline=None if timeout is None else t0 + timeout)
+        entities_s = time.monotonic() - t0 - indexed_s
     finally:
         if own_worker is not None:
             stop_worker(own_worker)
@@ -350,6 +400,8 @@ def add(paths: list[str], store_url: str, broker_url: str | None = None, *, prog
     quality.refresh(store, config.load())  # this run's quality snapshot; alerts if a source's quality moved
     ends = store.batch_ends(batch)
     summary = {"queued": total, "batch": batch, "outcomes": store.batch_outcomes(batch),
+               "seconds": {"indexed": round(indexed_s, 3), "entities": round(entities_s, 3)},
+               "entities_owed": owed,
                "ends": {k: len(v) for k, v in ends.items()},
                "problems": {k: [{"path": p, "reason": r} for p, r in ends[k]]
                             for k in ("quarantined", "failed", "dead-lettered") if ends[k]}}

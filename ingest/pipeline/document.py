@@ -168,11 +168,16 @@ class Pending:
 
 class Pipeline:
     def __init__(self, store, embedder=None, *, sandbox: bool = True, passwords: list | None = None,
-                 policy=None, nlp=None):
+                 policy=None, nlp=None, defer_entities: bool = False):
         """``nlp``: an ``ingest.pipeline.nlp.EntityExtractor``, ``False`` for no entities; default: ``[nlp]``
-        of the config (entities on with en_core_web_sm)."""
+        of the config (entities on with en_core_web_sm). ``defer_entities``: a worker's pipeline, which
+        stores a document's text and vectors first and leaves the entities its cache lacks owed (the
+        store's backlog) for :meth:`settle_entities` on the maintenance lane, when ``[nlp]
+        after_indexing`` (the default) says so; otherwise entities are computed inline."""
         self.store = store
         self._nlp = nlp
+        self.defer_entities = defer_entities
+        self.entities_owed = 0  # chunks left owed since the caller last looked (it queues the work)
         self._embedder = embedder
         self._chunker = None
         self.sandbox = sandbox  # parse in a child process under time and memory limits
@@ -216,6 +221,9 @@ class Pipeline:
         model_id = ex.model_id
         texts = {c.text_hash: c.text for c in chunks}
         have = self.store.cached_entities(model_id, list(texts))
+        if self.defer_entities and ex.cfg.after_indexing:  # the cache's now, the rest after indexing
+            self.entities_owed += sum(1 for c in chunks if c.text_hash not in have)
+            return {h: ex.keep(have[h]) if h in have else None for h in texts}, []
 
         def run(piece: list[str]) -> None:
             new = list(zip(piece, ex.run([texts[h] for h in piece])))
@@ -226,6 +234,33 @@ class Pipeline:
         self._in_pieces("entities", [h for h in texts if h not in have], settings().embed_piece, run, label,
                         first_progress=kept)
         return {h: ex.keep(have[h]) for h in texts}, []
+
+    def settle_entities(self, lease_s: float = 900.0) -> tuple[int, bool]:
+        """Compute the entities the store owes (chunks indexed with ``defer_entities``), a piece of
+        ``INGEST_EMBED_PIECE`` chunks at a time, oldest first, each piece claimed for ``lease_s`` and
+        stored with its backlog rows settled in one transaction; the entity cache is used and filled as
+        inline. Stops when nothing is owed, or before a piece that might not fit the task's budget.
+        Returns (chunks given their entities, whether some are still owed)."""
+        ex, done, step = self.nlp, 0, settings().embed_piece
+        rate = 0.0
+        while True:
+            if self.budget is not None and done and self.budget.left() < (2 * step / rate if rate else 0.0):
+                return done, True
+            t0 = time.monotonic()
+            items, claimed = self.store.claim_entities(step, lease_s)
+            if not claimed:
+                return done, False
+            if ex is None:  # entities were turned off meanwhile: nothing is owed any more
+                done += self.store.set_entities([(cid, {}) for cid, _, _ in items])
+                continue
+            have = self.store.cached_entities(ex.model_id, sorted({h for _, h, _ in items}))
+            todo = {h: t for _, h, t in items if h not in have}
+            if todo:
+                new = list(zip(todo, ex.run(list(todo.values()))))
+                self.store.cache_entities(ex.model_id, new)
+                have.update(new)
+            done += self.store.set_entities([(cid, ex.keep(have[h])) for cid, h, _ in items])
+            rate = len(items) / max(time.monotonic() - t0, 1e-6)
 
     def _follow_active_model(self) -> None:
         """After ``ingest reembed`` switched the store's model, embed (and chunk) with the new one."""

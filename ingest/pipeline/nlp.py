@@ -2,6 +2,7 @@
 
     [nlp]
     entities = true                      # false: no entities are computed or stored
+    after_indexing = true                # workers: text and vectors first, entities after (see below)
     types = ["PERSON", "ORG", "GPE", "LOC", "DATE", "MONEY", "PRODUCT", "LAW", "EVENT"]
     model = "en_core_web_sm"             # any installed spaCy pipeline (package name or path)
 
@@ -16,6 +17,15 @@ written. Normalisation (:func:`ingest.stores.entities.normalise`): Unicode NFKC,
 collapsed, a possessive ``'s`` / trailing ``'`` and a leading "the" dropped, surrounding quotes
 and brackets stripped. Text a label policy redacted never reaches the model (redaction happens
 before chunking), and an entity that overlaps a redaction marker is dropped.
+
+After indexing (``after_indexing = true``, the default): a worker stores a document's text and
+vectors, searchable at once, and leaves the entities its cache lacks owed in the store's backlog
+(``ent_pending``); an ``ingest.entities`` task on the maintenance lane computes them afterwards
+(``Pipeline.settle_entities``), so the entity model never slows indexing down (it costs about as
+much CPU per chunk as embedding: bench/efficiency.py). Until then those chunks match no entity
+filter and count in no facet (never more than they should); ``ingest add`` waits for the backlog
+before it returns, ``ingest status`` shows it. ``false``: computed inline, before the chunks are stored.
+Code that runs a ``Pipeline`` itself computes them inline.
 
 Incremental: entities are cached by (model id, chunk text hash) like vectors, so an edit runs
 the model only on changed chunks, and a rename or an ACL change runs nothing.
@@ -42,6 +52,7 @@ _REDACTED = "[REDACTED"  # ingest.pipeline.classify.redact's marker
 @dataclass(frozen=True)
 class NLPConfig:
     entities: bool = True
+    after_indexing: bool = True
     types: tuple[str, ...] = DEFAULT_TYPES
     model: str = DEFAULT_MODEL
     batch_size: int = 64
@@ -49,6 +60,8 @@ class NLPConfig:
     def __post_init__(self):
         if not isinstance(self.entities, bool):
             raise ValueError(f"config [nlp] entities must be true or false, got {self.entities!r}")
+        if not isinstance(self.after_indexing, bool):
+            raise ValueError(f"config [nlp] after_indexing must be true or false, got {self.after_indexing!r}")
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"config [nlp] model must be a spaCy pipeline name or path, got {self.model!r}")
         types = self.types

@@ -81,7 +81,8 @@ class ChunkRecord:
     chunker: str
     model_id: str
     context: str = ""  # the section path the model embeds in front of the text (ingest.pipeline.chunking.Chunk.context)
-    entities: dict = field(default_factory=dict)  # {"TYPE:key": [display, count]} (ingest.pipeline.nlp)
+    # {"TYPE:key": [display, count]} (ingest.pipeline.nlp); None: owed, computed after indexing
+    entities: dict | None = field(default_factory=dict)
 
     @property
     def embed_hash(self) -> str:
@@ -169,11 +170,15 @@ class ChunkIndex(Protocol):
 
 
 class Entities(Protocol):
-    """Named entities: facets over readable chunks, and the entity cache by (model, text hash)."""
+    """Named entities: facets over readable chunks, the entity cache by (model, text hash), and the
+    backlog of chunks whose entities come after indexing (a ``ChunkRecord`` with ``entities=None``)."""
 
     def facets(self, entity_type: str, tokens: frozenset[str], k: int = 20, filters=None) -> list[dict]: ...
     def cached_entities(self, model_id: str, hashes: list[str]) -> dict[str, dict]: ...
     def cache_entities(self, model_id: str, items: list[tuple[str, dict]]) -> None: ...
+    def claim_entities(self, limit: int, lease_s: float) -> tuple[list[tuple[str, str, str]], int]: ...
+    def set_entities(self, items: list[tuple[str, dict]]) -> int: ...
+    def entities_owed(self) -> int: ...
 
 
 class EmbeddingCache(Protocol):

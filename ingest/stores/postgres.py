@@ -35,7 +35,7 @@ from ingest.stores.base import ChunkRecord, DocRecord, Hit
 from ingest.stores.common import (CHUNK_COLS, DOC_COLS, HIT_SQL, OUTBOX_DDL, QUEUE_DDL, context_runs, doc_values,
                      flags_with_acl, flagged, marked_spans, redact, to_hits, upsert_doc_sql)
 from ingest.stores.embed_inputs import POSTGRES_EMBED_INPUTS, run_migration
-from ingest.stores.nlp_sql import POSTGRES_NLP, FacetsMixin
+from ingest.stores.nlp_sql import POSTGRES_ENT_PENDING, POSTGRES_NLP, FacetsMixin
 from ingest.stores.operations_sql import GroupsMixin, OperationsMixin
 from ingest.stores.outbox_sql import OutboxMixin
 from ingest.stores.quality_sql import QUALITY_DDL, QualityMixin
@@ -44,7 +44,7 @@ from ingest.stores.lineage_sql import LineageMixin
 from ingest.stores.unit import UnitMixin, held_write
 from ingest.stores.filters import Filters, postgres_where
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 _MIGRATE_LOCK = 0x1A6E57  # advisory lock key for schema changes
 _AUDIT_LOCK = 0x1A6E58  # serialises the audit hash chain
 _OUTBOX_LOCK = 0x1A6E59  # outbox ids commit in order
@@ -150,6 +150,7 @@ MIGRATIONS: dict[int, list[str]] = {
     # what the model embeds per chunk: section context and embed hash (backfill: ingest.stores.embed_inputs)
     9: POSTGRES_EMBED_INPUTS,
     10: POSTGRES_NLP,  # document metadata, entities per chunk, entity cache (ingest.stores.nlp_sql)
+    11: POSTGRES_ENT_PENDING,  # the chunks whose entities are computed after indexing (ingest.stores.nlp_sql)
 }
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -191,6 +192,7 @@ class _AdvisoryLock:
 class PostgresStore(UnitMixin, RegistryMixin, LineageMixin, QualityMixin, FacetsMixin, OperationsMixin, GroupsMixin,
                     OutboxMixin):
     _VEC_DIM = "vector_dims(embedding)"
+    _SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"  # concurrent entity claimers (ingest.stores.nlp_sql)
 
     _JSON_NUM = "({col}::jsonb ->> '{key}')::double precision"
     _HAS_FLAG_LIKE = "EXISTS(SELECT 1 FROM jsonb_array_elements_text(documents.flags::jsonb) j WHERE j LIKE %s)"
@@ -348,6 +350,7 @@ class PostgresStore(UnitMixin, RegistryMixin, LineageMixin, QualityMixin, Facets
                                   doc.content_version, doc.extractor, doc.extractor_version, c.chunker, c.model_id,
                                   labels, now, _vec_text(np.frombuffer(c.vector, dtype=np.float32)), allow, deny,
                                   doc.source, now, c.context, c.embed_hash, json.dumps(c.entities or {}, sort_keys=True)))
+            self._owe_entities(db, doc.doc_id, chunks)
             self._provenance(db, doc)  # the document's labels; the chunks' provenance went in above
             self._outbox(db, [doc.doc_id], "apply")
 

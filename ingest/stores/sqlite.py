@@ -35,10 +35,10 @@ from ingest.stores.unit import UnitMixin, held_write
 from ingest.stores.embed_inputs import SQLITE_EMBED_INPUTS, run_migration
 from ingest.stores.lineage_sql import MIGRATION_4, LineageMixin
 from ingest.stores.filters import Filters, sqlite_where
-from ingest.stores.nlp_sql import SQLITE_NLP, FacetsMixin
+from ingest.stores.nlp_sql import SQLITE_ENT_PENDING, SQLITE_NLP, FacetsMixin
 from ingest.stores.sqlite_search import SQLiteSearchMixin
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # version -> statements that bring a store from the version before up to it
 MIGRATIONS: dict[int, list[str]] = {
@@ -62,6 +62,7 @@ MIGRATIONS: dict[int, list[str]] = {
     # what the model embeds per chunk: section context and embed hash (backfill: ingest.stores.embed_inputs)
     8: SQLITE_EMBED_INPUTS,
     9: SQLITE_NLP,  # document metadata, entities per chunk, entity cache (ingest.stores.nlp_sql)
+    10: SQLITE_ENT_PENDING,  # the chunks whose entities are computed after indexing (ingest.stores.nlp_sql)
 }
 
 _SCHEMA = """
@@ -386,6 +387,7 @@ class SQLiteStore(UnitMixin, SQLiteSearchMixin, RegistryMixin, LineageMixin, Qua
                      labels, now, c.vector, c.context, c.embed_hash, json.dumps(c.entities or {}, sort_keys=True)))
                 db.execute("INSERT INTO chunks_fts(rowid, text, section) VALUES(?,?,?)",
                            (cur.lastrowid, c.text, c.section))
+            self._owe_entities(db, doc.doc_id, chunks)
             self._provenance(db, doc, now)
             self._acl_rows(db, doc.doc_id, doc.acl)
             self._outbox(db, [doc.doc_id], "apply")

@@ -334,3 +334,80 @@ def test_a_document_that_cannot_start_its_entities_in_its_own_task_is_quarantine
     assert "timeout after 100 s in entities" in out.detail, (out.action, out.detail)
     assert store.get_doc(f"folder:{folder}", "a.md")["status"] == "quarantined"
     assert p.nlp.texts_processed == 0
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_entities_after_indexing_text_first_then_the_backlog(folder, embedder, kind, request):
+    """A worker's pipeline (``defer_entities``) stores text and vectors at once, leaves the entities
+    owed in the store's backlog, and :meth:`settle_entities` fills them: the same entities as inline,
+    the cache used, a claim held for its lease, a chunk replaced meanwhile never written."""
+    from ingest.pipeline.document import Pipeline
+    from ingest.search.index import Index
+
+    if kind == "sqlite":
+        from ingest.stores.sqlite import SQLiteStore
+
+        store = SQLiteStore(folder.parent / "deferred.db")
+    else:
+        from ingest.stores.postgres import PostgresStore
+
+        store = PostgresStore(request.getfixturevalue("pg_store_url"))
+    _write(folder / "a.md", _doc(PARAS))
+    p = Pipeline(store, embedder, sandbox=False, nlp=EntityExtractor(NLPConfig()), defer_entities=True)
+    assert p.upsert(str(folder), "a.md").action == "indexed"
+    n = store.db.execute("SELECT COUNT(*) AS n FROM chunks").fetchone()
+    n = n["n"] if isinstance(n, dict) else n[0]
+    assert p.nlp.texts_processed == 0 and p.entities_owed == n == store.entities_owed() >= 3
+    idx = Index(store, config={})
+    hits = idx.search("Globex settlement", principal="everyone", k=10)
+    assert hits and all(h.uri.endswith("a.md") and h.entities == {} for h in hits)  # the text is searchable now
+    assert idx.search("settlement", principal="everyone", filters={"entities_any": ["ORG:Globex Corporation"]}) == []
+    assert idx.facets("ORG", principal="everyone") == []  # owed entities count nowhere yet
+
+    # a claim holds for its lease: a second worker takes the rest, never the same rows
+    first, k1 = store.claim_entities(2, lease_s=600)
+    rest, k2 = store.claim_entities(100, lease_s=600)
+    assert k1 == 2 and k2 == n - 2 and not {c for c, _, _ in first} & {c for c, _, _ in rest}
+    assert store.claim_entities(100, lease_s=600) == ([], 0)
+    again, k3 = store.claim_entities(100, lease_s=0)  # the lease is over (a worker killed): taken again
+    assert k3 == n
+    outbox = store.db.execute("SELECT COUNT(*) AS n FROM outbox").fetchone()
+    outbox = outbox["n"] if isinstance(outbox, dict) else outbox[0]
+
+    done, more = p.settle_entities(lease_s=0)
+    assert (done, more) == (n, False) and store.entities_owed() == 0 and p.nlp.texts_processed == n
+    after = store.db.execute("SELECT COUNT(*) AS n FROM outbox").fetchone()
+    assert (after["n"] if isinstance(after, dict) else after[0]) == outbox + 1  # the sinks get the entities
+    found = idx.search("settlement", principal="everyone", k=10, filters={"entities_any": ["ORG:Globex Corporation"]})
+    assert found and all("ORG:Globex Corporation" in h.entities for h in found)
+    deferred = {f["name"]: f["count"] for f in idx.facets("PERSON", principal="everyone", k=50)}
+    assert {"PERSON:Jane Smith", "PERSON:Bob Jones"} <= set(deferred)
+
+    # an edit: the unchanged chunks take their entities from the cache at once, only the changed one is owed
+    edited = list(PARAS)
+    edited[1] = edited[1].replace("London", "Manchester")
+    _write(folder / "a.md", _doc(edited))
+    assert p.upsert(str(folder), "a.md").action == "indexed"
+    assert store.entities_owed() == 1 and p.entities_owed == n + 1
+    (stale, _, _), = store.claim_entities(10, lease_s=600)[0]
+    _write(folder / "a.md", _doc(PARAS))  # back: the owed chunk is replaced by one the cache knows
+    assert p.upsert(str(folder), "a.md").action == "indexed"
+    assert store.entities_owed() == 0
+    assert store.set_entities([(stale, {"ORG:x": ["X", 1]})]) == 0  # its chunk is gone: nothing written
+    inline = Pipeline(store, embedder, sandbox=False, nlp=EntityExtractor(NLPConfig()))
+    assert inline.settle_entities() == (0, False)
+    assert {f["name"]: f["count"] for f in idx.facets("PERSON", principal="everyone", k=50)} == deferred
+    store.close()
+
+
+def test_entities_after_indexing_can_be_turned_off(folder, store, embedder):
+    """``[nlp] after_indexing = false``: a worker's pipeline computes them inline, nothing owed."""
+    from ingest.pipeline.document import Pipeline
+
+    _write(folder / "a.md", _doc(PARAS[:1]))
+    p = Pipeline(store, embedder, sandbox=False, nlp=EntityExtractor(NLPConfig(after_indexing=False)),
+                 defer_entities=True)
+    assert p.upsert(str(folder), "a.md").action == "indexed"
+    assert store.entities_owed() == 0 and p.entities_owed == 0 and p.nlp.texts_processed >= 1
+    with pytest.raises(ValueError, match="after_indexing must be true or false"):
+        NLPConfig.from_config({"nlp": {"after_indexing": "later"}})

@@ -382,7 +382,7 @@ def test_schema_7_store_migrates_to_8_with_rows_intact_and_the_keys_they_were_em
 
     store = sq.SQLiteStore(url) if kind == "sqlite" else pg.PostgresStore(url)
 
-    assert store.schema_version() == (sq.SCHEMA_VERSION if kind == "sqlite" else pg.SCHEMA_VERSION) == (9 if kind == "sqlite" else 10)
+    assert store.schema_version() == (sq.SCHEMA_VERSION if kind == "sqlite" else pg.SCHEMA_VERSION) == (10 if kind == "sqlite" else 11)
     got = store.db.execute(f"SELECT {cols}, context, embed_hash FROM chunks ORDER BY idx").fetchall()
     assert [tuple(r[k] for k in cols.split(", ")) for r in got] == [tuple(b) for b in before]  # intact
     exported = store.export_docs(["d1"])["d1"]["chunks"]

@@ -53,7 +53,8 @@ def test_ingest_add_with_postgres_store_and_redis_broker(world_dir, pg_store_url
     root = world_dir / "docs"
     root.mkdir()
     for i in range(3):
-        (root / f"n{i}.txt").write_text(f"Note {i}: the shipment of turbine blades number {i} arrives on Monday.\n")
+        (root / f"n{i}.txt").write_text(f"Note {i}: the shipment of turbine blades number {i} from Siemens Energy "
+                                        f"arrives in Hamburg on Monday.\n")
     env = dict(os.environ, PYTHONPATH=str(REPO), INGEST_TORCH_THREADS="1")
     worker = subprocess.Popen([sys.executable, "-m", "ingest.cli.main", "worker", "--store", pg_store_url, "--broker",
                                redis_server.url, "--concurrency", "1"], env=env, stdout=subprocess.DEVNULL,
@@ -65,6 +66,18 @@ def test_ingest_add_with_postgres_store_and_redis_broker(world_dir, pg_store_url
         assert r.returncode == 0, r.stderr[-3000:]
         summary = json.loads(r.stdout[r.stdout.index("{"):])
         assert summary["outcomes"] == {"indexed": 3}
+        # the worker stored text and vectors first and the entities after, on the maintenance lane;
+        # `ingest add` returned once they were in
+        assert summary["entities_owed"] == 0 and summary["seconds"]["indexed"] > 0
+        from ingest.stores.postgres import PostgresStore
+
+        st_pg = PostgresStore(pg_store_url)
+        try:
+            assert st_pg.entities_owed() == 0
+            ents = [json.loads(r["entities"]) for r in st_pg.db.execute("SELECT entities FROM chunks")]
+            assert len(ents) == 3 and all("GPE:hamburg" in e for e in ents), ents
+        finally:
+            st_pg.close()
         r = subprocess.run([sys.executable, "-m", "ingest.cli.main", "search", "turbine blades number 2", "--store",
                             pg_store_url, "--as", "everyone", "-k", "1", "--json"], env=env, capture_output=True,
                            text=True, timeout=120)

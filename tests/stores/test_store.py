@@ -35,7 +35,7 @@ def test_store_written_by_schema_1_migrates_and_keeps_everything(tmp_path):
     c.commit()
     c.close()
     store = sq.SQLiteStore(db)
-    assert store.schema_version() == sq.SCHEMA_VERSION == 9
+    assert store.schema_version() == sq.SCHEMA_VERSION == 10
     assert store.get_doc_by_id("d1")["parent_id"] is None
     # version 4 (observability): outcome traces, quality snapshots and alerts
     store.log_outcome(action="indexed", source="s", external_id="a.txt", doc_id="d1", trace={"stages": {"fetch": 1}})

@@ -688,6 +688,37 @@ def test_entity_facets_count_only_readable_chunks_and_the_entity_cache(any_store
     assert s.cached_entities("ner-2", ["h1"]) == {}
 
 
+def test_entities_owed_are_claimed_for_a_lease_and_settled_with_the_chunk(any_store):
+    """Chunks applied with ``entities=None`` are owed: claimed oldest first for a lease (a second
+    claimer never gets the same rows until it runs out), settled with the chunk in one transaction,
+    dropped when their chunk is replaced; they count in no facet until then."""
+    s = any_store
+    c1 = chunks("d1", ["Acme met Globex", "Acme again", "nothing here"])
+    for c in c1:
+        c.entities = None
+    s.apply(doc("d1"), c1)
+    assert s.entities_owed() == 3 and s.facets("ORG", ALICE) == []
+    a, na = s.claim_entities(2, lease_s=600)
+    b, nb = s.claim_entities(10, lease_s=600)
+    assert (na, nb) == (2, 1) and {x[0] for x in a + b} == {c.chunk_id for c in c1}
+    assert {(cid, h, t) for cid, h, t in a + b} == {(c.chunk_id, c.text_hash, c.text) for c in c1}
+    assert s.claim_entities(10, lease_s=600) == ([], 0)  # all held
+    assert len(s.claim_entities(10, lease_s=0)[0]) == 3  # the lease ran out: taken again
+    head = s.outbox_head()
+    assert s.set_entities([(c1[0].chunk_id, {"ORG:acme": ["Acme", 1]}), (c1[1].chunk_id, {"ORG:acme": ["Acme", 2]})]) == 2
+    assert s.entities_owed() == 1 and s.outbox_head() > head  # the sinks hear of it
+    assert [(f["name"], f["count"]) for f in s.facets("ORG", ALICE)] == [("ORG:Acme", 3)]
+    assert s.set_entities([(c1[0].chunk_id, {"ORG:x": ["X", 1]})]) == 0  # settled already: not written again
+    s.apply(doc("d1", version="v2"), chunks("d1", ["Acme replaced it"]))  # entities {}: nothing owed
+    assert s.entities_owed() == 0
+    assert s.set_entities([(c1[2].chunk_id, {"ORG:x": ["X", 1]})]) == 0  # its chunk is gone
+    c3 = chunks("d3", ["late one"])
+    c3[0].entities = None
+    s.apply(doc("d3"), c3)
+    s.delete("d3")
+    assert s.claim_entities(10, lease_s=600) == ([], 1) and s.entities_owed() == 0  # a deleted chunk's row goes
+
+
 # -- AuditLog: checkpoint into the anchor ----------------------------------------------------------
 def test_audit_checkpoint_appends_the_head_to_the_anchor(any_store, tmp_path, monkeypatch):
     from ingest.stores.lineage_sql import ANCHOR_ENV

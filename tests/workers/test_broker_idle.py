@@ -50,3 +50,30 @@ def test_publishing_through_the_embedded_broker_rings(tmp_path):
         finally:
             bell.close()
             q.close()
+
+
+def test_the_embedded_broker_reads_lanes_in_order(tmp_path):
+    """As on Redis: a consumer of several lanes takes interactive, then bulk, then maintenance
+    (named entities computed after indexing wait behind every change), whatever the order the
+    messages came in or the queues were named."""
+    from kombu import Connection, Consumer, Exchange, Queue
+
+    import workers.broker as broker
+
+    broker.register()
+    db = tmp_path / "o.broker.sqlite"
+    lanes = [Queue(n, Exchange(n, type="direct"), routing_key=n) for n in ("maintenance", "bulk", "interactive")]
+    got: list[str] = []
+    with Connection(f"sqla+sqlite:///{db}") as conn:
+        with conn.Producer() as prod:
+            for lane, n in (("maintenance", 1), ("bulk", 1), ("maintenance", 2), ("interactive", 1), ("bulk", 2)):
+                prod.publish({"lane": lane, "n": n}, exchange=lane, routing_key=lane, declare=lanes)
+
+        def take(body, msg):
+            got.append(f"{body['lane']}{body['n']}")
+            msg.ack()
+
+        with Consumer(conn, queues=lanes, callbacks=[take], prefetch_count=1):
+            while len(got) < 5:
+                conn.drain_events(timeout=30)
+    assert got == ["interactive1", "bulk1", "bulk2", "maintenance1", "maintenance2"]
