@@ -78,15 +78,23 @@ def pipeline_for(store_url: str):
 
 def owe_entities(store_url: str, p) -> None:
     """After a change task: when its pipeline left entities owed, queue ``ingest.entities`` on the
-    maintenance lane (a worker takes it when no change waits; a task that finds nothing owed, the
-    work done by an earlier one, costs one query)."""
-    if p.entities_owed:
-        from ingest.obs.lanes import queued_header
+    maintenance lane (a worker takes it when no change waits). On Redis one waiting task is enough
+    (a marker as for changes, cleared when it starts); elsewhere a task that finds nothing owed, the
+    work done by an earlier one, costs one query."""
+    if not p.entities_owed:
+        return
+    from ingest.obs.lanes import queued_header
 
-        from .lanes import entities_lane
+    from .lanes import entities_lane, is_redis, pending_key, pending_ttl, redis_client
 
-        p.entities_owed = 0
-        app.send_task("ingest.entities", args=[store_url], queue=entities_lane(), headers=queued_header())
+    p.entities_owed = 0
+    lane, broker, kwargs = entities_lane(), app.conf.broker_url, {}
+    if is_redis(broker):
+        key = pending_key(store_url, lane, "entities", "", "", None)
+        if not redis_client(broker).set(key, "1", nx=True, ex=pending_ttl()):
+            return  # one waits already: it takes these too
+        kwargs["pending"] = key
+    app.send_task("ingest.entities", args=[store_url], kwargs=kwargs, queue=lane, headers=queued_header())
 
 
 @contextlib.contextmanager
@@ -344,15 +352,17 @@ def dms_poll(self, store_url: str, source: str, prune: bool = False, pending: st
 
 
 @app.task(name="ingest.entities", bind=True, acks_late=True, max_retries=None)
-def entities(self, store_url: str):
-    """The named entities the store owes, within the task's time; if some are left, the task queues
-    itself again (so a change that arrives meanwhile goes first). Faults as for a change task."""
+def entities(self, store_url: str, pending: str | None = None):
+    """One piece of the named entities the store owes (``INGEST_EMBED_PIECE`` chunks, a few seconds);
+    if more are owed, the task queues itself again behind whatever change arrived meanwhile, so
+    a worker with one process never holds an interactive change back for longer than a piece.
+    Faults as for a change task."""
     def work():
         with _budgeted(self, pipeline_for(store_url)) as p:
-            done, more = p.settle_entities()
+            done, more = p.settle_entities(pieces=1)
         if more:
             p.entities_owed = 1
             owe_entities(store_url, p)
         return {"chunks": done, "more": more}
 
-    return _run(self, store_url, [], None, [], work, result=lambda r: r)
+    return _run(self, store_url, [], None, [pending], work, result=lambda r: r)

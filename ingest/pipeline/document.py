@@ -235,17 +235,19 @@ class Pipeline:
                         first_progress=kept)
         return {h: ex.keep(have[h]) for h in texts}, []
 
-    def settle_entities(self, lease_s: float = 900.0) -> tuple[int, bool]:
+    def settle_entities(self, lease_s: float = 900.0, pieces: int | None = None) -> tuple[int, bool]:
         """Compute the entities the store owes (chunks indexed with ``defer_entities``), a piece of
         ``INGEST_EMBED_PIECE`` chunks at a time, oldest first, each piece claimed for ``lease_s`` and
         stored with its backlog rows settled in one transaction; the entity cache is used and filled as
-        inline. Stops when nothing is owed, or before a piece that might not fit the task's budget.
-        Returns (chunks given their entities, whether some are still owed)."""
+        inline. Stops when nothing is owed, after ``pieces`` pieces, or before a piece that might not fit
+        the task's budget. Returns (chunks given their entities, whether some are still owed)."""
         ex, done, step = self.nlp, 0, settings().embed_piece
-        rate = 0.0
+        rate, n = 0.0, 0
         while True:
-            if self.budget is not None and done and self.budget.left() < (2 * step / rate if rate else 0.0):
-                return done, True
+            if (pieces is not None and n >= pieces) or \
+                    (self.budget is not None and done and self.budget.left() < (2 * step / rate if rate else 0.0)):
+                return done, self.store.entities_owed() > 0
+            n += 1
             t0 = time.monotonic()
             items, claimed = self.store.claim_entities(step, lease_s)
             if not claimed:

@@ -4,6 +4,8 @@ of the form before the one event type, still queued after an upgrade, is read as
 describes; a message no event can be read from is dead-lettered with the reason, never a crash."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 
@@ -54,3 +56,39 @@ def test_task_forms_new_and_old_take_the_one_path(world_dir, store, embedder):
         letters = store.dead_letters()
         assert [d["fault"] for d in letters] == ["permanent", "permanent"]
         assert all("not a change event" in d["reason"] for d in letters), letters
+
+
+def test_change_tasks_leave_entities_to_the_maintenance_lane_one_piece_per_task(world_dir, store, embedder,
+                                                                                 monkeypatch):
+    """A worker's change task stores text and vectors and queues ``ingest.entities`` on the maintenance
+    lane; that task settles one piece and queues itself again while more is owed (an interactive
+    change never waits longer than a piece behind it). The broker is not what this tests: sends are
+    recorded."""
+    from ingest.pipeline.document import Pipeline
+    from ingest.pipeline.nlp import EntityExtractor, NLPConfig
+    from ingest.sources.base import UPSERT, ChangeEvent
+    from workers import tasks
+    from workers.lanes import entities_lane
+
+    root = world_dir / "docs"
+    root.mkdir()
+    (root / "a.txt").write_text("Jane Smith of Globex Corporation met Bob Jones in Denver on Friday.\n")
+    (root / "b.txt").write_text("Initech opened an office in Boston, said Ann Lee of Initech.\n")
+    url = str(world_dir / "index.db")
+    sent = []
+    monkeypatch.setattr(tasks.app, "send_task", lambda name, args=None, kwargs=None, queue=None, **_:
+                        sent.append((name, args, queue)))
+    p = Pipeline(store, embedder, sandbox=False, nlp=EntityExtractor(NLPConfig()), defer_entities=True)
+    with tasks.serving(url, p):
+        group = [ChangeEvent(UPSERT, str(root), n).to_wire() for n in ("a.txt", "b.txt")]
+        assert tasks.changes.apply(args=[url, group, None]).get() == ["indexed", "indexed"]
+        assert sent == [("ingest.entities", [url], entities_lane())] and store.entities_owed() == 2
+        assert p.nlp.texts_processed == 0
+        monkeypatch.setenv("INGEST_EMBED_PIECE", "1")
+        assert tasks.entities.apply(args=[url]).get() == {"chunks": 1, "more": True}
+        assert len(sent) == 2 and store.entities_owed() == 1  # queued itself again
+        assert tasks.entities.apply(args=[url]).get() == {"chunks": 1, "more": False}
+        assert len(sent) == 2 and store.entities_owed() == 0
+        assert tasks.entities.apply(args=[url]).get() == {"chunks": 0, "more": False}  # a late one: nothing to do
+    ents = [set(json.loads(e)) for (e,) in store.db.execute("SELECT entities FROM chunks ORDER BY text")]
+    assert {"ORG:initech", "GPE:boston"} <= ents[0] and {"PERSON:jane smith", "GPE:denver"} <= ents[1]
