@@ -568,10 +568,10 @@ def main(argv=None) -> int:
 def results_name() -> str:
     """``efficiency`` for the default backend (the figure of issue 16); ``efficiency-<backend>`` for
     another one chosen with ``$INGEST_EMBED_BACKEND`` (kept beside it, never over it)."""
-    from ingest.embedding import DEFAULT_BACKEND, split_model_id
+    from ingest.embedding import DEFAULT_BACKEND, resolve_backend, split_model_id
 
     backend = split_model_id(_default_model_id())[1]
-    return "efficiency" if backend == DEFAULT_BACKEND else f"efficiency-{backend}"
+    return "efficiency" if backend == resolve_backend(DEFAULT_BACKEND) else f"efficiency-{backend}"
 
 
 def _entities_report(ent: dict, res: dict) -> int:

@@ -179,7 +179,7 @@ class Settings:
     embed_backend: str | None = _setting("INGEST_EMBED_BACKEND", "embed.backend", "str", None,
                                          "`torch`, `onnx`, `onnx-int8`, `torch-bf16`, `openvino-bf16` or `auto` "
                                          "(`openvino-bf16` where the CPU has bfloat16 in hardware, else "
-                                         "`onnx-int8`): the backend of a NEW store; unset: `onnx-int8`",
+                                         "`onnx-int8`): the backend of a NEW store; unset: `auto`",
                                          choices=("torch", "onnx", "onnx-int8", "torch-bf16", "openvino-bf16", "auto"))
     query_backend: str = _setting("INGEST_QUERY_BACKEND", "embed.query_backend", "str", "onnx",
                                   "`torch` embeds the queries of a PyTorch store with PyTorch too",
