@@ -80,21 +80,29 @@ def owe_entities(store_url: str, p) -> None:
     """After a change task: when its pipeline left entities owed, queue ``ingest.entities`` on the
     maintenance lane (a worker takes it when no change waits). On Redis one waiting task is enough
     (a marker as for changes, cleared when it starts); elsewhere a task that finds nothing owed, the
-    work done by an earlier one, costs one query."""
+    work done by an earlier one, costs one query. A broker that cannot take it now does not fail the
+    change (its text is stored, the backlog is in the store): the next change task, ``ingest add``
+    or ``ingest run`` queues it."""
     if not p.entities_owed:
         return
     from ingest.obs.lanes import queued_header
 
     from .lanes import entities_lane, is_redis, pending_key, pending_ttl, redis_client
 
-    p.entities_owed = 0
     lane, broker, kwargs = entities_lane(), app.conf.broker_url, {}
-    if is_redis(broker):
-        key = pending_key(store_url, lane, "entities", "", "", None)
-        if not redis_client(broker).set(key, "1", nx=True, ex=pending_ttl()):
-            return  # one waits already: it takes these too
-        kwargs["pending"] = key
-    app.send_task("ingest.entities", args=[store_url], kwargs=kwargs, queue=lane, headers=queued_header())
+    try:
+        if is_redis(broker):
+            key = pending_key(store_url, lane, "entities", "", "", None)
+            if not redis_client(broker).set(key, "1", nx=True, ex=pending_ttl()):
+                p.entities_owed = 0
+                return  # one waits already: it takes these too
+            kwargs["pending"] = key
+        app.send_task("ingest.entities", args=[store_url], kwargs=kwargs, queue=lane, headers=queued_header())
+    except Exception as e:
+        log.warning("could not queue ingest.entities for %d chunk(s) owing their entities (%s: %s); the next "
+                    "change task, `ingest add` or `ingest run` queues it", p.entities_owed, type(e).__name__, e)
+        return
+    p.entities_owed = 0
 
 
 @contextlib.contextmanager
