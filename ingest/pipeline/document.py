@@ -258,11 +258,34 @@ class Pipeline:
             have = self.store.cached_entities(ex.model_id, sorted({h for _, h, _ in items}))
             todo = {h: t for _, h, t in items if h not in have}
             if todo:
-                new = list(zip(todo, ex.run(list(todo.values()))))
-                self.store.cache_entities(ex.model_id, new)
+                new = self._run_entities(ex, todo)
+                self.store.cache_entities(ex.model_id, [(h, e) for h, e in new.items() if e is not None])
                 have.update(new)
-            done += self.store.set_entities([(cid, ex.keep(have[h])) for cid, h, _ in items])
+            done += self.store.set_entities([(cid, ex.keep(have[h] or {})) for cid, h, _ in items])
             rate = len(items) / max(time.monotonic() - t0, 1e-6)
+
+    @staticmethod
+    def _run_entities(ex, todo: dict[str, str]) -> dict[str, dict | None]:
+        """{text hash: entities} for a piece; when the model fails on the piece (not a transient fault),
+        each text alone, and a text it fails on gets None (stored as no entities, logged by hash, not
+        cached): one bad chunk never holds the store's backlog up."""
+        try:
+            return dict(zip(todo, ex.run(list(todo.values()))))
+        except Exception as e:
+            if is_transient(e):
+                raise
+            log.warning("named entities: the model failed on a piece of %d chunk(s) (%s: %s); one by one",
+                        len(todo), type(e).__name__, e)
+        out: dict[str, dict | None] = {}
+        for h, t in todo.items():
+            try:
+                out[h] = ex.run([t])[0]
+            except Exception as e:
+                if is_transient(e):
+                    raise
+                log.warning("named entities of chunk text %s: %s: %s; stored as none", h[:16], type(e).__name__, e)
+                out[h] = None
+        return out
 
     def _follow_active_model(self) -> None:
         """After ``ingest reembed`` switched the store's model, embed (and chunk) with the new one."""

@@ -411,3 +411,32 @@ def test_entities_after_indexing_can_be_turned_off(folder, store, embedder):
     assert store.entities_owed() == 0 and p.entities_owed == 0 and p.nlp.texts_processed >= 1
     with pytest.raises(ValueError, match="after_indexing must be true or false"):
         NLPConfig.from_config({"nlp": {"after_indexing": "later"}})
+
+
+def test_a_chunk_the_entity_model_fails_on_does_not_hold_the_backlog_up(folder, store, embedder, monkeypatch, caplog):
+    """The model fails on one chunk of a piece: the others get their entities, that one none (logged
+    by hash, never its text, and not cached, so a fixed model tries it again), nothing stays owed."""
+    from ingest.pipeline.document import Pipeline
+
+    _write(folder / "a.md", _doc(PARAS))
+    ex = EntityExtractor(NLPConfig())
+    p = Pipeline(store, embedder, sandbox=False, nlp=ex, defer_entities=True)
+    assert p.upsert(str(folder), "a.md").action == "indexed"
+    real = ex.run
+
+    def run(texts):
+        if any("Olympic" in t for t in texts):
+            raise ValueError("the model broke")
+        return real(texts)
+
+    monkeypatch.setattr(ex, "run", run)
+    with caplog.at_level("WARNING", logger="ingest.pipeline.document"):
+        done, more = p.settle_entities()
+    assert (done, more) == (store.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0], False)
+    assert store.entities_owed() == 0
+    rows = [(t, json.loads(e)) for t, e in store.db.execute("SELECT text, entities FROM chunks")]
+    assert all(e == {} for t, e in rows if "Olympic" in t) and any("Olympic" in t for t, _ in rows)
+    assert all(e for t, e in rows if "Globex Corporation's board" in t)
+    assert "the model broke" in caplog.text and "Olympic" not in caplog.text
+    (h,) = [r[0] for r in store.db.execute("SELECT text_hash FROM chunks WHERE text LIKE '%Olympic%'")]
+    assert store.cached_entities(ex.model_id, [h]) == {}
