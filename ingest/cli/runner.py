@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ingest.config import settings
 from ingest.sources.base import ChangeEvent
+from workers.lanes import entities_lane
 from workers.process import (  # noqa: F401  (the CLI's names for them)
     default_concurrency, purge_delivered, run_worker, start_worker, stop_worker, worker_command)
 
@@ -279,7 +280,8 @@ def settle_entities(queue: "Queue", store, *, progress: bool, deadline: float | 
     """Wait while the workers compute the named entities the store owes (``[nlp] after_indexing``),
     with a progress bar. When the backlog has not moved for ``stall_s`` and nothing is queued or
     running, one ``ingest.entities`` task is sent again (an earlier one may have been lost), at most
-    ``max_sends`` times; then the wait ends. Returns how many chunks are still owed (0 when done)."""
+    ``max_sends`` times; then the wait ends, as it does when the backlog has not moved for 4 x ``stall_s``
+    whatever waits (no worker reads the lane). Returns how many chunks are still owed (0 when done)."""
     owed = store.entities_owed()
     if not owed:
         return 0
@@ -299,6 +301,11 @@ def settle_entities(queue: "Queue", store, *, progress: bool, deadline: float | 
                 bar.update(max(0, last - owed))
             if owed != last:
                 last, since = owed, now
+            elif now - since > 4 * stall_s:  # tasks wait but nobody takes them (no worker reads that lane?)
+                log.warning("%d chunk(s) still owe their entities and none was computed for %.0f s: is a worker "
+                            "reading the %s lane? They are computed when one does", owed, now - since,
+                            entities_lane())
+                return owed
             elif now - since > stall_s and queue.producer.idle() is True:
                 if sends >= max_sends:
                     log.warning("%d chunk(s) still owe their entities and no worker is computing them; "

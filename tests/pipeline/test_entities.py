@@ -440,3 +440,33 @@ def test_a_chunk_the_entity_model_fails_on_does_not_hold_the_backlog_up(folder, 
     assert "the model broke" in caplog.text and "Olympic" not in caplog.text
     (h,) = [r[0] for r in store.db.execute("SELECT text_hash FROM chunks WHERE text LIKE '%Olympic%'")]
     assert store.cached_entities(ex.model_id, [h]) == {}
+
+
+def test_ingest_add_stops_waiting_for_entities_that_no_worker_computes(folder, embedder, caplog):
+    """``ingest add`` waits for the entity backlog, but not for ever: when nothing moves it (no worker
+    reads the maintenance lane) it returns what is still owed, says why, and leaves a task queued for
+    whichever worker comes."""
+    import time
+
+    from ingest.cli.runner import Queue, settle_entities
+    from ingest.pipeline.document import Pipeline
+    from ingest.stores.sqlite import SQLiteStore
+    from workers.app import embedded_broker
+    from workers.lanes import entities_lane
+
+    db = folder.parent / "owed.db"
+    store = SQLiteStore(db)
+    _write(folder / "a.md", _doc(PARAS))
+    assert Pipeline(store, embedder, sandbox=False, nlp=EntityExtractor(NLPConfig()),
+                    defer_entities=True).upsert(str(folder), "a.md").action == "indexed"
+    owed = store.entities_owed()
+    q = Queue(str(db), embedded_broker(db))
+    t0 = time.monotonic()
+    with caplog.at_level("WARNING", logger="ingest.cli.runner"):
+        assert settle_entities(q, store, progress=False, deadline=None, stall_s=0.3) == owed > 0
+    assert time.monotonic() - t0 < 30
+    assert f"is a worker reading the {entities_lane()} lane" in caplog.text
+    assert q.depth()[entities_lane()] >= 1  # queued for the next worker
+    with pytest.raises(TimeoutError, match="still owe their named entities"):
+        settle_entities(q, store, progress=False, deadline=time.monotonic() + 0.2, stall_s=60)
+    store.close()
