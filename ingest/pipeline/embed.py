@@ -18,12 +18,11 @@ Backends (``[embed] backend`` in the config, ``$INGEST_EMBED_BACKEND`` overrides
   ``auto`` picks it there, ``onnx-int8`` elsewhere.
 
 The model id records the backend (``<model>#onnx``, ``<model>#onnx-int8``, ``<model>#torch-bf16``,
-``<model>#openvino-bf16``), so a store,
-which keeps one active model id, never mixes vectors of two backends; ``ingest reembed
---model <id>`` switches, as for any other model. The backend only chooses the model id of
-a NEW store: an existing store keeps its model until ``ingest reembed``. The default for new
-stores is ``onnx-int8`` (:data:`DEFAULT_BACKEND`); ``auto`` resolves once, when a store is made
-(:func:`ingest.embedding.resolve_backend`).
+``<model>#openvino-bf16``), so a store, which keeps one active model id, never mixes vectors of two
+backends; ``ingest reembed --model <id>`` switches, as for any other model. The backend only chooses
+the model id of a NEW store: an existing store keeps its model until ``ingest reembed``. The default
+for new stores is ``auto`` (:data:`DEFAULT_BACKEND`), resolved once, when a store is made
+(:func:`ingest.embedding.resolve_backend`): ``openvino-bf16`` on bfloat16 hardware, else ``onnx-int8``.
 """
 from __future__ import annotations
 
