@@ -190,7 +190,9 @@ def main(argv=None) -> int:
                     "whose relevant abstracts are all among them); 0 = all")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached index")
     ap.add_argument("--no-tune", action="store_true", help="skip tuning; use the configured/default fusion")
-    ap.add_argument("--backend", choices=("torch", "onnx", "onnx-int8", "torch-bf16", "openvino-bf16"), default=None,
+    from ingest.embedding import BACKENDS
+
+    ap.add_argument("--backend", choices=BACKENDS, default=None,
                     help="embedding backend of the index (default: the configured one for new stores); "
                     "results are merged into retrieval-backends.json, one entry per backend "
                     "(without --backend: retrieval.json)")

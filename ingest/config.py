@@ -94,6 +94,10 @@ _KINDS = {  # kind -> (parse, what the error says was expected)
 _TRUE, _FALSE = ("1", "on", "true", "yes"), ("0", "off", "false", "no")
 
 
+# what `[embed] backend` may say: a backend a model id can name (ingest.embedding.BACKENDS), or `auto`
+EMBED_BACKEND_CHOICES = ("torch", "onnx", "onnx-int8", "torch-bf16", "openvino-bf16", "auto")
+
+
 def _setting(env: str, key: str | None, kind: str, default, meaning: str, *, minimum: float | None = None,
              choices: tuple[str, ...] = ()):
     return field(default=default, metadata={"env": env, "key": key, "kind": kind, "meaning": meaning,
@@ -180,7 +184,7 @@ class Settings:
                                          "`torch`, `onnx`, `onnx-int8`, `torch-bf16`, `openvino-bf16` or `auto` "
                                          "(`openvino-bf16` where the CPU has bfloat16 in hardware, else "
                                          "`onnx-int8`): the backend of a NEW store; unset: `auto`",
-                                         choices=("torch", "onnx", "onnx-int8", "torch-bf16", "openvino-bf16", "auto"))
+                                         choices=EMBED_BACKEND_CHOICES)
     query_backend: str = _setting("INGEST_QUERY_BACKEND", "embed.query_backend", "str", "onnx",
                                   "`torch` embeds the queries of a PyTorch store with PyTorch too",
                                   choices=("onnx", "torch"))

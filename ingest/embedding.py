@@ -15,13 +15,13 @@ from functools import cached_property
 from pathlib import Path
 
 from ingest import config
-from ingest.config import settings
+from ingest.config import EMBED_BACKEND_CHOICES, settings
 
 CONTEXT_MAX_TOKENS = 48  # the longest section path put in front of a chunk
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-BACKENDS = ("torch", "onnx", "onnx-int8", "torch-bf16", "openvino-bf16")  # what a model id may name
-CHOICES = BACKENDS + ("auto",)  # what [embed] backend may say
+CHOICES = EMBED_BACKEND_CHOICES  # what [embed] backend may say
+BACKENDS = tuple(b for b in CHOICES if b != "auto")  # what a model id may name
 # New stores embed with `auto` (:func:`resolve_backend`, once, when a store is made): `openvino-bf16`
 # where the CPU multiplies bfloat16 in hardware (AMX, AVX512-BF16), `onnx-int8` elsewhere. Both held
 # issue 16's full SciFact gate (bench/retrieval.py --backend B, bench/results/retrieval-backends.json:

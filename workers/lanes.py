@@ -67,6 +67,23 @@ def entities_lane() -> str:
     return "maintenance" if lanes_enabled() else "bulk"
 
 
+def send_entities(app, store_url: str, broker_url: str, *, coalesce: bool, connection=None) -> bool:
+    """Queue one ``ingest.entities`` (the entities the store owes) on :func:`entities_lane`. ``coalesce``
+    (Redis only): not while one already waits (a marker as for changes, cleared when it starts).
+    Returns whether one was sent."""
+    from ingest.obs.lanes import queued_header
+
+    lane, kwargs = entities_lane(), {}
+    if coalesce and is_redis(broker_url):
+        key = pending_key(store_url, lane, "entities", "", "", None)
+        if not redis_client(broker_url).set(key, "1", nx=True, ex=pending_ttl()):
+            return False  # one waits already: it takes what is owed now too
+        kwargs["pending"] = key
+    app.send_task("ingest.entities", args=[store_url], kwargs=kwargs, queue=lane, connection=connection,
+                  headers=queued_header())
+    return True
+
+
 def max_depths(cfg: dict | None = None) -> dict[str, int]:
     cfg = config.load() if cfg is None else cfg
     table = config.section(cfg, "queue.max_depth")
@@ -257,12 +274,10 @@ class Producer:
         return True
 
     def send_entities(self) -> None:
-        """Queue one ``ingest.entities`` (the entities the store owes) on the maintenance lane."""
-        from ingest.obs.lanes import queued_header
-
+        """Queue one ``ingest.entities`` (the entities the store owes), never coalesced: the caller
+        sends it because an earlier one may be lost."""
         with self.app.connection_for_write(self.broker_url) as conn:
-            self.app.send_task("ingest.entities", args=[self.store_url], queue=entities_lane(), connection=conn,
-                               headers=queued_header())
+            send_entities(self.app, self.store_url or "", self.broker_url, coalesce=False, connection=conn)
 
     def resend(self, args: list, kwargs: dict, lane: str, task: str = "ingest.change") -> None:
         """Queue a task again as it was (``ingest retry``), without coalescing."""

@@ -85,19 +85,10 @@ def owe_entities(store_url: str, p) -> None:
     or ``ingest run`` queues it."""
     if not p.entities_owed:
         return
-    from ingest.obs.lanes import queued_header
+    from .lanes import send_entities
 
-    from .lanes import entities_lane, is_redis, pending_key, pending_ttl, redis_client
-
-    lane, broker, kwargs = entities_lane(), app.conf.broker_url, {}
     try:
-        if is_redis(broker):
-            key = pending_key(store_url, lane, "entities", "", "", None)
-            if not redis_client(broker).set(key, "1", nx=True, ex=pending_ttl()):
-                p.entities_owed = 0
-                return  # one waits already: it takes these too
-            kwargs["pending"] = key
-        app.send_task("ingest.entities", args=[store_url], kwargs=kwargs, queue=lane, headers=queued_header())
+        send_entities(app, store_url, app.conf.broker_url, coalesce=True)
     except Exception as e:
         log.warning("could not queue ingest.entities for %d chunk(s) owing their entities (%s: %s); the next "
                     "change task, `ingest add` or `ingest run` queues it", p.entities_owed, type(e).__name__, e)

@@ -274,8 +274,9 @@ class Pipeline:
         except Exception as e:
             if is_transient(e):
                 raise
-            log.warning("named entities: the model failed on a piece of %d chunk(s) (%s: %s); one by one",
-                        len(todo), type(e).__name__, e)
+            log.warning("named entities: the model failed on a piece of %d chunk(s) (%s); one by one",
+                        len(todo), type(e).__name__)
+            log.debug("named entities: %s", e)  # a model's message may quote the text: not at warning level
         out: dict[str, dict | None] = {}
         for h, t in todo.items():
             try:
@@ -283,7 +284,8 @@ class Pipeline:
             except Exception as e:
                 if is_transient(e):
                     raise
-                log.warning("named entities of chunk text %s: %s: %s; stored as none", h[:16], type(e).__name__, e)
+                log.warning("named entities of chunk text %s: %s; stored as none", h[:16], type(e).__name__)
+                log.debug("named entities of chunk text %s: %s", h[:16], e)
                 out[h] = None
         return out
 

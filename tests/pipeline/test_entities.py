@@ -430,7 +430,7 @@ def test_a_chunk_the_entity_model_fails_on_does_not_hold_the_backlog_up(folder, 
         return real(texts)
 
     monkeypatch.setattr(ex, "run", run)
-    with caplog.at_level("WARNING", logger="ingest.pipeline.document"):
+    with caplog.at_level("DEBUG", logger="ingest.pipeline.document"):
         done, more = p.settle_entities()
     assert (done, more) == (store.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0], False)
     assert store.entities_owed() == 0
@@ -438,6 +438,8 @@ def test_a_chunk_the_entity_model_fails_on_does_not_hold_the_backlog_up(folder, 
     assert all(e == {} for t, e in rows if "Olympic" in t) and any("Olympic" in t for t, _ in rows)
     assert all(e for t, e in rows if "Globex Corporation's board" in t)
     assert "the model broke" in caplog.text and "Olympic" not in caplog.text
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned and all("ValueError" in w and "the model broke" not in w for w in warned)  # the message: debug only
     (h,) = [r[0] for r in store.db.execute("SELECT text_hash FROM chunks WHERE text LIKE '%Olympic%'")]
     assert store.cached_entities(ex.model_id, [h]) == {}
 
